@@ -1,0 +1,1 @@
+//! Benchmark programs for mtrec; see `benches/README.md` for how to run them and the figures.

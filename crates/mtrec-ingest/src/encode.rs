@@ -1,0 +1,240 @@
+//! Encoding the rows of one split through the fitted pipeline into an Arrow-ready DataFrame.
+//! Every cell goes through [`mtrec_schema::Encoder`], the same code that encodes a JSON record
+//! at serving time.
+
+use std::collections::HashMap;
+
+use mtrec_schema::{columns, EncodedKind, EncodedValue, Encoder, Lookup, RawValue, Transform};
+use polars::prelude::*;
+use rayon::prelude::*;
+
+use crate::cells::Cells;
+use crate::error::IngestError;
+use crate::source::RawTable;
+
+/// Counts gathered while encoding one feature of one split.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FeatureCounts {
+    pub rows: usize,
+    pub null_rows: usize,
+    /// Categorical values (tokens for multi-categorical) looked up, and how many were OOV.
+    pub values: usize,
+    pub oov: usize,
+}
+
+/// Counts gathered while encoding one task of one split.
+#[derive(Debug, Default, Clone)]
+pub struct TaskCounts {
+    pub labeled: usize,
+    pub label_sum: f64,
+    /// Multiclass: labeled rows per class.
+    pub per_class: Vec<usize>,
+}
+
+/// One encoded split.
+#[derive(Debug)]
+pub struct EncodedSplit {
+    pub df: DataFrame,
+    pub features: Vec<FeatureCounts>,
+    pub tasks: Vec<TaskCounts>,
+}
+
+fn cell_err(table: &RawTable, row: usize, e: mtrec_schema::CellError) -> IngestError {
+    table.cell_error(row, &e.column, e.message)
+}
+
+/// Encodes feature `f` over `rows`.
+fn encode_feature(
+    encoder: &Encoder,
+    table: &RawTable,
+    cells: &Cells,
+    f: usize,
+    rows: &[u32],
+) -> Result<(Column, FeatureCounts), IngestError> {
+    let feature = &encoder.pipeline().features[f];
+    let name = PlSmallStr::from(feature.name.as_str());
+    let mut counts = FeatureCounts { rows: rows.len(), ..Default::default() };
+    let mut tally = |lookup: Lookup, n_values: usize| {
+        match lookup {
+            Lookup::Null => counts.null_rows += 1,
+            Lookup::Oov => counts.oov += 1,
+            Lookup::Known => {}
+        }
+        counts.values += n_values;
+    };
+    let column: Column = match feature.encoded_kind() {
+        EncodedKind::Id => {
+            let mut ids = Vec::with_capacity(rows.len());
+            for &r in rows {
+                let (v, lookup) =
+                    encoder.encode_scalar(f, cells.get(r as usize)).map_err(|e| cell_err(table, r as usize, e))?;
+                let EncodedValue::Id(id) = v else { unreachable!("an id feature encodes to an id") };
+                let counted =
+                    usize::from(matches!(feature.transform, Transform::Categorical { .. }) && lookup != Lookup::Null);
+                tally(lookup, counted);
+                ids.push(id);
+            }
+            Series::new(name, ids).into()
+        }
+        EncodedKind::Value => {
+            let mut values = Vec::with_capacity(rows.len());
+            for &r in rows {
+                let raw = cells.get(r as usize);
+                if table.text.apply(raw).is_null() {
+                    counts.null_rows += 1;
+                }
+                let (v, _) = encoder.encode_scalar(f, raw).map_err(|e| cell_err(table, r as usize, e))?;
+                let EncodedValue::Value(x) = v else { unreachable!("a numeric feature encodes to a value") };
+                values.push(x);
+            }
+            Series::new(name, values).into()
+        }
+        EncodedKind::IdList => {
+            let mut builder =
+                ListPrimitiveChunkedBuilder::<UInt32Type>::new(name, rows.len(), rows.len() * 4, DataType::UInt32);
+            for &r in rows {
+                let r = r as usize;
+                let (ids, lookup) = if cells.is_list() {
+                    match cells.tokens(r) {
+                        None => (vec![mtrec_schema::NULL_ID], Lookup::Null),
+                        Some(tokens) => {
+                            let raw: Vec<RawValue<'_>> = tokens
+                                .iter()
+                                .map(|t| t.as_deref().map_or(RawValue::Null, |s| encoder.pipeline().text.cell(s)))
+                                .collect();
+                            encoder.encode_tokens(f, raw.into_iter())
+                        }
+                    }
+                } else {
+                    let (v, lookup) = encoder.encode_scalar(f, cells.get(r)).map_err(|e| cell_err(table, r, e))?;
+                    let EncodedValue::Ids(ids) = v else { unreachable!("a multi-categorical feature encodes to ids") };
+                    (ids, lookup)
+                };
+                // Out-of-vocabulary is counted per token here, not per row.
+                let oov_tokens = ids.iter().filter(|&&id| id == mtrec_schema::OOV_ID).count();
+                if lookup == Lookup::Null {
+                    counts.null_rows += 1;
+                } else {
+                    counts.values += ids.len();
+                    counts.oov += oov_tokens;
+                }
+                builder.append_slice(&ids);
+            }
+            builder.finish().into_series().into()
+        }
+    };
+    Ok((column, counts))
+}
+
+/// Encodes the rows `rows` (global indices, in order) into one split's frame.
+pub fn encode_split(
+    encoder: &Encoder,
+    table: &RawTable,
+    cells: &HashMap<String, Cells>,
+    rows: &[u32],
+) -> Result<EncodedSplit, IngestError> {
+    let pipeline = encoder.pipeline();
+    let encoded: Vec<(Column, FeatureCounts)> = (0..pipeline.features.len())
+        .into_par_iter()
+        .map(|f| encode_feature(encoder, table, &cells[&pipeline.features[f].column], f, rows))
+        .collect::<Result<_, _>>()?;
+    let mut out_columns: Vec<Column> = Vec::new();
+    let mut feature_counts = Vec::new();
+    for (c, n) in encoded {
+        out_columns.push(c);
+        feature_counts.push(n);
+    }
+
+    let labels: Vec<(Column, Column, TaskCounts)> = (0..pipeline.tasks.len())
+        .into_par_iter()
+        .map(|t| encode_task(encoder, table, cells, t, rows))
+        .collect::<Result<_, _>>()?;
+    let mut task_counts = Vec::new();
+    for (label, mask, n) in labels {
+        out_columns.push(label);
+        out_columns.push(mask);
+        task_counts.push(n);
+    }
+
+    for (name, column) in [(columns::USER_ID, &pipeline.ids.user), (columns::ITEM_ID, &pipeline.ids.item)] {
+        if let Some(column) = column {
+            let c = &cells[column];
+            let ids: StringChunked = rows
+                .iter()
+                .map(|&r| pipeline.text.apply(c.get(r as usize)).category_key())
+                .collect::<Vec<_>>()
+                .iter()
+                .map(|k| k.as_deref())
+                .collect();
+            out_columns.push(ids.with_name(name.into()).into_series().into());
+        }
+    }
+    if let Some(column) = &pipeline.ids.timestamp {
+        let c = &cells[column];
+        let mut ts = Vec::with_capacity(rows.len());
+        for &r in rows {
+            let v =
+                pipeline.text.apply(c.get(r as usize)).as_number().map_err(|e| {
+                    table.cell_error(r as usize, column, format!("cannot parse {:?} as a timestamp", e.0))
+                })?;
+            ts.push(v);
+        }
+        out_columns.push(Series::new(columns::TIMESTAMP.into(), ts).into());
+    }
+    let row_ids: Vec<u64> = rows.iter().map(|&r| u64::from(r)).collect();
+    out_columns.push(Series::new(columns::ROW.into(), row_ids).into());
+
+    if !pipeline.passthrough.is_empty() {
+        let idx = IdxCa::from_vec("idx".into(), rows.iter().map(|&r| r as IdxSize).collect());
+        for column in &pipeline.passthrough {
+            let s = table.df.column(column).map_err(|e| IngestError::Data(e.to_string()))?.as_materialized_series();
+            let taken = s.take(&idx).map_err(|e| IngestError::Data(e.to_string()))?;
+            out_columns.push(taken.with_name(columns::extra(column).into()).into());
+        }
+    }
+    let df = DataFrame::new(rows.len(), out_columns).map_err(|e| IngestError::Data(e.to_string()))?;
+    Ok(EncodedSplit { df, features: feature_counts, tasks: task_counts })
+}
+
+fn encode_task(
+    encoder: &Encoder,
+    table: &RawTable,
+    cells: &HashMap<String, Cells>,
+    t: usize,
+    rows: &[u32],
+) -> Result<(Column, Column, TaskCounts), IngestError> {
+    let task = &encoder.pipeline().tasks[t];
+    let label_cells = &cells[&task.label.column];
+    let mask_cells = task.mask.as_ref().map(|m| &cells[&m.column]);
+    let mut labels = Vec::with_capacity(rows.len());
+    let mut masks = Vec::with_capacity(rows.len());
+    let mut counts = TaskCounts { per_class: vec![0; task.classes.len()], ..Default::default() };
+    for &r in rows {
+        let r = r as usize;
+        let label = encoder.label(t, label_cells.get(r)).map_err(|e| cell_err(table, r, e))?;
+        let holds = match mask_cells {
+            Some(c) => encoder.mask_holds(t, c.get(r)).map_err(|e| cell_err(table, r, e))?,
+            None => true,
+        };
+        match label {
+            Some(y) if holds => {
+                labels.push(y);
+                masks.push(1u8);
+                counts.labeled += 1;
+                counts.label_sum += f64::from(y);
+                if let Some(c) = counts.per_class.get_mut(y as usize) {
+                    *c += 1;
+                }
+            }
+            _ => {
+                labels.push(0.0);
+                masks.push(0u8);
+            }
+        }
+    }
+    Ok((
+        Series::new(columns::label(&task.name).into(), labels).into(),
+        Series::new(columns::mask(&task.name).into(), masks).into(),
+        counts,
+    ))
+}

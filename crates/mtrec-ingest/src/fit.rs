@@ -1,0 +1,310 @@
+//! Fitting the feature pipeline on the train rows only: vocabularies, fill values, scaling
+//! statistics and quantile boundaries.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use mtrec_schema::{
+    split_tokens, DatasetSchema, FeaturePipeline, FeatureSpec, FeatureType, Fill, FillRule, FittedFeature, FittedTask,
+    IdMapping, Normalize, NumericTransform, Pooling, Scale, TextRules, Transform, PIPELINE_FORMAT_VERSION,
+};
+use rayon::prelude::*;
+
+use crate::cells::Cells;
+use crate::error::IngestError;
+use crate::source::RawTable;
+
+/// Facts learned while fitting that the report shows.
+#[derive(Debug, Default)]
+pub struct FitStats {
+    /// Distinct train values of each hashed feature, by feature name.
+    pub hashed_distinct: HashMap<String, HashSet<String>>,
+}
+
+/// Calls `f` with every category key of feature cell `row` (one for a categorical, the tokens
+/// of a multi-categorical). Nulls are skipped.
+fn for_each_key(spec: &FeatureSpec, text: &TextRules, cells: &Cells, row: usize, mut f: impl FnMut(&str)) {
+    match spec.kind {
+        FeatureType::MultiCategorical if cells.is_list() => {
+            for t in cells.tokens(row).unwrap_or_default().iter().flatten() {
+                if let Some(k) = text.cell(t).category_key() {
+                    if !k.is_empty() {
+                        f(&k);
+                    }
+                }
+            }
+        }
+        FeatureType::MultiCategorical => {
+            let sep = spec.separator.as_deref().unwrap_or("|");
+            let cell = text.apply(cells.get(row));
+            if !cell.is_null() {
+                for t in split_tokens(text, sep, cell) {
+                    if let Some(k) = t.category_key() {
+                        f(&k);
+                    }
+                }
+            }
+        }
+        _ => {
+            if let Some(k) = text.apply(cells.get(row)).category_key() {
+                f(&k);
+            }
+        }
+    }
+}
+
+fn all_null_error(table: &RawTable, i: usize, spec: &FeatureSpec) -> IngestError {
+    let files: Vec<String> = table.files.iter().map(|f| f.path.display().to_string()).collect();
+    IngestError::Data(format!(
+        "features[{i}] ({}): column {:?} is null in every train row ({}): nothing to fit",
+        spec.name,
+        spec.column(),
+        files.join(", ")
+    ))
+}
+
+/// Fits the pipeline on `train` rows.
+pub fn fit(
+    schema: &DatasetSchema,
+    table: &RawTable,
+    cells: &HashMap<String, Cells>,
+    train: &[u32],
+) -> Result<(FeaturePipeline, FitStats), IngestError> {
+    let text = &table.text;
+    // Vocabularies, one per group of features sharing it, fitted in parallel.
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, f) in schema.features.iter().enumerate() {
+        if f.kind != FeatureType::Numeric && f.hashing.is_none() {
+            groups.entry(DatasetSchema::vocabulary_name(f)).or_default().push(i);
+        }
+    }
+    let vocabularies: Vec<(String, Vec<String>)> = groups
+        .par_iter()
+        .map(|(name, members)| {
+            let mut counts: HashMap<String, u64> = HashMap::new();
+            for &i in members {
+                let spec = &schema.features[i];
+                let column = &cells[spec.column()];
+                let mut seen = 0usize;
+                for &r in train {
+                    for_each_key(spec, text, column, r as usize, |k| {
+                        seen += 1;
+                        match counts.get_mut(k) {
+                            Some(c) => *c += 1,
+                            None => {
+                                counts.insert(k.to_owned(), 1);
+                            }
+                        }
+                    });
+                }
+                if seen == 0 && spec.kind == FeatureType::Categorical {
+                    return Err(all_null_error(table, i, spec));
+                }
+            }
+            let vocab = spec_vocabulary(&schema.features[members[0]]);
+            let mut entries: Vec<(String, u64)> = counts.into_iter().filter(|(_, c)| *c >= vocab.min_count).collect();
+            entries.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            if let Some(max) = vocab.max_size {
+                entries.truncate(max);
+            }
+            Ok((name.clone(), entries.into_iter().map(|(k, _)| k).collect()))
+        })
+        .collect::<Result<_, IngestError>>()?;
+
+    let mut stats = FitStats::default();
+    let features: Vec<(FittedFeature, Option<HashSet<String>>)> = schema
+        .features
+        .par_iter()
+        .enumerate()
+        .map(|(i, spec)| fit_feature(schema, table, cells, train, i, spec))
+        .collect::<Result<_, _>>()?;
+    let features = features
+        .into_iter()
+        .map(|(f, distinct)| {
+            if let Some(d) = distinct {
+                stats.hashed_distinct.insert(f.name.clone(), d);
+            }
+            f
+        })
+        .collect();
+
+    let tasks = schema
+        .tasks
+        .iter()
+        .map(|t| FittedTask {
+            name: t.name.clone(),
+            kind: t.kind,
+            classes: t.classes.clone().unwrap_or_default(),
+            scope: t.scope,
+            weight: t.weight,
+            label: t.label.clone(),
+            mask: t.mask.clone(),
+        })
+        .collect();
+    let pipeline = FeaturePipeline {
+        format_version: PIPELINE_FORMAT_VERSION,
+        dataset: schema.name.clone(),
+        schema_hash: schema.hash(),
+        ids: schema.ids.clone(),
+        text: table.text.clone(),
+        features,
+        vocabularies: vocabularies.into_iter().collect(),
+        tasks,
+        passthrough: schema.passthrough.clone(),
+    };
+    Ok((pipeline, stats))
+}
+
+fn spec_vocabulary(f: &FeatureSpec) -> mtrec_schema::VocabularySpec {
+    f.vocabulary.clone().unwrap_or_default()
+}
+
+fn fit_feature(
+    schema: &DatasetSchema,
+    table: &RawTable,
+    cells: &HashMap<String, Cells>,
+    train: &[u32],
+    i: usize,
+    spec: &FeatureSpec,
+) -> Result<(FittedFeature, Option<HashSet<String>>), IngestError> {
+    let column = &cells[spec.column()];
+    let text = &table.text;
+    let ids = || match &spec.hashing {
+        Some(h) => IdMapping::Hashing { buckets: h.buckets, seed: h.seed },
+        None => IdMapping::Vocabulary { vocabulary: DatasetSchema::vocabulary_name(spec) },
+    };
+    let mut distinct = None;
+    if spec.hashing.is_some() {
+        let mut set = HashSet::new();
+        for &r in train {
+            for_each_key(spec, text, column, r as usize, |k| {
+                if !set.contains(k) {
+                    set.insert(k.to_owned());
+                }
+            });
+        }
+        if set.is_empty() && spec.kind == FeatureType::Categorical {
+            return Err(all_null_error(table, i, spec));
+        }
+        distinct = Some(set);
+    }
+    let transform = match spec.kind {
+        FeatureType::Categorical => Transform::Categorical { ids: ids(), embedding_dim: schema.embedding_dim(spec) },
+        FeatureType::MultiCategorical => Transform::MultiCategorical {
+            separator: spec.separator.clone().unwrap_or_else(|| "|".to_owned()),
+            ids: ids(),
+            embedding_dim: schema.embedding_dim(spec),
+            pooling: spec.pooling.unwrap_or(Pooling::Mean),
+        },
+        FeatureType::Numeric => fit_numeric(schema, table, column, train, i, spec)?,
+    };
+    let fitted =
+        FittedFeature { name: spec.name.clone(), column: spec.column().to_owned(), side: spec.side, transform };
+    Ok((fitted, distinct))
+}
+
+fn fit_numeric(
+    schema: &DatasetSchema,
+    table: &RawTable,
+    column: &Cells,
+    train: &[u32],
+    i: usize,
+    spec: &FeatureSpec,
+) -> Result<Transform, IngestError> {
+    let mut raw: Vec<f64> = Vec::with_capacity(train.len());
+    let mut nulls = 0usize;
+    for &r in train {
+        match table.text.apply(column.get(r as usize)).as_number() {
+            Ok(Some(x)) => raw.push(x),
+            Ok(None) => nulls += 1,
+            Err(e) => {
+                return Err(table.cell_error(r as usize, spec.column(), format!("cannot parse {:?} as a number", e.0)))
+            }
+        }
+    }
+    if raw.is_empty() {
+        return Err(all_null_error(table, i, spec));
+    }
+    let fill = match spec.fill.clone().unwrap_or(Fill::Rule(FillRule::Mean)) {
+        Fill::Value(v) => v,
+        Fill::Rule(FillRule::Zero) => 0.0,
+        Fill::Rule(FillRule::Mean) => raw.iter().sum::<f64>() / raw.len() as f64,
+        Fill::Rule(FillRule::Median) => {
+            let mut v = raw.clone();
+            v.sort_unstable_by(f64::total_cmp);
+            v[v.len() / 2]
+        }
+    };
+    let numeric =
+        NumericTransform { fill, clip: spec.clip.unwrap_or([None, None]), log1p: spec.log1p.unwrap_or(false) };
+    // Statistics are over the transformed train values, nulls filled.
+    let mut values: Vec<f64> = raw.iter().map(|&x| numeric.apply(Some(x))).collect();
+    values.extend(std::iter::repeat_n(numeric.apply(None), nulls));
+    if let Some(b) = &spec.bucketize {
+        let boundaries = match (&b.boundaries, b.quantiles) {
+            (Some(bounds), _) => bounds.clone(),
+            (None, Some(q)) => quantile_boundaries(&mut values, q),
+            (None, None) => unreachable!("validated: bucketize has boundaries or quantiles"),
+        };
+        return Ok(Transform::Bucketized { numeric, boundaries, embedding_dim: schema.embedding_dim(spec) });
+    }
+    let n = values.len() as f64;
+    let scale = match spec.normalize.unwrap_or_default() {
+        Normalize::None => Scale::None,
+        Normalize::Standardize => {
+            let mean = values.iter().sum::<f64>() / n;
+            let var = values.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
+            // A constant feature would divide by zero: keep it centred at 0 instead.
+            let std = if var > 0.0 { var.sqrt() } else { 1.0 };
+            Scale::Standardize { mean, std }
+        }
+        Normalize::MinMax => {
+            let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            Scale::MinMax { min, max: if max > min { max } else { min + 1.0 } }
+        }
+    };
+    Ok(Transform::Numeric { numeric, scale })
+}
+
+/// Boundaries of `q` equal-frequency buckets: the values at ranks `k * n / q` (k = 1 .. q-1),
+/// deduplicated, so a bucket boundary never splits equal values.
+pub fn quantile_boundaries(values: &mut [f64], q: usize) -> Vec<f64> {
+    values.sort_unstable_by(f64::total_cmp);
+    let n = values.len();
+    let mut out: Vec<f64> = (1..q).map(|k| values[(k * n / q).min(n - 1)]).collect();
+    out.dedup();
+    out.retain(|b| *b > values[0]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_split_evenly_and_dedupe() {
+        let mut v: Vec<f64> = (0..100).map(f64::from).collect();
+        assert_eq!(quantile_boundaries(&mut v, 4), vec![25.0, 50.0, 75.0]);
+        let mut constant = vec![3.0; 50];
+        assert!(quantile_boundaries(&mut constant, 10).is_empty());
+        let mut skewed = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2.0];
+        assert_eq!(quantile_boundaries(&mut skewed, 4), vec![1.0]);
+    }
+
+    #[test]
+    fn all_keys_of_a_multi_categorical_cell() {
+        use polars::prelude::NewChunkedArray;
+        let spec: FeatureSpec = serde_json::from_value(serde_json::json!(
+            {"name": "h", "side": "user", "type": "multi_categorical", "separator": "|"}
+        ))
+        .unwrap();
+        let text = TextRules { trim_whitespace: true, null_values: vec![String::new()] };
+        let cells = Cells::Str(polars::prelude::StringChunked::from_slice("h".into(), &[" a| b||c ", ""]));
+        let mut keys = Vec::new();
+        for_each_key(&spec, &text, &cells, 0, |k| keys.push(k.to_owned()));
+        assert_eq!(keys, ["a", "b", "c"]);
+        keys.clear();
+        for_each_key(&spec, &text, &cells, 1, |k| keys.push(k.to_owned()));
+        assert!(keys.is_empty());
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests of mtrec-ingest: one binary, a module per area.
+
+mod bad_input;
+mod common;
+mod outputs;
+mod parity;

@@ -1,0 +1,311 @@
+//! The fitted feature pipeline (`features.json`): everything needed to encode one raw record
+//! exactly as ingestion did, without Polars.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::PipelineError;
+use crate::spec::{Condition, Ids, LabelSpec, Pooling, Scope, Side, TaskType};
+use crate::value::RawValue;
+
+/// Version of the `features.json` format; bumped on any incompatible change.
+pub const PIPELINE_FORMAT_VERSION: u32 = 1;
+/// Id of a category not in the vocabulary (unseen in train, or below `min_count`).
+pub const OOV_ID: u32 = 0;
+/// Id of a null cell.
+pub const NULL_ID: u32 = 1;
+/// First id of a known category, hash bucket or numeric bucket.
+pub const FIRST_ID: u32 = 2;
+
+/// The fitted pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeaturePipeline {
+    pub format_version: u32,
+    /// Dataset name from the schema.
+    pub dataset: String,
+    /// SHA-256 of the canonical schema JSON this pipeline was fitted from.
+    pub schema_hash: String,
+    pub ids: Ids,
+    /// How raw text cells are read (trimming, null texts): applied to JSON strings too.
+    pub text: TextRules,
+    pub features: Vec<FittedFeature>,
+    /// Vocabulary name -> categories in id order, starting at id [`FIRST_ID`].
+    pub vocabularies: BTreeMap<String, Vec<String>>,
+    pub tasks: Vec<FittedTask>,
+    /// Raw columns copied into the encoded splits as `extra.<column>`.
+    #[serde(default)]
+    pub passthrough: Vec<String>,
+}
+
+/// Rules for raw text cells.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TextRules {
+    pub trim_whitespace: bool,
+    /// Texts read as null (compared after trimming).
+    pub null_values: Vec<String>,
+}
+
+impl TextRules {
+    /// A text cell as a raw value.
+    pub fn cell<'a>(&self, s: &'a str) -> RawValue<'a> {
+        let s = if self.trim_whitespace { s.trim() } else { s };
+        if self.null_values.iter().any(|n| n == s) {
+            RawValue::Null
+        } else {
+            RawValue::Str(s)
+        }
+    }
+
+    /// Applies the rules to a value of any type (only text is affected).
+    pub fn apply<'a>(&self, v: RawValue<'a>) -> RawValue<'a> {
+        match v {
+            RawValue::Str(s) => self.cell(s),
+            other => other,
+        }
+    }
+}
+
+/// One fitted feature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FittedFeature {
+    pub name: String,
+    pub column: String,
+    pub side: Side,
+    pub transform: Transform,
+}
+
+/// A feature's fitted transform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Transform {
+    Categorical { ids: IdMapping, embedding_dim: usize },
+    MultiCategorical { separator: String, ids: IdMapping, embedding_dim: usize, pooling: Pooling },
+    Numeric { numeric: NumericTransform, scale: Scale },
+    Bucketized { numeric: NumericTransform, boundaries: Vec<f64>, embedding_dim: usize },
+}
+
+/// How a category becomes an id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum IdMapping {
+    /// Look the category up in `vocabularies[vocabulary]`.
+    Vocabulary { vocabulary: String },
+    /// `FIRST_ID + xxh3_64(key, seed) % buckets`.
+    Hashing { buckets: u32, seed: u64 },
+}
+
+/// Fill, clip and log1p of a numeric feature.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct NumericTransform {
+    pub fill: f64,
+    pub clip: [Option<f64>; 2],
+    pub log1p: bool,
+}
+
+impl NumericTransform {
+    /// The transformed value before scaling or bucketing.
+    pub fn apply(&self, x: Option<f64>) -> f64 {
+        let mut v = x.unwrap_or(self.fill);
+        if let Some(lo) = self.clip[0] {
+            v = v.max(lo);
+        }
+        if let Some(hi) = self.clip[1] {
+            v = v.min(hi);
+        }
+        if self.log1p {
+            v = v.max(0.0).ln_1p();
+        }
+        v
+    }
+}
+
+/// Scaling of a numeric feature, with statistics fitted on train.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Scale {
+    None,
+    Standardize { mean: f64, std: f64 },
+    MinMax { min: f64, max: f64 },
+}
+
+impl Scale {
+    pub fn apply(&self, v: f64) -> f32 {
+        match *self {
+            Scale::None => v as f32,
+            Scale::Standardize { mean, std } => ((v - mean) / std) as f32,
+            Scale::MinMax { min, max } => ((v - min) / (max - min)) as f32,
+        }
+    }
+}
+
+/// Bucket id of a value: `FIRST_ID + #{boundaries <= v}`.
+pub fn bucket_id(boundaries: &[f64], v: f64) -> u32 {
+    FIRST_ID + boundaries.partition_point(|b| *b <= v) as u32
+}
+
+/// Hash bucket id of a category key.
+pub fn hash_id(key: &str, buckets: u32, seed: u64) -> u32 {
+    FIRST_ID + (xxhash_rust::xxh3::xxh3_64_with_seed(key.as_bytes(), seed) % u64::from(buckets)) as u32
+}
+
+/// What an encoded feature column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodedKind {
+    /// One id per row (`u32`).
+    Id,
+    /// A list of ids per row (`list<u32>`).
+    IdList,
+    /// One number per row (`f32`).
+    Value,
+}
+
+impl FittedFeature {
+    pub fn encoded_kind(&self) -> EncodedKind {
+        match self.transform {
+            Transform::Categorical { .. } | Transform::Bucketized { .. } => EncodedKind::Id,
+            Transform::MultiCategorical { .. } => EncodedKind::IdList,
+            Transform::Numeric { .. } => EncodedKind::Value,
+        }
+    }
+
+    /// Embedding dimension, for features with an embedding table.
+    pub fn embedding_dim(&self) -> Option<usize> {
+        match self.transform {
+            Transform::Categorical { embedding_dim, .. }
+            | Transform::MultiCategorical { embedding_dim, .. }
+            | Transform::Bucketized { embedding_dim, .. } => Some(embedding_dim),
+            Transform::Numeric { .. } => None,
+        }
+    }
+
+    /// Name of the embedding table this feature reads; features sharing a vocabulary share it.
+    pub fn embedding_table(&self) -> Option<&str> {
+        match &self.transform {
+            Transform::Categorical { ids: IdMapping::Vocabulary { vocabulary }, .. }
+            | Transform::MultiCategorical { ids: IdMapping::Vocabulary { vocabulary }, .. } => Some(vocabulary),
+            Transform::Numeric { .. } => None,
+            _ => Some(&self.name),
+        }
+    }
+}
+
+/// One task, with its label definition for reading labels from raw data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FittedTask {
+    pub name: String,
+    pub kind: TaskType,
+    /// Class names (multiclass only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
+    pub scope: Scope,
+    pub weight: f64,
+    pub label: LabelSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<Condition>,
+}
+
+impl FeaturePipeline {
+    /// Number of rows of every embedding table, by table name.
+    pub fn table_sizes(&self) -> BTreeMap<String, (usize, usize)> {
+        let mut out = BTreeMap::new();
+        for f in &self.features {
+            if let (Some(table), Some(dim)) = (f.embedding_table(), f.embedding_dim()) {
+                out.insert(table.to_owned(), (self.cardinality(f), dim));
+            }
+        }
+        out
+    }
+
+    /// Number of distinct ids of a categorical feature, reserved ids included (0 for numerics).
+    pub fn cardinality(&self, f: &FittedFeature) -> usize {
+        let known = match &f.transform {
+            Transform::Categorical { ids, .. } | Transform::MultiCategorical { ids, .. } => match ids {
+                IdMapping::Vocabulary { vocabulary } => self.vocabularies.get(vocabulary).map_or(0, Vec::len),
+                IdMapping::Hashing { buckets, .. } => *buckets as usize,
+            },
+            Transform::Bucketized { boundaries, .. } => boundaries.len() + 1,
+            Transform::Numeric { .. } => return 0,
+        };
+        known + FIRST_ID as usize
+    }
+
+    pub fn feature(&self, name: &str) -> Option<&FittedFeature> {
+        self.features.iter().find(|f| f.name == name)
+    }
+
+    /// Reads `features.json`, refusing an unknown format version.
+    pub fn load(path: &Path) -> Result<Self, PipelineError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| PipelineError::Io { path: path.to_owned(), source })?;
+        let mut de = serde_json::Deserializer::from_str(&text);
+        let pipeline: FeaturePipeline = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            PipelineError::Invalid { path: path.to_owned(), message: format!("{}: {}", e.path(), e.inner()) }
+        })?;
+        if pipeline.format_version != PIPELINE_FORMAT_VERSION {
+            return Err(PipelineError::Invalid {
+                path: path.to_owned(),
+                message: format!(
+                    "format_version {} is not supported (this build reads {PIPELINE_FORMAT_VERSION})",
+                    pipeline.format_version
+                ),
+            });
+        }
+        pipeline.check().map_err(|message| PipelineError::Invalid { path: path.to_owned(), message })?;
+        Ok(pipeline)
+    }
+
+    /// Internal consistency: every vocabulary a feature names exists.
+    fn check(&self) -> Result<(), String> {
+        for (i, f) in self.features.iter().enumerate() {
+            if let Transform::Categorical { ids: IdMapping::Vocabulary { vocabulary }, .. }
+            | Transform::MultiCategorical { ids: IdMapping::Vocabulary { vocabulary }, .. } = &f.transform
+            {
+                if !self.vocabularies.contains_key(vocabulary) {
+                    return Err(format!("features[{i}].transform.ids.vocabulary: no vocabulary named {vocabulary:?}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_follow_boundaries() {
+        let b = [0.0, 10.0, 20.0];
+        assert_eq!(bucket_id(&b, -1.0), 2);
+        assert_eq!(bucket_id(&b, 0.0), 3);
+        assert_eq!(bucket_id(&b, 9.9), 3);
+        assert_eq!(bucket_id(&b, 20.0), 5);
+    }
+
+    #[test]
+    fn numeric_transform_order_is_fill_clip_log1p() {
+        let t = NumericTransform { fill: 5.0, clip: [Some(-2.0), Some(100.0)], log1p: true };
+        assert_eq!(t.apply(None), 6f64.ln());
+        assert_eq!(t.apply(Some(1000.0)), 101f64.ln());
+        assert_eq!(t.apply(Some(-1.5)), 0.0);
+    }
+
+    #[test]
+    fn hashing_is_stable() {
+        // Pinned (computed with Python's `xxhash` package): a change of hash function would
+        // silently re-map every deployed model's ids.
+        assert_eq!(hash_id("user_42", 1000, 0), 167);
+        assert_eq!(hash_id("abc", 1 << 20, 7), 235_796);
+        assert_ne!(hash_id("abc", 1 << 20, 7), hash_id("abc", 1 << 20, 8));
+    }
+
+    #[test]
+    fn text_rules_trim_then_null() {
+        let rules = TextRules { trim_whitespace: true, null_values: vec!["?".into(), String::new()] };
+        assert_eq!(rules.cell("  ? "), RawValue::Null);
+        assert_eq!(rules.cell("   "), RawValue::Null);
+        assert_eq!(rules.cell(" Male "), RawValue::Str("Male"));
+    }
+}

@@ -1,0 +1,118 @@
+//! One raw cell, whatever it came from (a Polars column at ingestion, a JSON field at serving),
+//! and the canonical forms every transform reads: its category key and its number.
+//!
+//! Both paths call these functions, so a category or number is encoded identically in both.
+
+use std::borrow::Cow;
+
+/// A raw cell value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RawValue<'a> {
+    Null,
+    Str(&'a str),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+/// A value that is not a number where a number is required.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotANumber(pub String);
+
+impl<'a> RawValue<'a> {
+    /// Converts a JSON scalar; arrays and objects are not scalars (`None`).
+    pub fn from_json(value: &'a serde_json::Value) -> Option<Self> {
+        Some(match value {
+            serde_json::Value::Null => RawValue::Null,
+            serde_json::Value::Bool(b) => RawValue::Bool(*b),
+            serde_json::Value::String(s) => RawValue::Str(s),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => RawValue::Int(i),
+                None => RawValue::Float(n.as_f64()?),
+            },
+            serde_json::Value::Array(_) | serde_json::Value::Object(_) => return None,
+        })
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, RawValue::Null) || matches!(self, RawValue::Float(f) if f.is_nan())
+    }
+
+    /// The text a category is keyed by: strings as they are, integers in decimal, floats in their
+    /// shortest round-trip form with integral values written as integers (`1.0` -> `"1"`), so a
+    /// CSV cell `1`, a Parquet integer 1 and a JSON number 1.0 are the same category.
+    /// `None` for null.
+    pub fn category_key(&self) -> Option<Cow<'a, str>> {
+        match *self {
+            RawValue::Null => None,
+            RawValue::Str(s) => Some(Cow::Borrowed(s)),
+            RawValue::Int(i) => Some(Cow::Owned(i.to_string())),
+            RawValue::Float(f) if f.is_nan() => None,
+            RawValue::Float(f) => Some(Cow::Owned(float_key(f))),
+            RawValue::Bool(b) => Some(Cow::Borrowed(if b { "true" } else { "false" })),
+        }
+    }
+
+    /// The value as a number; text is parsed (surrounding whitespace ignored), booleans are 0/1.
+    /// `Ok(None)` for null (and NaN).
+    pub fn as_number(&self) -> Result<Option<f64>, NotANumber> {
+        match *self {
+            RawValue::Null => Ok(None),
+            RawValue::Int(i) => Ok(Some(i as f64)),
+            RawValue::Float(f) if f.is_nan() => Ok(None),
+            RawValue::Float(f) => Ok(Some(f)),
+            RawValue::Bool(b) => Ok(Some(if b { 1.0 } else { 0.0 })),
+            RawValue::Str(s) => {
+                let t = s.trim();
+                match t.parse::<f64>() {
+                    Ok(f) if f.is_nan() => Ok(None),
+                    Ok(f) => Ok(Some(f)),
+                    Err(_) => Err(NotANumber(s.to_owned())),
+                }
+            }
+        }
+    }
+}
+
+/// Canonical text of a float: integral values without a fraction, others shortest round-trip.
+pub fn float_key(f: f64) -> String {
+    if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 {
+        format!("{}", f as i64)
+    } else {
+        format!("{f}")
+    }
+}
+
+/// Canonical text of a JSON scalar given in a schema (label values, mask values).
+pub fn json_key(value: &serde_json::Value) -> Option<String> {
+    RawValue::from_json(value).and_then(|v| v.category_key().map(Cow::into_owned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn category_keys_agree_across_sources() {
+        assert_eq!(RawValue::Str("1").category_key().unwrap(), "1");
+        assert_eq!(RawValue::Int(1).category_key().unwrap(), "1");
+        assert_eq!(RawValue::Float(1.0).category_key().unwrap(), "1");
+        assert_eq!(RawValue::Float(-3.0).category_key().unwrap(), "-3");
+        assert_eq!(RawValue::Float(0.25).category_key().unwrap(), "0.25");
+        assert_eq!(RawValue::Float(1e300).category_key().unwrap(), format!("{}", 1e300));
+        assert_eq!(RawValue::Bool(true).category_key().unwrap(), "true");
+        assert_eq!(RawValue::Float(f64::NAN).category_key(), None);
+        assert_eq!(RawValue::Null.category_key(), None);
+        let json: serde_json::Value = serde_json::json!(2.0);
+        assert_eq!(json_key(&json).unwrap(), "2");
+    }
+
+    #[test]
+    fn numbers_parse_from_text() {
+        assert_eq!(RawValue::Str(" 73 ").as_number(), Ok(Some(73.0)));
+        assert_eq!(RawValue::Str("1e3").as_number(), Ok(Some(1000.0)));
+        assert_eq!(RawValue::Bool(true).as_number(), Ok(Some(1.0)));
+        assert_eq!(RawValue::Str("abc").as_number(), Err(NotANumber("abc".into())));
+        assert_eq!(RawValue::Null.as_number(), Ok(None));
+    }
+}

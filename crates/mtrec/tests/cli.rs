@@ -1,0 +1,109 @@
+//! The `mtrec` binary: flags, exit codes and the end-to-end path on small synthetic data.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn mtrec(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mtrec")).args(args).output().expect("the mtrec binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        &["--help"][..],
+        &["gen", "--help"],
+        &["gen", "synthetic", "--help"],
+        &["ingest", "--help"],
+        &["schema", "--help"],
+        &["quickstart", "--help"],
+    ] {
+        let o = mtrec(args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("Usage: mtrec"), "{args:?}: {}", text(&o));
+    }
+    let o = mtrec(&["ingest", "--schema"]);
+    assert_eq!(o.status.code(), Some(2), "bad usage exits 2: {}", text(&o));
+}
+
+#[test]
+fn generate_then_ingest_the_synthetic_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("s.parquet");
+    let o = mtrec(&[
+        "gen",
+        "synthetic",
+        "--out",
+        data.to_str().unwrap(),
+        "--users",
+        "50",
+        "--items",
+        "30",
+        "--rows",
+        "2000",
+        "--seed",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/synthetic.json");
+    let out = dir.path().join("ingest");
+    let o = mtrec(&[
+        "ingest",
+        "--schema",
+        schema.to_str().unwrap(),
+        "--input",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = &report["rows"];
+    assert_eq!(
+        rows["train"].as_u64().unwrap() + rows["valid"].as_u64().unwrap() + rows["test"].as_u64().unwrap(),
+        2000
+    );
+    let names: Vec<&str> = report["tasks"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["click", "convert", "dwell", "high_value", "item_quality"]);
+    // convert is masked to clicked rows: its labeled share equals the click rate.
+    let click = report["tasks"][0]["label_mean"]["train"].as_f64().unwrap();
+    let convert_labeled = report["tasks"][1]["labeled_rate"]["train"].as_f64().unwrap();
+    assert!((click - convert_labeled).abs() < 1e-9, "{click} vs {convert_labeled}");
+    for f in ["features.json", "train.arrow", "valid.arrow", "test.arrow", "ingest_report.json"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+}
+
+#[test]
+fn ingest_errors_exit_1_and_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/synthetic.json");
+    let out = dir.path().join("ingest");
+    let missing = dir.path().join("missing.parquet");
+    let o = mtrec(&[
+        "ingest",
+        "--schema",
+        schema.to_str().unwrap(),
+        "--input",
+        missing.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("missing.parquet: no such file"), "{}", text(&o));
+    assert!(!out.exists());
+}
+
+#[test]
+fn schema_command_prints_the_committed_json_schema() {
+    let o = mtrec(&["schema"]);
+    assert!(o.status.success());
+    let committed =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/dataset.schema.json"))
+            .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), committed);
+}
