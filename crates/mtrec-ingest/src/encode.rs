@@ -31,12 +31,43 @@ pub struct TaskCounts {
     pub per_class: Vec<usize>,
 }
 
+/// What the report needs of an encoded split.
+#[derive(Debug, Clone, Default)]
+pub struct SplitSummary {
+    pub rows: usize,
+    pub features: Vec<FeatureCounts>,
+    pub tasks: Vec<TaskCounts>,
+}
+
+impl SplitSummary {
+    /// Adds the counts of another chunk of the same split.
+    pub fn add(&mut self, other: SplitSummary) {
+        if self.features.is_empty() && self.tasks.is_empty() {
+            *self = other;
+            return;
+        }
+        self.rows += other.rows;
+        for (a, b) in self.features.iter_mut().zip(other.features) {
+            a.rows += b.rows;
+            a.null_rows += b.null_rows;
+            a.values += b.values;
+            a.oov += b.oov;
+        }
+        for (a, b) in self.tasks.iter_mut().zip(other.tasks) {
+            a.labeled += b.labeled;
+            a.label_sum += b.label_sum;
+            for (x, y) in a.per_class.iter_mut().zip(b.per_class) {
+                *x += y;
+            }
+        }
+    }
+}
+
 /// One encoded split.
 #[derive(Debug)]
 pub struct EncodedSplit {
     pub df: DataFrame,
-    pub features: Vec<FeatureCounts>,
-    pub tasks: Vec<TaskCounts>,
+    pub summary: SplitSummary,
 }
 
 fn cell_err(table: &RawTable, row: usize, e: mtrec_schema::CellError) -> IngestError {
@@ -193,7 +224,7 @@ pub fn encode_split(
         }
     }
     let df = DataFrame::new(rows.len(), out_columns).map_err(|e| IngestError::Data(e.to_string()))?;
-    Ok(EncodedSplit { df, features: feature_counts, tasks: task_counts })
+    Ok(EncodedSplit { df, summary: SplitSummary { rows: rows.len(), features: feature_counts, tasks: task_counts } })
 }
 
 fn encode_task(

@@ -26,11 +26,11 @@ fn for_each_key(spec: &FeatureSpec, text: &TextRules, cells: &Cells, row: usize,
     match spec.kind {
         FeatureType::MultiCategorical if cells.is_list() => {
             for t in cells.tokens(row).unwrap_or_default().iter().flatten() {
-                if let Some(k) = text.cell(t).category_key() {
-                    if !k.is_empty() {
-                        f(&k);
+                text.cell(t).with_key(|k| {
+                    if let Some(k) = k.filter(|k| !k.is_empty()) {
+                        f(k);
                     }
-                }
+                });
             }
         }
         FeatureType::MultiCategorical => {
@@ -38,17 +38,11 @@ fn for_each_key(spec: &FeatureSpec, text: &TextRules, cells: &Cells, row: usize,
             let cell = text.apply(cells.get(row));
             if !cell.is_null() {
                 for t in split_tokens(text, sep, cell) {
-                    if let Some(k) = t.category_key() {
-                        f(&k);
-                    }
+                    t.with_key(|k| k.map(&mut f));
                 }
             }
         }
-        _ => {
-            if let Some(k) = text.apply(cells.get(row)).category_key() {
-                f(&k);
-            }
-        }
+        _ => text.apply(cells.get(row)).with_key(|k| k.map(f)).unwrap_or(()),
     }
 }
 
@@ -80,7 +74,7 @@ pub fn fit(
     let vocabularies: Vec<(String, Vec<String>)> = groups
         .par_iter()
         .map(|(name, members)| {
-            let mut counts: HashMap<String, u64> = HashMap::new();
+            let mut counts: foldhash::HashMap<String, u64> = foldhash::HashMap::default();
             for &i in members {
                 let spec = &schema.features[i];
                 let column = &cells[spec.column()];

@@ -113,17 +113,27 @@ pub fn ingest(opts: &IngestOptions) -> Result<Ingested, IngestError> {
     if rows[Split::Train as usize].is_empty() {
         return Err(IngestError::Data("the train split is empty: nothing to fit the pipeline on".to_owned()));
     }
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), rows = table.df.height(), "read and split");
     let (pipeline, stats) = fit::fit(&schema, &table, &cells, &rows[Split::Train as usize])?;
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "fitted");
     let encoder = Encoder::new(pipeline);
-    let splits = [
-        encode::encode_split(&encoder, &table, &cells, &rows[0])?,
-        encode::encode_split(&encoder, &table, &cells, &rows[1])?,
-        encode::encode_split(&encoder, &table, &cells, &rows[2])?,
-    ];
+    let tmp = temp_dir_beside(&opts.out)?;
+    // Splits are encoded and written in chunks of rows (one Arrow record batch each): only
+    // one chunk of encoded data is in memory at a time.
+    let mut summaries = Vec::with_capacity(3);
+    for split in Split::ALL {
+        let path = tmp.path().join(files::split(split.name()));
+        summaries.push(write_split(&path, &encoder, &table, &cells, &rows[split as usize])?);
+        tracing::info!(seconds = started.elapsed().as_secs_f64(), split = split.name(), "encoded and written");
+    }
+    let summaries: [encode::SplitSummary; 3] = summaries.try_into().expect("three splits");
     let pipeline = encoder.pipeline().clone();
     let sources = table.files.iter().map(|f| f.path.display().to_string()).collect();
-    let report = report::build(&pipeline, sources, &splits, &stats, started.elapsed().as_secs_f64());
-    write_output(&opts.out, &schema, &pipeline, &report, splits)?;
+    let report = report::build(&pipeline, sources, &summaries, &stats, started.elapsed().as_secs_f64());
+    write_json(tmp.path(), files::FEATURES, &pipeline)?;
+    write_json(tmp.path(), files::SCHEMA, &schema)?;
+    write_json(tmp.path(), files::REPORT, &report)?;
+    replace_dir(tmp, &opts.out)?;
     Ok(Ingested { pipeline, report })
 }
 
@@ -246,35 +256,54 @@ fn write_json(dir: &Path, name: &str, value: &impl serde::Serialize) -> Result<(
     std::fs::write(&path, text + "\n").map_err(|e| IngestError::write(&path, e))
 }
 
-/// Writes everything into a temporary directory beside `out`, then renames it into place.
-fn write_output(
-    out: &Path,
-    schema: &DatasetSchema,
-    pipeline: &FeaturePipeline,
-    report: &IngestReport,
-    splits: [encode::EncodedSplit; 3],
-) -> Result<(), IngestError> {
+/// A temporary directory beside `out` (same file system, so the final rename is atomic).
+fn temp_dir_beside(out: &Path) -> Result<tempfile::TempDir, IngestError> {
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).map_err(|e| IngestError::write(&parent, e))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".mtrec-ingest-")
-        .tempdir_in(&parent)
-        .map_err(|e| IngestError::write(&parent, e))?;
-    for (split, mut encoded) in Split::ALL.into_iter().zip(splits) {
-        let path = tmp.path().join(files::split(split.name()));
-        let file = std::fs::File::create(&path).map_err(|e| IngestError::write(&path, e))?;
-        IpcWriter::new(std::io::BufWriter::new(file))
-            .with_compat_level(CompatLevel::oldest())
-            .finish(&mut encoded.df)
-            .map_err(|e| IngestError::write(&path, e))?;
+    tempfile::Builder::new().prefix(".mtrec-ingest-").tempdir_in(&parent).map_err(|e| IngestError::write(&parent, e))
+}
+
+fn ipc_fields(df: &DataFrame) -> Vec<polars_arrow::io::ipc::IpcField> {
+    let arrow = df.schema().to_arrow(CompatLevel::oldest());
+    polars_arrow::io::ipc::write::default_ipc_fields(arrow.iter_values())
+}
+
+/// Rows encoded and written per Arrow record batch.
+const CHUNK_ROWS: usize = 1 << 16;
+
+/// Encodes `rows` chunk by chunk into the Arrow IPC file `path`.
+fn write_split(
+    path: &Path,
+    encoder: &Encoder,
+    table: &RawTable,
+    cells: &HashMap<String, Cells>,
+    rows: &[u32],
+) -> Result<encode::SplitSummary, IngestError> {
+    let fail = |e: PolarsError| IngestError::write(path, e);
+    let file = std::fs::File::create(path).map_err(|e| IngestError::write(path, e))?;
+    let mut writer = None;
+    let mut summary = encode::SplitSummary::default();
+    // An empty split still gets a file with every column.
+    let chunks: Vec<&[u32]> = if rows.is_empty() { vec![rows] } else { rows.chunks(CHUNK_ROWS).collect() };
+    for chunk in chunks {
+        let encoded = encode::encode_split(encoder, table, cells, chunk)?;
+        let w = match &mut writer {
+            Some(w) => w,
+            None => writer.insert(
+                IpcWriter::new(std::io::BufWriter::new(file.try_clone().map_err(|e| IngestError::write(path, e))?))
+                    .with_compat_level(CompatLevel::oldest())
+                    .batched(encoded.df.schema(), ipc_fields(&encoded.df))
+                    .map_err(fail)?,
+            ),
+        };
+        w.write_batch(&encoded.df).map_err(fail)?;
+        summary.add(encoded.summary);
     }
-    write_json(tmp.path(), files::FEATURES, pipeline)?;
-    write_json(tmp.path(), files::SCHEMA, schema)?;
-    write_json(tmp.path(), files::REPORT, report)?;
-    replace_dir(tmp, out)
+    writer.expect("at least one chunk").finish().map_err(fail)?;
+    Ok(summary)
 }
 
 /// Moves a finished temporary directory to `out`, replacing what was there only once the new

@@ -6,7 +6,7 @@ use std::fmt;
 use mtrec_schema::{FeaturePipeline, IdMapping, TaskType, Transform};
 use serde::Serialize;
 
-use crate::encode::EncodedSplit;
+use crate::encode::SplitSummary;
 use crate::fit::FitStats;
 use crate::split::Split;
 
@@ -95,7 +95,7 @@ fn ratio(a: usize, b: usize) -> f64 {
 pub fn build(
     pipeline: &FeaturePipeline,
     sources: Vec<String>,
-    splits: &[EncodedSplit; 3],
+    splits: &[SplitSummary; 3],
     stats: &FitStats,
     seconds: f64,
 ) -> IngestReport {
@@ -152,7 +152,7 @@ pub fn build(
             TaskReport {
                 name: task.name.clone(),
                 kind: task.kind,
-                labeled_rate: PerSplit::from_fn(|s| ratio(counts(s).labeled, at(s).df.height())),
+                labeled_rate: PerSplit::from_fn(|s| ratio(counts(s).labeled, at(s).rows)),
                 label_mean: PerSplit::from_fn(|s| {
                     (counts(s).labeled > 0).then(|| counts(s).label_sum / counts(s).labeled as f64)
                 }),
@@ -172,7 +172,7 @@ pub fn build(
         dataset: pipeline.dataset.clone(),
         schema_hash: pipeline.schema_hash.clone(),
         sources,
-        rows: PerSplit::from_fn(|s| at(s).df.height()),
+        rows: PerSplit::from_fn(|s| at(s).rows),
         features,
         tasks,
         seconds,

@@ -4,6 +4,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+/// Vocabulary lookups: a fast hasher, since every categorical cell goes through one.
+type VocabularyLookup = foldhash::HashMap<String, u32>;
+
 use serde::Serialize;
 
 use crate::error::CellError;
@@ -59,14 +62,14 @@ pub struct EncodedRecord {
 pub struct Encoder {
     pipeline: FeaturePipeline,
     /// One lookup per feature with a vocabulary (indexed like `pipeline.features`).
-    lookups: Vec<Option<std::sync::Arc<HashMap<String, u32>>>>,
+    lookups: Vec<Option<std::sync::Arc<VocabularyLookup>>>,
     labels: Vec<LabelRule>,
     masks: Vec<Option<ConditionRule>>,
 }
 
 impl Encoder {
     pub fn new(pipeline: FeaturePipeline) -> Self {
-        let mut tables: HashMap<&str, std::sync::Arc<HashMap<String, u32>>> = HashMap::new();
+        let mut tables: HashMap<&str, std::sync::Arc<VocabularyLookup>> = HashMap::new();
         for (name, tokens) in &pipeline.vocabularies {
             let map = tokens.iter().enumerate().map(|(i, t)| (t.clone(), FIRST_ID + i as u32)).collect();
             tables.insert(name, std::sync::Arc::new(map));
@@ -93,14 +96,20 @@ impl Encoder {
 
     /// The id of one category of feature `f`.
     pub fn category_id(&self, f: usize, value: RawValue<'_>) -> (u32, Lookup) {
-        let Some(key) = value.category_key() else { return (NULL_ID, Lookup::Null) };
+        value.with_key(|key| match key {
+            None => (NULL_ID, Lookup::Null),
+            Some(key) => self.known_category_id(f, key),
+        })
+    }
+
+    fn known_category_id(&self, f: usize, key: &str) -> (u32, Lookup) {
         match &self.pipeline.features[f].transform {
             Transform::Categorical { ids, .. } | Transform::MultiCategorical { ids, .. } => match ids {
-                IdMapping::Vocabulary { .. } => match self.lookups[f].as_ref().and_then(|m| m.get(key.as_ref())) {
+                IdMapping::Vocabulary { .. } => match self.lookups[f].as_ref().and_then(|m| m.get(key)) {
                     Some(&id) => (id, Lookup::Known),
                     None => (OOV_ID, Lookup::Oov),
                 },
-                IdMapping::Hashing { buckets, seed } => (hash_id(&key, *buckets, *seed), Lookup::Known),
+                IdMapping::Hashing { buckets, seed } => (hash_id(key, *buckets, *seed), Lookup::Known),
             },
             _ => (OOV_ID, Lookup::Oov),
         }

@@ -53,6 +53,22 @@ impl<'a> RawValue<'a> {
         }
     }
 
+    /// Calls `f` with the category key (as [`RawValue::category_key`]) without allocating for
+    /// integers: the hot path of fitting and encoding.
+    pub fn with_key<R>(&self, f: impl FnOnce(Option<&str>) -> R) -> R {
+        match *self {
+            RawValue::Null => f(None),
+            RawValue::Str(s) => f(Some(s)),
+            RawValue::Int(i) => f(Some(itoa::Buffer::new().format(i))),
+            RawValue::Float(x) if x.is_nan() => f(None),
+            RawValue::Float(x) if x.fract() == 0.0 && x.abs() < 9.007_199_254_740_992e15 => {
+                f(Some(itoa::Buffer::new().format(x as i64)))
+            }
+            RawValue::Float(x) => f(Some(&format!("{x}"))),
+            RawValue::Bool(b) => f(Some(if b { "true" } else { "false" })),
+        }
+    }
+
     /// The value as a number; text is parsed (surrounding whitespace ignored), booleans are 0/1.
     /// `Ok(None)` for null (and NaN).
     pub fn as_number(&self) -> Result<Option<f64>, NotANumber> {
@@ -102,6 +118,9 @@ mod tests {
         assert_eq!(RawValue::Float(1e300).category_key().unwrap(), format!("{}", 1e300));
         assert_eq!(RawValue::Bool(true).category_key().unwrap(), "true");
         assert_eq!(RawValue::Float(f64::NAN).category_key(), None);
+        for v in [RawValue::Int(-12), RawValue::Float(3.0), RawValue::Float(0.5), RawValue::Str("x"), RawValue::Null] {
+            assert_eq!(v.with_key(|k| k.map(str::to_owned)), v.category_key().map(|k| k.into_owned()));
+        }
         assert_eq!(RawValue::Null.category_key(), None);
         let json: serde_json::Value = serde_json::json!(2.0);
         assert_eq!(json_key(&json).unwrap(), "2");

@@ -7,6 +7,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+// mimalloc: faster than the system allocator for the many small allocations of ingestion and
+// training, and it returns memory to the OS more readily (lower peak RSS).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// mtrec: a multi-task recommender engine. Ingests logs, trains multi-task models, serves and
 /// evaluates them.
 #[derive(Debug, Parser)]
