@@ -34,8 +34,107 @@ enum Command {
     /// Print the JSON Schema of dataset schema files (the content of
     /// `schemas/dataset.schema.json`).
     Schema,
-    /// Run the main job end to end on the built-in synthetic data: generate, ingest.
+    /// Train a multi-task model on an ingest directory and write a self-contained bundle.
+    Train(TrainArgs),
+    /// Score a split of an ingest directory with a bundle: every task's output per row
+    /// (Parquet or Arrow IPC, by the output's extension).
+    Predict(PredictArgs),
+    /// Run the main job end to end on the built-in synthetic data: generate, ingest, train an
+    /// MMoE and print every task's validation metrics.
     Quickstart(QuickstartArgs),
+}
+
+#[derive(Debug, Args)]
+struct TrainArgs {
+    /// Ingest directory (from `mtrec ingest`).
+    #[arg(long)]
+    data: PathBuf,
+    /// Training config (JSON; every field optional, see crates/mtrec-train/src/config.rs and
+    /// configs/).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Output bundle directory (replaced atomically when training ends).
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue from `<out>.checkpoint` if a previous run left one.
+    #[arg(long)]
+    resume: bool,
+    #[command(flatten)]
+    overrides: TrainOverrides,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Flags that override the config file's common settings.
+#[derive(Debug, Args)]
+struct TrainOverrides {
+    /// shared_bottom, mmoe or single_task (with that architecture's default sizes unless the
+    /// config sets them).
+    #[arg(long)]
+    architecture: Option<String>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Worker threads (0: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    learning_rate: Option<f64>,
+}
+
+impl TrainOverrides {
+    fn apply(&self, cfg: &mut mtrec_train::TrainConfig) -> Result<()> {
+        use mtrec_model::ArchitectureConfig as A;
+        if let Some(a) = &self.architecture {
+            if cfg.model.architecture.name() != a {
+                cfg.model.architecture = match a.as_str() {
+                    "shared_bottom" => A::SharedBottom { layers: vec![128, 64] },
+                    "mmoe" => A::default(),
+                    "single_task" => A::SingleTask { layers: vec![64] },
+                    other => anyhow::bail!("--architecture {other:?}: use shared_bottom, mmoe or single_task"),
+                };
+            }
+        }
+        if let Some(v) = self.epochs {
+            cfg.epochs = v;
+        }
+        if let Some(v) = self.seed {
+            cfg.seed = v;
+        }
+        if let Some(v) = self.threads {
+            cfg.threads = v;
+        }
+        if let Some(v) = self.batch_size {
+            cfg.batch_size = v;
+        }
+        if let Some(v) = self.learning_rate {
+            cfg.learning_rate = v;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Args)]
+struct PredictArgs {
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Ingest directory encoded with the bundle's feature pipeline.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Output file: .parquet or .arrow.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 8192)]
+    batch_size: usize,
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +206,9 @@ struct QuickstartArgs {
     rows: usize,
     #[arg(long, default_value_t = mtrec_synth::SyntheticConfig::default().seed)]
     seed: u64,
+    /// Training epochs (early stopping may end sooner).
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
 }
 
 /// The synthetic dataset's schema, built in so the quickstart runs from any directory.
@@ -151,7 +253,52 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", mtrec_schema::json_schema());
             Ok(())
         }
+        Command::Train(args) => {
+            let mut cfg = match &args.config {
+                Some(path) => mtrec_train::TrainConfig::load(path)?,
+                None => mtrec_train::TrainConfig::default(),
+            };
+            args.overrides.apply(&mut cfg)?;
+            init_threads(cfg.threads)?;
+            let trained = mtrec_train::train(&mtrec_train::TrainOptions {
+                data: args.data,
+                config: cfg,
+                out: args.out.clone(),
+                resume: args.resume,
+                progress: !args.quiet,
+            })?;
+            print_validation(&trained.history);
+            println!("wrote {}", args.out.display());
+            Ok(())
+        }
+        Command::Predict(args) => {
+            init_threads(args.threads)?;
+            let bundle = mtrec_model::bundle::load(&args.bundle)?;
+            let rows = mtrec_train::predict::predict(&bundle, &args.data, &args.split, &args.out, args.batch_size)?;
+            println!("wrote {} ({rows} rows)", args.out.display());
+            Ok(())
+        }
         Command::Quickstart(args) => quickstart(&args),
+    }
+}
+
+/// Sizes rayon's global pool, which dfdx's kernels and mtrec's batch assembly share.
+fn init_threads(threads: usize) -> Result<()> {
+    if threads > 0 {
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("starting the thread pool")?;
+    }
+    Ok(())
+}
+
+/// Every task's validation metrics at the best epoch.
+fn print_validation(history: &mtrec_train::History) {
+    let Some(best) = history.best_epoch.and_then(|b| history.epochs.iter().find(|e| e.epoch == b)) else {
+        return;
+    };
+    println!("best epoch {} of {} (monitor: {})", best.epoch + 1, history.epochs.len(), history.monitor);
+    println!("{:<28} {:>10}", "validation metric", "value");
+    for (k, v) in &best.valid {
+        println!("{k:<28} {v:>10.4}");
     }
 }
 
@@ -167,11 +314,11 @@ fn quickstart(args: &QuickstartArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let data = args.out.join("synthetic.parquet");
     let cfg = mtrec_synth::SyntheticConfig { rows: args.rows, seed: args.seed, ..Default::default() };
-    println!("== 1/2 generate synthetic data");
+    println!("== 1/3 generate synthetic data");
     generate(&cfg, &data)?;
     let schema = args.out.join("synthetic.schema.json");
     std::fs::write(&schema, SYNTHETIC_SCHEMA).with_context(|| format!("writing {}", schema.display()))?;
-    println!("\n== 2/2 ingest");
+    println!("\n== 2/3 ingest");
     let ingest_dir = args.out.join("ingest");
     let ingested = mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
         schema,
@@ -180,5 +327,18 @@ fn quickstart(args: &QuickstartArgs) -> Result<()> {
         force: true,
     })?;
     println!("{}\nwrote {}", ingested.report, ingest_dir.display());
+
+    println!("\n== 3/3 train an MMoE");
+    let bundle = args.out.join("mmoe");
+    let cfg = mtrec_train::TrainConfig { epochs: args.epochs, ..Default::default() };
+    let trained = mtrec_train::train(&mtrec_train::TrainOptions {
+        data: ingest_dir,
+        config: cfg,
+        out: bundle.clone(),
+        resume: false,
+        progress: true,
+    })?;
+    print_validation(&trained.history);
+    println!("wrote {}", bundle.display());
     Ok(())
 }

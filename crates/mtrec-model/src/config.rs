@@ -1,0 +1,84 @@
+//! The model's configuration: plain serializable data with defaults, saved in every bundle.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// How tasks share parameters (within one scope group; see the crate docs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ArchitectureConfig {
+    /// Hard sharing: one MLP shared by every task, a tower per task on top.
+    SharedBottom { layers: Vec<usize> },
+    /// Multi-gate mixture of experts (Ma et al., KDD 2018): `experts` MLPs shared by all tasks,
+    /// one softmax gate per task mixing their outputs.
+    Mmoe { experts: usize, expert_layers: Vec<usize> },
+    /// No sharing of dense parameters: an independent MLP per task (the baseline that measures
+    /// multi-task gain). Embedding tables are still shared.
+    SingleTask { layers: Vec<usize> },
+}
+
+impl Default for ArchitectureConfig {
+    fn default() -> Self {
+        ArchitectureConfig::Mmoe { experts: 4, expert_layers: vec![64] }
+    }
+}
+
+impl ArchitectureConfig {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ArchitectureConfig::SharedBottom { .. } => "shared_bottom",
+            ArchitectureConfig::Mmoe { .. } => "mmoe",
+            ArchitectureConfig::SingleTask { .. } => "single_task",
+        }
+    }
+}
+
+/// Loss of regression heads.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RegressionLoss {
+    #[default]
+    Mse,
+    Huber {
+        delta: f32,
+    },
+}
+
+/// How the task losses are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LossWeighting {
+    /// L = Σ λ_i L_i with fixed λ.
+    #[default]
+    Static,
+    /// Homoscedastic uncertainty weighting (Kendall, Gal and Cipolla, CVPR 2018): a learned
+    /// log-variance s_i per task, L = Σ λ_i (c_i exp(-s_i) L_i + s_i / 2) with c_i = 1 for
+    /// classification and 1/2 for regression.
+    Uncertainty,
+}
+
+/// The model configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub architecture: ArchitectureConfig,
+    /// Hidden layers of every task tower (then a linear output layer).
+    pub tower_layers: Vec<usize>,
+    pub regression_loss: RegressionLoss,
+    pub loss_weighting: LossWeighting,
+    /// λ per task, overriding the schema's `weight`.
+    pub task_weights: BTreeMap<String, f64>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            architecture: ArchitectureConfig::default(),
+            tower_layers: vec![32],
+            regression_loss: RegressionLoss::default(),
+            loss_weighting: LossWeighting::default(),
+            task_weights: BTreeMap::new(),
+        }
+    }
+}

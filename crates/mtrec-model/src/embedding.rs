@@ -1,0 +1,335 @@
+//! Embedding tables outside the tape, with row-wise sparse optimizers.
+//!
+//! dfdx's `gather` backward allocates a gradient the size of the whole table, and a dense
+//! optimizer would then touch every row each step (`../shared/notes/DFDX.md` §3). Instead the
+//! rows of a batch are copied into a fresh leaf tensor (`gather`), the dense network runs on the
+//! tape, and the leaf's gradient is scattered back to the rows it came from, duplicate ids
+//! summed (`sparse_grads`), for a lazy Adam or Adagrad step on those rows only. The cost of a
+//! step is O(batch x features x dim), whatever the vocabulary size.
+
+use std::collections::HashMap;
+
+use mtrec_schema::{FeaturePipeline, Pooling};
+use rand::Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::layout::{InputLayout, SlotSource};
+
+/// One feature's encoded values for a set of rows, as the model reads them.
+#[derive(Debug, Clone, Copy)]
+pub enum FeatureData<'a> {
+    Ids(&'a [u32]),
+    /// Ids of row `r` are `values[offsets[r]..offsets[r + 1]]`.
+    Lists {
+        offsets: &'a [usize],
+        values: &'a [u32],
+    },
+    Values(&'a [f32]),
+}
+
+/// A table of `rows x dim` weights, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingTable {
+    pub name: String,
+    pub rows: usize,
+    pub dim: usize,
+    pub weights: Vec<f32>,
+}
+
+impl EmbeddingTable {
+    pub fn row(&self, id: u32) -> &[f32] {
+        let start = id as usize * self.dim;
+        &self.weights[start..start + self.dim]
+    }
+}
+
+/// Every embedding table of a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingTables {
+    pub tables: Vec<EmbeddingTable>,
+}
+
+impl EmbeddingTables {
+    /// One table per distinct table name of the pipeline (shared vocabularies share one),
+    /// initialized uniformly in ±0.05.
+    pub fn from_pipeline(pipeline: &FeaturePipeline, rng: &mut impl Rng) -> Self {
+        let tables = pipeline
+            .table_sizes()
+            .into_iter()
+            .map(|(name, (rows, dim))| {
+                let weights = (0..rows * dim).map(|_| rng.gen_range(-0.05f32..0.05)).collect();
+                EmbeddingTable { name, rows, dim, weights }
+            })
+            .collect();
+        Self { tables }
+    }
+
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.tables.iter().position(|t| t.name == name)
+    }
+
+    /// Writes the input rows of `rows` into `out` (`rows.len() x layout.width`, row-major):
+    /// embedding rows (pooled for lists) and numeric values, in layout order.
+    pub fn gather(&self, layout: &InputLayout, data: &[FeatureData<'_>], rows: &[usize], out: &mut [f32]) {
+        assert_eq!(out.len(), rows.len() * layout.width, "gather: output buffer has the wrong size");
+        if layout.width == 0 {
+            return;
+        }
+        out.par_chunks_mut(layout.width).zip(rows.par_iter()).for_each(|(dst, &r)| {
+            for slot in &layout.slots {
+                let dst = &mut dst[slot.offset..slot.offset + slot.width];
+                match (&slot.source, data[slot.feature]) {
+                    (SlotSource::Value, FeatureData::Values(v)) => dst[0] = v[r],
+                    (SlotSource::Embedding { table, .. }, FeatureData::Ids(ids)) => {
+                        dst.copy_from_slice(self.tables[*table].row(ids[r]));
+                    }
+                    (SlotSource::Embedding { table, pooling }, FeatureData::Lists { offsets, values }) => {
+                        dst.fill(0.0);
+                        let ids = &values[offsets[r]..offsets[r + 1]];
+                        for &id in ids {
+                            for (d, w) in dst.iter_mut().zip(self.tables[*table].row(id)) {
+                                *d += w;
+                            }
+                        }
+                        if *pooling == Some(Pooling::Mean) && ids.len() > 1 {
+                            let inv = 1.0 / ids.len() as f32;
+                            dst.iter_mut().for_each(|d| *d *= inv);
+                        }
+                    }
+                    (source, _) => panic!("feature {} does not match its slot {source:?}", slot.feature),
+                }
+            }
+        });
+    }
+
+    /// Scatters the gradient of the gathered input (`rows.len() x layout.width`) back to the
+    /// table rows, summing duplicate ids; one sparse gradient per table.
+    pub fn sparse_grads(
+        &self,
+        layout: &InputLayout,
+        data: &[FeatureData<'_>],
+        rows: &[usize],
+        grad: &[f32],
+    ) -> Vec<SparseGrad> {
+        (0..self.tables.len())
+            .into_par_iter()
+            .map(|t| {
+                let dim = self.tables[t].dim;
+                let mut out = SparseGrad::default();
+                let mut slot_of: HashMap<u32, usize> = HashMap::new();
+                let mut add = |id: u32, g: &[f32], scale: f32| {
+                    let k = *slot_of.entry(id).or_insert_with(|| {
+                        out.ids.push(id);
+                        out.values.extend(std::iter::repeat_n(0.0, dim));
+                        out.ids.len() - 1
+                    });
+                    for (acc, x) in out.values[k * dim..(k + 1) * dim].iter_mut().zip(g) {
+                        *acc += scale * x;
+                    }
+                };
+                for (b, &r) in rows.iter().enumerate() {
+                    let row_grad = &grad[b * layout.width..(b + 1) * layout.width];
+                    for slot in &layout.slots {
+                        let SlotSource::Embedding { table, pooling } = &slot.source else { continue };
+                        if *table != t {
+                            continue;
+                        }
+                        let g = &row_grad[slot.offset..slot.offset + slot.width];
+                        match data[slot.feature] {
+                            FeatureData::Ids(ids) => add(ids[r], g, 1.0),
+                            FeatureData::Lists { offsets, values } => {
+                                let ids = &values[offsets[r]..offsets[r + 1]];
+                                let scale = if *pooling == Some(Pooling::Mean) && ids.len() > 1 {
+                                    1.0 / ids.len() as f32
+                                } else {
+                                    1.0
+                                };
+                                for &id in ids {
+                                    add(id, g, scale);
+                                }
+                            }
+                            FeatureData::Values(_) => unreachable!("an embedding slot holds ids"),
+                        }
+                    }
+                }
+                out
+            })
+            .collect()
+    }
+}
+
+/// The gradient of one table's touched rows: `values[k*dim..(k+1)*dim]` belongs to `ids[k]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SparseGrad {
+    pub ids: Vec<u32>,
+    pub values: Vec<f32>,
+}
+
+/// Row-wise optimizers for embedding tables.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SparseOptimizerConfig {
+    /// Adam whose moments are updated only for the rows a batch touched (TensorFlow's
+    /// LazyAdam); bias correction uses the global step.
+    LazyAdam { lr: f64, beta1: f64, beta2: f64, eps: f64 },
+    /// Adagrad: per-weight sum of squared gradients.
+    Adagrad { lr: f64, initial_accumulator: f64, eps: f64 },
+}
+
+impl Default for SparseOptimizerConfig {
+    fn default() -> Self {
+        SparseOptimizerConfig::LazyAdam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+    }
+}
+
+/// Optimizer state of every table: two buffers the size of each table (Adam's moments, or
+/// Adagrad's accumulator and nothing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparseOptimizer {
+    pub config: SparseOptimizerConfig,
+    pub step: u64,
+    pub first: Vec<Vec<f32>>,
+    pub second: Vec<Vec<f32>>,
+}
+
+impl SparseOptimizer {
+    pub fn new(config: SparseOptimizerConfig, tables: &EmbeddingTables) -> Self {
+        let size = |t: &EmbeddingTable| t.rows * t.dim;
+        let (first, second) = match config {
+            SparseOptimizerConfig::LazyAdam { .. } => (
+                tables.tables.iter().map(|t| vec![0.0; size(t)]).collect(),
+                tables.tables.iter().map(|t| vec![0.0; size(t)]).collect(),
+            ),
+            SparseOptimizerConfig::Adagrad { initial_accumulator, .. } => (
+                tables.tables.iter().map(|t| vec![initial_accumulator as f32; size(t)]).collect(),
+                tables.tables.iter().map(|_| Vec::new()).collect(),
+            ),
+        };
+        Self { config, step: 0, first, second }
+    }
+
+    /// Applies one step to the touched rows of every table (tables in parallel).
+    pub fn apply(&mut self, tables: &mut EmbeddingTables, grads: &[SparseGrad]) {
+        self.step += 1;
+        let config = self.config;
+        let step = self.step as i32;
+        tables
+            .tables
+            .par_iter_mut()
+            .zip(self.first.par_iter_mut())
+            .zip(self.second.par_iter_mut())
+            .zip(grads.par_iter())
+            .for_each(|(((table, first), second), grad)| {
+                let dim = table.dim;
+                for (k, &id) in grad.ids.iter().enumerate() {
+                    let range = id as usize * dim..(id as usize + 1) * dim;
+                    let g = &grad.values[k * dim..(k + 1) * dim];
+                    let w = &mut table.weights[range.clone()];
+                    match config {
+                        SparseOptimizerConfig::LazyAdam { lr, beta1, beta2, eps } => {
+                            let c1 = 1.0 - beta1.powi(step);
+                            let c2 = 1.0 - beta2.powi(step);
+                            let step_size = (lr * c2.sqrt() / c1) as f32;
+                            let eps = (eps * c2.sqrt()) as f32;
+                            let (b1, b2) = (beta1 as f32, beta2 as f32);
+                            let (m, v) = (&mut first[range.clone()], &mut second[range]);
+                            for i in 0..dim {
+                                m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+                                v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+                                w[i] -= step_size * m[i] / (v[i].sqrt() + eps);
+                            }
+                        }
+                        SparseOptimizerConfig::Adagrad { lr, eps, .. } => {
+                            let acc = &mut first[range];
+                            for i in 0..dim {
+                                acc[i] += g[i] * g[i];
+                                w[i] -= lr as f32 * g[i] / (acc[i].sqrt() + eps as f32);
+                            }
+                        }
+                    }
+                }
+            });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::Slot;
+
+    fn layout_two_slots() -> InputLayout {
+        // A categorical feature (table 0, dim 2) then a mean-pooled list (table 0, dim 2).
+        InputLayout::from_slots(
+            vec![
+                Slot { feature: 0, offset: 0, width: 2, source: SlotSource::Embedding { table: 0, pooling: None } },
+                Slot {
+                    feature: 1,
+                    offset: 2,
+                    width: 2,
+                    source: SlotSource::Embedding { table: 0, pooling: Some(Pooling::Mean) },
+                },
+            ],
+            4,
+        )
+    }
+
+    fn tables() -> EmbeddingTables {
+        EmbeddingTables {
+            tables: vec![EmbeddingTable {
+                name: "t".into(),
+                rows: 4,
+                dim: 2,
+                weights: vec![0., 0., 1., 2., 3., 4., 5., 6.],
+            }],
+        }
+    }
+
+    #[test]
+    fn gather_copies_rows_and_pools_lists() {
+        let ids = [1u32, 3];
+        let (offsets, values) = ([0usize, 2, 2], [2u32, 3]);
+        let data = [FeatureData::Ids(&ids), FeatureData::Lists { offsets: &offsets, values: &values }];
+        let mut out = vec![f32::NAN; 8];
+        tables().gather(&layout_two_slots(), &data, &[0, 1], &mut out);
+        // row 0: table row 1 = (1, 2); mean of rows 2 and 3 = (4, 5). row 1: row 3, empty list = 0.
+        assert_eq!(out, vec![1., 2., 4., 5., 5., 6., 0., 0.]);
+    }
+
+    #[test]
+    fn sparse_grads_sum_duplicates_and_split_means() {
+        let ids = [3u32, 3];
+        let (offsets, values) = ([0usize, 2, 3], [2u32, 3, 3]);
+        let data = [FeatureData::Ids(&ids), FeatureData::Lists { offsets: &offsets, values: &values }];
+        let grad = [1., 1., 2., 4., 10., 10., 1., 1.];
+        let g = tables().sparse_grads(&layout_two_slots(), &data, &[0, 1], &grad);
+        assert_eq!(g.len(), 1);
+        let mut rows: Vec<(u32, Vec<f32>)> =
+            g[0].ids.iter().enumerate().map(|(k, &id)| (id, g[0].values[2 * k..2 * k + 2].to_vec())).collect();
+        rows.sort_by_key(|r| r.0);
+        // id 2: half of (2, 4) from row 0's mean. id 3: (1,1) + half (2,4) + (10,10) + (1,1).
+        assert_eq!(rows, vec![(2, vec![1., 2.]), (3, vec![13., 14.])]);
+    }
+
+    #[test]
+    fn lazy_adam_touches_only_the_batch_rows() {
+        let mut t = tables();
+        let mut opt =
+            SparseOptimizer::new(SparseOptimizerConfig::LazyAdam { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8 }, &t);
+        opt.apply(&mut t, &[SparseGrad { ids: vec![2], values: vec![1.0, -1.0] }]);
+        assert_eq!(&t.tables[0].weights[..4], &[0., 0., 1., 2.]);
+        assert!((t.tables[0].weights[4] - 2.9).abs() < 1e-6 && (t.tables[0].weights[5] - 4.1).abs() < 1e-6);
+        assert_eq!(&t.tables[0].weights[6..], &[5., 6.]);
+        assert!(opt.first[0][..4].iter().all(|&m| m == 0.0));
+    }
+
+    #[test]
+    fn adagrad_step() {
+        let mut t = tables();
+        let mut opt =
+            SparseOptimizer::new(SparseOptimizerConfig::Adagrad { lr: 0.5, initial_accumulator: 0.0, eps: 0.0 }, &t);
+        opt.apply(&mut t, &[SparseGrad { ids: vec![1], values: vec![2.0, 0.5] }]);
+        // w -= lr * g / sqrt(g^2) = lr * sign(g).
+        assert_eq!(&t.tables[0].weights[2..4], &[0.5, 1.5]);
+    }
+}

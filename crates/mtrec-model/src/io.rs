@@ -1,0 +1,104 @@
+//! Weights as safetensors, with stable names a Python user can open with the `safetensors`
+//! package:
+//!
+//! - `embedding.<table>`: `rows x dim` table (`<table>` is the vocabulary or feature name);
+//! - `<scope>.shared.…`: the scope group's shared network (`pair`, `user`, `item`), e.g.
+//!   `pair.shared.bottom.0.weight` (shared-bottom), `pair.shared.experts.0.weight` (MMoE:
+//!   every expert's first layer side by side, `input x experts*width`), `pair.shared.expert3.0.weight`
+//!   (deeper expert layers), `pair.shared.gate1.weight` (the gate of the group's second task),
+//!   `pair.shared.task0.1.bias` (single-task);
+//! - `tower.<task>.<layer>.{weight,bias}` and `head.<task>.{weight,bias}`;
+//! - `loss.log_vars` (uncertainty weighting).
+//!
+//! Weight matrices are `fan_in x fan_out` (`y = x W + b`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::ModelError;
+use crate::model::MultiTaskModel;
+
+fn to_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Every tensor of the model by name: (shape, values).
+pub fn named_tensors(model: &MultiTaskModel) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    let mut out = BTreeMap::new();
+    for t in &model.tables.tables {
+        out.insert(format!("embedding.{}", t.name), (vec![t.rows, t.dim], t.weights.clone()));
+    }
+    for id in model.params.ids() {
+        out.insert(model.params.name(id).to_owned(), (model.params.shape(id), model.params.values(id)));
+    }
+    out
+}
+
+/// Serializes the weights (with optional extra tensors, e.g. optimizer state) as safetensors.
+pub fn to_safetensors(
+    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<Vec<u8>, ModelError> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
+        tensors.iter().map(|(k, (shape, v))| (k.clone(), shape.clone(), to_bytes(v))).collect();
+    let views: Vec<(String, TensorView<'_>)> = bytes
+        .iter()
+        .map(|(k, shape, b)| {
+            TensorView::new(Dtype::F32, shape.clone(), b)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| ModelError::Weights { path: k.clone(), message: e.to_string() })
+        })
+        .collect::<Result<_, _>>()?;
+    safetensors::serialize(views, metadata)
+        .map_err(|e| ModelError::Weights { path: String::new(), message: e.to_string() })
+}
+
+/// Reads every f32 tensor of a safetensors buffer.
+pub fn from_safetensors(bytes: &[u8], source: &str) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>, ModelError> {
+    let err = |message: String| ModelError::Weights { path: source.to_owned(), message };
+    let st = SafeTensors::deserialize(bytes).map_err(|e| err(e.to_string()))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(err(format!("tensor {name:?} is {:?}, expected F32", view.dtype())));
+        }
+        let values = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        out.insert(name, (view.shape().to_vec(), values));
+    }
+    Ok(out)
+}
+
+/// Loads named tensors into a model built from the same config and pipeline. Every model
+/// tensor must be present with the same shape, and no unknown tensor may be left over
+/// (`extra_prefix` names tensors that are not weights, e.g. optimizer state, and are skipped).
+pub fn load_into(
+    model: &mut MultiTaskModel,
+    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    source: &Path,
+    extra_prefix: &str,
+) -> Result<(), ModelError> {
+    let err = |message: String| ModelError::Weights { path: source.display().to_string(), message };
+    let expected = named_tensors(model);
+    for (name, (shape, _)) in &expected {
+        let Some((got, values)) = tensors.get(name) else {
+            return Err(err(format!("tensor {name:?} is missing")));
+        };
+        if got != shape {
+            return Err(err(format!("tensor {name:?} has shape {got:?}, the model expects {shape:?}")));
+        }
+        if let Some(table) = name.strip_prefix("embedding.") {
+            let i = model.tables.index(table).expect("named from the model");
+            model.tables.tables[i].weights.copy_from_slice(values);
+        } else {
+            let id = model.params.find(name).expect("named from the model");
+            model.params.set_values(id, values);
+        }
+    }
+    if let Some(unknown) = tensors.keys().find(|k| !expected.contains_key(*k) && !k.starts_with(extra_prefix)) {
+        return Err(err(format!("tensor {unknown:?} is not part of this model")));
+    }
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! # mtrec-model
+//!
+//! The multi-task model on dfdx 0.13.
+//!
+//! - [`params`]: the named parameter store (name -> runtime-shaped tensor) and dense Adam.
+//! - [`embedding`]: embedding tables outside the tape and their row-wise sparse optimizers
+//!   (lazy Adam, Adagrad).
+//! - [`layout`]: where every feature sits in the input row.
+//! - [`arch`]: sharing architectures (shared-bottom, MMoE, single-task).
+//! - [`model`]: heads, losses and the one forward function used by training, evaluation and
+//!   serving alike.
+//! - [`io`]: weights as safetensors with stable names.
+//!
+//! ## How experts, gates and towers are fed for each scope
+//!
+//! A task's scope (from the schema) decides which features its head may see. The input row is
+//! laid out user features first, then item features, then context features, so that:
+//!
+//! - `pair` tasks (e.g. click-through) see the whole row;
+//! - `user` tasks see only the user block;
+//! - `item` tasks see only the item block.
+//!
+//! The tasks of one scope form a group with its own sharing network, built from the configured
+//! architecture: for `shared_bottom` one MLP over the group's input feeds every task's tower;
+//! for `mmoe` the group's experts and each task's softmax gate all read the group's input, and
+//! each tower reads its gate's mixture of the experts; for `single_task` each task has its own
+//! MLP over the group's input. Towers then end in a linear head (1 output for binary and
+//! regression, one per class for multiclass).
+//!
+//! Groups never exchange activations, so a `user` task's output cannot change when only item
+//! or context features change (a test checks it). What the groups share are the **embedding
+//! tables**: the user-modeling head trains the user-side tables, the item-modeling head the
+//! item-side ones, and the CTR head reads and trains them all.
+
+pub mod arch;
+pub mod bundle;
+pub mod config;
+pub mod embedding;
+pub mod error;
+pub mod io;
+pub mod layout;
+pub mod model;
+pub mod params;
+
+pub use config::{ArchitectureConfig, LossWeighting, ModelConfig, RegressionLoss};
+pub use embedding::{EmbeddingTables, FeatureData, SparseOptimizer, SparseOptimizerConfig};
+pub use error::ModelError;
+pub use model::{Forward, Head, MultiTaskModel, Predictions};
+pub use params::{AdamConfig, AdamState, Dev, Mat, ParamStore};

@@ -1,0 +1,295 @@
+//! The multi-task model and its one forward function.
+
+use dfdx::prelude::*;
+use mtrec_schema::{FeaturePipeline, Scope, TaskType};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::arch::{Mlp, Sharing};
+use crate::config::{ArchitectureConfig, LossWeighting, ModelConfig, RegressionLoss};
+use crate::embedding::{EmbeddingTables, FeatureData};
+use crate::error::ModelError;
+use crate::layout::InputLayout;
+use crate::params::{Dev, Linear, Mat, ParamId, ParamStore, TapeKind, Taped};
+
+/// One task's head.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head {
+    pub name: String,
+    pub kind: TaskType,
+    pub scope: Scope,
+    /// Outputs: 1 for binary and regression, the class count for multiclass.
+    pub outputs: usize,
+    /// λ in L = Σ λ_i L_i.
+    pub weight: f32,
+    pub classes: Vec<String>,
+}
+
+/// The tasks of one scope and the network that serves them.
+#[derive(Debug, Clone, PartialEq)]
+struct Group {
+    scope: Scope,
+    /// Indices into `heads`, in task order.
+    tasks: Vec<usize>,
+    sharing: Sharing,
+    towers: Vec<Mlp>,
+    outputs: Vec<Linear>,
+}
+
+/// The model: embedding tables, dense parameters and the structure tying them together.
+#[derive(Debug, Clone)]
+pub struct MultiTaskModel {
+    pub config: ModelConfig,
+    pub layout: InputLayout,
+    pub tables: EmbeddingTables,
+    pub params: ParamStore,
+    pub heads: Vec<Head>,
+    groups: Vec<Group>,
+    /// Uncertainty weighting: one log-variance per task.
+    pub log_vars: Option<ParamId>,
+}
+
+/// What one forward pass produces.
+#[derive(Debug)]
+pub struct Forward<T: TapeKind> {
+    /// Raw outputs (logits for binary and multiclass) per task, `B x outputs`.
+    pub logits: Vec<Mat<T>>,
+    /// For MMoE, each task's gate weights over the experts, `B x E` (else empty).
+    pub gates: Vec<Option<Mat>>,
+}
+
+impl MultiTaskModel {
+    /// Builds a freshly initialized model for `pipeline` (deterministic in `seed`).
+    pub fn new(pipeline: &FeaturePipeline, config: &ModelConfig, seed: u64) -> Result<Self, ModelError> {
+        validate(config)?;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let tables = EmbeddingTables::from_pipeline(pipeline, &mut rng);
+        let layout =
+            InputLayout::new(pipeline, |f| pipeline.features[f].embedding_table().and_then(|name| tables.index(name)));
+        let heads: Vec<Head> = pipeline
+            .tasks
+            .iter()
+            .map(|t| Head {
+                name: t.name.clone(),
+                kind: t.kind,
+                scope: t.scope,
+                outputs: if t.kind == TaskType::Multiclass { t.classes.len() } else { 1 },
+                weight: config.task_weights.get(&t.name).copied().unwrap_or(t.weight) as f32,
+                classes: t.classes.clone(),
+            })
+            .collect();
+        for name in config.task_weights.keys() {
+            if !heads.iter().any(|h| &h.name == name) {
+                return Err(ModelError::Config(format!("task_weights: no task named {name:?}")));
+            }
+        }
+        let mut params = ParamStore::new(Dev::default());
+        let mut groups = Vec::new();
+        for scope in [Scope::Pair, Scope::User, Scope::Item] {
+            let tasks: Vec<usize> = (0..heads.len()).filter(|&t| heads[t].scope == scope).collect();
+            if tasks.is_empty() {
+                continue;
+            }
+            layout.check_scope(scope, &heads[tasks[0]].name)?;
+            let prefix = scope_name(scope);
+            let input = layout.scope_range(scope).len();
+            let (sharing, hidden) = Sharing::new(
+                &config.architecture,
+                &mut params,
+                &format!("{prefix}.shared"),
+                input,
+                tasks.len(),
+                &mut rng,
+            );
+            let mut towers = Vec::new();
+            let mut outputs = Vec::new();
+            for &t in &tasks {
+                let name = &heads[t].name;
+                towers.push(Mlp::new(&mut params, &format!("tower.{name}"), hidden, &config.tower_layers, &mut rng));
+                let fan_in = config.tower_layers.last().copied().unwrap_or(hidden);
+                outputs.push(params.add_linear(&format!("head.{name}"), fan_in, heads[t].outputs, &mut rng));
+            }
+            groups.push(Group { scope, tasks, sharing, towers, outputs });
+        }
+        let log_vars = (config.loss_weighting == LossWeighting::Uncertainty)
+            .then(|| params.add_vector("loss.log_vars", vec![0.0; heads.len()]));
+        Ok(Self { config: config.clone(), layout, tables, params, heads, groups, log_vars })
+    }
+
+    /// The input rows of `rows`, as an untaped leaf tensor `B x layout.width`.
+    pub fn assemble(&self, data: &[FeatureData<'_>], rows: &[usize]) -> Mat {
+        let mut buf = vec![0.0f32; rows.len() * self.layout.width];
+        self.tables.gather(&self.layout, data, rows, &mut buf);
+        self.params.device().tensor_from_vec(buf, (rows.len(), self.layout.width))
+    }
+
+    /// The one forward function: training (with a tape), evaluation and serving (without) all
+    /// call it. `x` is the assembled input.
+    pub fn forward<T: TapeKind>(&self, x: Mat<T>) -> Forward<T> {
+        let mut logits: Vec<Option<Mat<T>>> = (0..self.heads.len()).map(|_| None).collect();
+        let mut gates: Vec<Option<Mat>> = vec![None; self.heads.len()];
+        let mut inputs = crate::arch::fan_out(x, self.groups.len());
+        for group in &self.groups {
+            let x = inputs.remove(0);
+            let range = self.layout.scope_range(group.scope);
+            let x = if range.len() == self.layout.width { x } else { x.slice((.., range)) };
+            let (hidden, group_gates) = group.sharing.forward(&self.params, x, group.tasks.len());
+            for (k, h) in hidden.into_iter().enumerate() {
+                let t = group.tasks[k];
+                let h = group.towers[k].forward(&self.params, h);
+                logits[t] = Some(group.outputs[k].forward(&self.params, h));
+                gates[t] = group_gates.get(k).cloned();
+            }
+        }
+        Forward { logits: logits.into_iter().map(|l| l.expect("every task belongs to a group")).collect(), gates }
+    }
+
+    /// Task outputs of `rows`: probabilities for binary tasks, values for regression, class
+    /// probabilities (`B x classes`, row-major) for multiclass.
+    pub fn predict(&self, data: &[FeatureData<'_>], rows: &[usize]) -> Predictions {
+        let x = self.assemble(data, rows);
+        let out = self.forward(x);
+        let outputs = self
+            .heads
+            .iter()
+            .zip(out.logits)
+            .map(|(head, z)| match head.kind {
+                TaskType::Binary => z.sigmoid().as_vec(),
+                TaskType::Regression => z.as_vec(),
+                TaskType::Multiclass => z.softmax::<Axis<1>>().as_vec(),
+            })
+            .collect();
+        Predictions { rows: rows.len(), outputs, gates: out.gates.into_iter().map(|g| g.map(|g| g.as_vec())).collect() }
+    }
+
+    /// The training loss of a batch: L = Σ λ_i L_i (with uncertainty weighting when set); each
+    /// task's loss is the mean over its labeled rows, so masked rows give neither loss nor
+    /// gradient. Returns the loss and each task's unweighted loss (`None`: no labeled row).
+    pub fn loss(
+        &self,
+        forward: Forward<Taped>,
+        labels: &[Vec<f32>],
+        masks: &[Vec<u8>],
+    ) -> Result<(Tensor<(), f32, Dev, Taped>, Vec<Option<f32>>), ModelError> {
+        let dev = self.params.device().clone();
+        let mut total: Option<Tensor<(), f32, Dev, Taped>> = None;
+        let mut per_task = Vec::with_capacity(self.heads.len());
+        for (t, (head, z)) in self.heads.iter().zip(forward.logits).enumerate() {
+            let Some(l) = task_loss(&dev, head, z, &labels[t], &masks[t], self.config.regression_loss) else {
+                per_task.push(None);
+                continue;
+            };
+            per_task.push(Some(l.array()));
+            let weighted = match self.log_vars {
+                None => l * head.weight,
+                Some(id) => {
+                    // c exp(-s) L + s / 2, with s on L's tape so its gradient is recorded.
+                    let c = if head.kind == TaskType::Regression { 0.5 } else { 1.0 };
+                    let (l, tape) = l.split_tape();
+                    let s = self.params.vector(id).clone().put_tape(tape).select(dev.tensor(t));
+                    let s2 = s.with_empty_tape();
+                    (s.negate().exp() * l * c + s2 * 0.5) * head.weight
+                }
+            };
+            total = Some(match total {
+                None => weighted,
+                Some(acc) => acc + weighted,
+            });
+        }
+        let total = total.ok_or_else(|| ModelError::Data("the batch has no labeled row for any task".to_owned()))?;
+        Ok((total, per_task))
+    }
+
+    /// Number of dense parameters plus embedding weights.
+    pub fn parameter_count(&self) -> usize {
+        self.params.ids().map(|id| self.params.numel(id)).sum::<usize>()
+            + self.tables.tables.iter().map(|t| t.weights.len()).sum::<usize>()
+    }
+}
+
+fn scope_name(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Pair => "pair",
+        Scope::User => "user",
+        Scope::Item => "item",
+    }
+}
+
+/// The masked mean loss of one task, `None` when no row of the batch is labeled.
+fn task_loss(
+    dev: &Dev,
+    head: &Head,
+    z: Mat<Taped>,
+    labels: &[f32],
+    mask: &[u8],
+    regression: RegressionLoss,
+) -> Option<Tensor<(), f32, Dev, Taped>> {
+    let n = labels.len();
+    let count = mask.iter().filter(|&&m| m != 0).count();
+    if count == 0 {
+        return None;
+    }
+    let inv = 1.0 / count as f32;
+    let m: Mat = dev.tensor_from_vec(mask.iter().map(|&m| f32::from(m)).collect(), (n, 1));
+    Some(match head.kind {
+        TaskType::Binary => {
+            let y: Mat = dev.tensor_from_vec(labels.to_vec(), (n, 1));
+            (z.bce_with_logits(y) * m).sum::<(), _>() * inv
+        }
+        TaskType::Regression => {
+            let y: Mat = dev.tensor_from_vec(labels.to_vec(), (n, 1));
+            let e = match regression {
+                RegressionLoss::Mse => (z - y).square(),
+                RegressionLoss::Huber { delta } => z.huber_error(y, delta),
+            };
+            (e * m).sum::<(), _>() * inv
+        }
+        TaskType::Multiclass => {
+            let c = head.outputs;
+            let mut target = vec![0.0f32; n * c];
+            for (r, (&y, &keep)) in labels.iter().zip(mask).enumerate() {
+                if keep != 0 {
+                    target[r * c + y as usize] = 1.0;
+                }
+            }
+            let target: Mat = dev.tensor_from_vec(target, (n, c));
+            (z.log_softmax::<Axis<1>>() * target).sum::<(), _>() * (-inv)
+        }
+    })
+}
+
+fn validate(config: &ModelConfig) -> Result<(), ModelError> {
+    let bad = |m: &str| Err(ModelError::Config(m.to_owned()));
+    let widths_ok = |w: &[usize]| w.iter().all(|&x| x > 0);
+    match &config.architecture {
+        ArchitectureConfig::Mmoe { experts, expert_layers } => {
+            if *experts == 0 || expert_layers.is_empty() || !widths_ok(expert_layers) {
+                return bad("architecture (mmoe): needs experts >= 1 and non-empty expert_layers of widths >= 1");
+            }
+        }
+        ArchitectureConfig::SharedBottom { layers } | ArchitectureConfig::SingleTask { layers } => {
+            if !widths_ok(layers) {
+                return bad("architecture: layer widths must be >= 1");
+            }
+        }
+    }
+    if !widths_ok(&config.tower_layers) {
+        return bad("tower_layers: widths must be >= 1");
+    }
+    if let RegressionLoss::Huber { delta } = config.regression_loss {
+        if !(delta > 0.0) {
+            return bad("regression_loss.delta must be > 0");
+        }
+    }
+    Ok(())
+}
+
+/// Outputs of [`MultiTaskModel::predict`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Predictions {
+    pub rows: usize,
+    /// Per task: `rows x outputs`, row-major.
+    pub outputs: Vec<Vec<f32>>,
+    /// Per task: MMoE gate weights `rows x experts`, row-major.
+    pub gates: Vec<Option<Vec<f32>>>,
+}

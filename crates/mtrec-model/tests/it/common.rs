@@ -1,0 +1,97 @@
+//! A tiny pipeline and batch covering every feature and head kind.
+
+use mtrec_model::FeatureData;
+use mtrec_schema::FeaturePipeline;
+
+pub fn pipeline() -> FeaturePipeline {
+    serde_json::from_value(serde_json::json!({
+        "format_version": 1, "dataset": "tiny", "schema_hash": "h",
+        "ids": {}, "text": {"trim_whitespace": false, "null_values": []},
+        "features": [
+            {"name": "user", "column": "user", "side": "user", "transform": {"type": "categorical", "ids": {"kind": "vocabulary", "vocabulary": "user"}, "embedding_dim": 3}},
+            {"name": "age", "column": "age", "side": "user", "transform": {"type": "numeric", "numeric": {"fill": 0.0, "clip": [null, null], "log1p": false}, "scale": {"kind": "none"}}},
+            {"name": "hist", "column": "hist", "side": "user", "transform": {"type": "multi_categorical", "separator": "|", "ids": {"kind": "vocabulary", "vocabulary": "items"}, "embedding_dim": 2, "pooling": "mean"}},
+            {"name": "item", "column": "item", "side": "item", "transform": {"type": "categorical", "ids": {"kind": "vocabulary", "vocabulary": "items"}, "embedding_dim": 2}},
+            {"name": "price", "column": "price", "side": "item", "transform": {"type": "numeric", "numeric": {"fill": 0.0, "clip": [null, null], "log1p": false}, "scale": {"kind": "none"}}},
+            {"name": "device", "column": "device", "side": "context", "transform": {"type": "categorical", "ids": {"kind": "hashing", "buckets": 3, "seed": 0}, "embedding_dim": 2}}
+        ],
+        "vocabularies": {"user": ["a", "b", "c"], "items": ["x", "y", "z", "w"]},
+        "tasks": [
+            {"name": "click", "kind": "binary", "scope": "pair", "weight": 1.0, "label": {"column": "click"}},
+            {"name": "dwell", "kind": "regression", "scope": "pair", "weight": 0.5, "label": {"column": "dwell"}},
+            {"name": "tier", "kind": "multiclass", "classes": ["lo", "mid", "hi"], "scope": "user", "weight": 1.0, "label": {"column": "tier"}},
+            {"name": "good", "kind": "binary", "scope": "item", "weight": 0.7, "label": {"column": "good"}}
+        ]
+    }))
+    .expect("a valid pipeline")
+}
+
+/// Columns of a batch of 6 rows.
+pub struct Batch {
+    pub user: Vec<u32>,
+    pub age: Vec<f32>,
+    pub hist_offsets: Vec<usize>,
+    pub hist: Vec<u32>,
+    pub item: Vec<u32>,
+    pub price: Vec<f32>,
+    pub device: Vec<u32>,
+    pub labels: Vec<Vec<f32>>,
+    pub masks: Vec<Vec<u8>>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self {
+            user: vec![2, 3, 4, 2, 0, 1],
+            age: vec![0.5, -1.0, 0.2, 1.5, 0.0, -0.3],
+            hist_offsets: vec![0, 2, 2, 5, 6, 6, 7],
+            hist: vec![2, 3, 4, 5, 2, 3, 5],
+            item: vec![2, 3, 5, 4, 0, 2],
+            price: vec![1.0, -0.5, 0.3, 0.0, 2.0, -1.2],
+            device: vec![2, 3, 4, 2, 3, 4],
+            labels: vec![
+                vec![1.0, 0.0, 1.0, 0.0, 0.0, 1.0],
+                vec![2.0, 0.0, 0.5, 0.0, 0.0, -1.0],
+                vec![0.0, 2.0, 1.0, 1.0, 0.0, 2.0],
+                vec![1.0, 1.0, 0.0, 0.0, 1.0, 0.0],
+            ],
+            // dwell is masked where there is no click; tier misses one label.
+            masks: vec![vec![1; 6], vec![1, 0, 1, 0, 0, 1], vec![1, 1, 1, 0, 1, 1], vec![1; 6]],
+        }
+    }
+
+    pub fn data(&self) -> Vec<FeatureData<'_>> {
+        vec![
+            FeatureData::Ids(&self.user),
+            FeatureData::Values(&self.age),
+            FeatureData::Lists { offsets: &self.hist_offsets, values: &self.hist },
+            FeatureData::Ids(&self.item),
+            FeatureData::Values(&self.price),
+            FeatureData::Ids(&self.device),
+        ]
+    }
+
+    pub fn rows(&self) -> Vec<usize> {
+        (0..self.user.len()).collect()
+    }
+}
+
+pub fn configs() -> Vec<(&'static str, mtrec_model::ModelConfig)> {
+    use mtrec_model::{ArchitectureConfig as A, LossWeighting, ModelConfig, RegressionLoss};
+    let base = ModelConfig { tower_layers: vec![3], ..Default::default() };
+    vec![
+        ("shared_bottom", ModelConfig { architecture: A::SharedBottom { layers: vec![5] }, ..base.clone() }),
+        ("mmoe", ModelConfig { architecture: A::Mmoe { experts: 3, expert_layers: vec![4] }, ..base.clone() }),
+        ("mmoe_deep", ModelConfig { architecture: A::Mmoe { experts: 2, expert_layers: vec![4, 3] }, ..base.clone() }),
+        ("single_task", ModelConfig { architecture: A::SingleTask { layers: vec![4] }, ..base.clone() }),
+        (
+            "uncertainty_huber",
+            ModelConfig {
+                architecture: A::SharedBottom { layers: vec![4] },
+                loss_weighting: LossWeighting::Uncertainty,
+                regression_loss: RegressionLoss::Huber { delta: 0.5 },
+                ..base
+            },
+        ),
+    ]
+}

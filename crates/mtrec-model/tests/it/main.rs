@@ -1,0 +1,6 @@
+//! Integration tests of mtrec-model: one binary, a module per area.
+
+mod common;
+mod gradients;
+mod scopes;
+mod weights;

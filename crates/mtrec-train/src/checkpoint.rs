@@ -1,0 +1,148 @@
+//! Checkpoints for `--resume`: the model, both optimizers' state, the history and the best
+//! model so far, written atomically after every epoch beside the bundle
+//! (`<bundle>.checkpoint/`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use mtrec_model::{io, AdamState, MultiTaskModel, SparseOptimizer};
+use mtrec_schema::FeaturePipeline;
+use serde::{Deserialize, Serialize};
+
+use crate::config::TrainConfig;
+use crate::train::History;
+use crate::TrainError;
+
+const STATE_FILE: &str = "checkpoint.json";
+const TENSORS_FILE: &str = "state.safetensors";
+
+/// Everything a resumed run needs.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub model: MultiTaskModel,
+    pub adam: AdamState,
+    pub sparse: SparseOptimizer,
+    pub history: History,
+    pub best: Option<MultiTaskModel>,
+    pub best_value: Option<f64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct State {
+    config: TrainConfig,
+    schema_hash: String,
+    adam_step: u64,
+    sparse_step: u64,
+    history: History,
+    /// Bit pattern of the best monitored value: exact, where a JSON float may lose its last bit
+    /// (and flip a later improvement test).
+    best_value_bits: Option<u64>,
+}
+
+type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+fn with_prefix(prefix: &str, tensors: Tensors) -> impl Iterator<Item = (String, (Vec<usize>, Vec<f32>))> + '_ {
+    tensors.into_iter().map(move |(k, v)| (format!("{prefix}{k}"), v))
+}
+
+fn strip(prefix: &str, tensors: &Tensors) -> Tensors {
+    tensors.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_owned(), v.clone()))).collect()
+}
+
+/// Optimizer state as tensors named like the parameters they belong to.
+fn optimizer_tensors(model: &MultiTaskModel, adam: &AdamState, sparse: &SparseOptimizer) -> Tensors {
+    let mut out = Tensors::new();
+    for id in model.params.ids() {
+        let (name, shape) = (model.params.name(id), model.params.shape(id));
+        out.insert(format!("adam.m/{name}"), (shape.clone(), adam.m[id.0].clone()));
+        out.insert(format!("adam.v/{name}"), (shape, adam.v[id.0].clone()));
+    }
+    for (t, table) in model.tables.tables.iter().enumerate() {
+        for (kind, buf) in [("first", &sparse.first[t]), ("second", &sparse.second[t])] {
+            if !buf.is_empty() {
+                out.insert(format!("sparse.{kind}/{}", table.name), (vec![table.rows, table.dim], buf.clone()));
+            }
+        }
+    }
+    out
+}
+
+pub fn save(dir: &Path, ck: &Checkpoint, pipeline: &FeaturePipeline, config: &TrainConfig) -> Result<(), TrainError> {
+    let mut tensors: Tensors = with_prefix("model/", io::named_tensors(&ck.model)).collect();
+    if let Some(best) = &ck.best {
+        tensors.extend(with_prefix("best/", io::named_tensors(best)));
+    }
+    tensors.extend(optimizer_tensors(&ck.model, &ck.adam, &ck.sparse));
+    let bytes = io::to_safetensors(&tensors, None)?;
+    let state = State {
+        config: config.clone(),
+        schema_hash: pipeline.schema_hash.clone(),
+        adam_step: ck.adam.step,
+        sparse_step: ck.sparse.step,
+        history: ck.history.clone(),
+        best_value_bits: ck.best_value.map(f64::to_bits),
+    };
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let fail = |e: std::io::Error| TrainError::Io { path: dir.to_owned(), message: e.to_string() };
+    std::fs::create_dir_all(parent).map_err(fail)?;
+    let tmp = tempfile::Builder::new().prefix(".mtrec-checkpoint-").tempdir_in(parent).map_err(fail)?;
+    std::fs::write(tmp.path().join(TENSORS_FILE), bytes).map_err(fail)?;
+    std::fs::write(tmp.path().join(STATE_FILE), serde_json::to_string_pretty(&state).expect("state serializes"))
+        .map_err(fail)?;
+    mtrec_model::bundle::replace_dir(tmp, dir).map_err(fail)
+}
+
+/// Loads a checkpoint written for the same pipeline and an equivalent config (only `epochs`
+/// and early-stopping settings may change between runs).
+pub fn load(dir: &Path, pipeline: &FeaturePipeline, config: &TrainConfig) -> Result<Checkpoint, TrainError> {
+    let bad = |m: String| TrainError::Checkpoint { path: dir.to_owned(), message: m };
+    let state: State =
+        serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).map_err(|e| bad(format!("{STATE_FILE}: {e}")))?)
+            .map_err(|e| bad(format!("{STATE_FILE}: {e}")))?;
+    if state.schema_hash != pipeline.schema_hash {
+        return Err(bad("it was written for another feature pipeline (schema hash differs)".to_owned()));
+    }
+    let comparable = |c: &TrainConfig| TrainConfig { epochs: 0, early_stopping: Default::default(), ..c.clone() };
+    if comparable(&state.config) != comparable(config) {
+        return Err(bad(
+            "its training config differs from this run's (only epochs and early_stopping may change)".to_owned()
+        ));
+    }
+    let bytes = std::fs::read(dir.join(TENSORS_FILE)).map_err(|e| bad(format!("{TENSORS_FILE}: {e}")))?;
+    let tensors = io::from_safetensors(&bytes, TENSORS_FILE)?;
+    let mut model = MultiTaskModel::new(pipeline, &config.model, config.seed)?;
+    io::load_into(&mut model, &strip("model/", &tensors), dir, "\u{0}")?;
+    let best = if tensors.keys().any(|k| k.starts_with("best/")) {
+        let mut best = model.clone();
+        io::load_into(&mut best, &strip("best/", &tensors), dir, "\u{0}")?;
+        Some(best)
+    } else {
+        None
+    };
+    let mut adam = AdamState::new(&model.params);
+    adam.step = state.adam_step;
+    for id in model.params.ids() {
+        let name = model.params.name(id);
+        let get = |k: String| tensors.get(&k).map(|t| t.1.clone()).ok_or_else(|| bad(format!("{k} is missing")));
+        adam.m[id.0] = get(format!("adam.m/{name}"))?;
+        adam.v[id.0] = get(format!("adam.v/{name}"))?;
+    }
+    let mut sparse = SparseOptimizer::new(config.sparse(), &model.tables);
+    sparse.step = state.sparse_step;
+    for (t, table) in model.tables.tables.iter().enumerate() {
+        for (kind, buf) in [("first", &mut sparse.first[t]), ("second", &mut sparse.second[t])] {
+            if !buf.is_empty() {
+                let k = format!("sparse.{kind}/{}", table.name);
+                *buf = tensors.get(&k).map(|t| t.1.clone()).ok_or_else(|| bad(format!("{k} is missing")))?;
+            }
+        }
+    }
+    Ok(Checkpoint {
+        model,
+        adam,
+        sparse,
+        history: state.history,
+        best,
+        best_value: state.best_value_bits.map(f64::from_bits),
+    })
+}

@@ -1,0 +1,128 @@
+//! The training configuration: a documented file (JSON) with defaults, saved into every bundle.
+
+use mtrec_model::{ModelConfig, SparseOptimizerConfig};
+use serde::{Deserialize, Serialize};
+
+/// Everything `mtrec train` needs besides the data. Every field has a default, so `{}` is a
+/// valid config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub model: ModelConfig,
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Learning rate of Adam on the dense parameters.
+    pub learning_rate: f64,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_eps: f64,
+    /// Decoupled weight decay of the dense parameters (0: plain Adam).
+    pub weight_decay: f64,
+    /// Optimizer of the embedding tables (row-wise, sparse).
+    pub embedding_optimizer: EmbeddingOptimizer,
+    /// Learning rate of the embedding optimizer; defaults to `learning_rate`.
+    pub embedding_learning_rate: Option<f64>,
+    /// Seeds initialization and shuffling.
+    pub seed: u64,
+    /// Worker threads (0: one per core). Results are deterministic for a given seed and count.
+    pub threads: usize,
+    pub early_stopping: EarlyStopping,
+    /// Rows per forward pass when validating and predicting.
+    pub eval_batch_size: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            model: ModelConfig::default(),
+            epochs: 10,
+            batch_size: 1024,
+            learning_rate: 1e-3,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_eps: 1e-8,
+            weight_decay: 0.0,
+            embedding_optimizer: EmbeddingOptimizer::LazyAdam,
+            embedding_learning_rate: None,
+            seed: 42,
+            threads: 0,
+            early_stopping: EarlyStopping::default(),
+            eval_batch_size: 8192,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbeddingOptimizer {
+    LazyAdam,
+    Adagrad,
+}
+
+/// Stop when the monitored validation metric has not improved for `patience` epochs; the best
+/// epoch's weights are kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EarlyStopping {
+    /// `loss` (the weighted validation loss), or `<task>.<metric>` with metric one of `auc`,
+    /// `logloss`, `rmse`, `accuracy`.
+    pub metric: String,
+    /// Epochs without improvement before stopping (0: never stop early).
+    pub patience: usize,
+    /// Smallest change that counts as an improvement.
+    pub min_delta: f64,
+}
+
+impl Default for EarlyStopping {
+    fn default() -> Self {
+        Self { metric: "loss".to_owned(), patience: 2, min_delta: 0.0 }
+    }
+}
+
+impl TrainConfig {
+    pub fn adam(&self) -> mtrec_model::AdamConfig {
+        mtrec_model::AdamConfig {
+            lr: self.learning_rate,
+            beta1: self.adam_beta1,
+            beta2: self.adam_beta2,
+            eps: self.adam_eps,
+            weight_decay: self.weight_decay,
+        }
+    }
+
+    pub fn sparse(&self) -> SparseOptimizerConfig {
+        let lr = self.embedding_learning_rate.unwrap_or(self.learning_rate);
+        match self.embedding_optimizer {
+            EmbeddingOptimizer::LazyAdam => SparseOptimizerConfig::LazyAdam {
+                lr,
+                beta1: self.adam_beta1,
+                beta2: self.adam_beta2,
+                eps: self.adam_eps,
+            },
+            EmbeddingOptimizer::Adagrad => SparseOptimizerConfig::Adagrad { lr, initial_accumulator: 0.1, eps: 1e-10 },
+        }
+    }
+
+    /// Reads a config file (JSON), naming the JSON path of any problem.
+    pub fn load(path: &std::path::Path) -> Result<Self, crate::TrainError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| crate::TrainError::Config(format!("cannot read {}: {e}", path.display())))?;
+        let mut de = serde_json::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| crate::TrainError::Config(format!("{}: {}: {}", path.display(), e.path(), e.inner())))
+    }
+
+    pub fn validate(&self) -> Result<(), crate::TrainError> {
+        let bad = |m: &str| Err(crate::TrainError::Config(m.to_owned()));
+        if self.epochs == 0 {
+            return bad("epochs must be at least 1");
+        }
+        if self.batch_size == 0 || self.eval_batch_size == 0 {
+            return bad("batch_size and eval_batch_size must be at least 1");
+        }
+        if !(self.learning_rate > 0.0) || self.embedding_learning_rate.is_some_and(|l| !(l > 0.0)) {
+            return bad("learning rates must be > 0");
+        }
+        Ok(())
+    }
+}

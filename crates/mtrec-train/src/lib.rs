@@ -1,0 +1,39 @@
+//! # mtrec-train
+//!
+//! Training and batch scoring of mtrec models.
+//!
+//! - [`config`]: the training configuration (a JSON file with defaults, saved in the bundle).
+//! - [`train`]: the loop: seeded shuffling, batches assembled in parallel (rayon), dense Adam
+//!   and sparse embedding steps, validation after every epoch, early stopping, checkpoints and
+//!   `--resume`, and the bundle of the best epoch.
+//! - [`eval`]: scoring a split in batches and its validation metrics.
+//! - [`predict`]: `mtrec predict`, every task's output per row.
+
+pub mod checkpoint;
+pub mod config;
+pub mod eval;
+pub mod predict;
+pub mod train;
+
+use std::path::PathBuf;
+
+pub use config::TrainConfig;
+pub use train::{train, History, TrainOptions, Trained};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("training config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Data(#[from] mtrec_ingest::IngestError),
+    #[error(transparent)]
+    Model(#[from] mtrec_model::ModelError),
+    #[error(transparent)]
+    Bundle(#[from] mtrec_model::bundle::BundleError),
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("training diverged in epoch {epoch}: the loss of task {task:?} is not finite (lower the learning rate)")]
+    Diverged { epoch: usize, task: String },
+}

@@ -1,0 +1,59 @@
+//! A small synthetic dataset, ingested once per test into a temporary directory.
+
+use std::path::{Path, PathBuf};
+
+use mtrec_train::TrainConfig;
+
+pub struct Data {
+    pub dir: tempfile::TempDir,
+}
+
+impl Data {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = mtrec_synth::SyntheticConfig { users: 120, items: 60, rows: 4_000, seed: 9, ..Default::default() };
+        let mut df = mtrec_synth::generate(&cfg).unwrap();
+        let parquet = dir.path().join("s.parquet");
+        mtrec_synth::write_parquet(&mut df, &parquet).unwrap();
+        mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
+            schema: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/synthetic.json"),
+            input: vec![parquet.to_string_lossy().into_owned()],
+            out: dir.path().join("ingest"),
+            force: false,
+        })
+        .unwrap();
+        Self { dir }
+    }
+
+    pub fn ingest(&self) -> PathBuf {
+        self.dir.path().join("ingest")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn train(&self, out: &str, config: TrainConfig, resume: bool) -> mtrec_train::Trained {
+        mtrec_train::train(&mtrec_train::TrainOptions {
+            data: self.ingest(),
+            config,
+            out: self.path(out),
+            resume,
+            progress: false,
+        })
+        .unwrap()
+    }
+}
+
+pub fn small_config() -> TrainConfig {
+    TrainConfig {
+        epochs: 2,
+        batch_size: 256,
+        model: mtrec_model::ModelConfig {
+            architecture: mtrec_model::ArchitectureConfig::Mmoe { experts: 3, expert_layers: vec![16] },
+            tower_layers: vec![8],
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests of mtrec-train: one binary, a module per area.
+
+mod bundle;
+mod common;
+mod training;

@@ -1,0 +1,95 @@
+//! The training loop: determinism, resuming, early stopping, validation metrics.
+
+use crate::common::{small_config, Data};
+
+#[test]
+fn same_seed_gives_identical_weights_and_another_seed_does_not() {
+    let data = Data::new();
+    data.train("a", small_config(), false);
+    data.train("b", small_config(), false);
+    let weights = |b: &str| std::fs::read(data.path(b).join("weights.safetensors")).unwrap();
+    assert_eq!(weights("a"), weights("b"));
+    data.train("c", mtrec_train::TrainConfig { seed: 7, ..small_config() }, false);
+    assert_ne!(weights("a"), weights("c"));
+}
+
+#[test]
+fn resuming_continues_exactly_where_the_run_stopped() {
+    let data = Data::new();
+    let no_early_stop = |epochs| mtrec_train::TrainConfig {
+        epochs,
+        early_stopping: mtrec_train::config::EarlyStopping { patience: 0, ..Default::default() },
+        ..small_config()
+    };
+    let straight = data.train("straight", no_early_stop(3), false);
+    data.train("resumed", no_early_stop(1), false);
+    let resumed = data.train("resumed", no_early_stop(3), true);
+    assert_eq!(resumed.history.epochs.len(), 3);
+    assert_eq!(resumed.history.best_epoch, straight.history.best_epoch);
+    // The metrics of the epochs before the resume went through the checkpoint's JSON, which may
+    // round a float's last bit; timings differ between runs.
+    for (a, b) in resumed.history.epochs.iter().zip(&straight.history.epochs) {
+        assert_eq!(a.valid.keys().collect::<Vec<_>>(), b.valid.keys().collect::<Vec<_>>());
+        for (k, x) in &a.valid {
+            assert!((x - b.valid[k]).abs() <= 1e-12 * x.abs().max(1.0), "epoch {} {k}: {x} vs {}", a.epoch, b.valid[k]);
+        }
+    }
+    let weights = |b: &str| std::fs::read(data.path(b).join("weights.safetensors")).unwrap();
+    assert_eq!(weights("straight"), weights("resumed"));
+
+    // A checkpoint of another config is refused.
+    let err = mtrec_train::train(&mtrec_train::TrainOptions {
+        data: data.ingest(),
+        config: mtrec_train::TrainConfig { learning_rate: 0.5, ..no_early_stop(4) },
+        out: data.path("resumed"),
+        resume: true,
+        progress: false,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("training config differs"), "{err}");
+}
+
+#[test]
+fn history_has_every_task_metric_and_the_best_epoch() {
+    let data = Data::new();
+    let trained = data.train("m", mtrec_train::TrainConfig { epochs: 3, ..small_config() }, false);
+    let h = &trained.history;
+    let first = &h.epochs[0].valid;
+    for key in [
+        "click.auc",
+        "click.logloss",
+        "convert.auc",
+        "dwell.rmse",
+        "high_value.auc",
+        "item_quality.accuracy",
+        "item_quality.logloss",
+        "loss",
+    ] {
+        assert!(first.contains_key(key), "{key} missing from {first:?}");
+    }
+    let best = h.best_epoch.unwrap();
+    let losses: Vec<f64> = h.epochs.iter().map(|e| e.valid["loss"]).collect();
+    let min = losses.iter().copied().fold(f64::INFINITY, f64::min);
+    assert_eq!(losses[best], min, "the best epoch has the lowest validation loss: {losses:?}");
+    // Training lowers the training loss of the pair task.
+    assert!(h.epochs.last().unwrap().train_loss["click"] < h.epochs[0].train_loss["click"]);
+}
+
+#[test]
+fn early_stopping_metric_must_exist() {
+    let data = Data::new();
+    let mut cfg = small_config();
+    cfg.early_stopping.metric = "click.rmse".to_owned();
+    let err = mtrec_train::train(&mtrec_train::TrainOptions {
+        data: data.ingest(),
+        config: cfg,
+        out: data.path("x"),
+        resume: false,
+        progress: false,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("early_stopping.metric \"click.rmse\""), "{err}");
+    assert!(!data.path("x").exists());
+}
