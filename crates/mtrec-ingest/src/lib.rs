@@ -133,7 +133,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Ingested, IngestError> {
     write_json(tmp.path(), files::FEATURES, &pipeline)?;
     write_json(tmp.path(), files::SCHEMA, &schema)?;
     write_json(tmp.path(), files::REPORT, &report)?;
-    replace_dir(tmp, &opts.out)?;
+    mtrec_schema::fs::replace_dir(&tmp.keep(), &opts.out).map_err(|e| IngestError::write(&opts.out, e))?;
     Ok(Ingested { pipeline, report })
 }
 
@@ -202,9 +202,9 @@ fn needed_columns(schema: &DatasetSchema) -> (Vec<String>, BTreeMap<String, Stri
     let mut needed = Vec::new();
     let mut referrers = BTreeMap::new();
     for (c, path) in refs {
-        if !referrers.contains_key(&c) {
-            needed.push(c.clone());
-            referrers.insert(c, path);
+        if let std::collections::btree_map::Entry::Vacant(e) = referrers.entry(c.clone()) {
+            needed.push(c);
+            e.insert(path);
         }
     }
     (needed, referrers)
@@ -304,30 +304,4 @@ fn write_split(
     }
     writer.expect("at least one chunk").finish().map_err(fail)?;
     Ok(summary)
-}
-
-/// Moves a finished temporary directory to `out`, replacing what was there only once the new
-/// content is complete.
-pub(crate) fn replace_dir(tmp: tempfile::TempDir, out: &Path) -> Result<(), IngestError> {
-    let backup = out.with_file_name(format!(
-        ".{}.old-{}",
-        out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        std::process::id()
-    ));
-    let had_old = out.exists();
-    if had_old {
-        std::fs::rename(out, &backup).map_err(|e| IngestError::write(out, e))?;
-    }
-    let kept = tmp.keep();
-    if let Err(e) = std::fs::rename(&kept, out) {
-        let _ = std::fs::remove_dir_all(&kept);
-        if had_old {
-            let _ = std::fs::rename(&backup, out);
-        }
-        return Err(IngestError::write(out, e));
-    }
-    if had_old {
-        let _ = std::fs::remove_dir_all(&backup);
-    }
-    Ok(())
 }

@@ -141,7 +141,7 @@ pub fn save(
     write(MODEL_FILE, json(&meta).as_bytes())?;
     write(FEATURES_FILE, json(pipeline).as_bytes())?;
     write(HISTORY_FILE, json(history).as_bytes())?;
-    replace_dir(tmp, dir).map_err(|e| err("directory", e.to_string()))
+    mtrec_schema::fs::replace_dir(&tmp.keep(), dir).map_err(|e| err("directory", e.to_string()))
 }
 
 mod erased {
@@ -154,28 +154,6 @@ mod erased {
             serde_json::to_string_pretty(self).expect("bundle parts serialize") + "\n"
         }
     }
-}
-
-/// Moves a finished temporary directory to `out`, replacing an old one only afterwards.
-pub fn replace_dir(tmp: tempfile::TempDir, out: &Path) -> std::io::Result<()> {
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let backup = out.with_file_name(format!(".{name}.old-{}", std::process::id()));
-    let had_old = out.exists();
-    if had_old {
-        std::fs::rename(out, &backup)?;
-    }
-    let kept = tmp.keep();
-    if let Err(e) = std::fs::rename(&kept, out) {
-        let _ = std::fs::remove_dir_all(&kept);
-        if had_old {
-            let _ = std::fs::rename(&backup, out);
-        }
-        return Err(e);
-    }
-    if had_old {
-        let _ = std::fs::remove_dir_all(&backup);
-    }
-    Ok(())
 }
 
 fn read(dir: &Path, part: &'static str) -> Result<Vec<u8>, BundleError> {

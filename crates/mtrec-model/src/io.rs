@@ -21,12 +21,15 @@ use safetensors::{Dtype, SafeTensors};
 use crate::error::ModelError;
 use crate::model::MultiTaskModel;
 
+/// Tensors by name: (shape, row-major values).
+pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 fn to_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 /// Every tensor of the model by name: (shape, values).
-pub fn named_tensors(model: &MultiTaskModel) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+pub fn named_tensors(model: &MultiTaskModel) -> NamedTensors {
     let mut out = BTreeMap::new();
     for t in &model.tables.tables {
         out.insert(format!("embedding.{}", t.name), (vec![t.rows, t.dim], t.weights.clone()));
@@ -39,7 +42,7 @@ pub fn named_tensors(model: &MultiTaskModel) -> BTreeMap<String, (Vec<usize>, Ve
 
 /// Serializes the weights (with optional extra tensors, e.g. optimizer state) as safetensors.
 pub fn to_safetensors(
-    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    tensors: &NamedTensors,
     metadata: Option<std::collections::HashMap<String, String>>,
 ) -> Result<Vec<u8>, ModelError> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
@@ -57,7 +60,7 @@ pub fn to_safetensors(
 }
 
 /// Reads every f32 tensor of a safetensors buffer.
-pub fn from_safetensors(bytes: &[u8], source: &str) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>, ModelError> {
+pub fn from_safetensors(bytes: &[u8], source: &str) -> Result<NamedTensors, ModelError> {
     let err = |message: String| ModelError::Weights { path: source.to_owned(), message };
     let st = SafeTensors::deserialize(bytes).map_err(|e| err(e.to_string()))?;
     let mut out = BTreeMap::new();
@@ -76,7 +79,7 @@ pub fn from_safetensors(bytes: &[u8], source: &str) -> Result<BTreeMap<String, (
 /// (`extra_prefix` names tensors that are not weights, e.g. optimizer state, and are skipped).
 pub fn load_into(
     model: &mut MultiTaskModel,
-    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    tensors: &NamedTensors,
     source: &Path,
     extra_prefix: &str,
 ) -> Result<(), ModelError> {

@@ -12,6 +12,9 @@ use crate::error::ModelError;
 use crate::layout::InputLayout;
 use crate::params::{Dev, Linear, Mat, ParamId, ParamStore, TapeKind, Taped};
 
+/// A scalar loss on the training tape.
+pub type Loss = Tensor<(), f32, Dev, Taped>;
+
 /// One task's head.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Head {
@@ -170,9 +173,9 @@ impl MultiTaskModel {
         forward: Forward<Taped>,
         labels: &[Vec<f32>],
         masks: &[Vec<u8>],
-    ) -> Result<(Tensor<(), f32, Dev, Taped>, Vec<Option<f32>>), ModelError> {
+    ) -> Result<(Loss, Vec<Option<f32>>), ModelError> {
         let dev = self.params.device().clone();
-        let mut total: Option<Tensor<(), f32, Dev, Taped>> = None;
+        let mut total: Option<Loss> = None;
         let mut per_task = Vec::with_capacity(self.heads.len());
         for (t, (head, z)) in self.heads.iter().zip(forward.logits).enumerate() {
             let Some(l) = task_loss(&dev, head, z, &labels[t], &masks[t], self.config.regression_loss) else {
@@ -223,7 +226,7 @@ fn task_loss(
     labels: &[f32],
     mask: &[u8],
     regression: RegressionLoss,
-) -> Option<Tensor<(), f32, Dev, Taped>> {
+) -> Option<Loss> {
     let n = labels.len();
     let count = mask.iter().filter(|&&m| m != 0).count();
     if count == 0 {
@@ -277,7 +280,7 @@ fn validate(config: &ModelConfig) -> Result<(), ModelError> {
         return bad("tower_layers: widths must be >= 1");
     }
     if let RegressionLoss::Huber { delta } = config.regression_loss {
-        if !(delta > 0.0) {
+        if delta.is_nan() || delta <= 0.0 {
             return bad("regression_loss.delta must be > 0");
         }
     }

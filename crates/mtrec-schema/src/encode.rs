@@ -373,13 +373,16 @@ fn list<'a>(items: impl Iterator<Item = &'a String>) -> String {
     v.join(", ")
 }
 
+/// `value OP bound` for one of gt, ge, lt, le.
+type Comparison = fn(f64, f64) -> bool;
+
 /// A mask condition, compiled.
 #[derive(Debug, Clone)]
 struct ConditionRule {
     column: String,
     is_in: Option<HashSet<String>>,
     not_in: Option<HashSet<String>>,
-    bounds: [(Option<f64>, fn(f64, f64) -> bool); 4],
+    bounds: [(Option<f64>, Comparison); 4],
 }
 
 impl ConditionRule {

@@ -14,6 +14,7 @@
 
 pub mod encode;
 pub mod error;
+pub mod fs;
 pub mod pipeline;
 pub mod spec;
 pub mod validate;

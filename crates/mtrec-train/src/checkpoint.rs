@@ -2,7 +2,6 @@
 //! model so far, written atomically after every epoch beside the bundle
 //! (`<bundle>.checkpoint/`).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use mtrec_model::{io, AdamState, MultiTaskModel, SparseOptimizer};
@@ -39,7 +38,7 @@ struct State {
     best_value_bits: Option<u64>,
 }
 
-type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+type Tensors = io::NamedTensors;
 
 fn with_prefix(prefix: &str, tensors: Tensors) -> impl Iterator<Item = (String, (Vec<usize>, Vec<f32>))> + '_ {
     tensors.into_iter().map(move |(k, v)| (format!("{prefix}{k}"), v))
@@ -89,7 +88,7 @@ pub fn save(dir: &Path, ck: &Checkpoint, pipeline: &FeaturePipeline, config: &Tr
     std::fs::write(tmp.path().join(TENSORS_FILE), bytes).map_err(fail)?;
     std::fs::write(tmp.path().join(STATE_FILE), serde_json::to_string_pretty(&state).expect("state serializes"))
         .map_err(fail)?;
-    mtrec_model::bundle::replace_dir(tmp, dir).map_err(fail)
+    mtrec_schema::fs::replace_dir(&tmp.keep(), dir).map_err(fail)
 }
 
 /// Loads a checkpoint written for the same pipeline and an equivalent config (only `epochs`

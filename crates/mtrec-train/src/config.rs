@@ -120,7 +120,8 @@ impl TrainConfig {
         if self.batch_size == 0 || self.eval_batch_size == 0 {
             return bad("batch_size and eval_batch_size must be at least 1");
         }
-        if !(self.learning_rate > 0.0) || self.embedding_learning_rate.is_some_and(|l| !(l > 0.0)) {
+        let positive = |x: f64| x > 0.0 && x.is_finite();
+        if !positive(self.learning_rate) || self.embedding_learning_rate.is_some_and(|l| !positive(l)) {
             return bad("learning rates must be > 0");
         }
         Ok(())

@@ -64,7 +64,7 @@ fn empty_files() {
     let fx = Fixture::new();
     let empty = fx.path("empty.csv");
     std::fs::write(&empty, "").unwrap();
-    let err = fx.ingest_err(&[empty.clone()]);
+    let err = fx.ingest_err(std::slice::from_ref(&empty));
     assert!(err.contains("empty.csv: the file has no data rows"), "{err}");
     std::fs::write(&empty, fx.csv().lines().next().unwrap().to_owned() + "\n").unwrap();
     let err = fx.ingest_err(&[empty]);

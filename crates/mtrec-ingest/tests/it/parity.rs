@@ -56,6 +56,30 @@ fn assert_parity(out: &std::path::Path, records: &[serde_json::Map<String, serde
     checked
 }
 
+/// Every row of a typed frame as a JSON record typed like a real request: numbers as numbers,
+/// text as strings, nulls as null.
+fn typed_records(df: &DataFrame) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    (0..df.height())
+        .map(|i| {
+            df.columns()
+                .iter()
+                .map(|c| {
+                    let v = match c.get(i).unwrap() {
+                        AnyValue::Null => serde_json::Value::Null,
+                        AnyValue::Int64(x) => serde_json::json!(x),
+                        AnyValue::Int32(x) => serde_json::json!(x),
+                        AnyValue::Float64(x) => serde_json::json!(x),
+                        AnyValue::String(s) => serde_json::json!(s),
+                        AnyValue::StringOwned(s) => serde_json::json!(s.as_str()),
+                        other => panic!("unexpected {other:?} in column {}", c.name()),
+                    };
+                    (c.name().to_string(), v)
+                })
+                .collect()
+        })
+        .collect()
+}
+
 #[test]
 fn csv_rows_encode_identically_from_json_strings() {
     let fx = Fixture::new();
@@ -93,24 +117,7 @@ fn parquet_rows_encode_identically_from_typed_json() {
     fx.set_schema(&schema);
     fx.ingest(&[parquet]).unwrap();
 
-    let records: Vec<serde_json::Map<String, serde_json::Value>> = (0..df.height())
-        .map(|i| {
-            df.columns()
-                .iter()
-                .map(|c| {
-                    let v = match c.get(i).unwrap() {
-                        AnyValue::Null => serde_json::Value::Null,
-                        AnyValue::Int64(x) => serde_json::json!(x),
-                        AnyValue::Float64(x) => serde_json::json!(x),
-                        AnyValue::String(s) => serde_json::json!(s),
-                        AnyValue::StringOwned(s) => serde_json::json!(s.as_str()),
-                        other => panic!("unexpected {other:?}"),
-                    };
-                    (c.name().to_string(), v)
-                })
-                .collect()
-        })
-        .collect();
+    let records = typed_records(&df);
     assert!(records[0]["clicked"].is_number() && records[0]["user"].is_string());
     assert_eq!(assert_parity(&fx.path("out"), &records), records.len());
 }
@@ -134,24 +141,6 @@ fn synthetic_rows_encode_identically() {
         force: false,
     })
     .unwrap();
-    let records: Vec<serde_json::Map<String, serde_json::Value>> = (0..df.height())
-        .map(|i| {
-            df.columns()
-                .iter()
-                .map(|c| {
-                    let v = match c.get(i).unwrap() {
-                        AnyValue::Null => serde_json::Value::Null,
-                        AnyValue::Int64(x) => serde_json::json!(x),
-                        AnyValue::Int32(x) => serde_json::json!(x),
-                        AnyValue::Float64(x) => serde_json::json!(x),
-                        AnyValue::String(s) => serde_json::json!(s),
-                        AnyValue::StringOwned(s) => serde_json::json!(s.as_str()),
-                        other => panic!("unexpected {other:?} in column {}", c.name()),
-                    };
-                    (c.name().to_string(), v)
-                })
-                .collect()
-        })
-        .collect();
+    let records = typed_records(&df);
     assert_eq!(assert_parity(&fx.path("out"), &records), records.len());
 }

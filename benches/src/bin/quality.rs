@@ -1,0 +1,137 @@
+//! Multi-seed quality benchmark: trains each config with seeds 1..=N on one ingest directory,
+//! scores the test split, and reports the mean and 95% confidence interval (Student's t) of
+//! every test metric, plus the Bayes-optimal AUC where the data carries true probabilities
+//! (`extra.p_<task>`). Figures and commands: benches/README.md.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Ingest directory.
+    #[arg(long)]
+    data: PathBuf,
+    /// Training configs to compare (JSON).
+    #[arg(long, num_args = 1.., required = true)]
+    config: Vec<PathBuf>,
+    /// Seeds 1..=N per config.
+    #[arg(long, default_value_t = 5)]
+    seeds: u64,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Write every run's metrics and the summary as JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Two-sided 97.5% quantile of Student's t with `df` degrees of freedom.
+fn t975(df: usize) -> f64 {
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+    ];
+    T.get(df.wrapping_sub(1)).copied().unwrap_or(1.96)
+}
+
+/// Mean and 95% CI half-width.
+fn mean_ci(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    if xs.len() < 2 {
+        return (mean, f64::NAN);
+    }
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, t975(xs.len() - 1) * (var / n).sqrt())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    if args.threads > 0 {
+        rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global()?;
+    }
+    let pipeline = mtrec_ingest::encoded::load_pipeline(&args.data)?;
+    let test = mtrec_ingest::encoded::load_split(&args.data, "test", &pipeline)?;
+    // Bayes-optimal AUC of binary tasks whose true probability is a passthrough column.
+    let mut bayes = BTreeMap::new();
+    for (t, task) in pipeline.tasks.iter().enumerate() {
+        if let Some(p) = test.extras.get(&format!("p_{}", task.name)) {
+            let keep: Vec<usize> = (0..test.rows).filter(|&r| test.masks[t][r] != 0).collect();
+            let scores: Vec<f32> = keep.iter().map(|&r| p[r] as f32).collect();
+            let labels: Vec<f32> = keep.iter().map(|&r| test.labels[t][r]).collect();
+            if let Some(auc) = mtrec_metrics::auc(&scores, &labels, None) {
+                bayes.insert(format!("{}.auc", task.name), auc);
+            }
+        }
+    }
+    let work = tempfile::tempdir()?;
+    let mut runs = Vec::new();
+    let mut summary = BTreeMap::new();
+    for path in &args.config {
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut per_metric: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for seed in 1..=args.seeds {
+            let mut cfg = mtrec_train::TrainConfig::load(path)?;
+            cfg.seed = seed;
+            cfg.threads = args.threads;
+            let started = std::time::Instant::now();
+            let trained = mtrec_train::train(&mtrec_train::TrainOptions {
+                data: args.data.clone(),
+                config: cfg,
+                out: work.path().join(format!("{name}-{seed}")),
+                resume: false,
+                progress: false,
+            })?;
+            let metrics = mtrec_train::eval::evaluate(&trained.model, &test, 8192).metrics;
+            eprintln!(
+                "{name} seed {seed}: {} epochs, best {:?}, {:.0}s: {}",
+                trained.history.epochs.len(),
+                trained.history.best_epoch.map(|e| e + 1),
+                started.elapsed().as_secs_f64(),
+                metrics
+                    .iter()
+                    .filter(|(k, _)| k.ends_with(".auc"))
+                    .map(|(k, v)| format!("{k} {v:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            for (k, v) in &metrics {
+                per_metric.entry(k.clone()).or_default().push(*v);
+            }
+            runs.push(serde_json::json!({"config": name, "seed": seed, "epochs": trained.history.epochs.len(), "test": metrics}));
+        }
+        let stats: BTreeMap<String, serde_json::Value> = per_metric
+            .iter()
+            .map(|(k, xs)| {
+                let (m, ci) = mean_ci(xs);
+                (k.clone(), serde_json::json!({"mean": m, "ci95": ci, "n": xs.len()}))
+            })
+            .collect();
+        summary.insert(name, stats);
+    }
+    println!("{:<28} {:<24} {:>8} {:>9} {:>4}", "config", "test metric", "mean", "±95% CI", "n");
+    for (name, stats) in &summary {
+        for (k, s) in stats {
+            println!(
+                "{name:<28} {k:<24} {:>8.4} {:>9.4} {:>4}",
+                s["mean"].as_f64().unwrap_or(f64::NAN),
+                s["ci95"].as_f64().unwrap_or(f64::NAN),
+                s["n"]
+            );
+        }
+    }
+    for (k, v) in &bayes {
+        println!("{:<28} {k:<24} {v:>8.4}", "bayes-optimal (true p)");
+    }
+    if let Some(out) = args.out {
+        std::fs::write(
+            out,
+            serde_json::to_string_pretty(&serde_json::json!({"runs": runs, "summary": summary, "bayes": bayes}))?,
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! Sparse embedding step time against vocabulary size: gather, scatter of the gradient (duplicate
+//! ids summed) and a lazy Adam step on the touched rows, for a table of 10^3 rows and one of
+//! 10^7 rows, alternated in one run. Figures and command: benches/README.md.
+
+use std::time::Instant;
+
+use mtrec_model::embedding::{EmbeddingTables, FeatureData, SparseOptimizer, SparseOptimizerConfig};
+use mtrec_model::layout::InputLayout;
+use rand::{Rng, SeedableRng};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const BATCH: usize = 1024;
+const DIM: usize = 16;
+const FEATURES: usize = 8;
+
+struct Setup {
+    tables: EmbeddingTables,
+    layout: InputLayout,
+    optimizer: SparseOptimizer,
+    ids: Vec<Vec<u32>>,
+}
+
+fn setup(vocab: u32) -> Setup {
+    // FEATURES hashed categorical features sharing nothing, each over `vocab` buckets.
+    let features: Vec<serde_json::Value> = (0..FEATURES)
+        .map(|f| serde_json::json!({"name": format!("f{f}"), "column": format!("f{f}"), "side": "user",
+            "transform": {"type": "categorical", "ids": {"kind": "hashing", "buckets": vocab, "seed": 0}, "embedding_dim": DIM}}))
+        .collect();
+    let pipeline: mtrec_schema::FeaturePipeline = serde_json::from_value(serde_json::json!({
+        "format_version": 1, "dataset": "bench", "schema_hash": "", "ids": {},
+        "text": {"trim_whitespace": false, "null_values": []}, "features": features, "vocabularies": {},
+        "tasks": []
+    }))
+    .expect("valid pipeline");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let tables = EmbeddingTables::from_pipeline(&pipeline, &mut rng);
+    let layout = InputLayout::new(&pipeline, |f| tables.index(&format!("f{f}")));
+    let optimizer = SparseOptimizer::new(SparseOptimizerConfig::default(), &tables);
+    // Zipf-like ids, as real traffic: a few hot rows and a long tail.
+    let ids = (0..FEATURES)
+        .map(|_| {
+            (0..BATCH * 50).map(|_| 2 + ((vocab as f64).powf(rng.gen::<f64>()) as u32 - 1).min(vocab - 1)).collect()
+        })
+        .collect();
+    Setup { tables, layout, optimizer, ids }
+}
+
+/// Mean seconds per step over `steps` steps.
+fn time_steps(s: &mut Setup, steps: usize) -> f64 {
+    let mut input = vec![0.0f32; BATCH * s.layout.width];
+    let grad: Vec<f32> = (0..BATCH * s.layout.width).map(|i| ((i % 97) as f32 - 48.0) * 1e-3).collect();
+    let started = Instant::now();
+    for step in 0..steps {
+        let start = (step % 50) * BATCH;
+        let cols: Vec<&[u32]> = s.ids.iter().map(|c| &c[start..start + BATCH]).collect();
+        let data: Vec<FeatureData<'_>> = cols.iter().map(|c| FeatureData::Ids(c)).collect();
+        let rows: Vec<usize> = (0..BATCH).collect();
+        s.tables.gather(&s.layout, &data, &rows, &mut input);
+        let g = s.tables.sparse_grads(&s.layout, &data, &rows, &grad);
+        s.optimizer.apply(&mut s.tables, &g);
+    }
+    started.elapsed().as_secs_f64() / steps as f64
+}
+
+fn main() {
+    let steps = 300;
+    let mut small = setup(1_000);
+    let mut large = setup(10_000_000);
+    let mut ratios = Vec::new();
+    for round in 0..5 {
+        let a = time_steps(&mut small, steps);
+        let b = time_steps(&mut large, steps);
+        println!(
+            "round {round}: vocab 1e3 {:.1} us/step, vocab 1e7 {:.1} us/step, ratio {:.3}",
+            a * 1e6,
+            b * 1e6,
+            b / a
+        );
+        ratios.push(b / a);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!("step time 1e7 / 1e3, median of 5 rounds: {:.3} (min {:.3}, max {:.3})", ratios[2], ratios[0], ratios[4]);
+}
