@@ -46,6 +46,17 @@ pub(crate) fn fan_out<S: Shape, T: TapeKind>(x: Tensor<S, f32, Dev, T>, n: usize
     out
 }
 
+/// Columns `range` of `x`, safe when `x` has other consumers.
+///
+/// dfdx 0.13's slice backward *assigns* the slice's gradient into the input's gradient instead
+/// of adding to it, so a slice of a tensor that other ops also read can overwrite their
+/// gradient contributions (which happens depends on the order ops were recorded). Slicing a
+/// fresh copy (`x * 1`, whose backward adds into `x`) keeps every contribution. Slices that are
+/// a tensor's only, disjoint consumers (the experts' parts of the fused first layer) need no copy.
+pub(crate) fn slice_columns<T: TapeKind>(x: Mat<T>, range: std::ops::Range<usize>) -> Mat<T> {
+    (x * 1.0f32).slice((.., range))
+}
+
 /// One group's sharing of dense parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Sharing {
@@ -118,6 +129,8 @@ impl Sharing {
                 let (h, width) = if deeper[0].layers.is_empty() {
                     (h, *first_width)
                 } else {
+                    // Disjoint slices are `h`'s only consumers: plain slices are safe here (see
+                    // `slice_columns`).
                     let parts = fan_out(h, *experts);
                     let outs: Vec<Mat<T>> = parts
                         .into_iter()
@@ -149,6 +162,32 @@ impl Sharing {
                     .collect();
                 (outs, probs)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::Dev;
+
+    /// Regression test for dfdx 0.13's assigning slice backward: a tensor read whole and
+    /// through slices must receive every contribution.
+    #[test]
+    fn slices_of_a_shared_tensor_accumulate_gradients() {
+        let dev = Dev::default();
+        let leaf: Mat = dev.tensor_from_vec((0..12).map(|i| i as f32 * 0.1).collect(), (3, 4));
+        let mut uses = fan_out(leaf.trace(Gradients::leaky()), 3);
+        let whole = uses.remove(0);
+        let left = slice_columns(uses.remove(0), 0..2);
+        let right = slice_columns(uses.remove(0), 2..4);
+        let dot = (left * right).sum::<(usize,), Axis<1>>().reshape_like(&(3usize, 1usize));
+        let mut grads = (whole, dot).concat_along(Axis::<1>).sum::<(), _>().backward();
+        let g = grads.get_or_alloc_mut(&leaf).unwrap().to_vec();
+        // d/dx of sum(x) + sum_rows(x0*x2 + x1*x3): 1 plus the partner column.
+        let want = [1.2, 1.3, 1.0, 1.1, 1.6, 1.7, 1.4, 1.5, 2.0, 2.1, 1.8, 1.9];
+        for (a, b) in g.iter().zip(want) {
+            assert!((a - b).abs() < 1e-5, "{g:?}");
         }
     }
 }

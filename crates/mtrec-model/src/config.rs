@@ -58,6 +58,19 @@ pub enum LossWeighting {
     Uncertainty,
 }
 
+/// Explicit feature interactions fed to the `pair` group besides the raw input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Interactions {
+    /// The dot product of every user-side embedding with every item-side embedding of the
+    /// same dimension (factorization-machine style, as in DeepFM and DLRM): user-item affinity
+    /// is a product, which an MLP on concatenated embeddings learns only slowly.
+    #[default]
+    UserItemDot,
+    /// The raw input only.
+    None,
+}
+
 /// The model configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -65,6 +78,7 @@ pub struct ModelConfig {
     pub architecture: ArchitectureConfig,
     /// Hidden layers of every task tower (then a linear output layer).
     pub tower_layers: Vec<usize>,
+    pub interactions: Interactions,
     pub regression_loss: RegressionLoss,
     pub loss_weighting: LossWeighting,
     /// λ per task, overriding the schema's `weight`.
@@ -76,6 +90,7 @@ impl Default for ModelConfig {
         Self {
             architecture: ArchitectureConfig::default(),
             tower_layers: vec![32],
+            interactions: Interactions::default(),
             regression_loss: RegressionLoss::default(),
             loss_weighting: LossWeighting::default(),
             task_weights: BTreeMap::new(),

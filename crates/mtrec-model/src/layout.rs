@@ -74,6 +74,28 @@ impl InputLayout {
         Self { slots, width, user: 0..0, item: 0..0 }
     }
 
+    /// Column ranges of every (user-side, item-side) pair of embedding slots of equal width:
+    /// the operands of the user-item dot interactions.
+    pub fn user_item_pairs(&self) -> Vec<(Range<usize>, Range<usize>)> {
+        let emb = |r: &Range<usize>| -> Vec<Range<usize>> {
+            self.slots
+                .iter()
+                .filter(|s| matches!(s.source, SlotSource::Embedding { .. }) && r.contains(&s.offset))
+                .map(|s| s.offset..s.offset + s.width)
+                .collect()
+        };
+        let (users, items) = (emb(&self.user), emb(&self.item));
+        let mut out = Vec::new();
+        for u in &users {
+            for i in &items {
+                if u.len() == i.len() {
+                    out.push((u.clone(), i.clone()));
+                }
+            }
+        }
+        out
+    }
+
     /// The columns a task of `scope` sees.
     pub fn scope_range(&self, scope: Scope) -> Range<usize> {
         match scope {

@@ -16,7 +16,9 @@
 //! A task's scope (from the schema) decides which features its head may see. The input row is
 //! laid out user features first, then item features, then context features, so that:
 //!
-//! - `pair` tasks (e.g. click-through) see the whole row;
+//! - `pair` tasks (e.g. click-through) see the whole row, plus (with `interactions:
+//!   user_item_dot`, the default) the dot product of every user-side embedding with every
+//!   item-side embedding of the same dimension;
 //! - `user` tasks see only the user block;
 //! - `item` tasks see only the item block.
 //!
@@ -42,7 +44,7 @@ pub mod layout;
 pub mod model;
 pub mod params;
 
-pub use config::{ArchitectureConfig, LossWeighting, ModelConfig, RegressionLoss};
+pub use config::{ArchitectureConfig, Interactions, LossWeighting, ModelConfig, RegressionLoss};
 pub use embedding::{EmbeddingTables, FeatureData, SparseOptimizer, SparseOptimizerConfig};
 pub use error::ModelError;
 pub use model::{Forward, Head, MultiTaskModel, Predictions};

@@ -6,7 +6,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::arch::{Mlp, Sharing};
-use crate::config::{ArchitectureConfig, LossWeighting, ModelConfig, RegressionLoss};
+use crate::config::{ArchitectureConfig, Interactions, LossWeighting, ModelConfig, RegressionLoss};
 use crate::embedding::{EmbeddingTables, FeatureData};
 use crate::error::ModelError;
 use crate::layout::InputLayout;
@@ -32,6 +32,8 @@ pub struct Head {
 #[derive(Debug, Clone, PartialEq)]
 struct Group {
     scope: Scope,
+    /// Dot-product interactions appended to the group's input (pair group only).
+    dots: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
     /// Indices into `heads`, in task order.
     tasks: Vec<usize>,
     sharing: Sharing,
@@ -95,7 +97,11 @@ impl MultiTaskModel {
             }
             layout.check_scope(scope, &heads[tasks[0]].name)?;
             let prefix = scope_name(scope);
-            let input = layout.scope_range(scope).len();
+            let dots = match (scope, config.interactions) {
+                (Scope::Pair, Interactions::UserItemDot) => layout.user_item_pairs(),
+                _ => Vec::new(),
+            };
+            let input = layout.scope_range(scope).len() + dots.len();
             let (sharing, hidden) = Sharing::new(
                 &config.architecture,
                 &mut params,
@@ -112,7 +118,7 @@ impl MultiTaskModel {
                 let fan_in = config.tower_layers.last().copied().unwrap_or(hidden);
                 outputs.push(params.add_linear(&format!("head.{name}"), fan_in, heads[t].outputs, &mut rng));
             }
-            groups.push(Group { scope, tasks, sharing, towers, outputs });
+            groups.push(Group { scope, dots, tasks, sharing, towers, outputs });
         }
         let log_vars = (config.loss_weighting == LossWeighting::Uncertainty)
             .then(|| params.add_vector("loss.log_vars", vec![0.0; heads.len()]));
@@ -135,7 +141,8 @@ impl MultiTaskModel {
         for group in &self.groups {
             let x = inputs.remove(0);
             let range = self.layout.scope_range(group.scope);
-            let x = if range.len() == self.layout.width { x } else { x.slice((.., range)) };
+            let x = if range.len() == self.layout.width { x } else { crate::arch::slice_columns(x, range) };
+            let x = with_dot_interactions(x, &group.dots);
             let (hidden, group_gates) = group.sharing.forward(&self.params, x, group.tasks.len());
             for (k, h) in hidden.into_iter().enumerate() {
                 let t = group.tasks[k];
@@ -208,6 +215,24 @@ impl MultiTaskModel {
         self.params.ids().map(|id| self.params.numel(id)).sum::<usize>()
             + self.tables.tables.iter().map(|t| t.weights.len()).sum::<usize>()
     }
+}
+
+/// `[x | x[:, a_k] · x[:, b_k] for each pair k]`: the input with one dot product per pair of
+/// column ranges appended.
+fn with_dot_interactions<T: TapeKind>(x: Mat<T>, pairs: &[(std::ops::Range<usize>, std::ops::Range<usize>)]) -> Mat<T> {
+    if pairs.is_empty() {
+        return x;
+    }
+    let n = x.shape().0;
+    let mut uses = crate::arch::fan_out(x, 1 + 2 * pairs.len());
+    let mut out = uses.remove(0);
+    for (a, b) in pairs {
+        let left = crate::arch::slice_columns(uses.remove(0), a.clone());
+        let right = crate::arch::slice_columns(uses.remove(0), b.clone());
+        let dot = (left * right).sum::<(usize,), Axis<1>>().reshape_like(&(n, 1usize));
+        out = (out, dot).concat_along(Axis::<1>);
+    }
+    out
 }
 
 fn scope_name(scope: Scope) -> &'static str {
