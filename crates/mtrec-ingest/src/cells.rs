@@ -62,14 +62,4 @@ impl Cells {
     pub fn is_text(&self) -> bool {
         matches!(self, Cells::Str(_))
     }
-
-    /// Number of null cells among `rows`.
-    pub fn null_count(&self, rows: &[u32]) -> usize {
-        rows.iter()
-            .filter(|&&r| match self {
-                Cells::List(c) => c.get_as_series(r as usize).is_none(),
-                _ => self.get(r as usize).is_null(),
-            })
-            .count()
-    }
 }

@@ -98,6 +98,14 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
     }
 
     let threads = rayon::current_num_threads();
+    if opts.progress {
+        eprintln!(
+            "training {} ({} parameters) on {} rows, {threads} threads",
+            cfg.model.architecture.name(),
+            model.parameter_count(),
+            train_set.rows
+        );
+    }
     let adam_cfg = cfg.adam();
     let start_epoch = history.epochs.len();
     let mut since_best =
