@@ -30,6 +30,9 @@ pub enum TrainError {
     Model(#[from] mtrec_model::ModelError),
     #[error(transparent)]
     Bundle(#[from] mtrec_model::bundle::BundleError),
+    /// Data that does not belong with the bundle or model at hand.
+    #[error("{0}")]
+    Incompatible(String),
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
     #[error("{path}: {message}")]

@@ -30,7 +30,7 @@ pub fn gate_column(task: &str, expert: usize) -> String {
 pub fn predict(bundle: &Bundle, data: &Path, split: &str, out: &Path, batch_size: usize) -> Result<usize, TrainError> {
     let pipeline = load_pipeline(data)?;
     if pipeline != bundle.pipeline {
-        return Err(TrainError::Config(format!(
+        return Err(TrainError::Incompatible(format!(
             "{} was encoded with another feature pipeline than the bundle's (schema hash {} vs {}); ingest the data with the bundle's features.json",
             data.display(),
             pipeline.schema_hash,

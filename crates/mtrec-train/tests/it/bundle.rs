@@ -103,3 +103,29 @@ fn predict_writes_every_task_for_every_row() {
     let p = df.column("pred.click").unwrap().f32().unwrap().clone();
     assert!(p.into_no_null_iter().all(|x| (0.0..=1.0).contains(&x)));
 }
+
+#[test]
+fn predict_refuses_data_encoded_with_another_pipeline() {
+    let data = Data::new();
+    data.train("b", small_config(), false);
+    let bundle = mtrec_model::bundle::load(&data.path("b")).unwrap();
+    // The same rows, ingested with a schema that differs only in an embedding dimension.
+    let mut schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/synthetic.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    schema["defaults"]["embedding_dim"] = serde_json::json!(4);
+    std::fs::write(data.path("other.json"), schema.to_string()).unwrap();
+    mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
+        schema: data.path("other.json"),
+        input: vec![data.path("s.parquet").to_string_lossy().into_owned()],
+        out: data.path("other"),
+        force: false,
+    })
+    .unwrap();
+    let out = data.path("pred.parquet");
+    let err = mtrec_train::predict::predict(&bundle, &data.path("other"), "test", &out, 1000).unwrap_err().to_string();
+    assert!(err.contains("was encoded with another feature pipeline than the bundle's"), "{err}");
+    assert!(!out.exists());
+}
