@@ -188,6 +188,9 @@ impl Default for SparseOptimizerConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SparseOptimizer {
     pub config: SparseOptimizerConfig,
+    /// L2 penalty on the rows a batch touched (lazy, like the update): `l2 * w` is added to
+    /// their gradient. Keeps rarely seen ids from fitting the noise of their few rows.
+    pub l2: f32,
     pub step: u64,
     pub first: Vec<Vec<f32>>,
     pub second: Vec<Vec<f32>>,
@@ -206,13 +209,19 @@ impl SparseOptimizer {
                 tables.tables.iter().map(|_| Vec::new()).collect(),
             ),
         };
-        Self { config, step: 0, first, second }
+        Self { config, l2: 0.0, step: 0, first, second }
+    }
+
+    pub fn with_l2(mut self, l2: f32) -> Self {
+        self.l2 = l2;
+        self
     }
 
     /// Applies one step to the touched rows of every table (tables in parallel).
     pub fn apply(&mut self, tables: &mut EmbeddingTables, grads: &[SparseGrad]) {
         self.step += 1;
         let config = self.config;
+        let l2 = self.l2;
         let step = self.step as i32;
         tables
             .tables
@@ -224,8 +233,15 @@ impl SparseOptimizer {
                 let dim = table.dim;
                 for (k, &id) in grad.ids.iter().enumerate() {
                     let range = id as usize * dim..(id as usize + 1) * dim;
-                    let g = &grad.values[k * dim..(k + 1) * dim];
                     let w = &mut table.weights[range.clone()];
+                    let penalized: Vec<f32>;
+                    let g = if l2 > 0.0 {
+                        penalized =
+                            grad.values[k * dim..(k + 1) * dim].iter().zip(w.iter()).map(|(g, w)| g + l2 * w).collect();
+                        &penalized[..]
+                    } else {
+                        &grad.values[k * dim..(k + 1) * dim]
+                    };
                     match config {
                         SparseOptimizerConfig::LazyAdam { lr, beta1, beta2, eps } => {
                             let c1 = 1.0 - beta1.powi(step);
@@ -321,6 +337,18 @@ mod tests {
         assert!((t.tables[0].weights[4] - 2.9).abs() < 1e-6 && (t.tables[0].weights[5] - 4.1).abs() < 1e-6);
         assert_eq!(&t.tables[0].weights[6..], &[5., 6.]);
         assert!(opt.first[0][..4].iter().all(|&m| m == 0.0));
+    }
+
+    #[test]
+    fn l2_pulls_touched_rows_toward_zero_only() {
+        let mut t = tables();
+        let mut opt =
+            SparseOptimizer::new(SparseOptimizerConfig::Adagrad { lr: 0.5, initial_accumulator: 0.0, eps: 0.0 }, &t)
+                .with_l2(1.0);
+        // A zero gradient on row 3: the penalty alone moves it toward zero; row 2 stays.
+        opt.apply(&mut t, &[SparseGrad { ids: vec![3], values: vec![0.0, 0.0] }]);
+        assert_eq!(&t.tables[0].weights[4..6], &[3., 4.]);
+        assert_eq!(&t.tables[0].weights[6..], &[4.5, 5.5]);
     }
 
     #[test]

@@ -126,7 +126,7 @@ pub fn load(dir: &Path, pipeline: &FeaturePipeline, config: &TrainConfig) -> Res
         adam.m[id.0] = get(format!("adam.m/{name}"))?;
         adam.v[id.0] = get(format!("adam.v/{name}"))?;
     }
-    let mut sparse = SparseOptimizer::new(config.sparse(), &model.tables);
+    let mut sparse = SparseOptimizer::new(config.sparse(), &model.tables).with_l2(config.embedding_l2 as f32);
     sparse.step = state.sparse_step;
     for (t, table) in model.tables.tables.iter().enumerate() {
         for (kind, buf) in [("first", &mut sparse.first[t]), ("second", &mut sparse.second[t])] {

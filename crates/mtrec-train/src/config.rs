@@ -22,6 +22,8 @@ pub struct TrainConfig {
     pub embedding_optimizer: EmbeddingOptimizer,
     /// Learning rate of the embedding optimizer; defaults to `learning_rate`.
     pub embedding_learning_rate: Option<f64>,
+    /// L2 penalty on the embedding rows each batch touches (0: none).
+    pub embedding_l2: f64,
     /// Seeds initialization and shuffling.
     pub seed: u64,
     /// Worker threads (0: one per core). Results are deterministic for a given seed and count.
@@ -44,6 +46,7 @@ impl Default for TrainConfig {
             weight_decay: 0.0,
             embedding_optimizer: EmbeddingOptimizer::LazyAdam,
             embedding_learning_rate: None,
+            embedding_l2: 0.0,
             seed: 42,
             threads: 0,
             early_stopping: EarlyStopping::default(),

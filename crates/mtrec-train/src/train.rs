@@ -84,7 +84,7 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
     let mut model = MultiTaskModel::new(&pipeline, &cfg.model, cfg.seed)?;
     check_monitor(&cfg.early_stopping.metric, &model)?;
     let mut adam = AdamState::new(&model.params);
-    let mut sparse = SparseOptimizer::new(cfg.sparse(), &model.tables);
+    let mut sparse = SparseOptimizer::new(cfg.sparse(), &model.tables).with_l2(cfg.embedding_l2 as f32);
     let mut history = History { monitor: cfg.early_stopping.metric.clone(), ..Default::default() };
     let mut best: Option<(f64, MultiTaskModel)> = None;
     let ckpt_dir = checkpoint_dir(&opts.out);
