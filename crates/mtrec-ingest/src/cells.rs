@@ -7,7 +7,8 @@ use polars::prelude::*;
 use crate::error::IngestError;
 use crate::source::RawTable;
 
-/// One column, single-chunked, in one of the canonical dtypes.
+/// One column in one of the canonical dtypes. Not rechunked: copying every string of a large
+/// file into one buffer costs more than finding a row's chunk.
 #[derive(Debug, Clone)]
 pub enum Cells {
     Str(StringChunked),
@@ -24,7 +25,7 @@ impl Cells {
             .column(column)
             .map_err(|e| IngestError::Data(format!("column {column:?}: {e}")))?
             .as_materialized_series()
-            .rechunk();
+            .clone();
         Ok(match s.dtype() {
             DataType::String => Cells::Str(s.str().expect("dtype checked").clone()),
             DataType::Int64 => Cells::Int(s.i64().expect("dtype checked").clone()),

@@ -103,7 +103,6 @@ pub fn ingest(opts: &IngestOptions) -> Result<Ingested, IngestError> {
             IngestError::read(&span.path, format!("columns differ in type from {}: {e}", files[0].path.display()))
         })?;
     }
-    df.rechunk_mut();
     let table = RawTable { df, files, text: source::text_rules(format, &schema.source.csv) };
     let cells: HashMap<String, Cells> =
         needed.iter().map(|c| Ok((c.clone(), Cells::of(&table, c)?))).collect::<Result<_, IngestError>>()?;
