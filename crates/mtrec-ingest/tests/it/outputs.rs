@@ -233,3 +233,40 @@ fn encoded_splits_read_back_into_columns() {
     let err = mtrec_ingest::encoded::load_split(&out, "train", &small).unwrap_err().to_string();
     assert!(err.contains("is outside its table of 3 ids"), "{err}");
 }
+
+#[test]
+fn files_split_reads_one_set_of_files_per_split() {
+    let fx = Fixture::new();
+    let text = fx.csv();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap().to_owned();
+    let rows: Vec<&str> = lines.collect();
+    // Rows 0..30 train (in two files, by glob), 30..40 valid, 40..48 test.
+    let write =
+        |name: &str, part: &[&str]| std::fs::write(fx.path(name), format!("{header}\n{}\n", part.join("\n"))).unwrap();
+    write("train-a.csv", &rows[..20]);
+    write("train-b.csv", &rows[20..30]);
+    write("valid.csv", &rows[30..40]);
+    write("test.csv", &rows[40..]);
+    let mut schema = fx.schema();
+    schema["source"]["path"] = serde_json::Value::Null;
+    schema["split"] =
+        serde_json::json!({"method": "files", "train": "train-*.csv", "valid": "valid.csv", "test": ["test.csv"]});
+    fx.set_schema(&schema);
+    let r = fx.ingest(&[]).unwrap().report;
+    assert_eq!((r.rows.train, r.rows.valid, r.rows.test), (30, 10, 8));
+    assert_eq!(r.sources.len(), 4);
+    // Rows keep their position across the concatenated files.
+    let test_rows: Vec<u64> = read_arrow(&fx.path("out/test.arrow"))
+        .column(columns::ROW)
+        .unwrap()
+        .u64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    assert_eq!(test_rows, (40..48).collect::<Vec<u64>>());
+    // --input cannot replace per-split files.
+    std::fs::remove_dir_all(fx.path("out")).unwrap();
+    let err = fx.ingest_err(&[fx.path("test.csv")]);
+    assert!(err.contains("split.method: --input cannot replace the per-split files"), "{err}");
+}
