@@ -136,24 +136,18 @@ pub fn save(
     let write = |name: &'static str, bytes: &[u8]| {
         std::fs::write(tmp.path().join(name), bytes).map_err(|e| err(name, e.to_string()))
     };
-    let json = |v: &dyn erased::Json| v.pretty();
     write(WEIGHTS_FILE, &weights)?;
-    write(MODEL_FILE, json(&meta).as_bytes())?;
-    write(FEATURES_FILE, json(pipeline).as_bytes())?;
-    write(HISTORY_FILE, json(history).as_bytes())?;
+    write(MODEL_FILE, pretty_json(&meta).as_bytes())?;
+    write(FEATURES_FILE, pretty_json(pipeline).as_bytes())?;
+    write(HISTORY_FILE, pretty_json(history).as_bytes())?;
     mtrec_schema::fs::replace_dir(&tmp.keep(), dir).map_err(|e| err("directory", e.to_string()))
 }
 
-mod erased {
-    /// Pretty JSON of any serializable value, newline-terminated.
-    pub trait Json {
-        fn pretty(&self) -> String;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn pretty(&self) -> String {
-            serde_json::to_string_pretty(self).expect("bundle parts serialize") + "\n"
-        }
-    }
+/// Pretty JSON, newline-terminated.
+fn pretty_json(value: &impl Serialize) -> String {
+    serde_json::to_string_pretty(value).expect("bundle parts serialize")
+        + "
+"
 }
 
 fn read(dir: &Path, part: &'static str) -> Result<Vec<u8>, BundleError> {
@@ -209,8 +203,7 @@ pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
         return Err(err(MODEL_FILE, "tasks differ from the ones features.json and the model config define".to_owned()));
     }
     let tensors = io::from_safetensors(&weights, WEIGHTS_FILE).map_err(|e| err(WEIGHTS_FILE, e.to_string()))?;
-    io::load_into(&mut model, &tensors, &dir.join(WEIGHTS_FILE), "\u{0}")
-        .map_err(|e| err(WEIGHTS_FILE, e.to_string()))?;
+    io::load_into(&mut model, &tensors, &dir.join(WEIGHTS_FILE)).map_err(|e| err(WEIGHTS_FILE, e.to_string()))?;
     let history = match std::fs::read(dir.join(HISTORY_FILE)) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| err(HISTORY_FILE, e.to_string()))?,
         Err(e) => return Err(err(HISTORY_FILE, e.to_string())),

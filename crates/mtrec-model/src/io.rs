@@ -75,14 +75,8 @@ pub fn from_safetensors(bytes: &[u8], source: &str) -> Result<NamedTensors, Mode
 }
 
 /// Loads named tensors into a model built from the same config and pipeline. Every model
-/// tensor must be present with the same shape, and no unknown tensor may be left over
-/// (`extra_prefix` names tensors that are not weights, e.g. optimizer state, and are skipped).
-pub fn load_into(
-    model: &mut MultiTaskModel,
-    tensors: &NamedTensors,
-    source: &Path,
-    extra_prefix: &str,
-) -> Result<(), ModelError> {
+/// tensor must be present with the same shape, and no unknown tensor may be left over.
+pub fn load_into(model: &mut MultiTaskModel, tensors: &NamedTensors, source: &Path) -> Result<(), ModelError> {
     let err = |message: String| ModelError::Weights { path: source.display().to_string(), message };
     let expected = named_tensors(model);
     for (name, (shape, _)) in &expected {
@@ -100,7 +94,7 @@ pub fn load_into(
             model.params.set_values(id, values);
         }
     }
-    if let Some(unknown) = tensors.keys().find(|k| !expected.contains_key(*k) && !k.starts_with(extra_prefix)) {
+    if let Some(unknown) = tensors.keys().find(|k| !expected.contains_key(*k)) {
         return Err(err(format!("tensor {unknown:?} is not part of this model")));
     }
     Ok(())

@@ -15,6 +15,18 @@ use crate::TrainError;
 const STATE_FILE: &str = "checkpoint.json";
 const TENSORS_FILE: &str = "state.safetensors";
 
+/// The training state to save, borrowed: saving every epoch must not copy the tables and
+/// their optimizer moments first.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointRef<'a> {
+    pub model: &'a MultiTaskModel,
+    pub adam: &'a AdamState,
+    pub sparse: &'a SparseOptimizer,
+    pub history: &'a History,
+    /// The best monitored value so far and its model.
+    pub best: Option<&'a (f64, MultiTaskModel)>,
+}
+
 /// Everything a resumed run needs.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
@@ -22,8 +34,8 @@ pub struct Checkpoint {
     pub adam: AdamState,
     pub sparse: SparseOptimizer,
     pub history: History,
-    pub best: Option<MultiTaskModel>,
-    pub best_value: Option<f64>,
+    /// The best monitored value so far and its model.
+    pub best: Option<(f64, MultiTaskModel)>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -66,12 +78,17 @@ fn optimizer_tensors(model: &MultiTaskModel, adam: &AdamState, sparse: &SparseOp
     out
 }
 
-pub fn save(dir: &Path, ck: &Checkpoint, pipeline: &FeaturePipeline, config: &TrainConfig) -> Result<(), TrainError> {
-    let mut tensors: Tensors = with_prefix("model/", io::named_tensors(&ck.model)).collect();
-    if let Some(best) = &ck.best {
+pub fn save(
+    dir: &Path,
+    ck: CheckpointRef<'_>,
+    pipeline: &FeaturePipeline,
+    config: &TrainConfig,
+) -> Result<(), TrainError> {
+    let mut tensors: Tensors = with_prefix("model/", io::named_tensors(ck.model)).collect();
+    if let Some((_, best)) = ck.best {
         tensors.extend(with_prefix("best/", io::named_tensors(best)));
     }
-    tensors.extend(optimizer_tensors(&ck.model, &ck.adam, &ck.sparse));
+    tensors.extend(optimizer_tensors(ck.model, ck.adam, ck.sparse));
     let bytes = io::to_safetensors(&tensors, None)?;
     let state = State {
         config: config.clone(),
@@ -79,7 +96,7 @@ pub fn save(dir: &Path, ck: &Checkpoint, pipeline: &FeaturePipeline, config: &Tr
         adam_step: ck.adam.step,
         sparse_step: ck.sparse.step,
         history: ck.history.clone(),
-        best_value_bits: ck.best_value.map(f64::to_bits),
+        best_value_bits: ck.best.map(|(v, _)| v.to_bits()),
     };
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let fail = |e: std::io::Error| TrainError::Io { path: dir.to_owned(), message: e.to_string() };
@@ -110,13 +127,14 @@ pub fn load(dir: &Path, pipeline: &FeaturePipeline, config: &TrainConfig) -> Res
     let bytes = std::fs::read(dir.join(TENSORS_FILE)).map_err(|e| bad(format!("{TENSORS_FILE}: {e}")))?;
     let tensors = io::from_safetensors(&bytes, TENSORS_FILE)?;
     let mut model = MultiTaskModel::new(pipeline, &config.model, config.seed)?;
-    io::load_into(&mut model, &strip("model/", &tensors), dir, "\u{0}")?;
-    let best = if tensors.keys().any(|k| k.starts_with("best/")) {
-        let mut best = model.clone();
-        io::load_into(&mut best, &strip("best/", &tensors), dir, "\u{0}")?;
-        Some(best)
-    } else {
-        None
+    io::load_into(&mut model, &strip("model/", &tensors), dir)?;
+    let best = match state.best_value_bits.map(f64::from_bits) {
+        Some(value) => {
+            let mut best = model.clone();
+            io::load_into(&mut best, &strip("best/", &tensors), dir)?;
+            Some((value, best))
+        }
+        None => None,
     };
     let mut adam = AdamState::new(&model.params);
     adam.step = state.adam_step;
@@ -136,12 +154,5 @@ pub fn load(dir: &Path, pipeline: &FeaturePipeline, config: &TrainConfig) -> Res
             }
         }
     }
-    Ok(Checkpoint {
-        model,
-        adam,
-        sparse,
-        history: state.history,
-        best,
-        best_value: state.best_value_bits.map(f64::from_bits),
-    })
+    Ok(Checkpoint { model, adam, sparse, history: state.history, best })
 }

@@ -15,7 +15,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{self, Checkpoint};
+use crate::checkpoint::{self, CheckpointRef};
 use crate::config::TrainConfig;
 use crate::eval::{evaluate, feature_data};
 use crate::TrainError;
@@ -94,7 +94,7 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
         adam = ck.adam;
         sparse = ck.sparse;
         history = ck.history;
-        best = ck.best.map(|m| (ck.best_value.expect("a best model has a value"), m));
+        best = ck.best;
     }
 
     let threads = rayon::current_num_threads();
@@ -156,14 +156,7 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
         }
         checkpoint::save(
             &ckpt_dir,
-            &Checkpoint {
-                model: model.clone(),
-                adam: adam.clone(),
-                sparse: sparse.clone(),
-                history: history.clone(),
-                best: best.as_ref().map(|b| b.1.clone()),
-                best_value: best.as_ref().map(|b| b.0),
-            },
+            CheckpointRef { model: &model, adam: &adam, sparse: &sparse, history: &history, best: best.as_ref() },
             &pipeline,
             cfg,
         )?;

@@ -13,7 +13,7 @@ fn safetensors_round_trip_and_names() {
     let batch = Batch::new();
     assert_ne!(a.predict(&batch.data(), &batch.rows()), b.predict(&batch.data(), &batch.rows()));
     let tensors = io::from_safetensors(&bytes, "mem").unwrap();
-    io::load_into(&mut b, &tensors, std::path::Path::new("mem"), "\u{0}").unwrap();
+    io::load_into(&mut b, &tensors, std::path::Path::new("mem")).unwrap();
     assert_eq!(a.predict(&batch.data(), &batch.rows()), b.predict(&batch.data(), &batch.rows()));
     let names: Vec<&String> = tensors.keys().collect();
     for expected in [
@@ -33,10 +33,10 @@ fn safetensors_round_trip_and_names() {
 
     let mut wrong = tensors.clone();
     wrong.get_mut("head.tier.bias").unwrap().0 = vec![4];
-    let err = io::load_into(&mut b, &wrong, std::path::Path::new("w.safetensors"), "\u{0}").unwrap_err().to_string();
+    let err = io::load_into(&mut b, &wrong, std::path::Path::new("w.safetensors")).unwrap_err().to_string();
     assert!(err.contains("\"head.tier.bias\" has shape [4], the model expects [3]"), "{err}");
     let mut missing = tensors.clone();
     missing.remove("tower.click.0.bias");
-    let err = io::load_into(&mut b, &missing, std::path::Path::new("w.safetensors"), "\u{0}").unwrap_err().to_string();
+    let err = io::load_into(&mut b, &missing, std::path::Path::new("w.safetensors")).unwrap_err().to_string();
     assert!(err.contains("\"tower.click.0.bias\" is missing"), "{err}");
 }
