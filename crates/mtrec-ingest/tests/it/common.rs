@@ -71,6 +71,11 @@ pub fn read_arrow(path: &Path) -> DataFrame {
     IpcReader::new(std::fs::File::open(path).unwrap()).finish().unwrap()
 }
 
+/// The source row of every row of an encoded split (`id.row`), in order.
+pub fn row_ids(path: &Path) -> Vec<u64> {
+    read_arrow(path).column(mtrec_schema::columns::ROW).unwrap().u64().unwrap().into_no_null_iter().collect()
+}
+
 /// Parses the fixture CSV (no quoting in it) into JSON records of strings, as a client that
 /// forwards raw log lines would send them; empty cells are empty strings.
 pub fn csv_records(text: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {

@@ -2,7 +2,7 @@
 
 use mtrec_schema::{columns, FeaturePipeline, Scale, Transform};
 
-use crate::common::{csv_records, read_arrow, Fixture};
+use crate::common::{csv_records, read_arrow, row_ids, Fixture};
 
 #[test]
 fn writes_every_artifact_and_splits_all_rows() {
@@ -27,18 +27,8 @@ fn writes_every_artifact_and_splits_all_rows() {
         h["distinct_values"].as_u64().unwrap() - h["distinct_buckets"].as_u64().unwrap()
     );
     // Every split holds all rows once.
-    let mut seen: Vec<u64> = ["train", "valid", "test"]
-        .iter()
-        .flat_map(|s| {
-            read_arrow(&out.join(format!("{s}.arrow")))
-                .column(columns::ROW)
-                .unwrap()
-                .u64()
-                .unwrap()
-                .into_no_null_iter()
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let mut seen: Vec<u64> =
+        ["train", "valid", "test"].iter().flat_map(|s| row_ids(&out.join(format!("{s}.arrow")))).collect();
     seen.sort();
     assert_eq!(seen, (0..48).collect::<Vec<u64>>());
 }
@@ -50,14 +40,7 @@ fn pipeline_is_fitted_on_train_rows_only() {
     let out = fx.path("out");
     let pipeline = FeaturePipeline::load(&out.join("features.json")).unwrap();
     let records = csv_records(&fx.csv());
-    let train_rows: Vec<usize> = read_arrow(&out.join("train.arrow"))
-        .column(columns::ROW)
-        .unwrap()
-        .u64()
-        .unwrap()
-        .into_no_null_iter()
-        .map(|r| r as usize)
-        .collect();
+    let train_rows: Vec<usize> = row_ids(&out.join("train.arrow")).into_iter().map(|r| r as usize).collect();
     // price: fill with the train mean of the raw values, log1p, then the mean over train rows.
     let raw: Vec<Option<f64>> =
         train_rows.iter().map(|&r| records[r]["price"].as_str().unwrap().parse::<f64>().ok()).collect();
@@ -257,13 +240,7 @@ fn files_split_reads_one_set_of_files_per_split() {
     assert_eq!((r.rows.train, r.rows.valid, r.rows.test), (30, 10, 8));
     assert_eq!(r.sources.len(), 4);
     // Rows keep their position across the concatenated files.
-    let test_rows: Vec<u64> = read_arrow(&fx.path("out/test.arrow"))
-        .column(columns::ROW)
-        .unwrap()
-        .u64()
-        .unwrap()
-        .into_no_null_iter()
-        .collect();
+    let test_rows = row_ids(&fx.path("out/test.arrow"));
     assert_eq!(test_rows, (40..48).collect::<Vec<u64>>());
     // --input cannot replace per-split files.
     std::fs::remove_dir_all(fx.path("out")).unwrap();

@@ -2,6 +2,13 @@
 
 use crate::common::{small_config, Data};
 
+/// Rewrites a JSON file through `edit`.
+fn edit_json(path: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(path, v.to_string()).unwrap();
+}
+
 fn load_err(dir: &std::path::Path) -> String {
     mtrec_model::bundle::load(dir).unwrap_err().to_string()
 }
@@ -43,26 +50,17 @@ fn the_loader_refuses_parts_that_disagree() {
     assert!(err.contains("weights.safetensors: SHA-256") && err.contains("corrupt or replaced"), "{err}");
 
     let other_schema = copy("other_schema");
-    let text = std::fs::read_to_string(other_schema.join("features.json")).unwrap();
-    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["schema_hash"] = serde_json::json!("0000");
-    std::fs::write(other_schema.join("features.json"), v.to_string()).unwrap();
+    edit_json(&other_schema.join("features.json"), |v| v["schema_hash"] = serde_json::json!("0000"));
     let err = load_err(&other_schema);
     assert!(err.contains("features.json: schema_hash 0000 differs from model.json's"), "{err}");
 
     let future = copy("future");
-    let text = std::fs::read_to_string(future.join("model.json")).unwrap();
-    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["format_version"] = serde_json::json!(99);
-    std::fs::write(future.join("model.json"), v.to_string()).unwrap();
+    edit_json(&future.join("model.json"), |v| v["format_version"] = serde_json::json!(99));
     let err = load_err(&future);
     assert!(err.contains("model.json: format_version 99 is not supported"), "{err}");
 
     let wider = copy("wider");
-    let text = std::fs::read_to_string(wider.join("model.json")).unwrap();
-    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["model"]["tower_layers"] = serde_json::json!([9]);
-    std::fs::write(wider.join("model.json"), v.to_string()).unwrap();
+    edit_json(&wider.join("model.json"), |v| v["model"]["tower_layers"] = serde_json::json!([9]));
     let err = load_err(&wider);
     assert!(
         err.contains("weights.safetensors") && err.contains("has shape") && err.contains("the model expects"),
