@@ -75,7 +75,7 @@ fn cell_err(table: &RawTable, row: usize, e: mtrec_schema::CellError) -> IngestE
 }
 
 /// Encodes feature `f` over `rows`.
-fn encode_feature(
+pub(crate) fn encode_feature(
     encoder: &Encoder,
     table: &RawTable,
     cells: &Cells,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use mtrec_schema::{columns, EncodedKind, FeaturePipeline};
+use mtrec_schema::{columns, EncodedKind, FeaturePipeline, FittedFeature};
 use polars::prelude::*;
 
 use crate::error::IngestError;
@@ -62,40 +62,7 @@ pub fn load_split(dir: &Path, split: &str, pipeline: &FeaturePipeline) -> Result
     let mut features = Vec::with_capacity(pipeline.features.len());
     for f in &pipeline.features {
         let s = column(&f.name)?;
-        let cardinality = pipeline.cardinality(f) as u32;
-        let check = |ids: &[u32]| -> Result<(), IngestError> {
-            match ids.iter().position(|&id| id >= cardinality) {
-                Some(r) => Err(IngestError::read(
-                    &path,
-                    format!("column {:?}: id {} at position {r} is outside its table of {cardinality} ids (features.json does not match this data)", f.name, ids[r]),
-                )),
-                None => Ok(()),
-            }
-        };
-        features.push(match f.encoded_kind() {
-            EncodedKind::Id => {
-                let ids: Vec<u32> = s.u32().map_err(|e| wrong(&f.name, e))?.into_no_null_iter().collect();
-                check(&ids)?;
-                FeatureColumn::Ids(ids)
-            }
-            EncodedKind::Value => {
-                FeatureColumn::Values(s.f32().map_err(|e| wrong(&f.name, e))?.into_no_null_iter().collect())
-            }
-            EncodedKind::IdList => {
-                let list = s.list().map_err(|e| wrong(&f.name, e))?;
-                let mut offsets = Vec::with_capacity(rows + 1);
-                let mut values = Vec::new();
-                offsets.push(0);
-                for item in list.amortized_iter() {
-                    if let Some(item) = item {
-                        values.extend(item.as_ref().u32().map_err(|e| wrong(&f.name, e))?.into_no_null_iter());
-                    }
-                    offsets.push(values.len());
-                }
-                check(&values)?;
-                FeatureColumn::Lists { offsets, values }
-            }
-        });
+        features.push(feature_column(s, f, pipeline.cardinality(f)).map_err(|e| IngestError::read(&path, e))?);
     }
     let mut labels = Vec::new();
     let mut masks = Vec::new();
@@ -135,4 +102,42 @@ pub fn load_split(dir: &Path, split: &str, pipeline: &FeaturePipeline) -> Result
         }
     }
     Ok(EncodedDataset { split: split.to_owned(), rows, features, labels, masks, user_ids, item_ids, row_ids, extras })
+}
+
+/// An encoded feature's Polars column as a [`FeatureColumn`], checking every id against the
+/// feature's table size.
+pub(crate) fn feature_column(s: &Series, f: &FittedFeature, cardinality: usize) -> Result<FeatureColumn, String> {
+    let wrong = |e: PolarsError| format!("column {:?}: {e}", f.name);
+    let cardinality = cardinality as u32;
+    let check = |ids: &[u32]| -> Result<(), String> {
+        match ids.iter().position(|&id| id >= cardinality) {
+            Some(r) => Err(format!(
+                "column {:?}: id {} at position {r} is outside its table of {cardinality} ids (features.json does not match this data)",
+                f.name, ids[r]
+            )),
+            None => Ok(()),
+        }
+    };
+    Ok(match f.encoded_kind() {
+        EncodedKind::Id => {
+            let ids: Vec<u32> = s.u32().map_err(wrong)?.into_no_null_iter().collect();
+            check(&ids)?;
+            FeatureColumn::Ids(ids)
+        }
+        EncodedKind::Value => FeatureColumn::Values(s.f32().map_err(wrong)?.into_no_null_iter().collect()),
+        EncodedKind::IdList => {
+            let list = s.list().map_err(wrong)?;
+            let mut offsets = Vec::with_capacity(s.len() + 1);
+            let mut values = Vec::new();
+            offsets.push(0);
+            for item in list.amortized_iter() {
+                if let Some(item) = item {
+                    values.extend(item.as_ref().u32().map_err(wrong)?.into_no_null_iter());
+                }
+                offsets.push(values.len());
+            }
+            check(&values)?;
+            FeatureColumn::Lists { offsets, values }
+        }
+    })
 }

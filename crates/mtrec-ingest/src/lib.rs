@@ -22,6 +22,7 @@ pub mod fit;
 pub mod report;
 pub mod source;
 pub mod split;
+pub mod table;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

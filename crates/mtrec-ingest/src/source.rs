@@ -152,7 +152,7 @@ fn check_columns(
 
 /// Reads a CSV (plain or gzip) with every column as text: numbers are parsed by mtrec itself,
 /// so that a bad cell is reported with its row and column, and exactly as serving parses JSON.
-fn read_csv(path: &Path, csv: &CsvOptions) -> Result<DataFrame, IngestError> {
+pub(crate) fn read_csv(path: &Path, csv: &CsvOptions) -> Result<DataFrame, IngestError> {
     let raw = std::fs::read(path).map_err(|e| IngestError::read(path, e))?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::with_capacity(raw.len() * 4);
@@ -188,7 +188,7 @@ fn read_csv(path: &Path, csv: &CsvOptions) -> Result<DataFrame, IngestError> {
 
 /// Casts columns to the few dtypes the encoder reads: String, Int64, Float64, Boolean,
 /// List(String), and Datetime / Date as Float64 epoch seconds.
-fn canonicalize(df: &mut DataFrame) -> PolarsResult<()> {
+pub(crate) fn canonicalize(df: &mut DataFrame) -> PolarsResult<()> {
     let mut columns = Vec::with_capacity(df.width());
     for c in df.columns() {
         let s = c.as_materialized_series();

@@ -2,26 +2,108 @@
 //!
 //! Exact metrics over plain slices: no bucketing, no batch averaging. Ties in scores are
 //! averaged (a tied positive-negative pair counts one half), as in the Mann-Whitney statistic.
+//! Scores are ordered by `f32::total_cmp`.
+//!
+//! Modules:
+//! - [`binary`]: fast AUC ([`RankedScores`] for repeated weighted evaluation), ROC points,
+//!   GAUC, weighted log loss, calibration (ECE, reliability curve).
+//! - [`regression`]: RMSE, MAE, R².
+//! - [`classification`]: multiclass accuracy, macro-F1, log loss.
+//! - [`ranking`]: per-user NDCG@K, Recall@K, MRR.
+//! - [`delong`]: DeLong's test for two correlated AUCs.
+//! - [`bootstrap`]: paired cluster bootstrap of metric deltas.
+//! - [`groups`]: rows grouped by user or item id.
+//! - [`normal`]: standard normal CDF and quantile.
+//! - [`sort`]: sortable f32 keys and the radix sort behind the AUC.
+//!
+//! Functions that take `weights: Option<&[W]>` accept any [`Weight`] (`f32`, `f64`, `u32`
+//! bootstrap multiplicities); pass [`UNWEIGHTED`] for none. Length mismatches are caller
+//! bugs and panic; undefined metrics (one class, no rows) are `None`.
+
+pub mod binary;
+pub mod bootstrap;
+pub mod classification;
+pub mod delong;
+pub mod groups;
+pub mod normal;
+pub mod ranking;
+pub mod regression;
+pub mod sort;
+
+pub use binary::{
+    binary_cross_entropy, calibration, calibration_bin, calibration_from_bin_sums, gauc, gauc_by_user,
+    gauc_from_parts, per_group_auc, roc_curve, weighted_logloss, Calibration, Gauc, RankedScores, ReliabilityBin,
+    RocPoint,
+};
+pub use bootstrap::{
+    paired_cluster_bootstrap, paired_cluster_bootstrap_many, BootstrapError, BootstrapOptions, BootstrapResult,
+    MetricPair, Resample,
+};
+pub use classification::{macro_f1, multiclass_metrics, predicted_class, MulticlassMetrics};
+pub use delong::{delong_test, DelongTest};
+pub use groups::Groups;
+pub use ranking::{per_user_ranking, ranking, ranking_from_parts, RankingMetrics, UserRanking};
+pub use regression::{mae, r2, regression_metrics, RegressionMetrics};
+
+/// A row weight: anything that converts to a non-negative `f64`.
+pub trait Weight: Copy + Send + Sync {
+    fn value(self) -> f64;
+}
+
+impl Weight for f32 {
+    fn value(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+impl Weight for f64 {
+    fn value(self) -> f64 {
+        self
+    }
+}
+
+impl Weight for u32 {
+    fn value(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+/// `None` weights with a concrete type, for calls without weights.
+pub const UNWEIGHTED: Option<&[f32]> = None;
 
 /// Area under the ROC curve of `scores` against binary `labels` (nonzero = positive), with
 /// optional per-row `weights`. `None` when one class is absent (AUC is undefined).
+///
+/// One radix sort of scores packed with their label (or row index when weighted) into
+/// `u64`, then a sweep over tie groups; exact, including ties.
 pub fn auc(scores: &[f32], labels: &[f32], weights: Option<&[f32]>) -> Option<f64> {
     assert_eq!(scores.len(), labels.len(), "auc: scores and labels differ in length");
     if let Some(w) = weights {
         assert_eq!(w.len(), scores.len(), "auc: weights and scores differ in length");
     }
-    let mut order: Vec<u32> = (0..scores.len() as u32).collect();
-    order.sort_unstable_by(|&a, &b| scores[a as usize].total_cmp(&scores[b as usize]));
+    if scores.len() > u32::MAX as usize {
+        return auc_by_index_sort(scores, labels, weights);
+    }
+    match weights {
+        None => binary::auc_unweighted(scores, labels),
+        Some(w) => RankedScores::new(scores).auc(labels, Some(w)),
+    }
+}
+
+/// The comparison-sort AUC for inputs too long for the packed `u32` row indices.
+fn auc_by_index_sort(scores: &[f32], labels: &[f32], weights: Option<&[f32]>) -> Option<f64> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_unstable_by(|&a, &b| scores[a].total_cmp(&scores[b]));
     let weight = |i: usize| weights.map_or(1.0, |w| f64::from(w[i]));
     // Sweep groups of equal scores in ascending order: a positive beats every negative below
     // its group and ties half of the negatives in it.
     let (mut neg_below, mut area, mut pos_total) = (0.0f64, 0.0f64, 0.0f64);
     let mut i = 0;
     while i < order.len() {
-        let s = scores[order[i] as usize];
+        let s = scores[order[i]];
         let (mut pos, mut neg) = (0.0, 0.0);
-        while i < order.len() && scores[order[i] as usize].total_cmp(&s).is_eq() {
-            let r = order[i] as usize;
+        while i < order.len() && scores[order[i]].total_cmp(&s).is_eq() {
+            let r = order[i];
             if labels[r] != 0.0 {
                 pos += weight(r)
             } else {
@@ -97,6 +179,20 @@ mod tests {
         // All scores equal: 0.5.
         assert_eq!(auc(&[0.3; 4], &[1.0, 0.0, 1.0, 0.0], None), Some(0.5));
         assert_eq!(auc(&[0.1, 0.2], &[1.0, 1.0], None), None);
+    }
+
+    #[test]
+    fn radix_path_matches_index_sort_on_large_tied_input() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        // Coarse scores so most rows tie; long enough to take the radix path.
+        let s: Vec<f32> = (0..50_000).map(|_| f32::from(rng.gen_range(0u8..200)) / 200.0).collect();
+        let y: Vec<f32> = s.iter().map(|&x| f32::from(u8::from(rng.gen::<f32>() < x))).collect();
+        let w: Vec<f32> = (0..s.len()).map(|_| rng.gen_range(0.5..2.0)).collect();
+        let fast = auc(&s, &y, None).unwrap();
+        assert!((fast - auc_by_index_sort(&s, &y, None).unwrap()).abs() < 1e-12);
+        let fast_w = auc(&s, &y, Some(&w)).unwrap();
+        assert!((fast_w - auc_by_index_sort(&s, &y, Some(&w)).unwrap()).abs() < 1e-9);
     }
 
     #[test]

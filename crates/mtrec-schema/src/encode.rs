@@ -175,39 +175,50 @@ impl Encoder {
         let mut values = Vec::with_capacity(self.pipeline.features.len());
         let mut warnings = Vec::new();
         for (f, feature) in self.pipeline.features.iter().enumerate() {
-            let field = &feature.column;
-            let raw = record.get(field);
+            let raw = record.get(&feature.column);
+            let (value, lookup) = self.encode_field(f, raw)?;
             if raw.is_none() {
-                warnings.push(Warning { field: field.clone(), kind: WarningKind::Missing });
+                warnings.push(Warning { field: feature.column.clone(), kind: WarningKind::Missing });
             }
-            let raw = raw.unwrap_or(&serde_json::Value::Null);
-            let (value, lookup) = match (&feature.transform, raw) {
-                (Transform::MultiCategorical { .. }, serde_json::Value::Array(items)) => {
-                    let mut tokens = Vec::with_capacity(items.len());
-                    for item in items {
-                        let token = RawValue::from_json(item).ok_or_else(|| CellError {
-                            column: field.clone(),
-                            message: "list items must be strings, numbers or booleans".to_owned(),
-                        })?;
-                        tokens.push(self.pipeline.text.apply(token));
-                    }
-                    let (ids, lookup) = self.encode_tokens(f, tokens.into_iter());
-                    (EncodedValue::Ids(ids), lookup)
-                }
-                _ => {
-                    let value = RawValue::from_json(raw).ok_or_else(|| CellError {
-                        column: field.clone(),
-                        message: format!("expected a scalar, got {}", json_type(raw)),
-                    })?;
-                    self.encode_scalar(f, value)?
-                }
-            };
             if lookup == Lookup::Oov {
-                warnings.push(Warning { field: field.clone(), kind: WarningKind::OutOfVocabulary });
+                warnings.push(Warning { field: feature.column.clone(), kind: WarningKind::OutOfVocabulary });
             }
             values.push(value);
         }
         Ok(EncodedRecord { values, warnings })
+    }
+
+    /// Encodes feature `f` from its JSON field (`None`: absent, encoded like null). A
+    /// multi-categorical accepts a list or a separated text; any other feature a scalar.
+    pub fn encode_field(
+        &self,
+        f: usize,
+        raw: Option<&serde_json::Value>,
+    ) -> Result<(EncodedValue, Lookup), CellError> {
+        let feature = &self.pipeline.features[f];
+        let field = &feature.column;
+        let raw = raw.unwrap_or(&serde_json::Value::Null);
+        match (&feature.transform, raw) {
+            (Transform::MultiCategorical { .. }, serde_json::Value::Array(items)) => {
+                let mut tokens = Vec::with_capacity(items.len());
+                for item in items {
+                    let token = RawValue::from_json(item).ok_or_else(|| CellError {
+                        column: field.clone(),
+                        message: "list items must be strings, numbers or booleans".to_owned(),
+                    })?;
+                    tokens.push(self.pipeline.text.apply(token));
+                }
+                let (ids, lookup) = self.encode_tokens(f, tokens.into_iter());
+                Ok((EncodedValue::Ids(ids), lookup))
+            }
+            _ => {
+                let value = RawValue::from_json(raw).ok_or_else(|| CellError {
+                    column: field.clone(),
+                    message: format!("expected a scalar, got {}", json_type(raw)),
+                })?;
+                self.encode_scalar(f, value)
+            }
+        }
     }
 
     /// The label of task `t` from its label cell, `None` when null.

@@ -39,9 +39,126 @@ enum Command {
     /// Score a split of an ingest directory with a bundle: every task's output per row
     /// (Parquet or Arrow IPC, by the output's extension).
     Predict(PredictArgs),
-    /// Run the main job end to end on the built-in synthetic data: generate, ingest, train an
-    /// MMoE and print every task's validation metrics.
+    /// Serve a bundle over HTTP: every task's output for every user-item pair (API v1, see
+    /// schemas/openapi.json).
+    Serve(ServeArgs),
+    /// Print the OpenAPI 3.1 description of the scoring API (the content of
+    /// `schemas/openapi.json`).
+    Openapi,
+    /// One model's offline report on a split: report.html, report.md and report.json.
+    Eval(EvalArgs),
+    /// Compare two models on the same rows (paired bootstrap CIs, DeLong, verdicts, seesaw):
+    /// report.html, report.md and report.json.
+    Ab(AbArgs),
+    /// Run the main job end to end on the built-in synthetic data: generate, ingest, train a
+    /// shared-bottom and an MMoE, and write an A/B report between them.
     Quickstart(QuickstartArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Bundle directory (from `mtrec train`).
+    #[arg(long)]
+    bundle: PathBuf,
+    /// User features keyed by the schema's user id column (CSV, Parquet or Arrow), encoded once
+    /// at start; features in a request win.
+    #[arg(long)]
+    user_features: Option<PathBuf>,
+    /// Item features keyed by the schema's item id column.
+    #[arg(long)]
+    item_features: Option<PathBuf>,
+    /// Address to listen on (loopback unless told otherwise).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: std::net::SocketAddr,
+    /// Most items in one /v1/score request.
+    #[arg(long, default_value_t = mtrec_serve::Limits::default().max_items)]
+    max_items: usize,
+    /// Most rows in one /v1/score/batch request.
+    #[arg(long, default_value_t = mtrec_serve::Limits::default().max_batch_rows)]
+    max_batch_rows: usize,
+    /// Largest request body in MiB.
+    #[arg(long, default_value_t = 32)]
+    body_limit_mib: usize,
+    /// Scoring requests taking longer are answered 503.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// Bearer token of POST /v1/admin/reload (default: $MTREC_ADMIN_TOKEN; reload over HTTP
+    /// is disabled without one; SIGHUP always reloads).
+    #[arg(long)]
+    admin_token: Option<String>,
+    /// Scoring threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// Ingest directory whose split is scored.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Output directory for report.html, report.md and report.json.
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    force: bool,
+    /// Bootstrap replicates (users resampled with replacement).
+    #[arg(long, default_value_t = mtrec_report::ReportOptions::default().bootstrap_replicates)]
+    bootstrap: usize,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// K of NDCG@K and Recall@K.
+    #[arg(long, default_value_t = mtrec_report::ReportOptions::default().ranking_k)]
+    k: usize,
+    #[arg(long, default_value_t = 4096)]
+    batch_size: usize,
+    /// Threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+impl ReportArgs {
+    fn options(&self) -> mtrec_eval::EvalOptions {
+        mtrec_eval::EvalOptions {
+            data: self.data.clone(),
+            split: self.split.clone(),
+            batch_size: self.batch_size,
+            report: mtrec_report::ReportOptions {
+                bootstrap_replicates: self.bootstrap,
+                seed: self.seed,
+                ranking_k: self.k,
+                ..Default::default()
+            },
+            force: self.force,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct EvalArgs {
+    /// Bundle directory.
+    #[arg(long)]
+    bundle: PathBuf,
+    #[command(flatten)]
+    report: ReportArgs,
+}
+
+#[derive(Debug, Args)]
+struct AbArgs {
+    /// Bundle A (usually the model in production).
+    #[arg(long)]
+    a: PathBuf,
+    /// Bundle B (the candidate).
+    #[arg(long)]
+    b: PathBuf,
+    /// A single-task bundle: multi-task gain of A and B over it.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    #[command(flatten)]
+    report: ReportArgs,
 }
 
 #[derive(Debug, Args)]
@@ -278,7 +395,63 @@ fn run(cli: Cli) -> Result<()> {
             println!("wrote {} ({rows} rows)", args.out.display());
             Ok(())
         }
+        Command::Serve(args) => serve(args),
+        Command::Openapi => {
+            print!("{}", mtrec_serve::openapi::spec_string());
+            Ok(())
+        }
+        Command::Eval(args) => {
+            init_threads(args.report.threads)?;
+            let report = mtrec_eval::eval(&args.bundle, &args.report.options(), &args.report.out)?;
+            print!("{}", mtrec_report::render_markdown(&report));
+            println!("\nwrote {}", args.report.out.display());
+            Ok(())
+        }
+        Command::Ab(args) => {
+            init_threads(args.report.threads)?;
+            let report = mtrec_eval::ab(&args.a, &args.b, args.baseline.as_deref(), &args.report.options(), &args.report.out)?;
+            print_verdicts(&report);
+            println!("wrote {}", args.report.out.display());
+            Ok(())
+        }
         Command::Quickstart(args) => quickstart(&args),
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    init_threads(args.threads)?;
+    let admin_token = args.admin_token.or_else(|| std::env::var("MTREC_ADMIN_TOKEN").ok()).filter(|t| !t.is_empty());
+    let config = mtrec_serve::ServeConfig {
+        bundle: args.bundle,
+        tables: mtrec_serve::TablePaths { user: args.user_features, item: args.item_features },
+        addr: args.addr,
+        limits: mtrec_serve::Limits { max_items: args.max_items, max_batch_rows: args.max_batch_rows },
+        body_limit: args.body_limit_mib * 1024 * 1024,
+        request_timeout: std::time::Duration::from_millis(args.timeout_ms),
+        admin_token,
+    };
+    // Fail fast on a bundle that cannot be served, before binding.
+    mtrec_serve::ServingModel::load(&config.bundle, &config.tables)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    eprintln!("mtrec serve: listening on http://{} (GET /openapi.json describes the API)", config.addr);
+    runtime.block_on(mtrec_serve::run(config)).context("serving")?;
+    Ok(())
+}
+
+/// The A/B verdict per task on its primary metric, and the seesaw flag.
+fn print_verdicts(report: &mtrec_report::AbReport) {
+    println!("A = {}, B = {}, {} rows", report.model_a.name, report.model_b.name, report.rows);
+    println!("{:<14} {:<8} {:>8} {:>8} {:>9}  {:<22} {:>9}  verdict", "task", "metric", "A", "B", "B - A", "95% CI", "p");
+    let num = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{x:.4}"));
+    for t in &report.tasks {
+        let Some(m) = t.metrics.iter().find(|m| m.metric == t.primary_metric) else { continue };
+        let ci = format!("[{}, {}]", num(m.ci_low), num(m.ci_high));
+        let p = t.verdict_p_value.map_or_else(|| "-".to_owned(), |p| format!("{p:.2e}"));
+        let verdict = serde_json::to_value(t.verdict).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        println!("{:<14} {:<8} {:>8} {:>8} {:>9}  {:<22} {:>9}  {verdict}", t.task, m.metric, num(m.a), num(m.b), num(m.delta), ci, p);
+    }
+    if report.seesaw {
+        println!("seesaw: B improves {:?} but degrades {:?}", report.improved_tasks, report.degraded_tasks);
     }
 }
 
@@ -314,11 +487,11 @@ fn quickstart(args: &QuickstartArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let data = args.out.join("synthetic.parquet");
     let cfg = mtrec_synth::SyntheticConfig { rows: args.rows, seed: args.seed, ..Default::default() };
-    println!("== 1/3 generate synthetic data");
+    println!("== 1/5 generate synthetic data");
     generate(&cfg, &data)?;
     let schema = args.out.join("synthetic.schema.json");
     std::fs::write(&schema, SYNTHETIC_SCHEMA).with_context(|| format!("writing {}", schema.display()))?;
-    println!("\n== 2/3 ingest");
+    println!("\n== 2/5 ingest");
     let ingest_dir = args.out.join("ingest");
     let ingested = mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
         schema,
@@ -328,17 +501,37 @@ fn quickstart(args: &QuickstartArgs) -> Result<()> {
     })?;
     println!("{}\nwrote {}", ingested.report, ingest_dir.display());
 
-    println!("\n== 3/3 train an MMoE");
-    let bundle = args.out.join("mmoe");
-    let cfg = mtrec_train::TrainConfig { epochs: args.epochs, ..Default::default() };
-    let trained = mtrec_train::train(&mtrec_train::TrainOptions {
-        data: ingest_dir,
-        config: cfg,
-        out: bundle.clone(),
-        resume: false,
-        progress: true,
-    })?;
-    print_validation(&trained.history);
-    println!("wrote {}", bundle.display());
+    let train = |name: &str, architecture: mtrec_model::ArchitectureConfig| -> Result<PathBuf> {
+        let bundle = args.out.join(name);
+        let mut cfg = mtrec_train::TrainConfig { epochs: args.epochs, ..Default::default() };
+        cfg.model.architecture = architecture;
+        let trained = mtrec_train::train(&mtrec_train::TrainOptions {
+            data: ingest_dir.clone(),
+            config: cfg,
+            out: bundle.clone(),
+            resume: false,
+            progress: true,
+        })?;
+        print_validation(&trained.history);
+        println!("wrote {}", bundle.display());
+        Ok(bundle)
+    };
+    println!("\n== 3/5 train a shared-bottom model (model A)");
+    let shared_bottom = train("shared-bottom", mtrec_model::ArchitectureConfig::SharedBottom { layers: vec![128, 64] })?;
+    println!("\n== 4/5 train an MMoE (model B)");
+    let mmoe = train("mmoe", mtrec_train::TrainConfig::default().model.architecture)?;
+
+    println!("\n== 5/5 A/B report on the test split");
+    let report_dir = args.out.join("ab-report");
+    let opts = mtrec_eval::EvalOptions {
+        data: ingest_dir.clone(),
+        split: "test".to_owned(),
+        batch_size: 4096,
+        report: mtrec_report::ReportOptions::default(),
+        force: true,
+    };
+    let report = mtrec_eval::ab(&shared_bottom, &mmoe, None, &opts, &report_dir)?;
+    print_verdicts(&report);
+    println!("wrote {}/{{report.html, report.md, report.json}}", report_dir.display());
     Ok(())
 }

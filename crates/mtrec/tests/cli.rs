@@ -20,6 +20,10 @@ fn every_subcommand_has_help() {
         &["ingest", "--help"],
         &["schema", "--help"],
         &["quickstart", "--help"],
+        &["serve", "--help"],
+        &["openapi", "--help"],
+        &["eval", "--help"],
+        &["ab", "--help"],
     ] {
         let o = mtrec(args);
         assert!(o.status.success(), "{args:?}: {}", text(&o));
@@ -106,4 +110,38 @@ fn schema_command_prints_the_committed_json_schema() {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/dataset.schema.json"))
             .unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), committed);
+}
+
+#[test]
+fn openapi_command_prints_the_committed_spec() {
+    let o = mtrec(&["openapi"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let committed = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/openapi.json")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), committed);
+}
+
+#[test]
+fn quickstart_trains_two_models_and_writes_the_ab_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("qs");
+    let o = mtrec(&["quickstart", "--out", out.to_str().unwrap(), "--rows", "4000", "--epochs", "1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    for task in ["click", "convert", "dwell", "high_value", "item_quality"] {
+        assert!(text(&o).contains(task), "the verdict table names {task}: {}", text(&o));
+    }
+    for file in ["report.html", "report.md", "report.json"] {
+        let path = out.join("ab-report").join(file);
+        assert!(std::fs::metadata(&path).is_ok_and(|m| m.len() > 1000), "{} is missing or tiny", path.display());
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("ab-report/report.json")).unwrap()).unwrap();
+    assert_eq!((report["report"].as_str(), report["model_a"]["name"].as_str()), (Some("ab"), Some("shared-bottom")));
+}
+
+#[test]
+fn serve_refuses_a_broken_bundle_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = mtrec(&["serve", "--bundle", dir.path().to_str().unwrap(), "--addr", "127.0.0.1:0"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("model.json"), "the error names the missing part: {}", text(&o));
 }

@@ -1,0 +1,173 @@
+//! Integration tests of mtrec-eval: `eval` and `ab` on small trained bundles, end to end.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use mtrec_eval::{ab, eval, EvalError, EvalOptions};
+use mtrec_model::ArchitectureConfig;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    ingest: PathBuf,
+    shared_bottom: PathBuf,
+    mmoe: PathBuf,
+    single_task: PathBuf,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        let cfg = mtrec_synth::SyntheticConfig { users: 150, items: 80, rows: 5_000, seed: 11, ..Default::default() };
+        let mut df = mtrec_synth::generate(&cfg).unwrap();
+        let parquet = root.join("log.parquet");
+        mtrec_synth::write_parquet(&mut df, &parquet).unwrap();
+        let ingest = root.join("ingest");
+        mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
+            schema: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/synthetic.json"),
+            input: vec![parquet.to_string_lossy().into_owned()],
+            out: ingest.clone(),
+            force: false,
+        })
+        .unwrap();
+        let train = |name: &str, architecture: ArchitectureConfig| {
+            let mut config = mtrec_train::TrainConfig { epochs: 1, batch_size: 256, ..Default::default() };
+            config.model.architecture = architecture;
+            config.model.tower_layers = vec![8];
+            let out = root.join(name);
+            let options = mtrec_train::TrainOptions { data: ingest.clone(), config, out: out.clone(), resume: false, progress: false };
+            mtrec_train::train(&options).unwrap();
+            out
+        };
+        let shared_bottom = train("shared-bottom", ArchitectureConfig::SharedBottom { layers: vec![32] });
+        let mmoe = train("mmoe", ArchitectureConfig::Mmoe { experts: 3, expert_layers: vec![16] });
+        let single_task = train("single-task", ArchitectureConfig::SingleTask { layers: vec![16] });
+        Fixture { _dir: dir, root, ingest, shared_bottom, mmoe, single_task }
+    })
+}
+
+fn options() -> EvalOptions {
+    EvalOptions {
+        data: fixture().ingest.clone(),
+        split: "test".to_owned(),
+        batch_size: 512,
+        report: mtrec_report::ReportOptions { bootstrap_replicates: 200, ..Default::default() },
+        force: false,
+    }
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn ab_writes_three_reports_with_every_task_and_the_baseline() {
+    let fx = fixture();
+    let out = fx.root.join("ab");
+    let report = ab(&fx.shared_bottom, &fx.mmoe, Some(&fx.single_task), &options(), &out).unwrap();
+    let json = read_json(&out.join("report.json"));
+    assert_eq!(json["rows"].as_u64(), Some(report.rows as u64), "report.json is the returned report");
+    assert_eq!(json["seesaw"].as_bool(), Some(report.seesaw));
+    let tasks: Vec<&str> = json["tasks"].as_array().unwrap().iter().map(|t| t["task"].as_str().unwrap()).collect();
+    assert_eq!(tasks, ["click", "convert", "dwell", "high_value", "item_quality"]);
+    for task in json["tasks"].as_array().unwrap() {
+        assert!(task["verdict"].is_string(), "{task}");
+        assert!(task["multitask_gain"].is_object(), "a single-task baseline gives every task a gain: {}", task["task"]);
+    }
+    // The MMoE (B) has gates; the shared-bottom (A) has none.
+    assert_eq!(json["expert_usage"]["a"], serde_json::json!([]));
+    assert_eq!(json["expert_usage"]["b"].as_array().unwrap().len(), 5);
+    assert_eq!(json["expert_usage"]["b"][0]["mean_weight"].as_array().unwrap().len(), 3);
+    // Masked conversions are excluded: its units are the clicked rows only.
+    let test_rows = json["rows"].as_u64().unwrap();
+    let convert = &json["tasks"][1];
+    assert!(convert["units"].as_u64().unwrap() < test_rows / 2, "{convert}");
+    // The synthetic user-level target is drawn per event (not constant per user): per row.
+    assert_eq!((json["tasks"][3]["scope"].as_str(), json["tasks"][3]["evaluated"].as_str()), (Some("user"), Some("per_row")));
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.matches("<svg").count() >= 10, "ROC, calibration, deltas, gates and curves are drawn");
+    assert!(!html.contains("<script"), "readable without JavaScript");
+    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(markdown.contains("| click |") && markdown.contains(r"item\_quality"));
+}
+
+#[test]
+fn eval_reports_one_model_and_a_second_run_is_identical() {
+    let fx = fixture();
+    let first = eval(&fx.mmoe, &options(), &fx.root.join("eval-1")).unwrap();
+    let second = eval(&fx.mmoe, &options(), &fx.root.join("eval-2")).unwrap();
+    assert_eq!(serde_json::to_string(&first).unwrap(), serde_json::to_string(&second).unwrap(), "seeded bootstrap");
+    let json = read_json(&fx.root.join("eval-1/report.json"));
+    assert_eq!(json["report"], "eval");
+    let click = &json["tasks"][0]["metrics"];
+    for metric in ["auc", "gauc", "logloss", "ece", "ndcg", "recall", "mrr"] {
+        assert!(click[metric].is_number(), "click.{metric} in {click}");
+    }
+    let auc = click["auc"].as_f64().unwrap();
+    let history = read_json(&fx.mmoe.join("history.json"));
+    assert!(auc > 0.3 && auc < 1.0, "{auc}");
+    assert!(history["epochs"].as_array().is_some_and(|e| !e.is_empty()));
+}
+
+#[test]
+fn an_existing_output_is_kept_unless_forced() {
+    let fx = fixture();
+    let out = fx.root.join("existing");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), "mine").unwrap();
+    let err = eval(&fx.mmoe, &options(), &out).unwrap_err();
+    assert!(matches!(err, EvalError::OutputExists { .. }), "{err}");
+    assert_eq!(std::fs::read_to_string(out.join("keep.txt")).unwrap(), "mine");
+    eval(&fx.mmoe, &EvalOptions { force: true, ..options() }, &out).unwrap();
+    assert!(out.join("report.json").exists() && !out.join("keep.txt").exists());
+}
+
+#[test]
+fn bundles_of_another_pipeline_are_refused_and_nothing_is_written() {
+    let fx = fixture();
+    let other = fx.root.join("other-pipeline");
+    std::fs::create_dir_all(&other).unwrap();
+    for entry in std::fs::read_dir(&fx.mmoe).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), other.join(entry.file_name())).unwrap();
+    }
+    // Same schema, another vocabulary: the loader accepts the bundle, evaluation must not.
+    let path = other.join("features.json");
+    let mut pipeline = read_json(&path);
+    pipeline["vocabularies"]["region"].as_array_mut().unwrap().reverse();
+    std::fs::write(&path, pipeline.to_string()).unwrap();
+    let out = fx.root.join("refused");
+    let err = ab(&fx.mmoe, &other, None, &options(), &out).unwrap_err();
+    assert!(err.to_string().contains("different feature pipelines"), "{err}");
+    let err = eval(&other, &options(), &out).unwrap_err();
+    assert!(err.to_string().contains("another feature pipeline"), "{err}");
+    assert!(!out.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&fx.root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".mtrec-report-"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temporary directory is left behind");
+}
+
+/// Renders the A/B report in headless Chromium when the machine has it (Debian package
+/// `chromium`); machines without a browser skip this check and say so.
+#[test]
+fn the_html_report_renders_in_headless_chromium() {
+    let has_browser = ["chromium", "chromium-browser", "google-chrome"].iter().any(|b| {
+        std::process::Command::new("sh").args(["-c", &format!("command -v {b}")]).output().is_ok_and(|o| o.status.success())
+    });
+    if !has_browser {
+        eprintln!("skipped: no chromium on this machine");
+        return;
+    }
+    let fx = fixture();
+    let out = fx.root.join("ab-render");
+    ab(&fx.shared_bottom, &fx.mmoe, None, &options(), &out).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/render_check.sh");
+    let png = fx.root.join("report.png");
+    let o = std::process::Command::new("bash").arg(&script).arg(out.join("report.html")).arg(&png).output().unwrap();
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+}

@@ -1,0 +1,28 @@
+//! # mtrec-report
+//!
+//! Offline evaluation and A/B reports for mtrec models, from plain arrays.
+//!
+//! - [`input`]: [`EvalRows`] (users, items, per-task labels and masks), [`TaskInfo`],
+//!   [`ModelScores`] (per-task outputs, MMoE gates, the trainer's [`History`]) and
+//!   [`ReportOptions`].
+//! - [`compute`]: [`evaluate`] one model, or [`compare`] two on the same rows: every metric
+//!   with a paired cluster-bootstrap CI and p-value (users resampled), DeLong's test for
+//!   AUC, a verdict per task from its primary metric, the seesaw flag, multi-task gain over
+//!   a single-task baseline, expert usage and training curves.
+//! - [`report`]: the output types, serialized as the JSON described in `REPORT.md`
+//!   (`format_version` [`FORMAT_VERSION`]).
+//! - [`render`]: [`render_markdown`] and [`render_html`] (one self-contained page with
+//!   inline SVG: ROC, reliability, delta bars with CIs, gate heatmaps, training curves).
+//! - [`error`]: [`ReportError`] for inconsistent inputs (wrong lengths, bad class labels).
+
+pub mod compute;
+pub mod error;
+pub mod input;
+pub mod render;
+pub mod report;
+
+pub use compute::{compare, evaluate};
+pub use error::ReportError;
+pub use input::{EpochRecord, EvalRows, History, ModelScores, ReportOptions, Scope, TaskInfo, TaskKind};
+pub use render::{render_html, render_markdown, ReportRef};
+pub use report::*;

@@ -1,0 +1,176 @@
+//! Markdown: the same numbers as the HTML page, as tables.
+
+use std::fmt::Write;
+
+use super::{fmt_delta, fmt_gain, fmt_p, fmt_value, ReportRef, View};
+
+/// Escapes text for a Markdown table cell (pipes, HTML, emphasis characters).
+fn md(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '|' | '*' | '_' | '`' | '[' | ']' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\n' => out.push(' '),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Renders a report as Markdown.
+pub fn render_markdown<'a>(report: impl Into<ReportRef<'a>>) -> String {
+    let view = View::new(report.into());
+    let mut m = String::new();
+    let _ = writeln!(m, "# {}\n\n{} rows evaluated.\n", md(&view.title), view.rows);
+    m.push_str("| | model | description |\n|---|---|---|\n");
+    for model in &view.models {
+        let _ = writeln!(m, "| {} | {} | {} |", model.label, md(&model.info.name), md(&model.info.description));
+    }
+    if let Some(base) = view.baseline {
+        let _ = writeln!(m, "| baseline | {} | {} |", md(&base.name), md(&base.description));
+    }
+    if let Some((seesaw, improved, degraded)) = view.seesaw {
+        if seesaw {
+            let _ = writeln!(
+                m,
+                "\n**Seesaw:** B improves {} but degrades {}.",
+                md(&improved.join(", ")),
+                md(&degraded.join(", "))
+            );
+        } else {
+            m.push_str("\nNo seesaw.\n");
+        }
+        m.push_str("\n## Verdicts\n\n| task | primary | A | B | Δ (B−A) | p | test | verdict |\n|---|---|---|---|---|---|---|---|\n");
+        for c in view.tasks.iter().filter_map(|t| t.comparison) {
+            let p = c.metrics.iter().find(|x| x.metric == c.primary_metric);
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                md(&c.task),
+                c.primary_metric,
+                fmt_value(p.and_then(|x| x.a)),
+                fmt_value(p.and_then(|x| x.b)),
+                fmt_delta(p.and_then(|x| x.delta)),
+                fmt_p(c.verdict_p_value),
+                c.verdict_test,
+                c.verdict.as_str()
+            );
+        }
+    }
+    for task in &view.tasks {
+        let e = task.evals[0];
+        let evaluated = serde_json::to_value(e.evaluated).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let _ = writeln!(
+            m,
+            "\n## {}\n\n{} · evaluated {} · {} units · {} labeled rows, {} masked\n",
+            md(&e.task),
+            e.kind,
+            evaluated,
+            e.units,
+            e.labeled_rows,
+            e.masked_rows
+        );
+        match task.comparison {
+            Some(c) => {
+                m.push_str("| metric | A | B | Δ (B−A) | CI | p |\n|---|---|---|---|---|---|\n");
+                for x in &c.metrics {
+                    let _ = writeln!(
+                        m,
+                        "| {} | {} | {} | {} | [{}, {}] | {} |",
+                        x.metric,
+                        fmt_value(x.a),
+                        fmt_value(x.b),
+                        fmt_delta(x.delta),
+                        fmt_delta(x.ci_low),
+                        fmt_delta(x.ci_high),
+                        fmt_p(x.p_value)
+                    );
+                }
+                if let Some(d) = &c.delong {
+                    let _ = writeln!(
+                        m,
+                        "\nDeLong: ΔAUC {} (SE {}), CI [{}, {}], p {}.",
+                        fmt_delta(d.delta),
+                        fmt_value(d.std_error),
+                        fmt_delta(d.ci_low),
+                        fmt_delta(d.ci_high),
+                        fmt_p(d.p_value)
+                    );
+                }
+                if let Some(g) = &c.multitask_gain {
+                    let _ = writeln!(
+                        m,
+                        "\nMulti-task gain on {} over baseline {}: A {}, B {}.",
+                        g.metric,
+                        fmt_value(g.baseline),
+                        fmt_gain(g.a_gain),
+                        fmt_gain(g.b_gain)
+                    );
+                }
+            }
+            None => {
+                m.push_str("| metric | value |\n|---|---|\n");
+                for (name, v) in &e.metrics {
+                    let _ = writeln!(m, "| {name} | {} |", fmt_value(*v));
+                }
+            }
+        }
+        if let Some(cal) = &e.calibration {
+            let _ = writeln!(
+                m,
+                "\nCalibration: mean predicted {:.4}, observed {:.4}, ECE {:.4} ({} bins).",
+                cal.mean_predicted,
+                cal.observed_rate,
+                cal.ece,
+                cal.bins.len()
+            );
+        }
+    }
+    for model in view.models.iter().filter(|x| !x.experts.is_empty()) {
+        let _ = writeln!(
+            m,
+            "\n## Expert usage: {}\n\n| task | mean weight per expert | mean entropy | entropy of mean |\n|---|---|---|---|",
+            md(&model.info.name)
+        );
+        for u in model.experts {
+            let weights: Vec<String> = u.mean_weight.iter().map(|w| format!("{w:.3}")).collect();
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} |",
+                md(&u.task),
+                weights.join(" "),
+                fmt_value(u.mean_entropy),
+                fmt_value(u.entropy_of_mean)
+            );
+        }
+    }
+    for model in &view.models {
+        let Some(h) = model.history.filter(|h| !h.epochs.is_empty()) else { continue };
+        let _ = writeln!(
+            m,
+            "\n## Training: {}\n\nmonitor `{}`, best epoch {}\n\n| epoch | valid {} | train loss (sum) | seconds |\n|---|---|---|---|",
+            md(&model.info.name),
+            md(&h.monitor),
+            h.best_epoch.map_or("—".to_owned(), |b| b.to_string()),
+            md(&h.monitor)
+        );
+        for e in &h.epochs {
+            let valid = e.valid.get(&h.monitor).copied().filter(|v| v.is_finite());
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {:.1} |",
+                e.epoch,
+                fmt_value(valid),
+                fmt_value(Some(e.train_loss.values().sum())),
+                e.seconds
+            );
+        }
+    }
+    m
+}

@@ -1,0 +1,233 @@
+//! Report types: what [`crate::evaluate`] and [`crate::compare`] return, serialized as the
+//! JSON documented in `REPORT.md`. Every value that can be undefined or non-finite is an
+//! `Option` and serializes as `null`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::input::{History, ReportOptions, Scope};
+
+/// Version of the JSON layout; bumped on incompatible changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// `Some(x)` for finite `x`.
+pub(crate) fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+/// Who made the scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub description: String,
+    pub provenance: serde_json::Value,
+}
+
+/// How a task was evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Evaluated {
+    /// One unit per labeled row.
+    PerRow,
+    /// One unit per user: a user-scope label constant over each user's labeled rows.
+    PerUser,
+    /// One unit per item: an item-scope label constant over each item's labeled rows.
+    PerItem,
+}
+
+/// One point of a ROC curve; `threshold` is `null` for the first point (+inf).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RocPoint {
+    pub threshold: Option<f64>,
+    pub fpr: f64,
+    pub tpr: f64,
+}
+
+/// Calibration of a binary task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationReport {
+    pub mean_predicted: f64,
+    pub observed_rate: f64,
+    pub ece: f64,
+    pub bins: Vec<mtrec_metrics::ReliabilityBin>,
+}
+
+/// How many groups entered a per-user metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserCoverage {
+    pub evaluated: usize,
+    /// GAUC: users with a single class; ranking: users without a positive.
+    pub skipped: usize,
+}
+
+/// One model on one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskEval {
+    pub task: String,
+    /// `binary`, `regression` or `multiclass`.
+    pub kind: String,
+    pub scope: Scope,
+    pub evaluated: Evaluated,
+    pub labeled_rows: usize,
+    pub masked_rows: usize,
+    /// Rows, users or items evaluated (see `evaluated`).
+    pub units: usize,
+    /// Metric name -> value; the names per kind are listed in `REPORT.md`.
+    pub metrics: BTreeMap<String, Option<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub calibration: Option<CalibrationReport>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub roc: Vec<RocPoint>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub gauc_users: Option<UserCoverage>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ranking_users: Option<UserCoverage>,
+}
+
+/// MMoE gate usage of one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExpertUsage {
+    pub task: String,
+    /// Mean gate weight per expert over the task's labeled rows.
+    pub mean_weight: Vec<f64>,
+    /// Mean over rows of each row's gate entropy (nats): low = rows commit to few experts.
+    pub mean_entropy: Option<f64>,
+    /// Entropy of `mean_weight` (nats): low = the task uses few experts overall.
+    pub entropy_of_mean: Option<f64>,
+    /// `ln(experts)`, the largest possible entropy.
+    pub max_entropy: f64,
+}
+
+/// A single-model report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub format_version: u32,
+    /// Always `eval`.
+    pub report: String,
+    pub model: ModelInfo,
+    pub options: ReportOptions,
+    pub rows: usize,
+    pub tasks: Vec<TaskEval>,
+    pub expert_usage: Vec<ExpertUsage>,
+    pub history: Option<History>,
+}
+
+/// The verdict on a task, from its primary metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    BBetter,
+    BWorse,
+    NoSignificantDifference,
+}
+
+impl Verdict {
+    /// The JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::BBetter => "b_better",
+            Verdict::BWorse => "b_worse",
+            Verdict::NoSignificantDifference => "no_significant_difference",
+        }
+    }
+}
+
+/// One metric of A against B.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricComparison {
+    pub metric: String,
+    /// `null` for metrics without a better direction (e.g. mean prediction).
+    pub higher_is_better: Option<bool>,
+    pub a: Option<f64>,
+    pub b: Option<f64>,
+    /// `b - a`.
+    pub delta: Option<f64>,
+    /// Paired cluster-bootstrap percentile interval of `delta`.
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
+    /// Bootstrap two-sided p-value.
+    pub p_value: Option<f64>,
+    pub valid_replicates: usize,
+}
+
+/// DeLong's test of `auc_b - auc_a`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DelongReport {
+    pub auc_a: Option<f64>,
+    pub auc_b: Option<f64>,
+    pub delta: Option<f64>,
+    pub std_error: Option<f64>,
+    pub z: Option<f64>,
+    pub p_value: Option<f64>,
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
+}
+
+/// Relative gain of the multi-task models over a single-task baseline, oriented so that a
+/// positive gain is an improvement: `(m - base) / |base|` for higher-is-better metrics and
+/// `(base - m) / |base|` otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MultitaskGain {
+    pub metric: String,
+    pub baseline: Option<f64>,
+    pub a_gain: Option<f64>,
+    pub b_gain: Option<f64>,
+}
+
+/// A against B on one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskComparison {
+    pub task: String,
+    pub kind: String,
+    pub scope: Scope,
+    pub evaluated: Evaluated,
+    pub units: usize,
+    /// `auc` (binary), `rmse` (regression) or `logloss` (multiclass).
+    pub primary_metric: String,
+    pub verdict: Verdict,
+    /// The p-value behind the verdict: DeLong's for AUC, else the bootstrap's.
+    pub verdict_p_value: Option<f64>,
+    /// `delong` or `bootstrap`.
+    pub verdict_test: String,
+    pub metrics: Vec<MetricComparison>,
+    pub delong: Option<DelongReport>,
+    pub multitask_gain: Option<MultitaskGain>,
+    /// Model A's full evaluation of the task (curves included).
+    pub a: TaskEval,
+    pub b: TaskEval,
+}
+
+/// MMoE expert usage of both models.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExpertUsagePair {
+    pub a: Vec<ExpertUsage>,
+    pub b: Vec<ExpertUsage>,
+}
+
+/// Both models' training histories.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainingPair {
+    pub a: Option<History>,
+    pub b: Option<History>,
+}
+
+/// An A/B report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AbReport {
+    pub format_version: u32,
+    /// Always `ab`.
+    pub report: String,
+    pub model_a: ModelInfo,
+    pub model_b: ModelInfo,
+    pub baseline: Option<ModelInfo>,
+    pub options: ReportOptions,
+    pub rows: usize,
+    pub tasks: Vec<TaskComparison>,
+    /// True when some task is `b_better` and another `b_worse`.
+    pub seesaw: bool,
+    pub improved_tasks: Vec<String>,
+    pub degraded_tasks: Vec<String>,
+    pub expert_usage: ExpertUsagePair,
+    pub training: TrainingPair,
+}

@@ -1,0 +1,205 @@
+//! The request and response bodies of API v1. `schemas/openapi.json` is generated from these
+//! types (see [`crate::openapi`]), so the spec cannot drift from the code.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Raw fields of a user, an item or a context, keyed by source column (as in the training
+/// data). A user or item may carry its id as `id` or under the schema's id column.
+pub type Record = serde_json::Map<String, serde_json::Value>;
+
+/// `POST /v1/score`: one user, many candidate items.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreRequest {
+    /// The user's id (`id`) and any user-side features; features left out are looked up in the
+    /// user feature table by id.
+    pub user: Record,
+    /// Context-side features (time, device, ...), shared by every item.
+    #[serde(default)]
+    pub context: Record,
+    /// Candidate items, scored in this order; each has an `id` and any item-side features.
+    pub items: Vec<Record>,
+    /// Only these tasks (default: every task).
+    #[serde(default)]
+    pub tasks: Option<Vec<String>>,
+}
+
+/// `POST /v1/score/batch` as JSON: independent (user, item, context) rows.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub rows: Vec<PairRecord>,
+    #[serde(default)]
+    pub tasks: Option<Vec<String>>,
+}
+
+/// One row of a batch.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PairRecord {
+    #[serde(default)]
+    pub user: Record,
+    #[serde(default)]
+    pub item: Record,
+    #[serde(default)]
+    pub context: Record,
+}
+
+/// The model that answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ModelRef {
+    pub name: String,
+    /// The first 12 hex digits of the weights' SHA-256: changes with every retrained bundle.
+    pub version: String,
+}
+
+/// One task's output for one pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum TaskOutput {
+    /// A binary task: the probability of the positive label.
+    Binary { probability: f32 },
+    /// A regression task: the predicted value (in the label's transformed units).
+    Regression { value: f32 },
+    /// A multiclass task: each class's probability and the most probable class.
+    Multiclass { probabilities: BTreeMap<String, f32>, top_class: String },
+}
+
+/// The outputs of every requested task for one pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PairScores {
+    /// The item's id (`/v1/score`) or null when the item had none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_id: Option<serde_json::Value>,
+    /// The user's id (`/v1/score/batch` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<serde_json::Value>,
+    pub scores: BTreeMap<String, TaskOutput>,
+}
+
+/// What the encoding had to assume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WarningKind {
+    /// Absent from the request and from the feature tables: encoded as null (numerics filled).
+    Missing,
+    /// A category unseen in training, mapped to the out-of-vocabulary embedding.
+    OutOfVocabulary,
+    /// An id with no row in the loaded feature table.
+    UnknownId,
+    /// A field that is no feature of that side (e.g. an item feature sent in `user`): ignored.
+    IgnoredField,
+}
+
+/// One warning, aggregated over the items or rows it applies to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApiWarning {
+    /// Where: `user.age`, `context.hour`, `items[].price` (`rows[].item.price` for batches).
+    pub field: String,
+    pub kind: WarningKind,
+    /// How many items (rows) it applies to; 1 for user and context fields.
+    pub count: usize,
+    /// The first few item (row) indices concerned; empty for user and context fields.
+    pub indices: Vec<usize>,
+}
+
+/// The answer to `/v1/score` and to a JSON `/v1/score/batch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ScoreResponse {
+    pub model: ModelRef,
+    /// One entry per item (row), in request order.
+    pub results: Vec<PairScores>,
+    pub warnings: Vec<ApiWarning>,
+}
+
+/// A task as `/v1/models` describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskInfo {
+    pub name: String,
+    /// `binary`, `regression` or `multiclass`.
+    pub kind: String,
+    /// `pair`, `user` or `item`: which features the task's head sees.
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
+}
+
+/// A feature as `/v1/models` describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FeatureInfo {
+    pub name: String,
+    /// The request field (source column) it is read from.
+    pub field: String,
+    /// `user`, `item` or `context`: the request object it belongs in.
+    pub side: String,
+    /// `categorical`, `multi_categorical`, `numeric` or `bucketized`.
+    pub kind: String,
+}
+
+/// A loaded feature table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TableInfo {
+    pub path: String,
+    pub rows: usize,
+    pub features: Vec<String>,
+}
+
+/// `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ModelInfo {
+    pub model: ModelRef,
+    pub architecture: String,
+    pub dataset: String,
+    pub created_at: String,
+    pub loaded_at: String,
+    pub bundle: String,
+    pub tasks: Vec<TaskInfo>,
+    pub features: Vec<FeatureInfo>,
+    /// Validation metrics of the kept (best) epoch, `<task>.<metric>`.
+    pub training_metrics: BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_table: Option<TableInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_table: Option<TableInfo>,
+}
+
+/// `POST /v1/admin/reload` body (optional).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadRequest {
+    /// Load this bundle directory instead of the current one.
+    #[serde(default)]
+    pub bundle: Option<String>,
+}
+
+/// `POST /v1/admin/reload` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReloadResponse {
+    pub previous: ModelRef,
+    pub current: ModelRef,
+}
+
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Status {
+    pub status: String,
+}
+
+/// Every error: `{"error": {"code", "message", "field"}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `invalid_json`, `invalid_field`, `too_many_items`.
+    pub code: String,
+    pub message: String,
+    /// The request field at fault, as a path (`items[3].price`), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}

@@ -1,0 +1,28 @@
+//! # mtrec-serve
+//!
+//! The scoring API: product backends send a user and candidate items (or bulk rows, as JSON or
+//! Arrow) and get every task's output for every pair.
+//!
+//! - [`scoring`]: a bundle made ready to serve (model, encoder, feature tables, self-test) and
+//!   the synchronous scoring of requests through the model's one forward function, with the
+//!   encoder ingestion used, so serving and `mtrec predict` agree.
+//! - [`server`]: the axum router built by [`app`] (testable without a socket), hot reload with
+//!   an atomic swap, request timeouts, and the server loop with graceful shutdown.
+//! - [`api`]: request and response bodies; [`openapi`] generates `schemas/openapi.json` from
+//!   them.
+//! - [`error`]: the one error shape, `{"error": {"code", "message", "field"}}`.
+//! - [`metrics`]: Prometheus metrics.
+//!
+//! Scoring is CPU-bound: handlers hand it to the rayon pool and await the answer on a oneshot
+//! channel, so the async workers only move bytes.
+
+pub mod api;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod scoring;
+pub mod server;
+
+pub use error::{ApiError, LoadError};
+pub use scoring::{Limits, ServingModel, TablePaths};
+pub use server::{app, run, AppState, ServeConfig};

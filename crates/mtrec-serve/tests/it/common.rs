@@ -1,0 +1,169 @@
+//! One small trained bundle shared by every test of the binary, and request helpers.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use http_body_util::BodyExt;
+use mtrec_serve::{app, AppState, ServeConfig, ServingModel, TablePaths};
+use polars::prelude::*;
+use tower::ServiceExt;
+
+pub struct Fixture {
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    /// The raw synthetic log the ingest was made from.
+    pub raw: DataFrame,
+    pub ingest: PathBuf,
+    pub bundle: PathBuf,
+    /// A second bundle of the same data (another seed): a different version.
+    pub bundle_b: PathBuf,
+}
+
+/// Runs `f` on a plain thread: Polars' readers block on their own async runtime, which they
+/// may not do from a thread of the tests' tokio runtime (the server runs them on rayon).
+pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().unwrap())
+}
+
+/// Generated, ingested and trained once per test binary.
+pub fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| off_runtime(build))
+}
+
+fn build() -> Fixture {
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        let cfg = mtrec_synth::SyntheticConfig { users: 120, items: 60, rows: 3_000, seed: 5, ..Default::default() };
+        let mut raw = mtrec_synth::generate(&cfg).unwrap();
+        let parquet = root.join("log.parquet");
+        mtrec_synth::write_parquet(&mut raw, &parquet).unwrap();
+        let ingest = root.join("ingest");
+        mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
+            schema: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/synthetic.json"),
+            input: vec![parquet.to_string_lossy().into_owned()],
+            out: ingest.clone(),
+            force: false,
+        })
+        .unwrap();
+        let train = |name: &str, seed: u64| {
+            let config = mtrec_train::TrainConfig {
+                epochs: 1,
+                batch_size: 256,
+                seed,
+                model: mtrec_model::ModelConfig {
+                    architecture: mtrec_model::ArchitectureConfig::Mmoe { experts: 3, expert_layers: vec![16] },
+                    tower_layers: vec![8],
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let out = root.join(name);
+            mtrec_train::train(&mtrec_train::TrainOptions {
+                data: ingest.clone(),
+                config,
+                out: out.clone(),
+                resume: false,
+                progress: false,
+            })
+            .unwrap();
+            out
+        };
+        let bundle = train("bundle", 1);
+        let bundle_b = train("bundle-b", 2);
+        Fixture { _dir: dir, root, raw, ingest, bundle, bundle_b }
+    }
+}
+
+pub fn config() -> ServeConfig {
+    ServeConfig { bundle: fixture().bundle.clone(), admin_token: Some("token".to_owned()), ..Default::default() }
+}
+
+pub fn state_with(config: ServeConfig, tables: TablePaths) -> Arc<AppState> {
+    let model = off_runtime(|| ServingModel::load(&config.bundle, &tables).unwrap());
+    AppState::with_model(ServeConfig { tables, ..config }, model)
+}
+
+pub fn state() -> Arc<AppState> {
+    state_with(config(), TablePaths::default())
+}
+
+/// An answer: status, content type and body.
+pub struct Answer {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The error code of an error answer, checking the error shape on the way.
+    pub fn error_code(&self) -> String {
+        let v = self.json();
+        let error = v.get("error").unwrap_or_else(|| panic!("no `error` in {v}"));
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "error without a message: {v}");
+        error["code"].as_str().unwrap().to_owned()
+    }
+}
+
+pub async fn send(state: &Arc<AppState>, method: &str, uri: &str, content_type: Option<&str>, body: Vec<u8>) -> Answer {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(t) = content_type {
+        request = request.header(header::CONTENT_TYPE, t);
+    }
+    if uri.starts_with("/v1/admin") {
+        request = request.header(header::AUTHORIZATION, "Bearer token");
+    }
+    let response = app(state.clone()).oneshot(request.body(Body::from(body)).unwrap()).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let content_type = headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+    Answer { status, content_type, headers, body }
+}
+
+pub async fn post_json(state: &Arc<AppState>, uri: &str, body: &serde_json::Value) -> Answer {
+    send(state, "POST", uri, Some("application/json"), serde_json::to_vec(body).unwrap()).await
+}
+
+/// A raw cell as JSON, as a client would send it.
+pub fn json_cell(value: AnyValue<'_>) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        AnyValue::Null => Value::Null,
+        AnyValue::Boolean(b) => Value::Bool(b),
+        AnyValue::String(s) => Value::String(s.to_owned()),
+        AnyValue::StringOwned(s) => Value::String(s.to_string()),
+        AnyValue::Float32(x) => serde_json::json!(x),
+        AnyValue::Float64(x) => serde_json::json!(x),
+        AnyValue::List(s) => Value::Array(s.iter().map(json_cell).collect()),
+        other => match other.extract::<i64>() {
+            Some(i) => serde_json::json!(i),
+            None => panic!("unexpected cell {other:?}"),
+        },
+    }
+}
+
+/// Raw row `row` of the log as a batch row: each feature's column in the object of its side.
+pub fn pair_record(model: &ServingModel, raw: &DataFrame, row: usize) -> serde_json::Value {
+    let mut objects = [serde_json::Map::new(), serde_json::Map::new(), serde_json::Map::new()];
+    for f in &model.encoder.pipeline().features {
+        let side = match f.side {
+            mtrec_schema::Side::User => 0,
+            mtrec_schema::Side::Item => 1,
+            mtrec_schema::Side::Context => 2,
+        };
+        let cell = raw.column(&f.column).unwrap().get(row).unwrap();
+        objects[side].insert(f.column.clone(), json_cell(cell));
+    }
+    let [user, item, context] = objects;
+    serde_json::json!({ "user": user, "item": item, "context": context })
+}

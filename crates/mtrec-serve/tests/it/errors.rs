@@ -1,0 +1,151 @@
+//! The one error shape, with the right status and the field at fault, for every kind of bad
+//! request; readiness, limits and timeouts.
+
+use std::time::Duration;
+
+use crate::common::{config, post_json, send, state, state_with};
+use mtrec_serve::{AppState, Limits, ServeConfig, TablePaths};
+
+/// (body, status, code, field)
+fn cases() -> Vec<(&'static str, u16, &'static str, Option<&'static str>)> {
+    vec![
+        (r#"{"user": {}, "items": [{"id": 1}"#, 400, "invalid_json", None),
+        ("", 400, "invalid_json", None),
+        (r#"{"user": {}, "items": [{}]} trailing"#, 400, "invalid_json", None),
+        (r#"{"user": [], "items": [{}]}"#, 400, "invalid_field", Some("user")),
+        (r#"{"user": {}, "items": {}}"#, 400, "invalid_field", Some("items")),
+        (r#"{"user": {}, "items": [{}, 3]}"#, 400, "invalid_field", Some("items[1]")),
+        (r#"{"user": {}}"#, 400, "invalid_field", None),
+        (r#"{"user": {}, "items": [{}], "extra": 1}"#, 400, "invalid_field", Some("extra")),
+        (r#"{"user": {}, "items": [{}, {"price": "cheap"}]}"#, 400, "invalid_field", Some("items[1].price")),
+        (r#"{"user": {"age_bucket": {"a": 1}}, "items": [{}]}"#, 400, "invalid_field", Some("user.age_bucket")),
+        (r#"{"user": {"recent_items": [[1]]}, "items": [{}]}"#, 400, "invalid_field", Some("user.recent_items")),
+        (r#"{"user": {}, "items": [{}], "tasks": [3]}"#, 400, "invalid_field", Some("tasks[0]")),
+        (r#"{"user": {}, "items": []}"#, 422, "no_items", Some("items")),
+        (r#"{"user": {}, "items": [{}], "tasks": ["click", "nope"]}"#, 422, "unknown_task", Some("tasks[1]")),
+        (r#"{"user": {}, "items": [{}], "tasks": []}"#, 422, "no_tasks", Some("tasks")),
+    ]
+}
+
+#[tokio::test]
+async fn bad_score_requests_get_the_error_shape_with_status_code_and_field() {
+    let state = state();
+    for (body, status, code, field) in cases() {
+        let answer = send(&state, "POST", "/v1/score", Some("application/json"), body.as_bytes().to_vec()).await;
+        assert_eq!(answer.status.as_u16(), status, "{body}: {}", String::from_utf8_lossy(&answer.body));
+        assert_eq!(answer.error_code(), code, "{body}");
+        assert_eq!(answer.json()["error"]["field"].as_str(), field, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn bad_batch_requests_name_the_row() {
+    let state = state();
+    let answer = post_json(&state, "/v1/score/batch", &serde_json::json!({"rows": [{}, {"item": {"price": "cheap"}}]})).await;
+    assert_eq!((answer.status.as_u16(), answer.error_code()), (400, "invalid_field".to_owned()));
+    assert_eq!(answer.json()["error"]["field"], "rows[1].item.price");
+    let answer = post_json(&state, "/v1/score/batch", &serde_json::json!({"rows": []})).await;
+    assert_eq!((answer.status.as_u16(), answer.error_code()), (422, "no_rows".to_owned()));
+    let answer = send(&state, "POST", "/v1/score/batch", Some(mtrec_serve::server::ARROW_STREAM), b"not arrow".to_vec()).await;
+    assert_eq!((answer.status.as_u16(), answer.error_code()), (400, "invalid_arrow".to_owned()));
+    let answer = send(&state, "POST", "/v1/score", Some(mtrec_serve::server::ARROW_STREAM), b"x".to_vec()).await;
+    assert_eq!((answer.status.as_u16(), answer.error_code()), (415, "unsupported_media_type".to_owned()));
+}
+
+#[tokio::test]
+async fn limits_are_enforced() {
+    let limits = Limits { max_items: 3, max_batch_rows: 2 };
+    let state = state_with(ServeConfig { limits, body_limit: 4096, ..config() }, TablePaths::default());
+    let items: Vec<serde_json::Value> = (0..4).map(|i| serde_json::json!({"id": i})).collect();
+    let answer = post_json(&state, "/v1/score", &serde_json::json!({"user": {}, "items": items})).await;
+    assert_eq!((answer.status.as_u16(), answer.error_code()), (422, "too_many_items".to_owned()));
+    let answer = post_json(&state, "/v1/score/batch", &serde_json::json!({"rows": [{}, {}, {}]})).await;
+    assert_eq!((answer.status.as_u16(), answer.error_code()), (422, "too_many_rows".to_owned()));
+    let big = serde_json::json!({"user": {"region": "x".repeat(5000)}, "items": [{}]});
+    let answer = post_json(&state, "/v1/score", &big).await;
+    assert_eq!((answer.status.as_u16(), answer.error_code()), (413, "payload_too_large".to_owned()));
+}
+
+#[tokio::test]
+async fn requests_time_out_with_503() {
+    // 20,000 rows take tens of milliseconds to score: far over a 1 ms limit.
+    let state = state_with(ServeConfig { request_timeout: Duration::from_millis(1), ..config() }, TablePaths::default());
+    let rows = vec![serde_json::json!({}); 20_000];
+    let answer = post_json(&state, "/v1/score/batch", &serde_json::json!({ "rows": rows })).await;
+    assert_eq!((answer.status.as_u16(), answer.error_code()), (503, "timeout".to_owned()));
+}
+
+#[tokio::test]
+async fn without_a_model_the_server_is_live_but_not_ready() {
+    let state = AppState::new(config());
+    assert_eq!(send(&state, "GET", "/healthz", None, vec![]).await.status, 200);
+    let answer = send(&state, "GET", "/readyz", None, vec![]).await;
+    assert_eq!((answer.status.as_u16(), answer.error_code()), (503, "not_ready".to_owned()));
+    let answer = post_json(&state, "/v1/score", &serde_json::json!({"user": {}, "items": [{}]})).await;
+    assert_eq!((answer.status.as_u16(), answer.error_code()), (503, "not_ready".to_owned()));
+    let answer = send(&state, "GET", "/v1/models", None, vec![]).await;
+    assert_eq!(answer.status, 503);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_in_the_error_shape() {
+    let state = state();
+    let answer = send(&state, "GET", "/v2/score", None, vec![]).await;
+    assert_eq!((answer.status.as_u16(), answer.error_code()), (404, "not_found".to_owned()));
+    let answer = send(&state, "GET", "/v1/score", None, vec![]).await;
+    assert_eq!((answer.status.as_u16(), answer.error_code()), (405, "method_not_allowed".to_owned()));
+}
+
+#[tokio::test]
+async fn metrics_count_requests_pairs_and_the_model_version() {
+    let state = state();
+    let items: Vec<serde_json::Value> = (0..5).map(|i| serde_json::json!({"id": i})).collect();
+    assert_eq!(post_json(&state, "/v1/score", &serde_json::json!({"user": {}, "items": items})).await.status, 200);
+    assert_eq!(post_json(&state, "/v1/score", &serde_json::json!({"user": {}, "items": []})).await.status, 422);
+    let text = String::from_utf8(send(&state, "GET", "/metrics", None, vec![]).await.body).unwrap();
+    let version = state.model().unwrap().model_ref.version.clone();
+    for needle in [
+        r#"mtrec_http_requests_total{route="/v1/score",method="POST",status="200"} 1"#.to_owned(),
+        r#"mtrec_http_requests_total{route="/v1/score",method="POST",status="422"} 1"#.to_owned(),
+        r#"mtrec_http_request_duration_seconds_count{route="/v1/score",method="POST",status="200"} 1"#.to_owned(),
+        "mtrec_pairs_scored_total 5".to_owned(),
+        format!(r#"mtrec_model_info{{name="bundle",version="{version}"}} 1"#),
+    ] {
+        assert!(text.contains(&needle), "{needle} not in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn models_describes_tasks_features_and_training_metrics() {
+    let state = state();
+    let info = send(&state, "GET", "/v1/models", None, vec![]).await.json();
+    let tasks: Vec<&str> = info["tasks"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(tasks, ["click", "convert", "dwell", "high_value", "item_quality"]);
+    assert_eq!(info["tasks"][3]["scope"], "user");
+    assert_eq!(info["tasks"][4]["classes"], serde_json::json!(["low", "mid", "high"]));
+    assert!(info["training_metrics"]["click.auc"].as_f64().is_some_and(|a| a > 0.0 && a < 1.0));
+    assert!(info["features"].as_array().unwrap().iter().any(|f| f["field"] == "price" && f["side"] == "item"));
+}
+
+#[test]
+fn the_checked_in_openapi_spec_matches_the_code() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/openapi.json");
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == mtrec_serve::openapi::spec_string(),
+        "schemas/openapi.json is stale: regenerate it with `mtrec openapi > schemas/openapi.json`"
+    );
+}
+
+#[tokio::test]
+async fn every_path_of_the_spec_is_routed() {
+    let state = state();
+    let spec = send(&state, "GET", "/openapi.json", None, vec![]).await.json();
+    assert_eq!(spec["openapi"], "3.1.0");
+    for (path, methods) in spec["paths"].as_object().unwrap() {
+        for method in methods.as_object().unwrap().keys() {
+            let answer = send(&state, &method.to_uppercase(), path, None, b"{}".to_vec()).await;
+            assert!(![404, 405].contains(&answer.status.as_u16()), "{method} {path}: {}", answer.status);
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests of mtrec-serve: one binary, a module per area. The router is exercised in
+//! process (`tower::ServiceExt::oneshot`), without a socket.
+
+mod common;
+mod errors;
+mod fuzz;
+mod parity;
+mod reload;
+mod tables;

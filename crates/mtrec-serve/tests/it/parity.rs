@@ -1,0 +1,136 @@
+//! Train/serve parity: every row of the test split scored through the router equals
+//! `mtrec predict`'s scores of the same rows (to 1e-6), as JSON and as Arrow.
+
+use std::io::Cursor;
+
+use mtrec_ingest::encoded::{load_pipeline, load_split};
+use mtrec_schema::TaskType;
+use polars::prelude::*;
+
+use crate::common::{fixture, pair_record, post_json, send, state};
+
+const TOLERANCE: f32 = 1e-6;
+
+/// `mtrec predict` of the test split: the Arrow IPC file it writes, read back.
+fn predicted() -> DataFrame {
+    crate::common::off_runtime(predicted_here)
+}
+
+fn predicted_here() -> DataFrame {
+    let fx = fixture();
+    let out = fx.root.join("test-predictions.arrow");
+    let bundle = mtrec_model::bundle::load(&fx.bundle).unwrap();
+    mtrec_train::predict::predict(&bundle, &fx.ingest, "test", &out, 128).unwrap();
+    IpcReader::new(std::fs::File::open(&out).unwrap()).finish().unwrap()
+}
+
+fn f32_column(df: &DataFrame, name: &str) -> Vec<f32> {
+    df.column(name).unwrap().as_materialized_series().f32().unwrap().into_no_null_iter().collect()
+}
+
+fn assert_close(what: &str, served: f32, predicted: f32) {
+    assert!((served - predicted).abs() <= TOLERANCE, "{what}: served {served}, predict {predicted}");
+}
+
+#[tokio::test]
+async fn json_batch_scores_equal_predict_on_every_test_row() {
+    let fx = fixture();
+    let state = state();
+    let model = state.model().unwrap();
+    let expected = predicted();
+    let pipeline = load_pipeline(&fx.ingest).unwrap();
+    let test = load_split(&fx.ingest, "test", &pipeline).unwrap();
+    assert!(test.rows > 100, "the test split is too small to mean much: {}", test.rows);
+    let rows: Vec<serde_json::Value> =
+        test.row_ids.iter().map(|&r| pair_record(&model, &fx.raw, r as usize)).collect();
+    let answer = post_json(&state, "/v1/score/batch", &serde_json::json!({ "rows": rows })).await;
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    let body = answer.json();
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), test.rows);
+    let mut compared = 0;
+    for head in &model.bundle.model.heads {
+        match head.kind {
+            TaskType::Multiclass => {
+                for class in &head.classes {
+                    let column = f32_column(&expected, &mtrec_train::predict::prob_column(&head.name, class));
+                    for (r, result) in results.iter().enumerate() {
+                        let served = result["scores"][&head.name]["probabilities"][class].as_f64().unwrap() as f32;
+                        assert_close(&format!("row {r} {}.{class}", head.name), served, column[r]);
+                        compared += 1;
+                    }
+                }
+            }
+            kind => {
+                let key = if kind == TaskType::Binary { "probability" } else { "value" };
+                let column = f32_column(&expected, &mtrec_train::predict::pred_column(&head.name));
+                for (r, result) in results.iter().enumerate() {
+                    let served = result["scores"][&head.name][key].as_f64().unwrap() as f32;
+                    assert_close(&format!("row {r} {}", head.name), served, column[r]);
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(compared, test.rows * 7, "5 tasks, one with 3 classes");
+}
+
+#[tokio::test]
+async fn one_user_requests_equal_predict() {
+    let fx = fixture();
+    let state = state();
+    let model = state.model().unwrap();
+    let expected = predicted();
+    let click = f32_column(&expected, "pred.click");
+    let high_value = f32_column(&expected, "pred.high_value");
+    let pipeline = load_pipeline(&fx.ingest).unwrap();
+    let test = load_split(&fx.ingest, "test", &pipeline).unwrap();
+    // /v1/score takes one context for all items: one request per row, for the first 40 rows.
+    for (r, &raw_row) in test.row_ids.iter().enumerate().take(40) {
+        let pair = pair_record(&model, &fx.raw, raw_row as usize);
+        let request = serde_json::json!({ "user": pair["user"], "context": pair["context"], "items": [pair["item"]] });
+        let answer = post_json(&state, "/v1/score", &request).await;
+        assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+        let scores = &answer.json()["results"][0]["scores"];
+        assert_close(&format!("row {r} click"), scores["click"]["probability"].as_f64().unwrap() as f32, click[r]);
+        assert_close(&format!("row {r} high_value"), scores["high_value"]["probability"].as_f64().unwrap() as f32, high_value[r]);
+    }
+}
+
+#[tokio::test]
+async fn arrow_batch_scores_equal_predict() {
+    let fx = fixture();
+    let state = state();
+    let expected = predicted();
+    let pipeline = load_pipeline(&fx.ingest).unwrap();
+    let test = load_split(&fx.ingest, "test", &pipeline).unwrap();
+    let idx = IdxCa::from_vec("idx".into(), test.row_ids.iter().map(|&r| r as IdxSize).collect());
+    let mut rows = fx.raw.take(&idx).unwrap();
+    let mut body = Vec::new();
+    IpcStreamWriter::new(&mut body).finish(&mut rows).unwrap();
+    let answer = send(&state, "POST", "/v1/score/batch?tasks=click,item_quality", Some(mtrec_serve::server::ARROW_STREAM), body).await;
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(answer.content_type, mtrec_serve::server::ARROW_STREAM);
+    assert!(answer.headers.contains_key("x-mtrec-model-version"));
+    let served = IpcStreamReader::new(Cursor::new(answer.body)).finish().unwrap();
+    assert_eq!(served.height(), test.rows);
+    let names: Vec<String> = served.get_column_names().iter().map(|n| n.to_string()).collect();
+    assert_eq!(
+        names,
+        ["id.user", "id.item", "pred.click", "pred.item_quality", "prob.item_quality.low", "prob.item_quality.mid", "prob.item_quality.high"]
+    );
+    for column in ["pred.click", "prob.item_quality.low", "prob.item_quality.mid", "prob.item_quality.high"] {
+        for (r, (s, p)) in f32_column(&served, column).into_iter().zip(f32_column(&expected, column)).enumerate() {
+            assert_close(&format!("row {r} {column}"), s, p);
+        }
+    }
+    let top = |df: &DataFrame| -> Vec<String> {
+        df.column("pred.item_quality").unwrap().str().unwrap().iter().map(|v| v.unwrap_or_default().to_owned()).collect()
+    };
+    assert_eq!(top(&served), top(&expected));
+    let ids = |df: &DataFrame, c: &str| -> Vec<String> {
+        df.column(c).unwrap().str().unwrap().iter().map(|v| v.unwrap_or_default().to_owned()).collect()
+    };
+    assert_eq!(ids(&served, "id.user"), ids(&expected, "id.user"));
+    assert_eq!(ids(&served, "id.item"), ids(&expected, "id.item"));
+}
