@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 rows=${1:-1000000}
 repeats=${2:-5}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mtrec-target}"
-cargo build --release -q -p mtrec -p mtrec-benches
+cargo build --release -q --workspace --bins
 bin="$CARGO_TARGET_DIR/release"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

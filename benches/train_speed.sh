@@ -8,7 +8,7 @@ repeats=${1:-3}
 threads=${2:-2}
 census=../shared/datasets/census-income-kdd/census-income.test.gz
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mtrec-target}"
-cargo build --release -q -p mtrec
+cargo build --release -q --workspace --bins
 bin="$CARGO_TARGET_DIR/release/mtrec"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
