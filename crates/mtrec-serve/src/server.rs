@@ -330,18 +330,25 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Binds, loads the model in the background (`/readyz` says when it is ready), reloads on
-/// SIGHUP, and shuts down gracefully on Ctrl-C or SIGTERM (requests in flight finish).
-pub async fn run(config: ServeConfig) -> std::io::Result<()> {
+/// Binds and serves `model`, or, without one, loads the configured bundle in the background
+/// (`/readyz` says when it is ready); reloads on SIGHUP, and shuts down gracefully on Ctrl-C or
+/// SIGTERM (requests in flight finish).
+pub async fn run(config: ServeConfig, model: Option<ServingModel>) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
-    let state = AppState::new(config);
-    tracing::info!(addr = %listener.local_addr()?, "listening");
-    let loading = state.clone();
-    tokio::spawn(async move {
-        if let Err(e) = loading.reload(None).await {
-            tracing::error!(error = e.message, "the bundle cannot be served; fix it and send SIGHUP or POST /v1/admin/reload");
+    let state = match model {
+        Some(model) => AppState::with_model(config, model),
+        None => {
+            let state = AppState::new(config);
+            let loading = state.clone();
+            tokio::spawn(async move {
+                if let Err(e) = loading.reload(None).await {
+                    tracing::error!(error = e.message, "the bundle cannot be served; fix it and send SIGHUP or POST /v1/admin/reload");
+                }
+            });
+            state
         }
-    });
+    };
+    tracing::info!(addr = %listener.local_addr()?, "listening");
     #[cfg(unix)]
     {
         let on_hup = state.clone();

@@ -430,11 +430,14 @@ fn serve(args: ServeArgs) -> Result<()> {
         request_timeout: std::time::Duration::from_millis(args.timeout_ms),
         admin_token,
     };
-    // Fail fast on a bundle that cannot be served, before binding.
-    mtrec_serve::ServingModel::load(&config.bundle, &config.tables)?;
+    // Load before binding: a bundle that cannot be served fails here, with its error.
+    let model = mtrec_serve::ServingModel::load(&config.bundle, &config.tables)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
-    eprintln!("mtrec serve: listening on http://{} (GET /openapi.json describes the API)", config.addr);
-    runtime.block_on(mtrec_serve::run(config)).context("serving")?;
+    eprintln!(
+        "mtrec serve: model {} version {} on http://{} (GET /openapi.json describes the API)",
+        model.model_ref.name, model.model_ref.version, config.addr
+    );
+    runtime.block_on(mtrec_serve::run(config, Some(model))).context("serving")?;
     Ok(())
 }
 

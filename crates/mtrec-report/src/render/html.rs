@@ -108,10 +108,10 @@ fn task_section(h: &mut String, view: &View<'_>, task: &TaskView<'_>) {
     let first = task.evals[0];
     let _ = write!(
         h,
-        "<section class=\"card\"><h2>{}</h2><div class=\"meta\">{} · scope {:?} · evaluated {} · {} units · {} labeled rows, {} masked</div>",
+        "<section class=\"card\"><h2>{}</h2><div class=\"meta\">{} · scope {} · evaluated {} · {} units · {} labeled rows, {} masked</div>",
         esc(&first.task),
         first.kind,
-        first.scope,
+        serde_json::to_value(first.scope).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
         serde_json::to_value(first.evaluated).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
         first.units,
         first.labeled_rows,
