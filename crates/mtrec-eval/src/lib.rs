@@ -58,7 +58,7 @@ pub fn eval(bundle_dir: &Path, opts: &EvalOptions, out: &Path) -> Result<EvalRep
     let bundle = bundle::load(bundle_dir)?;
     let data = load_data(&bundle, bundle_dir, opts)?;
     let tasks = task_infos(&bundle);
-    let scores = model_scores(&bundle, bundle_dir, &data, &tasks, opts.batch_size)?;
+    let scores = model_scores(&bundle, bundle_dir, &data, &tasks, opts.batch_size, true)?;
     let report = mtrec_report::evaluate(&eval_rows(&data), &tasks, &scores, &opts.report)?;
     write_reports(out, ReportRef::from(&report), &serde_json::to_value(&report).expect("reports serialize"))?;
     Ok(report)
@@ -72,13 +72,13 @@ pub fn ab(a_dir: &Path, b_dir: &Path, baseline_dir: Option<&Path>, opts: &EvalOp
     let data = load_data(&a, a_dir, opts)?;
     check_same_pipeline(&a, a_dir, &b, b_dir)?;
     let tasks = task_infos(&a);
-    let a_scores = model_scores(&a, a_dir, &data, &tasks, opts.batch_size)?;
-    let b_scores = model_scores(&b, b_dir, &data, &tasks, opts.batch_size)?;
+    let a_scores = model_scores(&a, a_dir, &data, &tasks, opts.batch_size, true)?;
+    let b_scores = model_scores(&b, b_dir, &data, &tasks, opts.batch_size, true)?;
     let baseline = match baseline_dir {
         Some(dir) => {
             let base = bundle::load(dir)?;
             check_same_pipeline(&a, a_dir, &base, dir)?;
-            Some(model_scores(&base, dir, &data, &tasks, opts.batch_size)?)
+            Some(model_scores(&base, dir, &data, &tasks, opts.batch_size, false)?)
         }
         None => None,
     };
@@ -160,14 +160,15 @@ fn eval_rows(data: &EncodedDataset) -> EvalRows {
     }
 }
 
-/// A bundle's outputs for `tasks` (by name). A bundle without one of the tasks is an error,
-/// except for a single-task baseline, whose missing tasks are left empty (no baseline there).
+/// A bundle's outputs for `tasks` (by name). Without `every_task`, a task the bundle lacks is
+/// left empty (a single-task baseline need not cover every task); with it, that is an error.
 fn model_scores(
     bundle: &Bundle,
     dir: &Path,
     data: &EncodedDataset,
     tasks: &[TaskInfo],
     batch_size: usize,
+    every_task: bool,
 ) -> Result<ModelScores, EvalError> {
     let predictions = mtrec_train::eval::predict_all(&bundle.model, data, batch_size);
     let heads = &bundle.model.heads;
@@ -182,6 +183,13 @@ fn model_scores(
             Some(_) => {
                 return Err(EvalError::Incompatible(format!(
                     "bundle {}: task {:?} has another kind or classes than in the first bundle",
+                    dir.display(),
+                    task.name
+                )))
+            }
+            None if every_task => {
+                return Err(EvalError::Incompatible(format!(
+                    "bundle {} has no task {:?}: both models of an A/B report must predict the same tasks",
                     dir.display(),
                     task.name
                 )))
