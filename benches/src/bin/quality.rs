@@ -29,24 +29,10 @@ struct Args {
     out: Option<PathBuf>,
 }
 
-/// Two-sided 97.5% quantile of Student's t with `df` degrees of freedom.
-fn t975(df: usize) -> f64 {
-    const T: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-    ];
-    T.get(df.wrapping_sub(1)).copied().unwrap_or(1.96)
-}
-
-/// Mean and 95% CI half-width.
+/// Mean and 95% CI half-width (NaN with one run).
 fn mean_ci(xs: &[f64]) -> (f64, f64) {
-    let n = xs.len() as f64;
-    let mean = xs.iter().sum::<f64>() / n;
-    if xs.len() < 2 {
-        return (mean, f64::NAN);
-    }
-    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    (mean, t975(xs.len() - 1) * (var / n).sqrt())
+    let s = mtrec_metrics::mean_ci95(xs).expect("at least one run");
+    (s.mean, s.ci95.unwrap_or(f64::NAN))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -8,6 +8,10 @@
 //!
 //! Every bundle must have been trained on the ingest's feature pipeline, so all models score
 //! the very same encoded rows.
+//!
+//! [`experiment`] runs `mtrec experiment`: a grid of configurations × seeds and its summary.
+
+pub mod experiment;
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +35,11 @@ pub enum EvalError {
     Ingest(#[from] mtrec_ingest::IngestError),
     #[error(transparent)]
     Report(#[from] mtrec_report::ReportError),
+    #[error(transparent)]
+    Train(#[from] mtrec_train::TrainError),
+    /// A bad experiment file.
+    #[error("{0}")]
+    Config(String),
     /// A bundle that cannot be compared on this data or with the other bundle.
     #[error("{0}")]
     Incompatible(String),

@@ -28,6 +28,7 @@ pub mod groups;
 pub mod normal;
 pub mod ranking;
 pub mod regression;
+pub mod seeds;
 pub mod sort;
 
 pub use binary::{
@@ -44,6 +45,7 @@ pub use delong::{delong_test, DelongTest};
 pub use groups::Groups;
 pub use ranking::{per_user_ranking, ranking, ranking_from_parts, RankingMetrics, UserRanking};
 pub use regression::{mae, r2, regression_metrics, RegressionMetrics};
+pub use seeds::{mean_ci95, MeanCi};
 
 /// A row weight: anything that converts to a non-negative `f64`.
 pub trait Weight: Copy + Send + Sync {

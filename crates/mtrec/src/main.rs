@@ -50,9 +50,31 @@ enum Command {
     /// Compare two models on the same rows (paired bootstrap CIs, DeLong, verdicts, seesaw):
     /// report.html, report.md and report.json.
     Ab(AbArgs),
+    /// Train a grid of configurations (architectures × loss strategies × seeds) on one ingest
+    /// and summarize: mean and 95% CI per task and configuration, multi-task gain, the best.
+    Experiment(ExperimentArgs),
     /// Run the main job end to end on the built-in synthetic data: generate, ingest, train a
     /// shared-bottom and an MMoE, and write an A/B report between them.
     Quickstart(QuickstartArgs),
+}
+
+#[derive(Debug, Args)]
+struct ExperimentArgs {
+    /// Experiment file (JSON; see crates/mtrec-eval/src/experiment.rs and configs/).
+    #[arg(long)]
+    config: PathBuf,
+    /// Output directory: runs/<config>/seed-<s>/ bundles, summary.json, summary.md.
+    #[arg(long)]
+    out: PathBuf,
+    /// Ingest directory (overrides the file's `data`).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Runs at once (overrides the file's `parallel`).
+    #[arg(long)]
+    parallel: Option<usize>,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -412,6 +434,19 @@ fn run(cli: Cli) -> Result<()> {
             let report = mtrec_eval::ab(&args.a, &args.b, args.baseline.as_deref(), &args.report.options(), &args.report.out)?;
             print_verdicts(&report);
             println!("wrote {}", args.report.out.display());
+            Ok(())
+        }
+        Command::Experiment(args) => {
+            let summary = mtrec_eval::experiment::run(&mtrec_eval::experiment::ExperimentOptions {
+                config_path: args.config,
+                data: args.data,
+                parallel: args.parallel,
+                out: args.out.clone(),
+                force: args.force,
+                progress: true,
+            })?;
+            print!("{}", mtrec_eval::experiment::render_markdown(&summary));
+            println!("wrote {}", args.out.display());
             Ok(())
         }
         Command::Quickstart(args) => quickstart(&args),

@@ -171,3 +171,84 @@ fn the_html_report_renders_in_headless_chromium() {
     let o = std::process::Command::new("bash").arg(&script).arg(out.join("report.html")).arg(&png).output().unwrap();
     assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
 }
+
+fn write_experiment(name: &str, json: serde_json::Value) -> PathBuf {
+    let path = fixture().root.join(name);
+    std::fs::write(&path, json.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn experiment_runs_the_grid_and_summarizes_over_seeds() {
+    let fx = fixture();
+    let config = write_experiment(
+        "experiment.json",
+        serde_json::json!({
+            "data": "ingest",
+            "base": { "epochs": 1, "batch_size": 256, "model": { "tower_layers": [8] } },
+            "architectures": {
+                "single_task": { "model": { "architecture": { "type": "single_task", "layers": [8] } } },
+                "shared_bottom": { "model": { "architecture": { "type": "shared_bottom", "layers": [16] } } }
+            },
+            "seeds": [1, 2],
+            "baseline": "single_task",
+            "parallel": 2
+        }),
+    );
+    let out = fx.root.join("experiment");
+    let options = mtrec_eval::experiment::ExperimentOptions {
+        config_path: config,
+        data: None,
+        parallel: None,
+        out: out.clone(),
+        force: false,
+        progress: false,
+    };
+    let summary = mtrec_eval::experiment::run(&options).unwrap();
+    assert_eq!(summary.runs.len(), 4);
+    let names: Vec<&str> = summary.configs.iter().map(|c| c.config.as_str()).collect();
+    assert_eq!(names, ["single_task", "shared_bottom"]);
+    for c in &summary.configs {
+        let auc = c.metrics["click.auc"];
+        assert_eq!(auc.runs, 2);
+        assert!(auc.ci95.is_some_and(|h| h >= 0.0), "{auc:?}");
+        let runs: Vec<f64> = summary.runs.iter().filter(|r| r.config == c.config).map(|r| r.metrics["click.auc"]).collect();
+        assert!((auc.mean - (runs[0] + runs[1]) / 2.0).abs() < 1e-12);
+    }
+    assert_eq!(summary.configs[0].multitask_gain["click"], 0.0, "the baseline's gain over itself");
+    assert!(summary.configs[1].multitask_gain.contains_key("item_quality"));
+    assert!(names.contains(&summary.best.as_str()));
+    for dir in ["runs/single_task/seed-1", "runs/shared_bottom/seed-2"] {
+        assert!(out.join(dir).join("weights.safetensors").exists(), "{dir}");
+    }
+    let markdown = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(markdown.contains("| shared_bottom") && markdown.contains("click auc"), "{markdown}");
+    // Seeds are deterministic: the same grid again gives the same numbers.
+    let again = mtrec_eval::experiment::run(&mtrec_eval::experiment::ExperimentOptions { force: true, ..options }).unwrap();
+    assert_eq!(serde_json::to_string(&again.configs).unwrap(), serde_json::to_string(&summary.configs).unwrap());
+}
+
+#[test]
+fn a_bad_experiment_names_the_configuration_and_field_and_runs_nothing() {
+    let fx = fixture();
+    let config = write_experiment(
+        "bad-experiment.json",
+        serde_json::json!({
+            "data": "ingest",
+            "architectures": { "mmoe": { "model": { "architecture": { "type": "mmoe", "experts": "eight", "expert_layers": [8] } } } },
+            "seeds": [1]
+        }),
+    );
+    let out = fx.root.join("bad-experiment");
+    let options = mtrec_eval::experiment::ExperimentOptions {
+        config_path: config,
+        data: None,
+        parallel: None,
+        out: out.clone(),
+        force: false,
+        progress: false,
+    };
+    let message = mtrec_eval::experiment::run(&options).unwrap_err().to_string();
+    assert!(message.contains("configuration \"mmoe\": model.architecture") && message.contains("\"eight\""), "{message}");
+    assert!(!out.exists());
+}

@@ -2,4 +2,5 @@
 
 mod bundle;
 mod common;
+mod quality;
 mod training;

@@ -1,0 +1,47 @@
+//! Learning quality against ground truth: the synthetic data carries the true click
+//! probabilities, so the Bayes-optimal AUC is known.
+
+use std::path::Path;
+
+/// 100k events of 20 users and 20 items (so every user-item affinity is learnable from the
+/// data), the default MMoE, one seed. The click AUC gap to the Bayes-optimal AUC on the test
+/// split measured 0.0105, 0.0092 and 0.0066 for training seeds 1, 2 and 3 (mean 0.0088); the
+/// bound leaves room for platform differences in floating point, not for a regression.
+#[test]
+fn mmoe_click_auc_is_close_to_the_bayes_optimal_auc() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = mtrec_synth::SyntheticConfig { users: 20, items: 20, rows: 100_000, ..Default::default() };
+    let mut df = mtrec_synth::generate(&cfg).unwrap();
+    let parquet = dir.path().join("s.parquet");
+    mtrec_synth::write_parquet(&mut df, &parquet).unwrap();
+    let ingest = dir.path().join("ingest");
+    mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
+        schema: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/synthetic.json"),
+        input: vec![parquet.to_string_lossy().into_owned()],
+        out: ingest.clone(),
+        force: false,
+    })
+    .unwrap();
+    let config: mtrec_train::TrainConfig = serde_json::from_value(serde_json::json!({
+        "embedding_learning_rate": 0.02, "learning_rate": 0.003, "epochs": 8, "seed": 1,
+        "early_stopping": {"metric": "click.auc", "patience": 2}
+    }))
+    .unwrap();
+    let trained = mtrec_train::train(&mtrec_train::TrainOptions {
+        data: ingest.clone(),
+        config,
+        out: dir.path().join("bundle"),
+        resume: false,
+        progress: false,
+    })
+    .unwrap();
+    let pipeline = mtrec_ingest::encoded::load_pipeline(&ingest).unwrap();
+    let test = mtrec_ingest::encoded::load_split(&ingest, "test", &pipeline).unwrap();
+    let evaluation = mtrec_train::eval::evaluate(&trained.model, &test, 8192);
+    let click = pipeline.tasks.iter().position(|t| t.name == "click").unwrap();
+    let truth: Vec<f32> = test.extras["p_click"].iter().map(|&p| p as f32).collect();
+    let bayes = mtrec_metrics::auc(&truth, &test.labels[click], None).unwrap();
+    let model = evaluation.metrics["click.auc"];
+    assert!(bayes - model < 0.015, "click AUC {model:.4} against the Bayes-optimal {bayes:.4}");
+    assert!(model < bayes + 0.005, "no model beats the true probabilities by much: {model:.4} vs {bayes:.4}");
+}
