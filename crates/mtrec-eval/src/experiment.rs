@@ -306,6 +306,8 @@ fn run_one(
             progress: false,
         })
     })?;
+    // The run is complete: its resume checkpoint (weights and optimizer state) is dead weight.
+    let _ = std::fs::remove_dir_all(mtrec_train::train::checkpoint_dir(&bundle));
     let evaluation = pool.install(|| mtrec_train::eval::evaluate(&trained.model, eval_split, run.train.eval_batch_size));
     Ok(RunResult {
         config: run.config.clone(),

@@ -220,6 +220,7 @@ fn experiment_runs_the_grid_and_summarizes_over_seeds() {
     assert!(names.contains(&summary.best.as_str()));
     for dir in ["runs/single_task/seed-1", "runs/shared_bottom/seed-2"] {
         assert!(out.join(dir).join("weights.safetensors").exists(), "{dir}");
+        assert!(!out.join(format!("{dir}.checkpoint")).exists(), "finished runs keep no checkpoint");
     }
     let markdown = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(markdown.contains("| shared_bottom") && markdown.contains("click auc"), "{markdown}");
