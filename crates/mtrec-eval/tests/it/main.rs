@@ -21,17 +21,7 @@ fn fixture() -> &'static Fixture {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_owned();
         let cfg = mtrec_synth::SyntheticConfig { users: 150, items: 80, rows: 5_000, seed: 11, ..Default::default() };
-        let mut df = mtrec_synth::generate(&cfg).unwrap();
-        let parquet = root.join("log.parquet");
-        mtrec_synth::write_parquet(&mut df, &parquet).unwrap();
-        let ingest = root.join("ingest");
-        mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
-            schema: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/synthetic.json"),
-            input: vec![parquet.to_string_lossy().into_owned()],
-            out: ingest.clone(),
-            force: false,
-        })
-        .unwrap();
+        let ingest = mtrec_testkit::ingest_synthetic(&root, &cfg).ingest;
         let train = |name: &str, architecture: ArchitectureConfig| {
             let mut config = mtrec_train::TrainConfig { epochs: 1, batch_size: 256, ..Default::default() };
             config.model.architecture = architecture;
@@ -172,6 +162,17 @@ fn the_html_report_renders_in_headless_chromium() {
     assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
 }
 
+fn experiment_options(config_path: PathBuf, out: &Path) -> mtrec_eval::experiment::ExperimentOptions {
+    mtrec_eval::experiment::ExperimentOptions {
+        config_path,
+        data: None,
+        parallel: None,
+        out: out.to_owned(),
+        force: false,
+        progress: false,
+    }
+}
+
 fn write_experiment(name: &str, json: serde_json::Value) -> PathBuf {
     let path = fixture().root.join(name);
     std::fs::write(&path, json.to_string()).unwrap();
@@ -196,14 +197,7 @@ fn experiment_runs_the_grid_and_summarizes_over_seeds() {
         }),
     );
     let out = fx.root.join("experiment");
-    let options = mtrec_eval::experiment::ExperimentOptions {
-        config_path: config,
-        data: None,
-        parallel: None,
-        out: out.clone(),
-        force: false,
-        progress: false,
-    };
+    let options = experiment_options(config, &out);
     let summary = mtrec_eval::experiment::run(&options).unwrap();
     assert_eq!(summary.runs.len(), 4);
     let names: Vec<&str> = summary.configs.iter().map(|c| c.config.as_str()).collect();
@@ -241,14 +235,7 @@ fn a_bad_experiment_names_the_configuration_and_field_and_runs_nothing() {
         }),
     );
     let out = fx.root.join("bad-experiment");
-    let options = mtrec_eval::experiment::ExperimentOptions {
-        config_path: config,
-        data: None,
-        parallel: None,
-        out: out.clone(),
-        force: false,
-        progress: false,
-    };
+    let options = experiment_options(config, &out);
     let message = mtrec_eval::experiment::run(&options).unwrap_err().to_string();
     assert!(message.contains("configuration \"mmoe\": model.architecture") && message.contains("\"eight\""), "{message}");
     assert!(!out.exists());

@@ -1,6 +1,6 @@
 //! One small trained bundle shared by every test of the binary, and request helpers.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
@@ -38,17 +38,7 @@ fn build() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_owned();
         let cfg = mtrec_synth::SyntheticConfig { users: 120, items: 60, rows: 3_000, seed: 5, ..Default::default() };
-        let mut raw = mtrec_synth::generate(&cfg).unwrap();
-        let parquet = root.join("log.parquet");
-        mtrec_synth::write_parquet(&mut raw, &parquet).unwrap();
-        let ingest = root.join("ingest");
-        mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
-            schema: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/synthetic.json"),
-            input: vec![parquet.to_string_lossy().into_owned()],
-            out: ingest.clone(),
-            force: false,
-        })
-        .unwrap();
+        let mtrec_testkit::SyntheticIngest { raw, ingest, .. } = mtrec_testkit::ingest_synthetic(&root, &cfg);
         let train = |name: &str, seed: u64| {
             let config = mtrec_train::TrainConfig {
                 epochs: 1,

@@ -117,7 +117,7 @@ fn predict_refuses_data_encoded_with_another_pipeline() {
     std::fs::write(data.path("other.json"), schema.to_string()).unwrap();
     mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
         schema: data.path("other.json"),
-        input: vec![data.path("s.parquet").to_string_lossy().into_owned()],
+        input: vec![data.path("log.parquet").to_string_lossy().into_owned()],
         out: data.path("other"),
         force: false,
     })

@@ -1,6 +1,6 @@
 //! A small synthetic dataset, ingested once per test into a temporary directory.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use mtrec_train::TrainConfig;
 
@@ -12,16 +12,7 @@ impl Data {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cfg = mtrec_synth::SyntheticConfig { users: 120, items: 60, rows: 4_000, seed: 9, ..Default::default() };
-        let mut df = mtrec_synth::generate(&cfg).unwrap();
-        let parquet = dir.path().join("s.parquet");
-        mtrec_synth::write_parquet(&mut df, &parquet).unwrap();
-        mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
-            schema: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/synthetic.json"),
-            input: vec![parquet.to_string_lossy().into_owned()],
-            out: dir.path().join("ingest"),
-            force: false,
-        })
-        .unwrap();
+        mtrec_testkit::ingest_synthetic(dir.path(), &cfg);
         Self { dir }
     }
 

@@ -1,8 +1,6 @@
 //! Learning quality against ground truth: the synthetic data carries the true click
 //! probabilities, so the Bayes-optimal AUC is known.
 
-use std::path::Path;
-
 /// 100k events of 20 users and 20 items (so every user-item affinity is learnable from the
 /// data), the default MMoE, one seed. The click AUC gap to the Bayes-optimal AUC on the test
 /// split measured 0.0105, 0.0092 and 0.0066 for training seeds 1, 2 and 3 (mean 0.0088); the
@@ -11,17 +9,7 @@ use std::path::Path;
 fn mmoe_click_auc_is_close_to_the_bayes_optimal_auc() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = mtrec_synth::SyntheticConfig { users: 20, items: 20, rows: 100_000, ..Default::default() };
-    let mut df = mtrec_synth::generate(&cfg).unwrap();
-    let parquet = dir.path().join("s.parquet");
-    mtrec_synth::write_parquet(&mut df, &parquet).unwrap();
-    let ingest = dir.path().join("ingest");
-    mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
-        schema: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/synthetic.json"),
-        input: vec![parquet.to_string_lossy().into_owned()],
-        out: ingest.clone(),
-        force: false,
-    })
-    .unwrap();
+    let ingest = mtrec_testkit::ingest_synthetic(dir.path(), &cfg).ingest;
     let config: mtrec_train::TrainConfig = serde_json::from_value(serde_json::json!({
         "embedding_learning_rate": 0.02, "learning_rate": 0.003, "epochs": 8, "seed": 1,
         "early_stopping": {"metric": "click.auc", "patience": 2}
