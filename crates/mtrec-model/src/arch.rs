@@ -82,8 +82,9 @@ impl ExpertBank {
     ) -> Self {
         let first_width = layers[0];
         let first = store.add_linear(&format!("{prefix}.experts.0"), input, experts * first_width, rng);
-        let deeper =
-            (0..experts).map(|e| Mlp::new(store, &format!("{prefix}.expert{e}"), first_width, &layers[1..], rng)).collect();
+        let deeper = (0..experts)
+            .map(|e| Mlp::new(store, &format!("{prefix}.expert{e}"), first_width, &layers[1..], rng))
+            .collect();
         Self { experts, first, first_width, deeper }
     }
 
@@ -217,13 +218,22 @@ impl Sharing {
                         let p = format!("{prefix}.level{l}");
                         let task_banks = (0..tasks)
                             .map(|t| {
-                                ExpertBank::new(store, &format!("{p}.task{t}"), fan_in, *task_experts, expert_layers, rng)
+                                ExpertBank::new(
+                                    store,
+                                    &format!("{p}.task{t}"),
+                                    fan_in,
+                                    *task_experts,
+                                    expert_layers,
+                                    rng,
+                                )
                             })
                             .collect();
                         let shared =
                             ExpertBank::new(store, &format!("{p}.shared"), fan_in, *shared_experts, expert_layers, rng);
                         let gates = (0..tasks)
-                            .map(|t| store.add_linear(&format!("{p}.gate{t}"), fan_in, task_experts + shared_experts, rng))
+                            .map(|t| {
+                                store.add_linear(&format!("{p}.gate{t}"), fan_in, task_experts + shared_experts, rng)
+                            })
                             .collect();
                         let shared_gate = (l + 1 < *levels).then(|| {
                             let all = tasks * task_experts + shared_experts;
@@ -286,7 +296,8 @@ impl Sharing {
                         if below {
                             for_shared_gate.push(own_copies.pop().expect("two copies"));
                         }
-                        let experts = concat_columns(vec![own_copies.pop().expect("one copy"), shared_copies.remove(0)]);
+                        let experts =
+                            concat_columns(vec![own_copies.pop().expect("one copy"), shared_copies.remove(0)]);
                         let count = level.task_experts[t].experts + level.shared_experts.experts;
                         let (mixed, p) = mix(experts, level.gates[t].forward(store, gx), count, width);
                         probs.push(p);

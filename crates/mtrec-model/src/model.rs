@@ -317,14 +317,7 @@ fn scope_name(scope: Scope) -> &'static str {
 }
 
 /// The masked mean loss of one task (at least one row of the batch is labeled).
-fn task_loss(
-    dev: &Dev,
-    head: &Head,
-    z: Mat<Taped>,
-    labels: &[f32],
-    mask: &[u8],
-    regression: RegressionLoss,
-) -> Loss {
+fn task_loss(dev: &Dev, head: &Head, z: Mat<Taped>, labels: &[f32], mask: &[u8], regression: RegressionLoss) -> Loss {
     let n = labels.len();
     let count = mask.iter().filter(|&&m| m != 0).count();
     let inv = 1.0 / count as f32;

@@ -56,16 +56,14 @@ fn soft_sharing_penalty_and_its_gradient_match_the_formula() {
 /// shared parameters silently received no gradient from the other tasks.
 #[test]
 fn shared_parameters_get_gradients_when_the_first_task_has_no_label() {
-    let cfg = ModelConfig {
-        architecture: A::SharedBottom { layers: vec![5] },
-        tower_layers: vec![3],
-        ..Default::default()
-    };
+    let cfg =
+        ModelConfig { architecture: A::SharedBottom { layers: vec![5] }, tower_layers: vec![3], ..Default::default() };
     let model = MultiTaskModel::new(&pipeline(), &cfg, 3).unwrap();
     let mut batch = Batch::new();
     batch.masks[0] = vec![0; 6];
     let x = model.assemble(&batch.data(), &batch.rows());
-    let (loss, per_task) = model.loss(model.forward(x.traced(Gradients::leaky())), &batch.labels, &batch.masks).unwrap();
+    let (loss, per_task) =
+        model.loss(model.forward(x.traced(Gradients::leaky())), &batch.labels, &batch.masks).unwrap();
     assert_eq!(per_task[0], None);
     let mut grads = loss.backward();
     let bottom = model.params.find("pair.shared.bottom.0.weight").unwrap();

@@ -2,4 +2,5 @@
 
 mod bundle;
 mod common;
+mod strategies;
 mod training;
