@@ -1,12 +1,13 @@
 //! Sharing architectures: how one scope group's tasks share dense parameters. Each turns the
 //! group's input into one hidden representation per task; the towers and heads are common.
-//! PLE or soft sharing are further variants of [`Sharing`], without changes elsewhere.
+//! Shared-bottom, MMoE, single-task, PLE and soft sharing are the variants of [`Sharing`]; a
+//! new architecture is one more variant, without changes to the trainer.
 
 use dfdx::prelude::*;
 use rand::Rng;
 
 use crate::config::ArchitectureConfig;
-use crate::params::{Dev, Linear, Mat, ParamStore, TapeKind};
+use crate::params::{Dev, Linear, Mat, ParamId, ParamStore, TapeKind, Taped, Vector};
 
 /// A ReLU MLP: every layer is followed by a ReLU.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,23 +58,122 @@ pub(crate) fn slice_columns<T: TapeKind>(x: Mat<T>, range: std::ops::Range<usize
     (x * 1.0f32).slice((.., range))
 }
 
+/// `n` experts reading the same input. Their first layers are one fused matrix
+/// (`input x n*width`): one large product instead of many small ones. Deeper layers are per
+/// expert. The output holds the experts' outputs side by side, `B x n*out_width`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpertBank {
+    pub experts: usize,
+    pub first: Linear,
+    pub first_width: usize,
+    pub deeper: Vec<Mlp>,
+}
+
+impl ExpertBank {
+    /// The fused first layer is named `{prefix}.experts.0`, expert e's deeper layers
+    /// `{prefix}.expert{e}.{i}`.
+    pub fn new(
+        store: &mut ParamStore,
+        prefix: &str,
+        input: usize,
+        experts: usize,
+        layers: &[usize],
+        rng: &mut impl Rng,
+    ) -> Self {
+        let first_width = layers[0];
+        let first = store.add_linear(&format!("{prefix}.experts.0"), input, experts * first_width, rng);
+        let deeper = (0..experts)
+            .map(|e| Mlp::new(store, &format!("{prefix}.expert{e}"), first_width, &layers[1..], rng))
+            .collect();
+        Self { experts, first, first_width, deeper }
+    }
+
+    /// The width of one expert's output.
+    pub fn out_width(&self, store: &ParamStore) -> usize {
+        self.deeper[0].layers.last().map_or(self.first_width, |l| l.fan_out(store))
+    }
+
+    /// Every expert's output, side by side: `B x experts*out_width`.
+    pub fn forward<T: TapeKind>(&self, store: &ParamStore, x: Mat<T>) -> Mat<T> {
+        let h = self.first.forward(store, x).relu();
+        if self.deeper[0].layers.is_empty() {
+            return h;
+        }
+        // Disjoint slices are `h`'s only consumers: plain slices are safe here (see
+        // `slice_columns`).
+        let w = self.first_width;
+        let outs: Vec<Mat<T>> = fan_out(h, self.experts)
+            .into_iter()
+            .enumerate()
+            .map(|(e, part)| self.deeper[e].forward(store, part.slice((.., e * w..(e + 1) * w))))
+            .collect();
+        concat_columns(outs)
+    }
+
+    /// The weight matrices of the experts' last layers.
+    fn last_weights(&self) -> Vec<ParamId> {
+        if self.deeper[0].layers.is_empty() {
+            vec![self.first.w]
+        } else {
+            self.deeper.iter().filter_map(|m| m.layers.last().map(|l| l.w)).collect()
+        }
+    }
+}
+
+/// `[a | b | ...]`.
+fn concat_columns<T: TapeKind>(parts: Vec<Mat<T>>) -> Mat<T> {
+    let mut it = parts.into_iter();
+    let mut acc = it.next().expect("at least one part");
+    for p in it {
+        acc = (acc, p).concat_along(Axis::<1>);
+    }
+    acc
+}
+
+/// A softmax gate's mixture of experts: `experts` is `B x E*width` (experts side by side),
+/// `logits` the gate's `B x E` logits. Returns the mixture (`B x width`) and the gate weights.
+fn mix<T: TapeKind>(experts: Mat<T>, logits: Mat<T>, count: usize, width: usize) -> (Mat<T>, Mat) {
+    let n = experts.shape().0;
+    let g = logits.softmax::<Axis<1>>();
+    let probs = g.retaped::<NoneTape>();
+    let g = g.broadcast_like::<_, Axis<2>>(&(n, count, width));
+    ((experts.reshape_like(&(n, count, width)) * g).sum::<(usize, usize), Axis<1>>(), probs)
+}
+
+/// One extraction level of PLE.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PleLevel {
+    /// Per task, its own experts.
+    pub task_experts: Vec<ExpertBank>,
+    pub shared_experts: ExpertBank,
+    /// Per task, a gate over (its own experts, then the shared experts).
+    pub gates: Vec<Linear>,
+    /// Below the last level: a gate over every expert of the level (task 0's, task 1's, ...,
+    /// then the shared ones), feeding the next level's shared experts.
+    pub shared_gate: Option<Linear>,
+}
+
 /// One group's sharing of dense parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Sharing {
     SharedBottom {
         bottom: Mlp,
     },
-    /// All experts' first layers are one fused matrix (`input x experts*width`): one large
-    /// product instead of many small ones. Deeper expert layers are per expert.
     Mmoe {
-        experts: usize,
-        first: Linear,
-        first_width: usize,
-        deeper: Vec<Mlp>,
+        experts: ExpertBank,
         gates: Vec<Linear>,
     },
     SingleTask {
         nets: Vec<Mlp>,
+    },
+    /// Progressive layered extraction (CGC when there is one level).
+    Ple {
+        levels: Vec<PleLevel>,
+    },
+    /// Per-task networks pulled together by [`Sharing::penalty`].
+    SoftSharing {
+        nets: Vec<Mlp>,
+        alpha: f32,
     },
 }
 
@@ -88,82 +188,200 @@ impl Sharing {
         tasks: usize,
         rng: &mut impl Rng,
     ) -> (Self, usize) {
+        let per_task = |store: &mut ParamStore, rng: &mut _, layers: &[usize]| -> Vec<Mlp> {
+            (0..tasks).map(|t| Mlp::new(store, &format!("{prefix}.task{t}"), input, layers, rng)).collect()
+        };
         match config {
             ArchitectureConfig::SharedBottom { layers } => {
                 let bottom = Mlp::new(store, &format!("{prefix}.bottom"), input, layers, rng);
                 (Sharing::SharedBottom { bottom }, layers.last().copied().unwrap_or(input))
             }
             ArchitectureConfig::SingleTask { layers } => {
-                let nets =
-                    (0..tasks).map(|t| Mlp::new(store, &format!("{prefix}.task{t}"), input, layers, rng)).collect();
-                (Sharing::SingleTask { nets }, layers.last().copied().unwrap_or(input))
+                (Sharing::SingleTask { nets: per_task(store, rng, layers) }, layers.last().copied().unwrap_or(input))
             }
+            ArchitectureConfig::SoftSharing { layers, alpha } => (
+                Sharing::SoftSharing { nets: per_task(store, rng, layers), alpha: *alpha as f32 },
+                layers.last().copied().unwrap_or(input),
+            ),
             ArchitectureConfig::Mmoe { experts, expert_layers } => {
-                let first_width = expert_layers[0];
-                let first = store.add_linear(&format!("{prefix}.experts.0"), input, experts * first_width, rng);
-                let deeper = (0..*experts)
-                    .map(|e| Mlp::new(store, &format!("{prefix}.expert{e}"), first_width, &expert_layers[1..], rng))
-                    .collect();
+                let bank = ExpertBank::new(store, prefix, input, *experts, expert_layers, rng);
                 let gates =
                     (0..tasks).map(|t| store.add_linear(&format!("{prefix}.gate{t}"), input, *experts, rng)).collect();
                 let out = *expert_layers.last().expect("validated: experts have layers");
-                (Sharing::Mmoe { experts: *experts, first, first_width, deeper, gates }, out)
+                (Sharing::Mmoe { experts: bank, gates }, out)
+            }
+            ArchitectureConfig::Ple { shared_experts, task_experts, expert_layers, levels } => {
+                let out = *expert_layers.last().expect("validated: experts have layers");
+                let mut fan_in = input;
+                let levels = (0..*levels)
+                    .map(|l| {
+                        let p = format!("{prefix}.level{l}");
+                        let task_banks = (0..tasks)
+                            .map(|t| {
+                                ExpertBank::new(
+                                    store,
+                                    &format!("{p}.task{t}"),
+                                    fan_in,
+                                    *task_experts,
+                                    expert_layers,
+                                    rng,
+                                )
+                            })
+                            .collect();
+                        let shared =
+                            ExpertBank::new(store, &format!("{p}.shared"), fan_in, *shared_experts, expert_layers, rng);
+                        let gates = (0..tasks)
+                            .map(|t| {
+                                store.add_linear(&format!("{p}.gate{t}"), fan_in, task_experts + shared_experts, rng)
+                            })
+                            .collect();
+                        let shared_gate = (l + 1 < *levels).then(|| {
+                            let all = tasks * task_experts + shared_experts;
+                            store.add_linear(&format!("{p}.shared_gate"), fan_in, all, rng)
+                        });
+                        fan_in = out;
+                        PleLevel { task_experts: task_banks, shared_experts: shared, gates, shared_gate }
+                    })
+                    .collect();
+                (Sharing::Ple { levels }, out)
             }
         }
     }
 
-    /// One hidden representation per task, and for MMoE each task's gate weights (`B x E`).
+    /// One hidden representation per task, and for MMoE and PLE each task's gate weights
+    /// (`B x E`; for PLE the last level's gate: its task's own experts, then the shared ones).
     pub fn forward<T: TapeKind>(&self, store: &ParamStore, x: Mat<T>, tasks: usize) -> (Vec<Mat<T>>, Vec<Mat>) {
         match self {
             Sharing::SharedBottom { bottom } => (fan_out(bottom.forward(store, x), tasks), Vec::new()),
-            Sharing::SingleTask { nets } => {
+            Sharing::SingleTask { nets } | Sharing::SoftSharing { nets, .. } => {
                 let inputs = fan_out(x, tasks);
                 (nets.iter().zip(inputs).map(|(net, x)| net.forward(store, x)).collect(), Vec::new())
             }
-            Sharing::Mmoe { experts, first, first_width, deeper, gates } => {
-                let n = x.shape().0;
+            Sharing::Mmoe { experts, gates } => {
                 let mut inputs = fan_out(x, 1 + gates.len());
-                let x = inputs.remove(0);
-                let h = first.forward(store, x).relu();
-                // Expert outputs side by side: (B, E * width).
-                let (h, width) = if deeper[0].layers.is_empty() {
-                    (h, *first_width)
-                } else {
-                    // Disjoint slices are `h`'s only consumers: plain slices are safe here (see
-                    // `slice_columns`).
-                    let parts = fan_out(h, *experts);
-                    let outs: Vec<Mat<T>> = parts
-                        .into_iter()
-                        .enumerate()
-                        .map(|(e, part)| {
-                            let part = part.slice((.., e * first_width..(e + 1) * first_width));
-                            deeper[e].forward(store, part)
-                        })
-                        .collect();
-                    let width = outs[0].shape().1;
-                    let mut it = outs.into_iter();
-                    let mut acc = it.next().expect("at least one expert");
-                    for o in it {
-                        acc = (acc, o).concat_along(Axis::<1>);
-                    }
-                    (acc, width)
-                };
-                let stacked = h.reshape_like(&(n, *experts, width));
+                let h = experts.forward(store, inputs.remove(0));
+                let width = experts.out_width(store);
                 let mut probs = Vec::with_capacity(gates.len());
-                let outs = fan_out(stacked, gates.len())
+                let outs = fan_out(h, gates.len())
                     .into_iter()
                     .zip(gates.iter().zip(inputs))
-                    .map(|(experts_out, (gate, gx))| {
-                        let g = gate.forward(store, gx).softmax::<Axis<1>>();
-                        probs.push(g.retaped::<NoneTape>());
-                        let g = g.broadcast_like::<_, Axis<2>>(&(n, *experts, width));
-                        (experts_out * g).sum::<(usize, usize), Axis<1>>()
+                    .map(|(h, (gate, gx))| {
+                        let (mixed, p) = mix(h, gate.forward(store, gx), experts.experts, width);
+                        probs.push(p);
+                        mixed
                     })
                     .collect();
                 (outs, probs)
             }
+            Sharing::Ple { levels } => {
+                let mut inputs = fan_out(x, tasks + 1);
+                let mut shared_in = inputs.pop().expect("tasks + 1 inputs");
+                let mut task_in = inputs;
+                let mut probs = Vec::new();
+                for level in levels {
+                    let width = level.shared_experts.out_width(store);
+                    let below = level.shared_gate.is_some();
+                    let mut s_uses = fan_out(shared_in, 1 + usize::from(below));
+                    let s_gate_in = below.then(|| s_uses.pop().expect("two uses"));
+                    let shared_out = level.shared_experts.forward(store, s_uses.pop().expect("one use"));
+                    let mut shared_copies = fan_out(shared_out, tasks + usize::from(below));
+                    let mut task_outs = Vec::with_capacity(tasks);
+                    let mut for_shared_gate = Vec::with_capacity(tasks + 1);
+                    probs.clear();
+                    for (t, x_t) in task_in.into_iter().enumerate() {
+                        let mut uses = fan_out(x_t, 2);
+                        let gx = uses.pop().expect("two uses");
+                        let own = level.task_experts[t].forward(store, uses.pop().expect("one use"));
+                        let mut own_copies = fan_out(own, 1 + usize::from(below));
+                        if below {
+                            for_shared_gate.push(own_copies.pop().expect("two copies"));
+                        }
+                        let experts =
+                            concat_columns(vec![own_copies.pop().expect("one copy"), shared_copies.remove(0)]);
+                        let count = level.task_experts[t].experts + level.shared_experts.experts;
+                        let (mixed, p) = mix(experts, level.gates[t].forward(store, gx), count, width);
+                        probs.push(p);
+                        task_outs.push(mixed);
+                    }
+                    if let (Some(gate), Some(gx)) = (&level.shared_gate, s_gate_in) {
+                        for_shared_gate.push(shared_copies.remove(0));
+                        let count = tasks * level.task_experts[0].experts + level.shared_experts.experts;
+                        let (mixed, _) = mix(concat_columns(for_shared_gate), gate.forward(store, gx), count, width);
+                        shared_in = mixed;
+                        task_in = task_outs;
+                    } else {
+                        return (task_outs, probs);
+                    }
+                }
+                unreachable!("validated: PLE has at least one level")
+            }
         }
     }
+
+    /// The soft-sharing penalty Ω = α Σ_i ‖θ_i − θ̄‖² over corresponding parameters of the
+    /// tasks' networks (θ̄ their mean), on its own tape; `None` for the other architectures and
+    /// for a group of one task (where Ω = 0).
+    pub fn penalty(&self, store: &ParamStore) -> Option<Tensor<(), f32, Dev, Taped>> {
+        let Sharing::SoftSharing { nets, alpha } = self else { return None };
+        if nets.len() < 2 {
+            return None;
+        }
+        let flat = |id: ParamId| -> Vector<Taped> {
+            let n = store.numel(id);
+            if store.shape(id).len() == 2 {
+                store.matrix(id).clone().traced(Gradients::leaky()).reshape_like(&(n,))
+            } else {
+                store.vector(id).clone().traced(Gradients::leaky())
+            }
+        };
+        let mut total: Option<Tensor<(), f32, Dev, Taped>> = None;
+        for layer in 0..nets[0].layers.len() {
+            for pick in [|l: &Linear| l.w, |l: &Linear| l.b] {
+                let thetas = nets.iter().map(|net| flat(pick(&net.layers[layer]))).collect();
+                let s = spread(thetas);
+                total = Some(match total {
+                    None => s,
+                    Some(acc) => acc + s,
+                });
+            }
+        }
+        total.map(|t| t * *alpha)
+    }
+
+    /// Parameters for GradNorm's gradient norms of task `task`: the last shared layer (the
+    /// bottom's last layer; the experts' last layers for MMoE; the last level's shared
+    /// experts' last layers for PLE), or the task's own last layer where nothing is shared
+    /// (single-task, soft sharing). Empty when the sharing has no layer.
+    pub fn last_shared_layer(&self, task: usize) -> Vec<ParamId> {
+        match self {
+            Sharing::SharedBottom { bottom } => bottom.layers.last().map(|l| vec![l.w]).unwrap_or_default(),
+            Sharing::SingleTask { nets } | Sharing::SoftSharing { nets, .. } => {
+                nets[task].layers.last().map(|l| vec![l.w]).unwrap_or_default()
+            }
+            Sharing::Mmoe { experts, .. } => experts.last_weights(),
+            Sharing::Ple { levels } => levels.last().map(|l| l.shared_experts.last_weights()).unwrap_or_default(),
+        }
+    }
+}
+
+/// Σ_i ‖θ_i − θ̄‖² for flattened parameters θ_i, each on its own tape.
+fn spread(thetas: Vec<Vector<Taped>>) -> Tensor<(), f32, Dev, Taped> {
+    let k = thetas.len();
+    let (for_mean, for_diff): (Vec<_>, Vec<_>) = thetas
+        .into_iter()
+        .map(|t| {
+            let mut c = fan_out(t, 2);
+            let second = c.pop().expect("two copies");
+            (c.pop().expect("two copies"), second)
+        })
+        .unzip();
+    let mean = for_mean.into_iter().reduce(|a, b| a + b).expect("two or more tasks") * (1.0 / k as f32);
+    fan_out(mean, k)
+        .into_iter()
+        .zip(for_diff)
+        .map(|(m, t)| (t - m).square().sum::<(), _>())
+        .reduce(|a, b| a + b)
+        .expect("two or more tasks")
 }
 
 #[cfg(test)]

@@ -16,6 +16,17 @@ pub enum ArchitectureConfig {
     /// No sharing of dense parameters: an independent MLP per task (the baseline that measures
     /// multi-task gain). Embedding tables are still shared.
     SingleTask { layers: Vec<usize> },
+    /// Progressive layered extraction (Tang et al., RecSys 2020); with `levels: 1` it is one
+    /// customized gate control (CGC) layer. Each level has `task_experts` experts per task and
+    /// `shared_experts` shared experts (all MLPs of `expert_layers`); task k's gate mixes its own
+    /// and the shared experts. Below the last level a shared gate mixes every expert of the
+    /// level into the input of the next level's shared experts, and task k's mixture feeds task
+    /// k's experts of the next level.
+    Ple { shared_experts: usize, task_experts: usize, expert_layers: Vec<usize>, levels: usize },
+    /// Soft parameter sharing: an independent MLP of `layers` per task (like `single_task`),
+    /// with corresponding parameters pulled together by the penalty
+    /// Ω = α Σ_i ‖θ_i − θ̄‖² (θ̄ the mean over the group's tasks), added to the training loss.
+    SoftSharing { layers: Vec<usize>, alpha: f64 },
 }
 
 impl Default for ArchitectureConfig {
@@ -30,6 +41,8 @@ impl ArchitectureConfig {
             ArchitectureConfig::SharedBottom { .. } => "shared_bottom",
             ArchitectureConfig::Mmoe { .. } => "mmoe",
             ArchitectureConfig::SingleTask { .. } => "single_task",
+            ArchitectureConfig::Ple { .. } => "ple",
+            ArchitectureConfig::SoftSharing { .. } => "soft_sharing",
         }
     }
 }

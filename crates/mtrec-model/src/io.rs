@@ -6,7 +6,10 @@
 //!   `pair.shared.bottom.0.weight` (shared-bottom), `pair.shared.experts.0.weight` (MMoE:
 //!   every expert's first layer side by side, `input x experts*width`), `pair.shared.expert3.0.weight`
 //!   (deeper expert layers), `pair.shared.gate1.weight` (the gate of the group's second task),
-//!   `pair.shared.task0.1.bias` (single-task);
+//!   `pair.shared.task0.1.bias` (single-task and soft sharing), `pair.shared.level0.task1.experts.0.weight`,
+//!   `pair.shared.level0.shared.expert2.1.weight`, `pair.shared.level1.gate0.weight` and
+//!   `pair.shared.level0.shared_gate.weight` (PLE: per level, each task's and the shared experts
+//!   named as MMoE's, the task gates and, below the last level, the shared gate);
 //! - `tower.<task>.<layer>.{weight,bias}` and `head.<task>.{weight,bias}`;
 //! - `loss.log_vars` (uncertainty weighting).
 //!

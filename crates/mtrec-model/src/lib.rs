@@ -6,7 +6,7 @@
 //! - [`embedding`]: embedding tables outside the tape and their row-wise sparse optimizers
 //!   (lazy Adam, Adagrad).
 //! - [`layout`]: where every feature sits in the input row.
-//! - [`arch`]: sharing architectures (shared-bottom, MMoE, single-task).
+//! - [`arch`]: sharing architectures (shared-bottom, MMoE, single-task, PLE, soft sharing).
 //! - [`model`]: heads, losses and the one forward function used by training, evaluation and
 //!   serving alike.
 //! - [`io`]: weights as safetensors with stable names.
@@ -26,8 +26,21 @@
 //! architecture: for `shared_bottom` one MLP over the group's input feeds every task's tower;
 //! for `mmoe` the group's experts and each task's softmax gate all read the group's input, and
 //! each tower reads its gate's mixture of the experts; for `single_task` each task has its own
-//! MLP over the group's input. Towers then end in a linear head (1 output for binary and
-//! regression, one per class for multiclass).
+//! MLP over the group's input; `soft_sharing` is `single_task` plus the penalty
+//! Ω = α Σ_i ‖θ_i − θ̄‖² on the training loss, over corresponding parameters of the tasks'
+//! networks (θ̄ their mean across the group's tasks); for `ple` (Tang et al., RecSys 2020) each
+//! extraction level has experts per task and shared experts, task k's gate mixes its own and
+//! the shared experts, and below the last level a shared gate mixes all the level's experts
+//! into the next level's shared input (task k's mixture is task k's next input). Towers then
+//! end in a linear head (1 output for binary and regression, one per class for multiclass).
+//!
+//! ## Gate weights
+//!
+//! [`Forward::gates`] (and [`Predictions::gates`], which the expert-usage reports read) hold,
+//! per task, `B x E` softmax weights: for MMoE over the group's `E = experts` experts in order;
+//! for PLE the task's gate of the **last** level over `E = task_experts + shared_experts`
+//! experts, the task's own experts first (columns `0..task_experts`) and the shared experts
+//! after them. Intermediate levels' gates and the shared gates are not reported.
 //!
 //! Groups never exchange activations, so a `user` task's output cannot change when only item
 //! or context features change (a test checks it). What the groups share are the **embedding
@@ -47,5 +60,5 @@ pub mod params;
 pub use config::{ArchitectureConfig, Interactions, LossWeighting, ModelConfig, RegressionLoss};
 pub use embedding::{EmbeddingTables, FeatureData, SparseOptimizer, SparseOptimizerConfig};
 pub use error::ModelError;
-pub use model::{Forward, Head, MultiTaskModel, Predictions};
+pub use model::{Forward, Head, Loss, MultiTaskModel, Predictions, TaskLosses};
 pub use params::{AdamConfig, AdamState, Dev, Mat, ParamStore};

@@ -54,12 +54,23 @@ pub struct MultiTaskModel {
     pub log_vars: Option<ParamId>,
 }
 
+/// Each task's unweighted loss on the tape, from [`MultiTaskModel::task_losses`].
+#[derive(Debug)]
+pub struct TaskLosses {
+    /// Per task; a zero carrying the outputs' tape when no row is labeled.
+    pub losses: Vec<Loss>,
+    /// Per task, the loss's value (`None`: no labeled row).
+    pub values: Vec<Option<f32>>,
+}
+
 /// What one forward pass produces.
 #[derive(Debug)]
 pub struct Forward<T: TapeKind> {
     /// Raw outputs (logits for binary and multiclass) per task, `B x outputs`.
     pub logits: Vec<Mat<T>>,
-    /// For MMoE, each task's gate weights over the experts, `B x E` (else empty).
+    /// For MMoE, each task's gate weights over the experts, `B x E`; for PLE, each task's gate
+    /// of the last level, `B x (task_experts + shared_experts)`: the task's own experts first,
+    /// then the shared experts. `None` for the other architectures.
     pub gates: Vec<Option<Mat>>,
 }
 
@@ -172,33 +183,67 @@ impl MultiTaskModel {
         Predictions { rows: rows.len(), outputs, gates: out.gates.into_iter().map(|g| g.map(|g| g.as_vec())).collect() }
     }
 
-    /// The training loss of a batch: L = Σ λ_i L_i (with uncertainty weighting when set); each
-    /// task's loss is the mean over its labeled rows, so masked rows give neither loss nor
-    /// gradient. Returns the loss and each task's unweighted loss (`None`: no labeled row).
+    /// The training loss of a batch: L = Σ λ_i L_i + Ω (with uncertainty weighting when set,
+    /// and Ω the soft-sharing penalty); each task's loss is the mean over its labeled rows, so
+    /// masked rows give neither loss nor gradient. Returns the loss and each task's unweighted
+    /// loss (`None`: no labeled row).
     pub fn loss(
         &self,
         forward: Forward<Taped>,
         labels: &[Vec<f32>],
         masks: &[Vec<u8>],
     ) -> Result<(Loss, Vec<Option<f32>>), ModelError> {
+        let losses = self.task_losses(forward, labels, masks)?;
+        let values = losses.values.clone();
+        let weights: Vec<f32> = self.heads.iter().map(|h| h.weight).collect();
+        Ok((self.combine(losses, &weights, true).0, values))
+    }
+
+    /// Each task's unweighted loss on the tape. A task without a labeled row gets a zero that
+    /// still carries its outputs' tape: the shared network's recorded ops may travel with any
+    /// task's outputs (see `arch::fan_out`), and dropping them would silently drop gradients.
+    pub fn task_losses(
+        &self,
+        forward: Forward<Taped>,
+        labels: &[Vec<f32>],
+        masks: &[Vec<u8>],
+    ) -> Result<TaskLosses, ModelError> {
+        let dev = self.params.device().clone();
+        let mut losses = Vec::with_capacity(self.heads.len());
+        let mut values = Vec::with_capacity(self.heads.len());
+        for (t, (head, z)) in self.heads.iter().zip(forward.logits).enumerate() {
+            if masks[t].iter().all(|&m| m == 0) {
+                values.push(None);
+                losses.push(z.sum::<(), _>() * 0.0);
+            } else {
+                let l = task_loss(&dev, head, z, &labels[t], &masks[t], self.config.regression_loss);
+                values.push(Some(l.array()));
+                losses.push(l);
+            }
+        }
+        if values.iter().all(Option::is_none) {
+            return Err(ModelError::Data("the batch has no labeled row for any task".to_owned()));
+        }
+        Ok(TaskLosses { losses, values })
+    }
+
+    /// Σ w_i L_i (with uncertainty weighting when set: w_i (c_i exp(-s_i) L_i + s_i / 2)),
+    /// plus Ω when `penalty`; tasks without a labeled row contribute nothing. Returns the
+    /// total and Ω's value.
+    pub fn combine(&self, losses: TaskLosses, weights: &[f32], penalty: bool) -> (Loss, Option<f32>) {
         let dev = self.params.device().clone();
         let mut total: Option<Loss> = None;
-        let mut per_task = Vec::with_capacity(self.heads.len());
-        for (t, (head, z)) in self.heads.iter().zip(forward.logits).enumerate() {
-            let Some(l) = task_loss(&dev, head, z, &labels[t], &masks[t], self.config.regression_loss) else {
-                per_task.push(None);
-                continue;
-            };
-            per_task.push(Some(l.array()));
-            let weighted = match self.log_vars {
-                None => l * head.weight,
-                Some(id) => {
+        for (t, (l, value)) in losses.losses.into_iter().zip(&losses.values).enumerate() {
+            let weighted = match (value, self.log_vars) {
+                (None, _) => l * 0.0,
+                (Some(_), None) => l * weights[t],
+                (Some(_), Some(id)) => {
                     // c exp(-s) L + s / 2, with s on L's tape so its gradient is recorded.
-                    let c = if head.kind == TaskType::Regression { 0.5 } else { 1.0 };
+                    let c = if self.heads[t].kind == TaskType::Regression { 0.5 } else { 1.0 };
                     let (l, tape) = l.split_tape();
                     let s = self.params.vector(id).clone().put_tape(tape).select(dev.tensor(t));
                     let s2 = s.with_empty_tape();
-                    (s.negate().exp() * l * c + s2 * 0.5) * head.weight
+                    (s.negate().exp() * l * c + s2 * 0.5) * weights[t]
                 }
             };
             total = Some(match total {
@@ -206,8 +251,36 @@ impl MultiTaskModel {
                 Some(acc) => acc + weighted,
             });
         }
-        let total = total.ok_or_else(|| ModelError::Data("the batch has no labeled row for any task".to_owned()))?;
-        Ok((total, per_task))
+        let total = total.expect("a model has at least one task");
+        match self.penalty().filter(|_| penalty) {
+            Some(omega) => {
+                let value = omega.array();
+                (total + omega, Some(value))
+            }
+            None => (total, None),
+        }
+    }
+
+    /// The soft-sharing penalty Ω summed over the groups, on its own tape (`None` without soft
+    /// sharing).
+    pub fn penalty(&self) -> Option<Loss> {
+        self.groups.iter().filter_map(|g| g.sharing.penalty(&self.params)).reduce(|a, b| a + b)
+    }
+
+    /// The parameters GradNorm measures task `task`'s gradient norm on: its group's last shared
+    /// layer (see [`Sharing::last_shared_layer`]), or its tower's first layer (else its head)
+    /// when the sharing has no layer.
+    pub fn gradnorm_params(&self, task: usize) -> Vec<ParamId> {
+        let (group, k) = self
+            .groups
+            .iter()
+            .find_map(|g| g.tasks.iter().position(|&t| t == task).map(|k| (g, k)))
+            .expect("every task belongs to a group");
+        let shared = group.sharing.last_shared_layer(k);
+        if !shared.is_empty() {
+            return shared;
+        }
+        vec![group.towers[k].layers.first().map_or(group.outputs[k].w, |l| l.w)]
     }
 
     /// Number of dense parameters plus embedding weights.
@@ -243,23 +316,13 @@ fn scope_name(scope: Scope) -> &'static str {
     }
 }
 
-/// The masked mean loss of one task, `None` when no row of the batch is labeled.
-fn task_loss(
-    dev: &Dev,
-    head: &Head,
-    z: Mat<Taped>,
-    labels: &[f32],
-    mask: &[u8],
-    regression: RegressionLoss,
-) -> Option<Loss> {
+/// The masked mean loss of one task (at least one row of the batch is labeled).
+fn task_loss(dev: &Dev, head: &Head, z: Mat<Taped>, labels: &[f32], mask: &[u8], regression: RegressionLoss) -> Loss {
     let n = labels.len();
     let count = mask.iter().filter(|&&m| m != 0).count();
-    if count == 0 {
-        return None;
-    }
     let inv = 1.0 / count as f32;
     let m: Mat = dev.tensor_from_vec(mask.iter().map(|&m| f32::from(m)).collect(), (n, 1));
-    Some(match head.kind {
+    match head.kind {
         TaskType::Binary => {
             let y: Mat = dev.tensor_from_vec(labels.to_vec(), (n, 1));
             (z.bce_with_logits(y) * m).sum::<(), _>() * inv
@@ -283,7 +346,7 @@ fn task_loss(
             let target: Mat = dev.tensor_from_vec(target, (n, c));
             (z.log_softmax::<Axis<1>>() * target).sum::<(), _>() * (-inv)
         }
-    })
+    }
 }
 
 fn validate(config: &ModelConfig) -> Result<(), ModelError> {
@@ -293,6 +356,22 @@ fn validate(config: &ModelConfig) -> Result<(), ModelError> {
         ArchitectureConfig::Mmoe { experts, expert_layers } => {
             if *experts == 0 || expert_layers.is_empty() || !widths_ok(expert_layers) {
                 return bad("architecture (mmoe): needs experts >= 1 and non-empty expert_layers of widths >= 1");
+            }
+        }
+        ArchitectureConfig::Ple { shared_experts, task_experts, expert_layers, levels } => {
+            if *shared_experts == 0 || *task_experts == 0 || *levels == 0 {
+                return bad("architecture (ple): needs shared_experts >= 1, task_experts >= 1 and levels >= 1");
+            }
+            if expert_layers.is_empty() || !widths_ok(expert_layers) {
+                return bad("architecture (ple): needs non-empty expert_layers of widths >= 1");
+            }
+        }
+        ArchitectureConfig::SoftSharing { layers, alpha } => {
+            if layers.is_empty() || !widths_ok(layers) {
+                return bad("architecture (soft_sharing): needs non-empty layers of widths >= 1");
+            }
+            if !(alpha.is_finite() && *alpha >= 0.0) {
+                return bad("architecture (soft_sharing): alpha must be >= 0");
             }
         }
         ArchitectureConfig::SharedBottom { layers } | ArchitectureConfig::SingleTask { layers } => {

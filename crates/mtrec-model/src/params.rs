@@ -205,6 +205,14 @@ impl AdamState {
 
     /// One Adam step over every parameter of `store` with the gradients of one backward pass.
     pub fn update(&mut self, cfg: &AdamConfig, store: &mut ParamStore, grads: &mut Grads) {
+        let g: Vec<Vec<f32>> = store.ids().map(|id| store.grad(grads, id)).collect();
+        self.update_with(cfg, store, &g);
+    }
+
+    /// One Adam step with explicit gradients, one per parameter in store order (for strategies
+    /// that combine several backward passes).
+    pub fn update_with(&mut self, cfg: &AdamConfig, store: &mut ParamStore, grads: &[Vec<f32>]) {
+        assert_eq!(grads.len(), store.len(), "one gradient per parameter");
         self.step += 1;
         let t = self.step as i32;
         let (b1, b2) = (cfg.beta1 as f32, cfg.beta2 as f32);
@@ -214,7 +222,7 @@ impl AdamState {
         let eps = (cfg.eps * c2.sqrt()) as f32;
         let decay = (cfg.lr * cfg.weight_decay) as f32;
         for id in store.ids().collect::<Vec<_>>() {
-            let g = store.grad(grads, id);
+            let g = &grads[id.0];
             let mut w = store.values(id);
             let (m, v) = (&mut self.m[id.0], &mut self.v[id.0]);
             for i in 0..w.len() {

@@ -9,6 +9,7 @@ use mtrec_schema::FeaturePipeline;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
+use crate::strategy::StrategyState;
 use crate::train::History;
 use crate::TrainError;
 
@@ -25,6 +26,7 @@ pub struct CheckpointRef<'a> {
     pub history: &'a History,
     /// The best monitored value so far and its model.
     pub best: Option<&'a (f64, MultiTaskModel)>,
+    pub strategy: &'a StrategyState,
 }
 
 /// Everything a resumed run needs.
@@ -36,6 +38,7 @@ pub struct Checkpoint {
     pub history: History,
     /// The best monitored value so far and its model.
     pub best: Option<(f64, MultiTaskModel)>,
+    pub strategy: StrategyState,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -48,6 +51,9 @@ struct State {
     /// Bit pattern of the best monitored value: exact, where a JSON float may lose its last bit
     /// (and flip a later improvement test).
     best_value_bits: Option<u64>,
+    /// The loss strategy's state (GradNorm's weights).
+    #[serde(default)]
+    strategy: StrategyState,
 }
 
 type Tensors = io::NamedTensors;
@@ -97,6 +103,7 @@ pub fn save(
         sparse_step: ck.sparse.step,
         history: ck.history.clone(),
         best_value_bits: ck.best.map(|(v, _)| v.to_bits()),
+        strategy: ck.strategy.clone(),
     };
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let fail = |e: std::io::Error| TrainError::Io { path: dir.to_owned(), message: e.to_string() };
@@ -126,7 +133,7 @@ pub fn load(dir: &Path, pipeline: &FeaturePipeline, config: &TrainConfig) -> Res
     }
     let bytes = std::fs::read(dir.join(TENSORS_FILE)).map_err(|e| bad(format!("{TENSORS_FILE}: {e}")))?;
     let tensors = io::from_safetensors(&bytes, TENSORS_FILE)?;
-    let mut model = MultiTaskModel::new(pipeline, &config.model, config.seed)?;
+    let mut model = MultiTaskModel::new(pipeline, &config.model_config(), config.seed)?;
     io::load_into(&mut model, &strip("model/", &tensors), dir)?;
     let best = match state.best_value_bits.map(f64::from_bits) {
         Some(value) => {
@@ -154,5 +161,5 @@ pub fn load(dir: &Path, pipeline: &FeaturePipeline, config: &TrainConfig) -> Res
             }
         }
     }
-    Ok(Checkpoint { model, adam, sparse, history: state.history, best })
+    Ok(Checkpoint { model, adam, sparse, history: state.history, best, strategy: state.strategy })
 }

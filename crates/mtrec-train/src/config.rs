@@ -1,6 +1,8 @@
 //! The training configuration: a documented file (JSON) with defaults, saved into every bundle.
 
-use mtrec_model::{ModelConfig, SparseOptimizerConfig};
+use mtrec_model::{LossWeighting, ModelConfig, SparseOptimizerConfig};
+
+use crate::strategy::LossStrategy;
 use serde::{Deserialize, Serialize};
 
 /// Everything `mtrec train` needs besides the data. Every field has a default, so `{}` is a
@@ -31,6 +33,8 @@ pub struct TrainConfig {
     pub early_stopping: EarlyStopping,
     /// Rows per forward pass when validating and predicting.
     pub eval_batch_size: usize,
+    /// How task losses and gradients are combined (see [`crate::strategy`]).
+    pub loss_strategy: LossStrategy,
 }
 
 impl Default for TrainConfig {
@@ -51,6 +55,7 @@ impl Default for TrainConfig {
             threads: 0,
             early_stopping: EarlyStopping::default(),
             eval_batch_size: 8192,
+            loss_strategy: LossStrategy::Static,
         }
     }
 }
@@ -115,8 +120,38 @@ impl TrainConfig {
             .map_err(|e| crate::TrainError::Config(format!("{}: {}: {}", path.display(), e.path(), e.inner())))
     }
 
+    /// The model configuration this training builds: `model`, with uncertainty weighting when
+    /// `loss_strategy` is `uncertainty`.
+    pub fn model_config(&self) -> ModelConfig {
+        let mut model = self.model.clone();
+        if self.loss_strategy == LossStrategy::Uncertainty {
+            model.loss_weighting = LossWeighting::Uncertainty;
+        }
+        model
+    }
+
     pub fn validate(&self) -> Result<(), crate::TrainError> {
         let bad = |m: &str| Err(crate::TrainError::Config(m.to_owned()));
+        let strategy = self.loss_strategy;
+        if self.model.loss_weighting == LossWeighting::Uncertainty
+            && !matches!(strategy, LossStrategy::Static | LossStrategy::Uncertainty)
+        {
+            return Err(crate::TrainError::Config(format!(
+                "model.loss_weighting \"uncertainty\" cannot be combined with loss_strategy {:?}: use one of them",
+                strategy.name()
+            )));
+        }
+        match strategy {
+            LossStrategy::GradNorm { alpha, lr }
+                if !(alpha.is_finite() && alpha >= 0.0 && lr.is_finite() && lr > 0.0) =>
+            {
+                return bad("loss_strategy (gradnorm): needs alpha >= 0 and lr > 0");
+            }
+            LossStrategy::Dwa { temperature } if !(temperature.is_finite() && temperature > 0.0) => {
+                return bad("loss_strategy (dwa): temperature must be > 0");
+            }
+            _ => {}
+        }
         if self.epochs == 0 {
             return bad("epochs must be at least 1");
         }

@@ -6,6 +6,8 @@
 //! - [`train`]: the loop: seeded shuffling, batches assembled in parallel (rayon), dense Adam
 //!   and sparse embedding steps, validation after every epoch, early stopping, checkpoints and
 //!   `--resume`, and the bundle of the best epoch.
+//! - [`strategy`]: loss weighting and gradient strategies (static, uncertainty, DWA, GradNorm,
+//!   PCGrad), each with its reference and cost per step.
 //! - [`eval`]: scoring a split in batches and its validation metrics.
 //! - [`predict`]: `mtrec predict`, every task's output per row.
 
@@ -13,11 +15,13 @@ pub mod checkpoint;
 pub mod config;
 pub mod eval;
 pub mod predict;
+pub mod strategy;
 pub mod train;
 
 use std::path::PathBuf;
 
 pub use config::TrainConfig;
+pub use strategy::LossStrategy;
 pub use train::{train, History, TrainOptions, Trained};
 
 #[derive(Debug, thiserror::Error)]

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{self, CheckpointRef};
 use crate::config::TrainConfig;
 use crate::eval::{evaluate, feature_data};
+use crate::strategy::{self, LossStrategy, StrategyState};
 use crate::TrainError;
 
 /// One epoch's record in `history.json`.
@@ -30,6 +31,12 @@ pub struct EpochRecord {
     pub valid: BTreeMap<String, f64>,
     pub seconds: f64,
     pub samples_per_second: f64,
+    /// Mean soft-sharing penalty Ω over the epoch's steps (soft sharing only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub penalty: Option<f64>,
+    /// The loss strategy's task weights at the end of the epoch (DWA, GradNorm).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub loss_weights: BTreeMap<String, f64>,
 }
 
 /// `history.json`.
@@ -81,12 +88,14 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
     if train_set.rows == 0 {
         return Err(TrainError::Config(format!("{}: the train split is empty", opts.data.display())));
     }
-    let mut model = MultiTaskModel::new(&pipeline, &cfg.model, cfg.seed)?;
+    let model_config = cfg.model_config();
+    let mut model = MultiTaskModel::new(&pipeline, &model_config, cfg.seed)?;
     check_monitor(&cfg.early_stopping.metric, &model)?;
     let mut adam = AdamState::new(&model.params);
     let mut sparse = SparseOptimizer::new(cfg.sparse(), &model.tables).with_l2(cfg.embedding_l2 as f32);
     let mut history = History { monitor: cfg.early_stopping.metric.clone(), ..Default::default() };
     let mut best: Option<(f64, MultiTaskModel)> = None;
+    let mut strategy = StrategyState::default();
     let ckpt_dir = checkpoint_dir(&opts.out);
     if opts.resume && ckpt_dir.exists() {
         let ck = checkpoint::load(&ckpt_dir, &pipeline, cfg)?;
@@ -95,6 +104,7 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
         sparse = ck.sparse;
         history = ck.history;
         best = ck.best;
+        strategy = ck.strategy;
     }
 
     let threads = rayon::current_num_threads();
@@ -115,8 +125,9 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
             break;
         }
         let started = Instant::now();
-        let train_loss =
-            run_epoch(&mut model, &mut adam, &mut sparse, &adam_cfg, &train_set, cfg, epoch, opts.progress)?;
+        let mut opt = Optimizers { adam: &mut adam, sparse: &mut sparse, adam_cfg: &adam_cfg, strategy: &mut strategy };
+        let dwa = dwa_for_epoch(cfg, &model, &history);
+        let epoch_out = run_epoch(&mut model, &mut opt, &train_set, cfg, epoch, dwa.as_deref(), opts.progress)?;
         let seconds = started.elapsed().as_secs_f64();
         let valid = evaluate(&model, &valid_set, cfg.eval_batch_size).metrics;
         let value = *valid.get(&cfg.early_stopping.metric).ok_or_else(|| {
@@ -144,19 +155,33 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
         } else {
             since_best += 1;
         }
+        let loss_weights = match (&dwa, cfg.loss_strategy) {
+            (Some(w), _) => named(&model, w),
+            (None, LossStrategy::GradNorm { .. }) if !strategy.weights.is_empty() => named(&model, &strategy.weights),
+            _ => BTreeMap::new(),
+        };
         history.epochs.push(EpochRecord {
             epoch,
-            train_loss,
+            train_loss: epoch_out.losses,
             valid,
             seconds,
             samples_per_second: train_set.rows as f64 / seconds,
+            penalty: epoch_out.penalty,
+            loss_weights,
         });
         if opts.progress {
             eprintln!("{}", epoch_line(&history.epochs[epoch], &history.monitor));
         }
         checkpoint::save(
             &ckpt_dir,
-            CheckpointRef { model: &model, adam: &adam, sparse: &sparse, history: &history, best: best.as_ref() },
+            CheckpointRef {
+                model: &model,
+                adam: &adam,
+                sparse: &sparse,
+                history: &history,
+                best: best.as_ref(),
+                strategy: &strategy,
+            },
             &pipeline,
             cfg,
         )?;
@@ -165,7 +190,7 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
     let meta = ModelMeta {
         format_version: bundle::BUNDLE_FORMAT_VERSION,
         architecture: cfg.model.architecture.name().to_owned(),
-        model: cfg.model.clone(),
+        model: model_config.clone(),
         tasks: bundle::task_meta(&best_model),
         dataset: pipeline.dataset.clone(),
         schema_hash: pipeline.schema_hash.clone(),
@@ -221,39 +246,196 @@ fn batch_targets(data: &EncodedDataset, rows: &[usize]) -> (Vec<Vec<f32>>, Vec<V
     (labels, masks)
 }
 
-/// One training step on `rows`; returns each task's loss (unweighted) on the batch.
-pub fn train_step(
-    model: &mut MultiTaskModel,
-    adam: &mut AdamState,
-    sparse: &mut SparseOptimizer,
-    adam_cfg: &mtrec_model::AdamConfig,
-    data: &EncodedDataset,
-    rows: &[usize],
-) -> Result<Vec<Option<f32>>, TrainError> {
-    let features = feature_data(data);
-    let leaf = model.assemble(&features, rows);
-    let forward = model.forward(leaf.trace(Gradients::leaky()));
-    let (labels, masks) = batch_targets(data, rows);
-    let (loss, per_task) = model.loss(forward, &labels, &masks)?;
-    let mut grads = loss.backward();
-    let input_grad = grads.get_or_alloc_mut(&leaf).expect("cpu allocation").to_vec();
-    let sparse_grads = model.tables.sparse_grads(&model.layout, &features, rows, &input_grad);
-    adam.update(adam_cfg, &mut model.params, &mut grads);
-    sparse.apply(&mut model.tables, &sparse_grads);
-    Ok(per_task)
+/// The optimizers and the loss strategy's state, threaded through the steps.
+#[derive(Debug)]
+pub struct Optimizers<'a> {
+    pub adam: &'a mut AdamState,
+    pub sparse: &'a mut SparseOptimizer,
+    pub adam_cfg: &'a mtrec_model::AdamConfig,
+    pub strategy: &'a mut StrategyState,
 }
 
+/// What one step reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOutcome {
+    /// Each task's unweighted loss on the batch (`None`: no labeled row).
+    pub losses: Vec<Option<f32>>,
+    /// The soft-sharing penalty Ω, where the architecture has one.
+    pub penalty: Option<f32>,
+}
+
+/// The task weights names, for `history.json`.
+fn named(model: &MultiTaskModel, weights: &[f64]) -> BTreeMap<String, f64> {
+    model.heads.iter().zip(weights).map(|(h, w)| (h.name.clone(), *w)).collect()
+}
+
+/// DWA's weights for `epoch` from the history's training losses, `None` for other strategies.
+fn dwa_for_epoch(cfg: &TrainConfig, model: &MultiTaskModel, history: &History) -> Option<Vec<f64>> {
+    let LossStrategy::Dwa { temperature } = cfg.loss_strategy else { return None };
+    let n = history.epochs.len();
+    let losses = |back: usize| -> Vec<Option<f64>> {
+        model
+            .heads
+            .iter()
+            .map(|h| n.checked_sub(back).and_then(|e| history.epochs[e].train_loss.get(&h.name).copied()))
+            .collect()
+    };
+    Some(strategy::dwa_weights(&losses(1), &losses(2), temperature))
+}
+
+/// One training step on `rows` with the static, uncertainty or DWA strategy (`scale`: DWA's
+/// weights, multiplying λ), or with GradNorm or PCGrad (per-task backward passes).
 #[allow(clippy::too_many_arguments)]
+pub fn train_step(
+    model: &mut MultiTaskModel,
+    opt: &mut Optimizers<'_>,
+    strategy: LossStrategy,
+    data: &EncodedDataset,
+    rows: &[usize],
+    scale: Option<&[f64]>,
+    seed: u64,
+) -> Result<StepOutcome, TrainError> {
+    let features = feature_data(data);
+    let leaf = model.assemble(&features, rows);
+    let (labels, masks) = batch_targets(data, rows);
+    let lambdas: Vec<f32> =
+        model.heads.iter().enumerate().map(|(t, h)| h.weight * scale.map_or(1.0, |s| s[t] as f32)).collect();
+    if !strategy.per_task_gradients() {
+        let forward = model.forward(leaf.trace(Gradients::leaky()));
+        let losses = model.task_losses(forward, &labels, &masks)?;
+        let values = losses.values.clone();
+        let (loss, penalty) = model.combine(losses, &lambdas, true);
+        let mut grads = loss.backward();
+        let input_grad = grads.get_or_alloc_mut(&leaf).expect("cpu allocation").to_vec();
+        let sparse_grads = model.tables.sparse_grads(&model.layout, &features, rows, &input_grad);
+        opt.adam.update(opt.adam_cfg, &mut model.params, &mut grads);
+        opt.sparse.apply(&mut model.tables, &sparse_grads);
+        return Ok(StepOutcome { losses: values, penalty });
+    }
+
+    // One forward and backward per task with a label in the batch.
+    let tasks = model.heads.len();
+    let n_params = model.params.len();
+    let mut values: Vec<Option<f32>> = vec![None; tasks];
+    let mut dense: Vec<Option<Vec<Vec<f32>>>> = vec![None; tasks];
+    let mut input: Vec<Option<Vec<f32>>> = vec![None; tasks];
+    for t in 0..tasks {
+        if masks[t].iter().all(|&m| m == 0) {
+            continue;
+        }
+        let forward = model.forward(leaf.trace(Gradients::leaky()));
+        let losses = model.task_losses(forward, &labels, &masks)?;
+        values[t] = losses.values[t];
+        let mut w = vec![0.0f32; tasks];
+        w[t] = match strategy {
+            LossStrategy::GradNorm { .. } => 1.0,
+            _ => lambdas[t],
+        };
+        let (loss, _) = model.combine(losses, &w, false);
+        let mut grads = loss.backward();
+        input[t] = Some(grads.get_or_alloc_mut(&leaf).expect("cpu allocation").to_vec());
+        dense[t] = Some(model.params.ids().map(|id| model.params.grad(&mut grads, id)).collect());
+    }
+    let mut total: Vec<Vec<f32>> = model.params.ids().map(|id| vec![0.0; model.params.numel(id)]).collect();
+    let mut input_total = vec![0.0f32; leaf.shape().0 * leaf.shape().1];
+    let add = |acc: &mut [f32], g: &[f32], c: f32| acc.iter_mut().zip(g).for_each(|(a, g)| *a += c * g);
+    match strategy {
+        LossStrategy::GradNorm { alpha, lr } => {
+            let st = &mut *opt.strategy;
+            if st.weights.len() != tasks {
+                st.weights = vec![1.0; tasks];
+                st.initial_losses = vec![None; tasks];
+            }
+            for t in 0..tasks {
+                if let (Some(d), Some(i)) = (&dense[t], &input[t]) {
+                    let c = st.weights[t] as f32;
+                    for (acc, g) in total.iter_mut().zip(d) {
+                        add(acc, g, c);
+                    }
+                    add(&mut input_total, i, c);
+                }
+            }
+            // The weights' update uses this step's gradients and applies from the next step.
+            let mut norms = vec![None; tasks];
+            let mut ratios = vec![None; tasks];
+            for t in 0..tasks {
+                let (Some(d), Some(l)) = (&dense[t], values[t]) else { continue };
+                let l = f64::from(l);
+                let l0 = *st.initial_losses[t].get_or_insert(l);
+                let sq: f64 =
+                    model.gradnorm_params(t).iter().flat_map(|id| &d[id.0]).map(|g| f64::from(*g).powi(2)).sum();
+                norms[t] = Some(sq.sqrt());
+                ratios[t] = (l0 > 0.0).then(|| l / l0);
+            }
+            strategy::gradnorm_update(&mut st.weights, &norms, &ratios, alpha, lr);
+        }
+        _ => {
+            // PCGrad: project on the parameters two or more tasks reach, plain sums elsewhere.
+            let present: Vec<usize> = (0..tasks).filter(|&t| dense[t].is_some()).collect();
+            let shared: Vec<usize> = (0..n_params)
+                .filter(|&p| {
+                    present
+                        .iter()
+                        .filter(|&&t| dense[t].as_ref().is_some_and(|d| d[p].iter().any(|g| *g != 0.0)))
+                        .count()
+                        >= 2
+                })
+                .collect();
+            let flat: Vec<Vec<f32>> = present
+                .iter()
+                .map(|&t| {
+                    let d = dense[t].as_ref().expect("present");
+                    shared.iter().flat_map(|&p| d[p].iter().copied()).collect()
+                })
+                .collect();
+            let mut rng = StdRng::seed_from_u64(seed ^ opt.adam.step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let projected = strategy::pcgrad_project(&flat, &mut rng);
+            for (k, &t) in present.iter().enumerate() {
+                let d = dense[t].as_ref().expect("present");
+                let mut at = 0;
+                for p in 0..n_params {
+                    if shared.binary_search(&p).is_ok() {
+                        let len = total[p].len();
+                        add(&mut total[p], &projected[k][at..at + len], 1.0);
+                        at += len;
+                    } else {
+                        add(&mut total[p], &d[p], 1.0);
+                    }
+                }
+                add(&mut input_total, input[t].as_ref().expect("present"), 1.0);
+            }
+        }
+    }
+    // Ω, added once and unprojected.
+    let penalty = model.penalty().map(|omega| {
+        let value = omega.array();
+        let mut grads = omega.backward();
+        for id in model.params.ids() {
+            add(&mut total[id.0], &model.params.grad(&mut grads, id), 1.0);
+        }
+        value
+    });
+    let sparse_grads = model.tables.sparse_grads(&model.layout, &features, rows, &input_total);
+    opt.adam.update_with(opt.adam_cfg, &mut model.params, &total);
+    opt.sparse.apply(&mut model.tables, &sparse_grads);
+    Ok(StepOutcome { losses: values, penalty })
+}
+
+/// An epoch's mean training losses per task and mean Ω.
+struct EpochOutcome {
+    losses: BTreeMap<String, f64>,
+    penalty: Option<f64>,
+}
+
 fn run_epoch(
     model: &mut MultiTaskModel,
-    adam: &mut AdamState,
-    sparse: &mut SparseOptimizer,
-    adam_cfg: &mtrec_model::AdamConfig,
+    opt: &mut Optimizers<'_>,
     data: &EncodedDataset,
     cfg: &TrainConfig,
     epoch: usize,
+    dwa: Option<&[f64]>,
     progress: bool,
-) -> Result<BTreeMap<String, f64>, TrainError> {
+) -> Result<EpochOutcome, TrainError> {
     // One shuffle per epoch from (seed, epoch): a resumed run shuffles as an uninterrupted one.
     let mut order: Vec<usize> = (0..data.rows).collect();
     order.shuffle(&mut StdRng::seed_from_u64(cfg.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
@@ -271,9 +453,14 @@ fn run_epoch(
     let mut sums = vec![0.0f64; tasks];
     let mut counts = vec![0usize; tasks];
     let mut running: Vec<Option<f64>> = vec![None; tasks];
+    let (mut penalty_sum, mut penalty_steps) = (0.0f64, 0usize);
     for rows in order.chunks(cfg.batch_size) {
-        let losses = train_step(model, adam, sparse, adam_cfg, data, rows)?;
-        for (t, l) in losses.iter().enumerate() {
+        let step = train_step(model, opt, cfg.loss_strategy, data, rows, dwa, cfg.seed)?;
+        if let Some(p) = step.penalty {
+            penalty_sum += f64::from(p);
+            penalty_steps += 1;
+        }
+        for (t, l) in step.losses.iter().enumerate() {
             if let Some(l) = l {
                 let l = f64::from(*l);
                 if !l.is_finite() {
@@ -294,11 +481,12 @@ fn run_epoch(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    Ok(model
+    let losses = model
         .heads
         .iter()
         .enumerate()
         .filter(|(t, _)| counts[*t] > 0)
         .map(|(t, h)| (h.name.clone(), sums[t] / counts[t] as f64))
-        .collect())
+        .collect();
+    Ok(EpochOutcome { losses, penalty: (penalty_steps > 0).then(|| penalty_sum / penalty_steps as f64) })
 }

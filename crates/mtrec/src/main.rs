@@ -208,8 +208,8 @@ struct TrainArgs {
 /// Flags that override the config file's common settings.
 #[derive(Debug, Args)]
 struct TrainOverrides {
-    /// shared_bottom, mmoe or single_task (with that architecture's default sizes unless the
-    /// config sets them).
+    /// shared_bottom, mmoe, single_task, ple or soft_sharing (with that architecture's default
+    /// sizes unless the config sets them).
     #[arg(long)]
     architecture: Option<String>,
     #[arg(long)]
@@ -234,7 +234,11 @@ impl TrainOverrides {
                     "shared_bottom" => A::SharedBottom { layers: vec![128, 64] },
                     "mmoe" => A::default(),
                     "single_task" => A::SingleTask { layers: vec![64] },
-                    other => anyhow::bail!("--architecture {other:?}: use shared_bottom, mmoe or single_task"),
+                    "ple" => A::Ple { shared_experts: 2, task_experts: 1, expert_layers: vec![64], levels: 2 },
+                    "soft_sharing" => A::SoftSharing { layers: vec![64], alpha: 1e-3 },
+                    other => anyhow::bail!(
+                        "--architecture {other:?}: use shared_bottom, mmoe, single_task, ple or soft_sharing"
+                    ),
                 };
             }
         }

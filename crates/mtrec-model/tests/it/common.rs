@@ -85,6 +85,25 @@ pub fn configs() -> Vec<(&'static str, mtrec_model::ModelConfig)> {
         ("mmoe_deep", ModelConfig { architecture: A::Mmoe { experts: 2, expert_layers: vec![4, 3] }, ..base.clone() }),
         ("single_task", ModelConfig { architecture: A::SingleTask { layers: vec![4] }, ..base.clone() }),
         (
+            "cgc",
+            ModelConfig {
+                architecture: A::Ple { shared_experts: 2, task_experts: 1, expert_layers: vec![4], levels: 1 },
+                ..base.clone()
+            },
+        ),
+        (
+            "ple",
+            ModelConfig {
+                architecture: A::Ple { shared_experts: 3, task_experts: 2, expert_layers: vec![5, 4], levels: 2 },
+                ..base.clone()
+            },
+        ),
+        (
+            // A large α, so that Ω's share of every gradient is well above the check's tolerance.
+            "soft_sharing",
+            ModelConfig { architecture: A::SoftSharing { layers: vec![4, 3], alpha: 0.5 }, ..base.clone() },
+        ),
+        (
             "uncertainty_huber",
             ModelConfig {
                 architecture: A::SharedBottom { layers: vec![4] },

@@ -3,4 +3,5 @@
 mod common;
 mod gradients;
 mod scopes;
+mod sharing;
 mod weights;

@@ -3,4 +3,5 @@
 mod bundle;
 mod common;
 mod quality;
+mod strategies;
 mod training;
