@@ -35,10 +35,16 @@ fn history(monitor: &str, start: f64, gain: f64) -> History {
                 valid: BTreeMap::from([(monitor.to_owned(), start + gain * progress), ("loss".to_owned(), 1.2 - 0.2 * progress)]),
                 seconds: 3.0,
                 samples_per_second: 120_000.0,
+                gradient_cosine: BTreeMap::from([("click|like".to_owned(), 0.4 - 0.3 * progress)]),
             }
         })
         .collect();
-    History { monitor: monitor.to_owned(), best_epoch: Some(5), epochs }
+    History {
+        monitor: monitor.to_owned(),
+        best_epoch: Some(5),
+        epochs,
+        label_correlation: BTreeMap::from([("click|like".to_owned(), 0.31)]),
+    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

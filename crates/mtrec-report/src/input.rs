@@ -106,6 +106,9 @@ pub struct History {
     pub monitor: String,
     pub best_epoch: Option<usize>,
     pub epochs: Vec<EpochRecord>,
+    /// Pearson's r between two tasks' labels on the train split, keyed `"a|b"`.
+    #[serde(default)]
+    pub label_correlation: BTreeMap<String, f64>,
 }
 
 /// One epoch of [`History`]. A `null` metric (non-finite when written) reads as NaN.
@@ -122,6 +125,9 @@ pub struct EpochRecord {
     pub seconds: f64,
     #[serde(default, deserialize_with = "nullable_f64")]
     pub samples_per_second: f64,
+    /// Cosine similarity of two tasks' gradients on their shared parameters, keyed `"a|b"`.
+    #[serde(default, deserialize_with = "nullable_map")]
+    pub gradient_cosine: BTreeMap<String, f64>,
 }
 
 fn nullable_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D::Error> {

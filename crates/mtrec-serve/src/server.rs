@@ -229,18 +229,26 @@ async fn score(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<ScoreResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     check_json(&headers)?;
     let body = body_bytes(body)?;
     let model = ready_model(&state)?;
     let limits = state.config.limits;
-    let response = run_cpu(move || {
+    let (pairs, json) = run_cpu(move || {
         let request: ScoreRequest = parse_json(&body)?;
-        model.score(&request, &limits)
+        serialized(model.score(&request, &limits)?)
     })
     .await??;
-    state.metrics.pairs_scored.inc_by(response.results.len() as u64);
-    Ok(Json(response))
+    state.metrics.pairs_scored.inc_by(pairs);
+    Ok(json)
+}
+
+/// The answer as a JSON response, serialized on the scoring thread: a large answer must not
+/// hold an async worker. Returns the number of pairs too, for the metrics.
+fn serialized(response: ScoreResponse) -> Result<(u64, Response), ApiError> {
+    let pairs = response.results.len() as u64;
+    let bytes = serde_json::to_vec(&response).map_err(|e| ApiError::internal(format!("serializing the answer: {e}")))?;
+    Ok((pairs, ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()))
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -261,13 +269,13 @@ async fn score_batch(
     let model = ready_model(&state)?;
     let limits = state.config.limits;
     if !arrow {
-        let response = run_cpu(move || {
+        let (pairs, json) = run_cpu(move || {
             let request: BatchRequest = parse_json(&body)?;
-            model.score_batch(&request, &limits)
+            serialized(model.score_batch(&request, &limits)?)
         })
         .await??;
-        state.metrics.pairs_scored.inc_by(response.results.len() as u64);
-        return Ok(Json(response).into_response());
+        state.metrics.pairs_scored.inc_by(pairs);
+        return Ok(json);
     }
     let Query(query) =
         query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()).with_field("tasks"))?;

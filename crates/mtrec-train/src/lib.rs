@@ -13,6 +13,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod diagnostics;
 pub mod eval;
 pub mod predict;
 pub mod strategy;

@@ -37,6 +37,13 @@ pub struct EpochRecord {
     /// The loss strategy's task weights at the end of the epoch (DWA, GradNorm).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub loss_weights: BTreeMap<String, f64>,
+    /// Cosine similarity of two tasks' gradients on their shared parameters, `"a|b"`, at the
+    /// end of the epoch (see [`crate::diagnostics`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gradient_cosine: BTreeMap<String, f64>,
+    /// MMoE and PLE: each task's gate statistics on the valid split.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub expert_usage: BTreeMap<String, crate::diagnostics::ExpertUsage>,
 }
 
 /// `history.json`.
@@ -45,6 +52,9 @@ pub struct History {
     pub monitor: String,
     pub best_epoch: Option<usize>,
     pub epochs: Vec<EpochRecord>,
+    /// Pearson's r between two tasks' labels on the train split, `"a|b"`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub label_correlation: BTreeMap<String, f64>,
 }
 
 /// What `mtrec train` was asked to do.
@@ -93,7 +103,11 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
     check_monitor(&cfg.early_stopping.metric, &model)?;
     let mut adam = AdamState::new(&model.params);
     let mut sparse = SparseOptimizer::new(cfg.sparse(), &model.tables).with_l2(cfg.embedding_l2 as f32);
-    let mut history = History { monitor: cfg.early_stopping.metric.clone(), ..Default::default() };
+    let mut history = History {
+        monitor: cfg.early_stopping.metric.clone(),
+        label_correlation: crate::diagnostics::label_correlations(&model, &train_set),
+        ..Default::default()
+    };
     let mut best: Option<(f64, MultiTaskModel)> = None;
     let mut strategy = StrategyState::default();
     let ckpt_dir = checkpoint_dir(&opts.out);
@@ -129,7 +143,10 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
         let dwa = dwa_for_epoch(cfg, &model, &history);
         let epoch_out = run_epoch(&mut model, &mut opt, &train_set, cfg, epoch, dwa.as_deref(), opts.progress)?;
         let seconds = started.elapsed().as_secs_f64();
-        let valid = evaluate(&model, &valid_set, cfg.eval_batch_size).metrics;
+        let gradient_cosine = crate::diagnostics::gradient_cosines(&model, &train_set)?;
+        let evaluation = evaluate(&model, &valid_set, cfg.eval_batch_size);
+        let expert_usage = crate::diagnostics::expert_usage(&model, &evaluation.predictions);
+        let valid = evaluation.metrics;
         let value = *valid.get(&cfg.early_stopping.metric).ok_or_else(|| {
             TrainError::Config(format!(
                 "early_stopping.metric {:?} is not computed on the valid split (available: {})",
@@ -168,6 +185,8 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
             samples_per_second: train_set.rows as f64 / seconds,
             penalty: epoch_out.penalty,
             loss_weights,
+            gradient_cosine,
+            expert_usage,
         });
         if opts.progress {
             eprintln!("{}", epoch_line(&history.epochs[epoch], &history.monitor));
@@ -313,29 +332,12 @@ pub fn train_step(
         return Ok(StepOutcome { losses: values, penalty });
     }
 
-    // One forward and backward per task with a label in the batch.
+    let weight_of = |t: usize| match strategy {
+        LossStrategy::GradNorm { .. } => 1.0,
+        _ => lambdas[t],
+    };
+    let TaskGradients { values, dense, input } = task_gradients(model, &leaf, &labels, &masks, &weight_of)?;
     let tasks = model.heads.len();
-    let n_params = model.params.len();
-    let mut values: Vec<Option<f32>> = vec![None; tasks];
-    let mut dense: Vec<Option<Vec<Vec<f32>>>> = vec![None; tasks];
-    let mut input: Vec<Option<Vec<f32>>> = vec![None; tasks];
-    for t in 0..tasks {
-        if masks[t].iter().all(|&m| m == 0) {
-            continue;
-        }
-        let forward = model.forward(leaf.trace(Gradients::leaky()));
-        let losses = model.task_losses(forward, &labels, &masks)?;
-        values[t] = losses.values[t];
-        let mut w = vec![0.0f32; tasks];
-        w[t] = match strategy {
-            LossStrategy::GradNorm { .. } => 1.0,
-            _ => lambdas[t],
-        };
-        let (loss, _) = model.combine(losses, &w, false);
-        let mut grads = loss.backward();
-        input[t] = Some(grads.get_or_alloc_mut(&leaf).expect("cpu allocation").to_vec());
-        dense[t] = Some(model.params.ids().map(|id| model.params.grad(&mut grads, id)).collect());
-    }
     let mut total: Vec<Vec<f32>> = model.params.ids().map(|id| vec![0.0; model.params.numel(id)]).collect();
     let mut input_total = vec![0.0f32; leaf.shape().0 * leaf.shape().1];
     let add = |acc: &mut [f32], g: &[f32], c: f32| acc.iter_mut().zip(g).for_each(|(a, g)| *a += c * g);
@@ -372,15 +374,7 @@ pub fn train_step(
         _ => {
             // PCGrad: project on the parameters two or more tasks reach, plain sums elsewhere.
             let present: Vec<usize> = (0..tasks).filter(|&t| dense[t].is_some()).collect();
-            let shared: Vec<usize> = (0..n_params)
-                .filter(|&p| {
-                    present
-                        .iter()
-                        .filter(|&&t| dense[t].as_ref().is_some_and(|d| d[p].iter().any(|g| *g != 0.0)))
-                        .count()
-                        >= 2
-                })
-                .collect();
+            let shared = shared_parameters(&dense);
             let flat: Vec<Vec<f32>> = present
                 .iter()
                 .map(|&t| {
@@ -393,7 +387,7 @@ pub fn train_step(
             for (k, &t) in present.iter().enumerate() {
                 let d = dense[t].as_ref().expect("present");
                 let mut at = 0;
-                for p in 0..n_params {
+                for p in 0..total.len() {
                     if shared.binary_search(&p).is_ok() {
                         let len = total[p].len();
                         add(&mut total[p], &projected[k][at..at + len], 1.0);
@@ -419,6 +413,51 @@ pub fn train_step(
     opt.adam.update_with(opt.adam_cfg, &mut model.params, &total);
     opt.sparse.apply(&mut model.tables, &sparse_grads);
     Ok(StepOutcome { losses: values, penalty })
+}
+
+/// Per task with a label in the batch (`None` elsewhere): its loss, its gradients on every
+/// dense parameter, and on the assembled input (for the embedding rows).
+pub(crate) struct TaskGradients {
+    pub values: Vec<Option<f32>>,
+    pub dense: Vec<Option<Vec<Vec<f32>>>>,
+    pub input: Vec<Option<Vec<f32>>>,
+}
+
+/// Each task's gradients of `weight_of(t) · L_t`: one forward and one backward per task, since
+/// dfdx's backward consumes the tape.
+pub(crate) fn task_gradients(
+    model: &MultiTaskModel,
+    leaf: &mtrec_model::Mat,
+    labels: &[Vec<f32>],
+    masks: &[Vec<u8>],
+    weight_of: &dyn Fn(usize) -> f32,
+) -> Result<TaskGradients, TrainError> {
+    let tasks = model.heads.len();
+    let mut out = TaskGradients { values: vec![None; tasks], dense: vec![None; tasks], input: vec![None; tasks] };
+    for t in 0..tasks {
+        if masks[t].iter().all(|&m| m == 0) {
+            continue;
+        }
+        let forward = model.forward(leaf.trace(Gradients::leaky()));
+        let losses = model.task_losses(forward, labels, masks)?;
+        out.values[t] = losses.values[t];
+        let mut w = vec![0.0f32; tasks];
+        w[t] = weight_of(t);
+        let (loss, _) = model.combine(losses, &w, false);
+        let mut grads = loss.backward();
+        out.input[t] = Some(grads.get_or_alloc_mut(leaf).expect("cpu allocation").to_vec());
+        out.dense[t] = Some(model.params.ids().map(|id| model.params.grad(&mut grads, id)).collect());
+    }
+    Ok(out)
+}
+
+/// The dense parameters (indices, ascending) that two or more tasks' gradients reach: what
+/// the tasks share, and where their gradients can conflict.
+pub(crate) fn shared_parameters(dense: &[Option<Vec<Vec<f32>>>]) -> Vec<usize> {
+    let n_params = dense.iter().flatten().next().map_or(0, Vec::len);
+    (0..n_params)
+        .filter(|&p| dense.iter().flatten().filter(|d| d[p].iter().any(|g| *g != 0.0)).count() >= 2)
+        .collect()
 }
 
 /// An epoch's mean training losses per task and mean Ω.

@@ -79,7 +79,12 @@ fn ab_writes_three_reports_with_every_task_and_the_baseline() {
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.matches("<svg").count() >= 10, "ROC, calibration, deltas, gates and curves are drawn");
     assert!(!html.contains("<script"), "readable without JavaScript");
+    // Task relatedness from the bundles' histories: label correlation and gradient cosines.
+    assert!(json["training"]["b"]["label_correlation"]["click|high_value"].is_number(), "{}", json["training"]["b"]);
+    assert!(json["training"]["b"]["epochs"][0]["gradient_cosine"]["click|convert"].is_number());
+    assert!(html.contains("Task relatedness"));
     let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(markdown.contains("## Task relatedness: mmoe"), "{markdown}");
     assert!(markdown.contains("| click |") && markdown.contains(r"item\_quality"));
 }
 

@@ -57,6 +57,7 @@ pub fn render_html<'a>(report: impl Into<ReportRef<'a>>) -> String {
         task_section(&mut h, &view, task);
     }
     experts_section(&mut h, &view);
+    relatedness_section(&mut h, &view);
     training_section(&mut h, &view);
     h.push_str("</main></body></html>\n");
     h
@@ -375,7 +376,7 @@ fn experts_section(h: &mut String, view: &View<'_>) {
     if view.models.iter().all(|m| m.experts.is_empty()) {
         return;
     }
-    h.push_str("<h2>Expert usage (MMoE gates)</h2><section class=\"card\"><div class=\"charts\">");
+    h.push_str("<h2>Expert usage (gates of MMoE and PLE)</h2><section class=\"card\"><div class=\"charts\">");
     for m in view.models.iter().filter(|m| !m.experts.is_empty()) {
         h.push_str(&gate_heatmap(m));
     }
@@ -392,6 +393,42 @@ fn experts_section(h: &mut String, view: &View<'_>) {
                 e.max_entropy
             );
         }
+    }
+    h.push_str("</table></section>");
+}
+
+/// Label correlation and the last epoch's gradient cosines per task pair, from each model's
+/// `history.json`.
+fn relatedness_section(h: &mut String, view: &View<'_>) {
+    let rows: Vec<(&str, String, Option<f64>, Option<f64>)> = view
+        .models
+        .iter()
+        .filter_map(|m| m.history.map(|hist| (m, hist)))
+        .flat_map(|(m, hist)| {
+            let cosines = hist.epochs.last().map(|e| e.gradient_cosine.clone()).unwrap_or_default();
+            let mut pairs: Vec<&String> = hist.label_correlation.keys().chain(cosines.keys()).collect();
+            pairs.sort();
+            pairs.dedup();
+            pairs
+                .into_iter()
+                .map(|p| (m.info.name.as_str(), p.clone(), hist.label_correlation.get(p).copied(), cosines.get(p).copied()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    h.push_str("<h2>Task relatedness</h2><section class=\"card\"><div class=\"meta\">Label correlation: Pearson's r between two tasks' labels on the train rows where both are labeled. Gradient cosine: at the last epoch, between the tasks' gradients on the parameters they share; negative values are conflicting tasks.</div>");
+    h.push_str("<table><tr><th>model</th><th>tasks</th><th>label correlation</th><th>gradient cosine</th></tr>");
+    for (model, pair, r, c) in rows {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(model),
+            esc(&pair.replace('|', " · ")),
+            fmt_value(r),
+            fmt_value(c)
+        );
     }
     h.push_str("</table></section>");
 }

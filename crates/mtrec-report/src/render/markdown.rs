@@ -151,6 +151,30 @@ pub fn render_markdown<'a>(report: impl Into<ReportRef<'a>>) -> String {
         }
     }
     for model in &view.models {
+        let Some(h) = model.history else { continue };
+        let cosines = h.epochs.last().map(|e| e.gradient_cosine.clone()).unwrap_or_default();
+        let mut pairs: Vec<&String> = h.label_correlation.keys().chain(cosines.keys()).collect();
+        pairs.sort();
+        pairs.dedup();
+        if pairs.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            m,
+            "\n## Task relatedness: {}\n\n| tasks | label correlation | gradient cosine (last epoch) |\n|---|---|---|",
+            md(&model.info.name)
+        );
+        for p in pairs {
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} |",
+                md(&p.replace('|', " · ")),
+                fmt_value(h.label_correlation.get(p).copied()),
+                fmt_value(cosines.get(p).copied())
+            );
+        }
+    }
+    for model in &view.models {
         let Some(h) = model.history.filter(|h| !h.epochs.is_empty()) else { continue };
         let _ = writeln!(
             m,

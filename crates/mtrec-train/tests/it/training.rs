@@ -77,6 +77,30 @@ fn history_has_every_task_metric_and_the_best_epoch() {
 }
 
 #[test]
+fn history_records_task_relatedness() {
+    let data = Data::new();
+    let trained = data.train("m", mtrec_train::TrainConfig { epochs: 2, ..small_config() }, false);
+    let h = &trained.history;
+    // Label correlation: binary and regression pairs; the multiclass task is left out.
+    // (convert and dwell are labeled on clicked rows only, where click is constant: no r.)
+    let r = h.label_correlation["click|high_value"];
+    assert!(!h.label_correlation.contains_key("click|convert"));
+    assert!((-1.0..=1.0).contains(&r), "{r}");
+    assert!(!h.label_correlation.keys().any(|k| k.contains("item_quality")), "{:?}", h.label_correlation);
+    // The pair tasks share the MMoE experts: their gradients meet there every epoch.
+    for epoch in &h.epochs {
+        let c = epoch.gradient_cosine["click|convert"];
+        assert!((-1.0..=1.0).contains(&c), "{c}");
+        // The user task has its own group: it shares no dense parameter with click.
+        assert!(!epoch.gradient_cosine.contains_key("click|high_value"), "{:?}", epoch.gradient_cosine);
+        let usage = &epoch.expert_usage["click"];
+        assert_eq!(usage.mean_weight.len(), 3);
+        assert!((usage.mean_weight.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{usage:?}");
+        assert!(usage.mean_entropy > 0.0 && usage.mean_entropy <= 3f64.ln() + 1e-9, "{usage:?}");
+    }
+}
+
+#[test]
 fn early_stopping_metric_must_exist() {
     let data = Data::new();
     let mut cfg = small_config();
