@@ -236,7 +236,8 @@ pub fn run(opts: &ExperimentOptions) -> Result<ExperimentSummary, EvalError> {
         return Err(EvalError::OutputExists { path: opts.out.clone() });
     }
     if opts.out.exists() {
-        std::fs::remove_dir_all(&opts.out).map_err(|e| EvalError::Write { path: opts.out.clone(), message: e.to_string() })?;
+        std::fs::remove_dir_all(&opts.out)
+            .map_err(|e| EvalError::Write { path: opts.out.clone(), message: e.to_string() })?;
     }
     let pipeline = mtrec_ingest::encoded::load_pipeline(&data)?;
     let eval_split = mtrec_ingest::encoded::load_split(&data, &config.split, &pipeline)?;
@@ -308,7 +309,8 @@ fn run_one(
     })?;
     // The run is complete: its resume checkpoint (weights and optimizer state) is dead weight.
     let _ = std::fs::remove_dir_all(mtrec_train::train::checkpoint_dir(&bundle));
-    let evaluation = pool.install(|| mtrec_train::eval::evaluate(&trained.model, eval_split, run.train.eval_batch_size));
+    let evaluation =
+        pool.install(|| mtrec_train::eval::evaluate(&trained.model, eval_split, run.train.eval_batch_size));
     Ok(RunResult {
         config: run.config.clone(),
         architecture: run.architecture.clone(),
@@ -342,7 +344,12 @@ fn higher_is_better(metric: &str) -> bool {
     metric != "rmse"
 }
 
-fn summarize(config: &ExperimentConfig, data: PathBuf, primary: BTreeMap<String, String>, runs: Vec<RunResult>) -> ExperimentSummary {
+fn summarize(
+    config: &ExperimentConfig,
+    data: PathBuf,
+    primary: BTreeMap<String, String>,
+    runs: Vec<RunResult>,
+) -> ExperimentSummary {
     let mut names: Vec<(String, String, Option<String>)> = Vec::new();
     for r in &runs {
         if !names.iter().any(|(n, _, _)| n == &r.config) {
@@ -359,7 +366,14 @@ fn summarize(config: &ExperimentConfig, data: PathBuf, primary: BTreeMap<String,
                 }
             }
             let metrics = values.iter().filter_map(|(k, v)| mean_ci95(v).map(|s| (k.clone(), s))).collect();
-            ConfigSummary { config: name, architecture, strategy, metrics, multitask_gain: BTreeMap::new(), mean_rank: 0.0 }
+            ConfigSummary {
+                config: name,
+                architecture,
+                strategy,
+                metrics,
+                multitask_gain: BTreeMap::new(),
+                mean_rank: 0.0,
+            }
         })
         .collect();
     // Multi-task gain against the baseline architecture under the same strategy.
@@ -382,19 +396,13 @@ fn summarize(config: &ExperimentConfig, data: PathBuf, primary: BTreeMap<String,
         let means: Vec<Option<f64>> = configs.iter().map(|c| c.metrics.get(&key).map(|m| m.mean)).collect();
         for (i, c) in configs.iter_mut().enumerate() {
             let Some(x) = means[i] else { continue };
-            let better = means
-                .iter()
-                .flatten()
-                .filter(|&&y| if higher_is_better(metric) { y > x } else { y < x })
-                .count();
+            let better =
+                means.iter().flatten().filter(|&&y| if higher_is_better(metric) { y > x } else { y < x }).count();
             c.mean_rank += (better + 1) as f64 / primary.len() as f64;
         }
     }
-    let best = configs
-        .iter()
-        .min_by(|a, b| a.mean_rank.total_cmp(&b.mean_rank))
-        .map(|c| c.config.clone())
-        .unwrap_or_default();
+    let best =
+        configs.iter().min_by(|a, b| a.mean_rank.total_cmp(&b.mean_rank)).map(|c| c.config.clone()).unwrap_or_default();
     ExperimentSummary {
         format_version: 1,
         data,
@@ -436,7 +444,9 @@ pub fn render_markdown(s: &ExperimentSummary) -> String {
         md += &format!("| {}{marker} |", c.config);
         for (task, metric) in &s.primary_metrics {
             match c.metrics.get(&format!("{task}.{metric}")) {
-                Some(m) => md += &format!(" {:.4} ± {} |", m.mean, m.ci95.map_or("n/a".to_owned(), |h| format!("{h:.4}"))),
+                Some(m) => {
+                    md += &format!(" {:.4} ± {} |", m.mean, m.ci95.map_or("n/a".to_owned(), |h| format!("{h:.4}")))
+                }
                 None => md += " - |",
             }
             if s.baseline.is_some() {
@@ -469,8 +479,14 @@ mod tests {
     #[test]
     fn merge_patch_merges_objects_replaces_values_and_deletes_nulls() {
         let mut target = serde_json::json!({"model": {"architecture": {"type": "mmoe", "experts": 4}, "tower_layers": [8]}, "epochs": 3});
-        merge_patch(&mut target, &serde_json::json!({"model": {"architecture": {"experts": 8}, "tower_layers": null}, "seed": 2}));
-        assert_eq!(target, serde_json::json!({"model": {"architecture": {"type": "mmoe", "experts": 8}}, "epochs": 3, "seed": 2}));
+        merge_patch(
+            &mut target,
+            &serde_json::json!({"model": {"architecture": {"experts": 8}, "tower_layers": null}, "seed": 2}),
+        );
+        assert_eq!(
+            target,
+            serde_json::json!({"model": {"architecture": {"type": "mmoe", "experts": 8}}, "epochs": 3, "seed": 2})
+        );
     }
 
     #[test]

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 
 use mtrec_ingest::encoded::{load_pipeline, load_split, EncodedDataset};
 use mtrec_model::bundle::{self, Bundle};
-use mtrec_report::{AbReport, EvalReport, EvalRows, History, ModelScores, ReportOptions, ReportRef, Scope, TaskInfo, TaskKind};
+use mtrec_report::{
+    AbReport, EvalReport, EvalRows, History, ModelScores, ReportOptions, ReportRef, Scope, TaskInfo, TaskKind,
+};
 use mtrec_schema::TaskType;
 
 /// Report file names inside the output directory.
@@ -74,7 +76,13 @@ pub fn eval(bundle_dir: &Path, opts: &EvalOptions, out: &Path) -> Result<EvalRep
 }
 
 /// `mtrec ab`: models A and B (and a single-task baseline, when given) on the same rows.
-pub fn ab(a_dir: &Path, b_dir: &Path, baseline_dir: Option<&Path>, opts: &EvalOptions, out: &Path) -> Result<AbReport, EvalError> {
+pub fn ab(
+    a_dir: &Path,
+    b_dir: &Path,
+    baseline_dir: Option<&Path>,
+    opts: &EvalOptions,
+    out: &Path,
+) -> Result<AbReport, EvalError> {
     check_out(out, opts.force)?;
     let a = bundle::load(a_dir)?;
     let b = bundle::load(b_dir)?;
@@ -91,7 +99,8 @@ pub fn ab(a_dir: &Path, b_dir: &Path, baseline_dir: Option<&Path>, opts: &EvalOp
         }
         None => None,
     };
-    let report = mtrec_report::compare(&eval_rows(&data), &tasks, &a_scores, &b_scores, baseline.as_ref(), &opts.report)?;
+    let report =
+        mtrec_report::compare(&eval_rows(&data), &tasks, &a_scores, &b_scores, baseline.as_ref(), &opts.report)?;
     write_reports(out, ReportRef::from(&report), &serde_json::to_value(&report).expect("reports serialize"))?;
     Ok(report)
 }
@@ -213,7 +222,12 @@ fn model_scores(
     let meta = &bundle.meta;
     Ok(ModelScores {
         name: dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned()),
-        description: format!("{} on {} ({} parameters)", meta.architecture, meta.dataset, bundle.model.parameter_count()),
+        description: format!(
+            "{} on {} ({} parameters)",
+            meta.architecture,
+            meta.dataset,
+            bundle.model.parameter_count()
+        ),
         provenance: serde_json::json!({
             "bundle": dir.display().to_string(),
             "weights_sha256": meta.weights_sha256,
@@ -237,7 +251,9 @@ fn write_reports(out: &Path, report: ReportRef<'_>, json: &serde_json::Value) ->
     };
     std::fs::create_dir_all(&parent).map_err(|e| fail(e.to_string()))?;
     let tmp = tempfile::Builder::new().prefix(".mtrec-report-").tempdir_in(&parent).map_err(|e| fail(e.to_string()))?;
-    let write = |name: &str, text: String| std::fs::write(tmp.path().join(name), text).map_err(|e| fail(format!("{name}: {e}")));
+    let write = |name: &str, text: String| {
+        std::fs::write(tmp.path().join(name), text).map_err(|e| fail(format!("{name}: {e}")))
+    };
     write(files::JSON, serde_json::to_string_pretty(json).expect("a JSON value serializes") + "\n")?;
     write(files::MARKDOWN, mtrec_report::render_markdown(report))?;
     write(files::HTML, mtrec_report::render_html(report))?;

@@ -62,7 +62,12 @@ pub fn encode_frame(
 
 /// The id keys of column `column` of `df` (canonicalized like the `id.user` / `id.item`
 /// columns of an ingest), `None` for a null id.
-pub fn id_keys(encoder: &Encoder, df: &DataFrame, column: &str, origin: &Path) -> Result<Vec<Option<String>>, IngestError> {
+pub fn id_keys(
+    encoder: &Encoder,
+    df: &DataFrame,
+    column: &str,
+    origin: &Path,
+) -> Result<Vec<Option<String>>, IngestError> {
     let mut one = df.select([column]).map_err(|e| IngestError::read(origin, e))?;
     source::canonicalize(&mut one).map_err(|e| IngestError::read(origin, e))?;
     let table = RawTable { df: one, files: Vec::new(), text: encoder.pipeline().text.clone() };
@@ -114,13 +119,23 @@ pub fn load_feature_table(path: &Path, encoder: &Encoder, side: Side) -> Result<
     }
     .ok_or_else(|| {
         let side = side_name(side);
-        IngestError::read(path, format!("the schema names no {side} id column (ids.{side}), so features cannot be looked up by id"))
+        IngestError::read(
+            path,
+            format!("the schema names no {side} id column (ids.{side}), so features cannot be looked up by id"),
+        )
     })?;
     let format = source::detect_format(path, None)?;
-    let csv = CsvOptions { null_values: pipeline.text.null_values.clone(), trim_whitespace: pipeline.text.trim_whitespace, ..Default::default() };
+    let csv = CsvOptions {
+        null_values: pipeline.text.null_values.clone(),
+        trim_whitespace: pipeline.text.trim_whitespace,
+        ..Default::default()
+    };
     let available = column_names(path, format, &csv)?;
     if !available.contains(&id_column) {
-        return Err(IngestError::read(path, format!("no id column {id_column:?} (available: {})", available.join(", "))));
+        return Err(IngestError::read(
+            path,
+            format!("no id column {id_column:?} (available: {})", available.join(", ")),
+        ));
     }
     let side_columns: Vec<&str> = pipeline
         .features

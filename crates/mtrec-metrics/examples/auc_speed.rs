@@ -19,10 +19,7 @@ fn main() -> std::io::Result<()> {
     let users: Vec<u64> = (0..rows).map(|_| rng.gen_range(0..100_000u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
     let labels: Vec<f32> = (0..rows).map(|_| f32::from(u8::from(rng.gen::<f32>() < 0.2))).collect();
     // Informative scores, rounded to 1e-4 so ties occur as they do with real model outputs.
-    let scores: Vec<f32> = labels
-        .iter()
-        .map(|&y| ((rng.gen::<f32>() * 0.8 + 0.2 * y) * 1e4).round() / 1e4)
-        .collect();
+    let scores: Vec<f32> = labels.iter().map(|&y| ((rng.gen::<f32>() * 0.8 + 0.2 * y) * 1e4).round() / 1e4).collect();
     std::fs::write(dir.join("scores.f32"), scores.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())?;
     std::fs::write(dir.join("labels.f32"), labels.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())?;
     std::fs::write(dir.join("users.u64"), users.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())?;

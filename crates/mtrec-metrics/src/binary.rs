@@ -13,11 +13,8 @@ use crate::Weight;
 
 /// Unweighted AUC: scores packed with the label bit, one radix sort, one sweep.
 pub(crate) fn auc_unweighted(scores: &[f32], labels: &[f32]) -> Option<f64> {
-    let mut packed: Vec<u64> = scores
-        .iter()
-        .zip(labels)
-        .map(|(&s, &y)| (u64::from(sortable_key(s)) << 32) | u64::from(y != 0.0))
-        .collect();
+    let mut packed: Vec<u64> =
+        scores.iter().zip(labels).map(|(&s, &y)| (u64::from(sortable_key(s)) << 32) | u64::from(y != 0.0)).collect();
     radix_sort_u64(&mut packed, 32);
     let (mut neg_below, mut area, mut pos_total) = (0u64, 0u128, 0u64);
     let mut i = 0;
@@ -229,7 +226,12 @@ pub fn gauc_from_parts<W: Weight>(per_group: &[Option<f64>], groups: &Groups, gr
             None => skipped += 1,
         }
     }
-    Gauc { gauc: (den > 0.0).then(|| num / den), groups_evaluated: evaluated, groups_skipped: skipped, rows_evaluated: rows }
+    Gauc {
+        gauc: (den > 0.0).then(|| num / den),
+        groups_evaluated: evaluated,
+        groups_skipped: skipped,
+        rows_evaluated: rows,
+    }
 }
 
 /// GAUC of `scores` grouped by `groups` (rows weighted equally, so each group weighs its rows).
@@ -300,7 +302,12 @@ pub fn calibration_bin(p: f32, bins: usize) -> usize {
 }
 
 /// Calibration over `bins` equal-width bins of [0, 1]; `None` without weight or with 0 bins.
-pub fn calibration<W: Weight>(probs: &[f32], labels: &[f32], weights: Option<&[W]>, bins: usize) -> Option<Calibration> {
+pub fn calibration<W: Weight>(
+    probs: &[f32],
+    labels: &[f32],
+    weights: Option<&[W]>,
+    bins: usize,
+) -> Option<Calibration> {
     assert_eq!(probs.len(), labels.len(), "calibration: lengths differ");
     if bins == 0 {
         return None;

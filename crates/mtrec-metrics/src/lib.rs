@@ -32,9 +32,8 @@ pub mod seeds;
 pub mod sort;
 
 pub use binary::{
-    binary_cross_entropy, calibration, calibration_bin, calibration_from_bin_sums, gauc, gauc_by_user,
-    gauc_from_parts, per_group_auc, roc_curve, weighted_logloss, Calibration, Gauc, RankedScores, ReliabilityBin,
-    RocPoint,
+    binary_cross_entropy, calibration, calibration_bin, calibration_from_bin_sums, gauc, gauc_by_user, gauc_from_parts,
+    per_group_auc, roc_curve, weighted_logloss, Calibration, Gauc, RankedScores, ReliabilityBin, RocPoint,
 };
 pub use bootstrap::{
     paired_cluster_bootstrap, paired_cluster_bootstrap_many, BootstrapError, BootstrapOptions, BootstrapResult,

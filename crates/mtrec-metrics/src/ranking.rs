@@ -70,7 +70,11 @@ pub fn per_user_ranking(scores: &[f32], labels: &[f32], users: &Groups, k: usize
 
 /// Averages per-user rankings, each user weighted by its multiplicity in `user_weights`
 /// (1 when `None`).
-pub fn ranking_from_parts<W: Weight>(per_user: &[Option<UserRanking>], k: usize, user_weights: Option<&[W]>) -> RankingMetrics {
+pub fn ranking_from_parts<W: Weight>(
+    per_user: &[Option<UserRanking>],
+    k: usize,
+    user_weights: Option<&[W]>,
+) -> RankingMetrics {
     let (mut ndcg, mut recall, mut mrr, mut total) = (0.0, 0.0, 0.0, 0.0);
     let mut evaluated = 0;
     for (g, ranking) in per_user.iter().enumerate() {

@@ -36,11 +36,7 @@ pub fn regression_metrics<W: Weight>(pred: &[f32], target: &[f32], weights: Opti
         sae += w * err.abs();
         sst += w * (f64::from(y) - target_mean).powi(2);
     }
-    Some(RegressionMetrics {
-        rmse: (sse / total).sqrt(),
-        mae: sae / total,
-        r2: (sst > 0.0).then(|| 1.0 - sse / sst),
-    })
+    Some(RegressionMetrics { rmse: (sse / total).sqrt(), mae: sae / total, r2: (sst > 0.0).then(|| 1.0 - sse / sst) })
 }
 
 /// Mean absolute error.

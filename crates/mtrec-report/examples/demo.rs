@@ -32,7 +32,10 @@ fn history(monitor: &str, start: f64, gain: f64) -> History {
                     ("click".to_owned(), 0.62 - 0.12 * progress),
                     ("like".to_owned(), 0.55 - 0.08 * progress),
                 ]),
-                valid: BTreeMap::from([(monitor.to_owned(), start + gain * progress), ("loss".to_owned(), 1.2 - 0.2 * progress)]),
+                valid: BTreeMap::from([
+                    (monitor.to_owned(), start + gain * progress),
+                    ("loss".to_owned(), 1.2 - 0.2 * progress),
+                ]),
                 seconds: 3.0,
                 samples_per_second: 120_000.0,
                 gradient_cosine: BTreeMap::from([("click|like".to_owned(), 0.4 - 0.3 * progress)]),
@@ -63,9 +66,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
     ];
     let mut rows = EvalRows { labels: vec![Vec::new(); 4], masks: vec![Vec::new(); 4], ..EvalRows::default() };
-    let mut a = ModelScores { name: "mmoe-baseline".into(), description: "MMoE, 4 experts".into(), ..Default::default() };
-    let mut b = ModelScores { name: "mmoe-new-features".into(), description: "MMoE + item text features".into(), ..Default::default() };
-    let mut single = ModelScores { name: "single-task models".into(), description: "one model per task".into(), ..Default::default() };
+    let mut a =
+        ModelScores { name: "mmoe-baseline".into(), description: "MMoE, 4 experts".into(), ..Default::default() };
+    let mut b = ModelScores {
+        name: "mmoe-new-features".into(),
+        description: "MMoE + item text features".into(),
+        ..Default::default()
+    };
+    let mut single = ModelScores {
+        name: "single-task models".into(),
+        description: "one model per task".into(),
+        ..Default::default()
+    };
     for m in [&mut a, &mut b, &mut single] {
         m.outputs = vec![Vec::new(); 4];
     }
@@ -101,14 +113,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             b.outputs[2].push(watch + noise(&mut rng, 2.0) as f32);
             for m in [&mut a, &mut b] {
                 let right = 0.5 + 0.3 * rng.next();
-                let probs: Vec<f32> = (0..3).map(|c| if c as f32 == age { right as f32 } else { (1.0 - right as f32) / 2.0 }).collect();
+                let probs: Vec<f32> =
+                    (0..3).map(|c| if c as f32 == age { right as f32 } else { (1.0 - right as f32) / 2.0 }).collect();
                 m.outputs[3].extend(probs);
             }
             for (m, skew) in [(&mut a, 0.0), (&mut b, 0.6)] {
                 for (t, gates) in m.gates.iter_mut().enumerate().take(2) {
-                    let raw: Vec<f64> = (0..4)
-                        .map(|e| (rng.next() + if e == t * 2 { 1.0 + skew } else { 0.2 }).exp())
-                        .collect();
+                    let raw: Vec<f64> =
+                        (0..4).map(|e| (rng.next() + if e == t * 2 { 1.0 + skew } else { 0.2 }).exp()).collect();
                     let total: f64 = raw.iter().sum();
                     gates.as_mut().expect("gated task").extend(raw.iter().map(|w| (w / total) as f32));
                 }

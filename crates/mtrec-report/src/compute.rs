@@ -12,9 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use mtrec_metrics::{
-    self as metrics, BootstrapOptions, Groups, MetricPair, RankedScores, UserRanking, UNWEIGHTED,
-};
+use mtrec_metrics::{self as metrics, BootstrapOptions, Groups, MetricPair, RankedScores, UserRanking, UNWEIGHTED};
 
 use crate::error::ReportError;
 use crate::input::{EvalRows, ModelScores, ReportOptions, Scope, TaskInfo, TaskKind};
@@ -48,7 +46,8 @@ impl Units {
                 rows_of.iter().all(|&i| all_labels[labeled_rows[i as usize]].to_bits() == first.to_bits())
             });
             if constant {
-                let labels = (0..members.len()).map(|g| all_labels[labeled_rows[members.rows(g)[0] as usize]]).collect();
+                let labels =
+                    (0..members.len()).map(|g| all_labels[labeled_rows[members.rows(g)[0] as usize]]).collect();
                 let dense: Vec<u32> = (0..members.len() as u32).collect();
                 let clusters = Groups::from_dense(&dense, dense.len());
                 return Units { evaluated, labeled_rows, members: Some(members), labels, clusters };
@@ -66,7 +65,9 @@ impl Units {
     /// The model's predictions per unit (`units x width`).
     fn gather(&self, output: &[f32], width: usize) -> Vec<f32> {
         match &self.members {
-            None => self.labeled_rows.iter().flat_map(|&r| output[r * width..(r + 1) * width].iter().copied()).collect(),
+            None => {
+                self.labeled_rows.iter().flat_map(|&r| output[r * width..(r + 1) * width].iter().copied()).collect()
+            }
             Some(members) => {
                 let mut out = Vec::with_capacity(members.len() * width);
                 for g in 0..members.len() {
@@ -111,7 +112,9 @@ fn metric_names(task: &TaskInfo, units: &Units) -> Vec<(&'static str, Option<boo
             names
         }
         TaskKind::Regression => vec![("rmse", Some(false)), ("mae", Some(false)), ("r2", Some(true))],
-        TaskKind::Multiclass { .. } => vec![("accuracy", Some(true)), ("macro_f1", Some(true)), ("logloss", Some(false))],
+        TaskKind::Multiclass { .. } => {
+            vec![("accuracy", Some(true)), ("macro_f1", Some(true)), ("logloss", Some(false))]
+        }
     }
 }
 
@@ -130,7 +133,8 @@ fn prepare(task: &TaskInfo, units: &Units, output: &[f32], options: &ReportOptio
     Prepared {
         ranked: binary.then(|| RankedScores::new(&preds)),
         user_auc: per_user.then(|| metrics::per_group_auc(&preds, &units.labels, &units.clusters)),
-        user_ranking: per_user.then(|| metrics::per_user_ranking(&preds, &units.labels, &units.clusters, options.ranking_k)),
+        user_ranking: per_user
+            .then(|| metrics::per_user_ranking(&preds, &units.labels, &units.clusters, options.ranking_k)),
         preds,
     }
 }
@@ -198,7 +202,12 @@ fn task_eval(rows: &EvalRows, task: &TaskInfo, units: &Units, model: &Prepared, 
     };
     if task.kind == TaskKind::Binary {
         eval.calibration = metrics::calibration(&model.preds, &units.labels, UNWEIGHTED, options.ece_bins).map(|c| {
-            CalibrationReport { mean_predicted: c.mean_predicted, observed_rate: c.observed_rate, ece: c.ece, bins: c.bins }
+            CalibrationReport {
+                mean_predicted: c.mean_predicted,
+                observed_rate: c.observed_rate,
+                ece: c.ece,
+                bins: c.bins,
+            }
         });
         if let Some(ranked) = &model.ranked {
             eval.roc = ranked
@@ -242,7 +251,12 @@ fn validate_rows(rows: &EvalRows, tasks: &[TaskInfo], options: &ReportOptions) -
             for r in (0..n).filter(|&r| rows.masks[t][r] != 0) {
                 let label = rows.labels[t][r];
                 if !(label >= 0.0 && label.fract() == 0.0 && (label as usize) < classes.len()) {
-                    return Err(ReportError::BadClassLabel { task: task.name.clone(), row: r, label, classes: classes.len() });
+                    return Err(ReportError::BadClassLabel {
+                        task: task.name.clone(),
+                        row: r,
+                        label,
+                        classes: classes.len(),
+                    });
                 }
             }
         }
@@ -264,7 +278,12 @@ fn validate_rows(rows: &EvalRows, tasks: &[TaskInfo], options: &ReportOptions) -
 }
 
 /// Checks a model's shapes; a baseline (`allow_missing`) may leave tasks empty.
-fn validate_model(rows: &EvalRows, tasks: &[TaskInfo], model: &ModelScores, allow_missing: bool) -> Result<(), ReportError> {
+fn validate_model(
+    rows: &EvalRows,
+    tasks: &[TaskInfo],
+    model: &ModelScores,
+    allow_missing: bool,
+) -> Result<(), ReportError> {
     let n = rows.len();
     length_check(|| format!("model `{}` outputs (tasks)", model.name), tasks.len(), model.outputs.len())?;
     for (t, task) in tasks.iter().enumerate() {
@@ -394,20 +413,26 @@ pub fn compare(
     let mut comparisons = Vec::with_capacity(tasks.len());
     for (t, task) in tasks.iter().enumerate() {
         let units = Units::new(rows, t, task);
-        let (prep_a, prep_b) = (prepare(task, &units, &a.outputs[t], options), prepare(task, &units, &b.outputs[t], options));
+        let (prep_a, prep_b) =
+            (prepare(task, &units, &a.outputs[t], options), prepare(task, &units, &b.outputs[t], options));
         let names = metric_names(task, &units);
         let boot = if units.clusters.is_empty() {
             vec![None; names.len()]
         } else {
-            metrics::paired_cluster_bootstrap_many(&units.clusters, &bootstrap, names.len(), |resample, out: &mut [MetricPair]| {
-                let weights = resample.row_weights();
-                let counts = Some(resample.cluster_counts());
-                let va = metric_values(task, &units, &prep_a, Some(&weights), counts, options);
-                let vb = metric_values(task, &units, &prep_b, Some(&weights), counts, options);
-                for (slot, (x, y)) in out.iter_mut().zip(va.into_iter().zip(vb)) {
-                    *slot = (x, y);
-                }
-            })?
+            metrics::paired_cluster_bootstrap_many(
+                &units.clusters,
+                &bootstrap,
+                names.len(),
+                |resample, out: &mut [MetricPair]| {
+                    let weights = resample.row_weights();
+                    let counts = Some(resample.cluster_counts());
+                    let va = metric_values(task, &units, &prep_a, Some(&weights), counts, options);
+                    let vb = metric_values(task, &units, &prep_b, Some(&weights), counts, options);
+                    for (slot, (x, y)) in out.iter_mut().zip(va.into_iter().zip(vb)) {
+                        *slot = (x, y);
+                    }
+                },
+            )?
             .into_iter()
             .map(Some)
             .collect()
@@ -472,7 +497,12 @@ pub fn compare(
                 let raw = if higher_is_better { m - base } else { base - m };
                 finite(raw / base.abs())
             };
-            MultitaskGain { metric: primary.to_owned(), baseline: base_value, a_gain: gain(primary_row.a), b_gain: gain(primary_row.b) }
+            MultitaskGain {
+                metric: primary.to_owned(),
+                baseline: base_value,
+                a_gain: gain(primary_row.a),
+                b_gain: gain(primary_row.b),
+            }
         });
         comparisons.push(TaskComparison {
             task: task.name.clone(),
@@ -491,7 +521,8 @@ pub fn compare(
             b: eval_b,
         });
     }
-    let tasks_with = |v: Verdict| comparisons.iter().filter(|c| c.verdict == v).map(|c| c.task.clone()).collect::<Vec<_>>();
+    let tasks_with =
+        |v: Verdict| comparisons.iter().filter(|c| c.verdict == v).map(|c| c.task.clone()).collect::<Vec<_>>();
     let (improved_tasks, degraded_tasks) = (tasks_with(Verdict::BBetter), tasks_with(Verdict::BWorse));
     Ok(AbReport {
         format_version: FORMAT_VERSION,

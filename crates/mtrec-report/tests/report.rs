@@ -39,7 +39,8 @@ fn fixture() -> (EvalRows, Vec<TaskInfo>, ModelScores, ModelScores) {
                 let logit = rng.next() * 6.0 - 3.0;
                 rows.labels[t].push(f32::from(u8::from(rng.next() < f64::from(sigmoid(logit)))));
                 rows.masks[t].push(u8::from(i % 10 != 9));
-                let (good, bad) = (sigmoid(logit + (rng.next() - 0.5)), sigmoid(logit * 0.2 + (rng.next() - 0.5) * 4.0));
+                let (good, bad) =
+                    (sigmoid(logit + (rng.next() - 0.5)), sigmoid(logit * 0.2 + (rng.next() - 0.5) * 4.0));
                 let (for_a, for_b) = if t == 0 { (bad, good) } else { (good, bad) };
                 a.outputs[t].push(for_a);
                 b.outputs[t].push(for_b);
@@ -73,7 +74,10 @@ fn seesaw_and_verdicts_when_b_wins_one_task_and_loses_another() {
     assert_eq!(r.tasks[0].verdict_test, "delong");
     assert!(r.tasks[0].verdict_p_value.unwrap() < 1e-6);
     assert!(r.seesaw);
-    assert_eq!((r.improved_tasks.as_slice(), r.degraded_tasks.as_slice()), (&["click".to_owned()][..], &["like".to_owned()][..]));
+    assert_eq!(
+        (r.improved_tasks.as_slice(), r.degraded_tasks.as_slice()),
+        (&["click".to_owned()][..], &["like".to_owned()][..])
+    );
     // Identical spend predictions: no difference, zero delta.
     assert_eq!(r.tasks[2].verdict, Verdict::NoSignificantDifference);
     let auc = &r.tasks[0].metrics[0];
@@ -171,14 +175,41 @@ fn json_round_trips_with_documented_keys_and_nulls() {
     baseline.outputs[1].clear();
     let r = compare(&rows, &tasks, &a, &b, Some(&baseline), &options()).unwrap();
     let json = serde_json::to_value(&r).unwrap();
-    for key in ["format_version", "report", "model_a", "model_b", "baseline", "options", "rows", "tasks", "seesaw",
-        "improved_tasks", "degraded_tasks", "expert_usage", "training"] {
+    for key in [
+        "format_version",
+        "report",
+        "model_a",
+        "model_b",
+        "baseline",
+        "options",
+        "rows",
+        "tasks",
+        "seesaw",
+        "improved_tasks",
+        "degraded_tasks",
+        "expert_usage",
+        "training",
+    ] {
         assert!(json.get(key).is_some(), "missing {key}");
     }
     assert_eq!(json["format_version"], FORMAT_VERSION);
     let task = &json["tasks"][0];
-    for key in ["task", "kind", "scope", "evaluated", "units", "primary_metric", "verdict", "verdict_p_value",
-        "verdict_test", "metrics", "delong", "multitask_gain", "a", "b"] {
+    for key in [
+        "task",
+        "kind",
+        "scope",
+        "evaluated",
+        "units",
+        "primary_metric",
+        "verdict",
+        "verdict_p_value",
+        "verdict_test",
+        "metrics",
+        "delong",
+        "multitask_gain",
+        "a",
+        "b",
+    ] {
         assert!(task.get(key).is_some(), "missing tasks[].{key}");
     }
     assert_eq!(task["verdict"], "b_better");

@@ -190,11 +190,7 @@ impl Encoder {
 
     /// Encodes feature `f` from its JSON field (`None`: absent, encoded like null). A
     /// multi-categorical accepts a list or a separated text; any other feature a scalar.
-    pub fn encode_field(
-        &self,
-        f: usize,
-        raw: Option<&serde_json::Value>,
-    ) -> Result<(EncodedValue, Lookup), CellError> {
+    pub fn encode_field(&self, f: usize, raw: Option<&serde_json::Value>) -> Result<(EncodedValue, Lookup), CellError> {
         let feature = &self.pipeline.features[f];
         let field = &feature.column;
         let raw = raw.unwrap_or(&serde_json::Value::Null);

@@ -53,7 +53,11 @@ impl Default for Metrics {
         let model = Family::<ModelLabels, Gauge>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests by route, method and status", requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency by route, method and status", latency.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route, method and status",
+            latency.clone(),
+        );
         registry.register("pairs_scored", "User-item pairs scored", pairs_scored.clone());
         registry.register("model_info", "The model being served (value 1)", model.clone());
         registry.register("reloads", "Model reloads by outcome", reloads.clone());

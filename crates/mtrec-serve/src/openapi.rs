@@ -4,7 +4,9 @@
 use schemars::generate::SchemaSettings;
 use serde_json::{json, Value};
 
-use crate::api::{BatchRequest, ErrorBody, ModelInfo, ReloadRequest, ReloadResponse, ScoreRequest, ScoreResponse, Status};
+use crate::api::{
+    BatchRequest, ErrorBody, ModelInfo, ReloadRequest, ReloadResponse, ScoreRequest, ScoreResponse, Status,
+};
 use crate::server::ARROW_STREAM;
 
 /// The spec as JSON.

@@ -23,8 +23,8 @@ use mtrec_schema::{EncodedKind, EncodedValue, Encoder, Lookup, RawValue, Side, T
 use polars::prelude::*;
 
 use crate::api::{
-    ApiWarning, BatchRequest, FeatureInfo, ModelInfo, ModelRef, PairScores, Record, ScoreRequest, TableInfo,
-    TaskInfo, TaskOutput, WarningKind,
+    ApiWarning, BatchRequest, FeatureInfo, ModelInfo, ModelRef, PairScores, Record, ScoreRequest, TableInfo, TaskInfo,
+    TaskOutput, WarningKind,
 };
 use crate::error::{ApiError, LoadError};
 
@@ -97,10 +97,8 @@ impl ServingModel {
         for f in &encoder.pipeline().features {
             side_columns[side_index(f.side)].insert(f.column.clone());
         }
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| bundle.meta.dataset.clone());
+        let name =
+            dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| bundle.meta.dataset.clone());
         let model_ref = ModelRef { name, version: bundle.meta.weights_sha256.chars().take(12).collect() };
         let model = Self {
             dir: dir.to_owned(),
@@ -148,7 +146,12 @@ impl ServingModel {
         let tasks = meta
             .tasks
             .iter()
-            .map(|t| TaskInfo { name: t.name.clone(), kind: snake(&t.kind), scope: snake(&t.scope), classes: t.classes.clone() })
+            .map(|t| TaskInfo {
+                name: t.name.clone(),
+                kind: snake(&t.kind),
+                scope: snake(&t.scope),
+                classes: t.classes.clone(),
+            })
             .collect();
         let features = pipeline
             .features
@@ -191,7 +194,9 @@ impl ServingModel {
         let heads = &self.bundle.model.heads;
         let Some(names) = tasks else { return Ok((0..heads.len()).collect()) };
         if names.is_empty() {
-            return Err(ApiError::unprocessable("no_tasks", "`tasks` is empty: omit it to get every task").with_field("tasks"));
+            return Err(
+                ApiError::unprocessable("no_tasks", "`tasks` is empty: omit it to get every task").with_field("tasks")
+            );
         }
         names
             .iter()
@@ -199,8 +204,11 @@ impl ServingModel {
             .map(|(i, name)| {
                 heads.iter().position(|h| &h.name == name).ok_or_else(|| {
                     let known: Vec<&str> = heads.iter().map(|h| h.name.as_str()).collect();
-                    ApiError::unprocessable("unknown_task", format!("unknown task {name:?} (tasks: {})", known.join(", ")))
-                        .with_field(format!("tasks[{i}]"))
+                    ApiError::unprocessable(
+                        "unknown_task",
+                        format!("unknown task {name:?} (tasks: {})", known.join(", ")),
+                    )
+                    .with_field(format!("tasks[{i}]"))
                 })
             })
             .collect()
@@ -227,7 +235,9 @@ impl ServingModel {
             .items
             .iter()
             .enumerate()
-            .map(|(i, item)| Entity::new(self, Side::Item, item, &format!("items[{i}]"), "items[]", Some(i), &mut warnings))
+            .map(|(i, item)| {
+                Entity::new(self, Side::Item, item, &format!("items[{i}]"), "items[]", Some(i), &mut warnings)
+            })
             .collect();
         let features = &self.encoder.pipeline().features;
         let mut columns = Vec::with_capacity(features.len());
@@ -270,10 +280,33 @@ impl ServingModel {
         let mut warnings = Warnings::default();
         let mut entities = Vec::with_capacity(n);
         for (r, row) in request.rows.iter().enumerate() {
-            let user = Entity::new(self, Side::User, &row.user, &format!("rows[{r}].user"), "rows[].user", Some(r), &mut warnings);
-            let item = Entity::new(self, Side::Item, &row.item, &format!("rows[{r}].item"), "rows[].item", Some(r), &mut warnings);
-            let context =
-                Entity::new(self, Side::Context, &row.context, &format!("rows[{r}].context"), "rows[].context", Some(r), &mut warnings);
+            let user = Entity::new(
+                self,
+                Side::User,
+                &row.user,
+                &format!("rows[{r}].user"),
+                "rows[].user",
+                Some(r),
+                &mut warnings,
+            );
+            let item = Entity::new(
+                self,
+                Side::Item,
+                &row.item,
+                &format!("rows[{r}].item"),
+                "rows[].item",
+                Some(r),
+                &mut warnings,
+            );
+            let context = Entity::new(
+                self,
+                Side::Context,
+                &row.context,
+                &format!("rows[{r}].context"),
+                "rows[].context",
+                Some(r),
+                &mut warnings,
+            );
             entities.push([user, item, context]);
         }
         let features = &self.encoder.pipeline().features;
@@ -307,16 +340,18 @@ impl ServingModel {
         limits: &Limits,
     ) -> Result<(Vec<u8>, Vec<ApiWarning>), ApiError> {
         let tasks = self.select_tasks(tasks)?;
-        let df = IpcStreamReader::new(Cursor::new(body))
-            .finish()
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_arrow", format!("not a readable Arrow IPC stream: {e}")))?;
+        let df = IpcStreamReader::new(Cursor::new(body)).finish().map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_arrow", format!("not a readable Arrow IPC stream: {e}"))
+        })?;
         let n = df.height();
         self.check_rows(n, limits)?;
         let origin = Path::new("request body");
         let pipeline = self.encoder.pipeline();
         let keys = |column: &Option<String>| -> Result<Option<Vec<Option<String>>>, ApiError> {
             match column {
-                Some(c) if df.column(c).is_ok() => id_keys(&self.encoder, &df, c, origin).map(Some).map_err(arrow_error),
+                Some(c) if df.column(c).is_ok() => {
+                    id_keys(&self.encoder, &df, c, origin).map(Some).map_err(arrow_error)
+                }
                 _ => Ok(None),
             }
         };
@@ -363,7 +398,8 @@ impl ServingModel {
         let outputs = self.forward(&columns, n);
 
         let mut out: Vec<Column> = Vec::new();
-        for (name, keys) in [(mtrec_schema::columns::USER_ID, &user_keys), (mtrec_schema::columns::ITEM_ID, &item_keys)] {
+        for (name, keys) in [(mtrec_schema::columns::USER_ID, &user_keys), (mtrec_schema::columns::ITEM_ID, &item_keys)]
+        {
             if let Some(keys) = keys {
                 out.push(Column::new(name.into(), keys.iter().map(|k| k.as_deref()).collect::<Vec<_>>()));
             }
@@ -426,12 +462,10 @@ impl ServingModel {
                 let value = match head.kind {
                     TaskType::Binary => TaskOutput::Binary { probability: out[0] },
                     TaskType::Regression => TaskOutput::Regression { value: out[0] },
-                    TaskType::Multiclass => {
-                        TaskOutput::Multiclass {
-                            probabilities: head.classes.iter().cloned().zip(out.iter().copied()).collect(),
-                            top_class: head.classes[top_class(out)].clone(),
-                        }
-                    }
+                    TaskType::Multiclass => TaskOutput::Multiclass {
+                        probabilities: head.classes.iter().cloned().zip(out.iter().copied()).collect(),
+                        top_class: head.classes[top_class(out)].clone(),
+                    },
                 };
                 (head.name.clone(), value)
             })
@@ -521,7 +555,13 @@ impl<'a> Entity<'a> {
     }
 
     /// Encodes feature `f` of this entity into `column` (request, else table, else null).
-    fn push(&self, model: &ServingModel, f: usize, column: &mut ColumnBuilder, warnings: &mut Warnings) -> Result<(), ApiError> {
+    fn push(
+        &self,
+        model: &ServingModel,
+        f: usize,
+        column: &mut ColumnBuilder,
+        warnings: &mut Warnings,
+    ) -> Result<(), ApiError> {
         let feature = &model.encoder.pipeline().features[f];
         let mut value = self.record.get(&feature.column);
         if value.is_none() && self.id_column == Some(feature.column.as_str()) {
@@ -533,7 +573,11 @@ impl<'a> Entity<'a> {
                 .encode_field(f, Some(value))
                 .map_err(|e| ApiError::invalid_field(format!("{}.{}", self.path, e.column), e.message))?;
             if lookup == Lookup::Oov {
-                warnings.add(format!("{}.{}", self.warn_path, feature.column), WarningKind::OutOfVocabulary, self.index);
+                warnings.add(
+                    format!("{}.{}", self.warn_path, feature.column),
+                    WarningKind::OutOfVocabulary,
+                    self.index,
+                );
             }
             column.push(&encoded);
             return Ok(());

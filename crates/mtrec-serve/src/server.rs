@@ -66,7 +66,12 @@ pub struct AppState {
 impl AppState {
     /// A state with no model yet (`/readyz` answers 503 until [`AppState::reload`] succeeds).
     pub fn new(config: ServeConfig) -> Arc<Self> {
-        Arc::new(Self { config, model: ArcSwapOption::empty(), metrics: Metrics::default(), reloading: Default::default() })
+        Arc::new(Self {
+            config,
+            model: ArcSwapOption::empty(),
+            metrics: Metrics::default(),
+            reloading: Default::default(),
+        })
     }
 
     /// A state serving `model`.
@@ -93,7 +98,8 @@ impl AppState {
     pub async fn reload(&self, bundle: Option<PathBuf>) -> Result<ReloadResponse, ApiError> {
         let _one_at_a_time = self.reloading.lock().await;
         let previous = self.model();
-        let dir = bundle.or_else(|| previous.as_ref().map(|m| m.dir.clone())).unwrap_or_else(|| self.config.bundle.clone());
+        let dir =
+            bundle.or_else(|| previous.as_ref().map(|m| m.dir.clone())).unwrap_or_else(|| self.config.bundle.clone());
         let tables = self.config.tables.clone();
         let loaded = run_cpu(move || ServingModel::load(&dir, &tables).map_err(|e| e.to_string())).await;
         match loaded {
@@ -143,7 +149,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(crate::openapi::spec()) }))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route (see GET /openapi.json)") })
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route (see GET /openapi.json)")
+        })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
         })
@@ -187,7 +195,8 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 
 /// Parses a JSON body, naming the field at fault.
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let malformed = |e: serde_json::Error| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("malformed JSON: {e}"));
+    let malformed =
+        |e: serde_json::Error| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("malformed JSON: {e}"));
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -247,7 +256,8 @@ async fn score(
 /// hold an async worker. Returns the number of pairs too, for the metrics.
 fn serialized(response: ScoreResponse) -> Result<(u64, Response), ApiError> {
     let pairs = response.results.len() as u64;
-    let bytes = serde_json::to_vec(&response).map_err(|e| ApiError::internal(format!("serializing the answer: {e}")))?;
+    let bytes =
+        serde_json::to_vec(&response).map_err(|e| ApiError::internal(format!("serializing the answer: {e}")))?;
     Ok((pairs, ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()))
 }
 
@@ -277,19 +287,29 @@ async fn score_batch(
         state.metrics.pairs_scored.inc_by(pairs);
         return Ok(json);
     }
-    let Query(query) =
-        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()).with_field("tasks"))?;
+    let Query(query) = query
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()).with_field("tasks"))?;
     let tasks = query.tasks.map(|t| t.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>());
     let version = model.model_ref.version.clone();
     let (bytes, warnings) = run_cpu(move || model.score_arrow(&body, &tasks, &limits)).await??;
     // Arrow answers carry their warnings in a header: `field=kind:count, ...`.
     let summary: Vec<String> = warnings
         .iter()
-        .map(|w| format!("{}={}:{}", w.field, serde_json::to_value(w.kind).unwrap_or_default().as_str().unwrap_or(""), w.count))
+        .map(|w| {
+            format!(
+                "{}={}:{}",
+                w.field,
+                serde_json::to_value(w.kind).unwrap_or_default().as_str().unwrap_or(""),
+                w.count
+            )
+        })
         .collect();
     let mut response = (StatusCode::OK, [(header::CONTENT_TYPE, ARROW_STREAM)], bytes).into_response();
     let headers = response.headers_mut();
-    headers.insert("x-mtrec-model-version", HeaderValue::from_str(&version).unwrap_or(HeaderValue::from_static("unknown")));
+    headers.insert(
+        "x-mtrec-model-version",
+        HeaderValue::from_str(&version).unwrap_or(HeaderValue::from_static("unknown")),
+    );
     if let (false, Ok(value)) = (summary.is_empty(), HeaderValue::from_str(&summary.join(", "))) {
         headers.insert("x-mtrec-warnings", value);
     }
@@ -324,12 +344,14 @@ async fn reload(
             "reload is disabled: start the server with an admin token (--admin-token or MTREC_ADMIN_TOKEN)",
         ));
     };
-    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required"));
     }
     let body = body_bytes(body)?;
-    let request: ReloadRequest = if body.iter().all(u8::is_ascii_whitespace) { ReloadRequest::default() } else { parse_json(&body)? };
+    let request: ReloadRequest =
+        if body.iter().all(u8::is_ascii_whitespace) { ReloadRequest::default() } else { parse_json(&body)? };
     Ok(Json(state.reload(request.bundle.map(PathBuf::from)).await?))
 }
 
@@ -350,7 +372,10 @@ pub async fn run(config: ServeConfig, model: Option<ServingModel>) -> std::io::R
             let loading = state.clone();
             tokio::spawn(async move {
                 if let Err(e) = loading.reload(None).await {
-                    tracing::error!(error = e.message, "the bundle cannot be served; fix it and send SIGHUP or POST /v1/admin/reload");
+                    tracing::error!(
+                        error = e.message,
+                        "the bundle cannot be served; fix it and send SIGHUP or POST /v1/admin/reload"
+                    );
                 }
             });
             state

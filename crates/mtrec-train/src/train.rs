@@ -455,9 +455,7 @@ pub(crate) fn task_gradients(
 /// the tasks share, and where their gradients can conflict.
 pub(crate) fn shared_parameters(dense: &[Option<Vec<Vec<f32>>>]) -> Vec<usize> {
     let n_params = dense.iter().flatten().next().map_or(0, Vec::len);
-    (0..n_params)
-        .filter(|&p| dense.iter().flatten().filter(|d| d[p].iter().any(|g| *g != 0.0)).count() >= 2)
-        .collect()
+    (0..n_params).filter(|&p| dense.iter().flatten().filter(|d| d[p].iter().any(|g| *g != 0.0)).count() >= 2).collect()
 }
 
 /// An epoch's mean training losses per task and mean Ω.

@@ -435,7 +435,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Ab(args) => {
             init_threads(args.report.threads)?;
-            let report = mtrec_eval::ab(&args.a, &args.b, args.baseline.as_deref(), &args.report.options(), &args.report.out)?;
+            let report =
+                mtrec_eval::ab(&args.a, &args.b, args.baseline.as_deref(), &args.report.options(), &args.report.out)?;
             print_verdicts(&report);
             println!("wrote {}", args.report.out.display());
             Ok(())
@@ -471,7 +472,8 @@ fn serve(args: ServeArgs) -> Result<()> {
     };
     // Load before binding: a bundle that cannot be served fails here, with its error.
     let model = mtrec_serve::ServingModel::load(&config.bundle, &config.tables)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     eprintln!(
         "mtrec serve: model {} version {} on http://{} (GET /openapi.json describes the API)",
         model.model_ref.name, model.model_ref.version, config.addr
@@ -483,14 +485,27 @@ fn serve(args: ServeArgs) -> Result<()> {
 /// The A/B verdict per task on its primary metric, and the seesaw flag.
 fn print_verdicts(report: &mtrec_report::AbReport) {
     println!("A = {}, B = {}, {} rows", report.model_a.name, report.model_b.name, report.rows);
-    println!("{:<14} {:<8} {:>8} {:>8} {:>9}  {:<22} {:>9}  verdict", "task", "metric", "A", "B", "B - A", "95% CI", "p");
+    println!(
+        "{:<14} {:<8} {:>8} {:>8} {:>9}  {:<22} {:>9}  verdict",
+        "task", "metric", "A", "B", "B - A", "95% CI", "p"
+    );
     let num = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{x:.4}"));
     for t in &report.tasks {
         let Some(m) = t.metrics.iter().find(|m| m.metric == t.primary_metric) else { continue };
         let ci = format!("[{}, {}]", num(m.ci_low), num(m.ci_high));
         let p = t.verdict_p_value.map_or_else(|| "-".to_owned(), |p| format!("{p:.2e}"));
-        let verdict = serde_json::to_value(t.verdict).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-        println!("{:<14} {:<8} {:>8} {:>8} {:>9}  {:<22} {:>9}  {verdict}", t.task, m.metric, num(m.a), num(m.b), num(m.delta), ci, p);
+        let verdict =
+            serde_json::to_value(t.verdict).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        println!(
+            "{:<14} {:<8} {:>8} {:>8} {:>9}  {:<22} {:>9}  {verdict}",
+            t.task,
+            m.metric,
+            num(m.a),
+            num(m.b),
+            num(m.delta),
+            ci,
+            p
+        );
     }
     if report.seesaw {
         println!("seesaw: B improves {:?} but degrades {:?}", report.improved_tasks, report.degraded_tasks);
@@ -559,7 +574,8 @@ fn quickstart(args: &QuickstartArgs) -> Result<()> {
         Ok(bundle)
     };
     println!("\n== 3/5 train a shared-bottom model (model A)");
-    let shared_bottom = train("shared-bottom", mtrec_model::ArchitectureConfig::SharedBottom { layers: vec![128, 64] })?;
+    let shared_bottom =
+        train("shared-bottom", mtrec_model::ArchitectureConfig::SharedBottom { layers: vec![128, 64] })?;
     println!("\n== 4/5 train an MMoE (model B)");
     let mmoe = train("mmoe", mtrec_train::TrainConfig::default().model.architecture)?;
 

@@ -116,7 +116,8 @@ fn schema_command_prints_the_committed_json_schema() {
 fn openapi_command_prints_the_committed_spec() {
     let o = mtrec(&["openapi"]);
     assert!(o.status.success(), "{}", text(&o));
-    let committed = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/openapi.json")).unwrap();
+    let committed =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/openapi.json")).unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), committed);
 }
 

@@ -27,7 +27,13 @@ fn fixture() -> &'static Fixture {
             config.model.architecture = architecture;
             config.model.tower_layers = vec![8];
             let out = root.join(name);
-            let options = mtrec_train::TrainOptions { data: ingest.clone(), config, out: out.clone(), resume: false, progress: false };
+            let options = mtrec_train::TrainOptions {
+                data: ingest.clone(),
+                config,
+                out: out.clone(),
+                resume: false,
+                progress: false,
+            };
             mtrec_train::train(&options).unwrap();
             out
         };
@@ -75,7 +81,10 @@ fn ab_writes_three_reports_with_every_task_and_the_baseline() {
     let convert = &json["tasks"][1];
     assert!(convert["units"].as_u64().unwrap() < test_rows / 2, "{convert}");
     // The synthetic user-level target is drawn per event (not constant per user): per row.
-    assert_eq!((json["tasks"][3]["scope"].as_str(), json["tasks"][3]["evaluated"].as_str()), (Some("user"), Some("per_row")));
+    assert_eq!(
+        (json["tasks"][3]["scope"].as_str(), json["tasks"][3]["evaluated"].as_str()),
+        (Some("user"), Some("per_row"))
+    );
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.matches("<svg").count() >= 10, "ROC, calibration, deltas, gates and curves are drawn");
     assert!(!html.contains("<script"), "readable without JavaScript");
@@ -152,7 +161,10 @@ fn bundles_of_another_pipeline_are_refused_and_nothing_is_written() {
 #[test]
 fn the_html_report_renders_in_headless_chromium() {
     let has_browser = ["chromium", "chromium-browser", "google-chrome"].iter().any(|b| {
-        std::process::Command::new("sh").args(["-c", &format!("command -v {b}")]).output().is_ok_and(|o| o.status.success())
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {b}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
     });
     if !has_browser {
         eprintln!("skipped: no chromium on this machine");
@@ -211,7 +223,8 @@ fn experiment_runs_the_grid_and_summarizes_over_seeds() {
         let auc = c.metrics["click.auc"];
         assert_eq!(auc.runs, 2);
         assert!(auc.ci95.is_some_and(|h| h >= 0.0), "{auc:?}");
-        let runs: Vec<f64> = summary.runs.iter().filter(|r| r.config == c.config).map(|r| r.metrics["click.auc"]).collect();
+        let runs: Vec<f64> =
+            summary.runs.iter().filter(|r| r.config == c.config).map(|r| r.metrics["click.auc"]).collect();
         assert!((auc.mean - (runs[0] + runs[1]) / 2.0).abs() < 1e-12);
     }
     assert_eq!(summary.configs[0].multitask_gain["click"], 0.0, "the baseline's gain over itself");
@@ -224,7 +237,8 @@ fn experiment_runs_the_grid_and_summarizes_over_seeds() {
     let markdown = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(markdown.contains("| shared_bottom") && markdown.contains("click auc"), "{markdown}");
     // Seeds are deterministic: the same grid again gives the same numbers.
-    let again = mtrec_eval::experiment::run(&mtrec_eval::experiment::ExperimentOptions { force: true, ..options }).unwrap();
+    let again =
+        mtrec_eval::experiment::run(&mtrec_eval::experiment::ExperimentOptions { force: true, ..options }).unwrap();
     assert_eq!(serde_json::to_string(&again.configs).unwrap(), serde_json::to_string(&summary.configs).unwrap());
 }
 
@@ -242,6 +256,9 @@ fn a_bad_experiment_names_the_configuration_and_field_and_runs_nothing() {
     let out = fx.root.join("bad-experiment");
     let options = experiment_options(config, &out);
     let message = mtrec_eval::experiment::run(&options).unwrap_err().to_string();
-    assert!(message.contains("configuration \"mmoe\": model.architecture") && message.contains("\"eight\""), "{message}");
+    assert!(
+        message.contains("configuration \"mmoe\": model.architecture") && message.contains("\"eight\""),
+        "{message}"
+    );
     assert!(!out.exists());
 }

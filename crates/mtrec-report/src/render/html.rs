@@ -3,7 +3,9 @@
 use std::fmt::Write;
 
 use super::svg::{heat_color, Plot};
-use super::{escape_html as esc, fmt_delta, fmt_gain, fmt_p, fmt_value, ModelView, ReportRef, TaskView, View, MODEL_COLORS};
+use super::{
+    escape_html as esc, fmt_delta, fmt_gain, fmt_p, fmt_value, ModelView, ReportRef, TaskView, View, MODEL_COLORS,
+};
 use crate::report::{MetricComparison, Verdict};
 
 const CSS: &str = r#"
@@ -49,7 +51,9 @@ pub fn render_html<'a>(report: impl Into<ReportRef<'a>>) -> String {
                 view.alpha
             );
         } else {
-            h.push_str("<div class=\"banner ok\">No seesaw: no task improves while another degrades significantly.</div>");
+            h.push_str(
+                "<div class=\"banner ok\">No seesaw: no task improves while another degrades significantly.</div>",
+            );
         }
         summary_table(&mut h, &view);
     }
@@ -66,7 +70,13 @@ pub fn render_html<'a>(report: impl Into<ReportRef<'a>>) -> String {
 fn models_table(h: &mut String, view: &View<'_>) {
     h.push_str("<section class=\"card\"><h3>Models</h3><table class=\"models\"><tr><th></th><th>name</th><th>description</th></tr>");
     for m in &view.models {
-        let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", m.label, esc(&m.info.name), esc(&m.info.description));
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            m.label,
+            esc(&m.info.name),
+            esc(&m.info.description)
+        );
     }
     if let Some(base) = view.baseline {
         let _ = write!(h, "<tr><td>baseline</td><td>{}</td><td>{}</td></tr>", esc(&base.name), esc(&base.description));
@@ -120,7 +130,9 @@ fn task_section(h: &mut String, view: &View<'_>, task: &TaskView<'_>) {
     );
     match task.comparison {
         Some(c) => {
-            h.push_str("<table><tr><th>metric</th><th>A</th><th>B</th><th>Δ (B−A)</th><th>bootstrap CI</th><th>p</th></tr>");
+            h.push_str(
+                "<table><tr><th>metric</th><th>A</th><th>B</th><th>Δ (B−A)</th><th>bootstrap CI</th><th>p</th></tr>",
+            );
             for m in &c.metrics {
                 let _ = write!(
                     h,
@@ -149,7 +161,13 @@ fn task_section(h: &mut String, view: &View<'_>, task: &TaskView<'_>) {
                     c.verdict_test
                 );
             } else {
-                let _ = write!(h, "<p class=\"meta\">Verdict {} by {} on {}.</p>", badge(c.verdict), c.verdict_test, c.primary_metric);
+                let _ = write!(
+                    h,
+                    "<p class=\"meta\">Verdict {} by {} on {}.</p>",
+                    badge(c.verdict),
+                    c.verdict_test,
+                    c.primary_metric
+                );
             }
             if let Some(g) = &c.multitask_gain {
                 let _ = write!(
@@ -218,7 +236,8 @@ fn reliability_chart(view: &View<'_>, task: &TaskView<'_>) -> String {
             if let (Some(x), Some(y)) = (b.mean_predicted, b.observed_rate) {
                 // Area grows with the bin's share of rows.
                 let radius = 2.5 + 6.0 * (b.count / total).sqrt();
-                let tip = format!("[{:.2}, {:.2}): {} rows, predicted {x:.3}, observed {y:.3}", b.lower, b.upper, b.count);
+                let tip =
+                    format!("[{:.2}, {:.2}): {} rows, predicted {x:.3}, observed {y:.3}", b.lower, b.upper, b.count);
                 plot.point(x, y, radius, color, &tip);
             }
         }
@@ -411,7 +430,9 @@ fn relatedness_section(h: &mut String, view: &View<'_>) {
             pairs.dedup();
             pairs
                 .into_iter()
-                .map(|p| (m.info.name.as_str(), p.clone(), hist.label_correlation.get(p).copied(), cosines.get(p).copied()))
+                .map(|p| {
+                    (m.info.name.as_str(), p.clone(), hist.label_correlation.get(p).copied(), cosines.get(p).copied())
+                })
                 .collect::<Vec<_>>()
         })
         .collect();
@@ -445,7 +466,8 @@ fn training_section(h: &mut String, view: &View<'_>) {
         histories
             .iter()
             .map(|(m, color)| {
-                let points = m.history.map_or(Vec::new(), |h| h.epochs.iter().map(|e| (e.epoch as f64, value(e))).collect());
+                let points =
+                    m.history.map_or(Vec::new(), |h| h.epochs.iter().map(|e| (e.epoch as f64, value(e))).collect());
                 Series { label: m.info.name.clone(), color, points }
             })
             .collect()
@@ -454,7 +476,9 @@ fn training_section(h: &mut String, view: &View<'_>) {
     let train = series(&|e| e.train_loss.values().sum());
     h.push_str(&curve_chart(&valid, &format!("valid {monitor}"), "training"));
     h.push_str(&curve_chart(&train, "train loss (sum over tasks)", "training"));
-    h.push_str("</div><table><tr><th>model</th><th>monitor</th><th>best epoch</th><th>epochs</th><th>last valid</th></tr>");
+    h.push_str(
+        "</div><table><tr><th>model</th><th>monitor</th><th>best epoch</th><th>epochs</th><th>last valid</th></tr>",
+    );
     for (m, _) in &histories {
         if let Some(hist) = m.history {
             let last = hist.epochs.last().and_then(|e| e.valid.get(&hist.monitor).copied());

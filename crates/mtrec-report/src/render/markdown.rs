@@ -65,7 +65,8 @@ pub fn render_markdown<'a>(report: impl Into<ReportRef<'a>>) -> String {
     }
     for task in &view.tasks {
         let e = task.evals[0];
-        let evaluated = serde_json::to_value(e.evaluated).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let evaluated =
+            serde_json::to_value(e.evaluated).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
         let _ = writeln!(
             m,
             "\n## {}\n\n{} · evaluated {} · {} units · {} labeled rows, {} masked\n",

@@ -82,8 +82,18 @@ impl<'a> View<'a> {
                 title: format!("A/B: {} vs {}", r.model_a.name, r.model_b.name),
                 rows: r.rows,
                 models: vec![
-                    ModelView { info: &r.model_a, label: "A", experts: &r.expert_usage.a, history: r.training.a.as_ref() },
-                    ModelView { info: &r.model_b, label: "B", experts: &r.expert_usage.b, history: r.training.b.as_ref() },
+                    ModelView {
+                        info: &r.model_a,
+                        label: "A",
+                        experts: &r.expert_usage.a,
+                        history: r.training.a.as_ref(),
+                    },
+                    ModelView {
+                        info: &r.model_b,
+                        label: "B",
+                        experts: &r.expert_usage.b,
+                        history: r.training.b.as_ref(),
+                    },
                 ],
                 baseline: r.baseline.as_ref(),
                 tasks: r.tasks.iter().map(|t| TaskView { evals: vec![&t.a, &t.b], comparison: Some(t) }).collect(),

@@ -41,12 +41,14 @@ async fn bad_score_requests_get_the_error_shape_with_status_code_and_field() {
 #[tokio::test]
 async fn bad_batch_requests_name_the_row() {
     let state = state();
-    let answer = post_json(&state, "/v1/score/batch", &serde_json::json!({"rows": [{}, {"item": {"price": "cheap"}}]})).await;
+    let answer =
+        post_json(&state, "/v1/score/batch", &serde_json::json!({"rows": [{}, {"item": {"price": "cheap"}}]})).await;
     assert_eq!((answer.status.as_u16(), answer.error_code()), (400, "invalid_field".to_owned()));
     assert_eq!(answer.json()["error"]["field"], "rows[1].item.price");
     let answer = post_json(&state, "/v1/score/batch", &serde_json::json!({"rows": []})).await;
     assert_eq!((answer.status.as_u16(), answer.error_code()), (422, "no_rows".to_owned()));
-    let answer = send(&state, "POST", "/v1/score/batch", Some(mtrec_serve::server::ARROW_STREAM), b"not arrow".to_vec()).await;
+    let answer =
+        send(&state, "POST", "/v1/score/batch", Some(mtrec_serve::server::ARROW_STREAM), b"not arrow".to_vec()).await;
     assert_eq!((answer.status.as_u16(), answer.error_code()), (400, "invalid_arrow".to_owned()));
     let answer = send(&state, "POST", "/v1/score", Some(mtrec_serve::server::ARROW_STREAM), b"x".to_vec()).await;
     assert_eq!((answer.status.as_u16(), answer.error_code()), (415, "unsupported_media_type".to_owned()));
@@ -69,7 +71,8 @@ async fn limits_are_enforced() {
 #[tokio::test]
 async fn requests_time_out_with_503() {
     // 20,000 rows take tens of milliseconds to score: far over a 1 ms limit.
-    let state = state_with(ServeConfig { request_timeout: Duration::from_millis(1), ..config() }, TablePaths::default());
+    let state =
+        state_with(ServeConfig { request_timeout: Duration::from_millis(1), ..config() }, TablePaths::default());
     let rows = vec![serde_json::json!({}); 20_000];
     let answer = post_json(&state, "/v1/score/batch", &serde_json::json!({ "rows": rows })).await;
     assert_eq!((answer.status.as_u16(), answer.error_code()), (503, "timeout".to_owned()));

@@ -13,7 +13,8 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(|i| serde_json::json!(i)),
         any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| serde_json::json!(f)),
         "[a-z_]{0,8}".prop_map(Value::String),
-        prop_oneof![Just("click"), Just("price"), Just("region"), Just("recent_items"), Just("id")].prop_map(|s| Value::String(s.into())),
+        prop_oneof![Just("click"), Just("price"), Just("region"), Just("recent_items"), Just("id")]
+            .prop_map(|s| Value::String(s.into())),
     ];
     leaf.prop_recursive(3, 24, 6, |inner| {
         prop_oneof![
@@ -21,9 +22,21 @@ fn json_value() -> impl Strategy<Value = Value> {
             prop::collection::btree_map(
                 prop_oneof![
                     "[a-z_]{1,8}".boxed(),
-                    prop_oneof![Just("user"), Just("items"), Just("item"), Just("context"), Just("rows"), Just("tasks"), Just("id"), Just("price"), Just("region"), Just("recent_items"), Just("hour")]
-                        .prop_map(str::to_owned)
-                        .boxed(),
+                    prop_oneof![
+                        Just("user"),
+                        Just("items"),
+                        Just("item"),
+                        Just("context"),
+                        Just("rows"),
+                        Just("tasks"),
+                        Just("id"),
+                        Just("price"),
+                        Just("region"),
+                        Just("recent_items"),
+                        Just("hour")
+                    ]
+                    .prop_map(str::to_owned)
+                    .boxed(),
                 ],
                 inner,
                 0..6
@@ -72,8 +85,14 @@ fn shared() -> &'static (tokio::runtime::Runtime, std::sync::Arc<mtrec_serve::Ap
 
 fn check(uri: &str, body: &Value) -> Result<(), TestCaseError> {
     let (runtime, state) = shared();
-    let answer = runtime.block_on(send(state, "POST", uri, Some("application/json"), serde_json::to_vec(body).unwrap()));
-    prop_assert!(answer.status.as_u16() < 500, "{uri} {body}: {} {}", answer.status, String::from_utf8_lossy(&answer.body));
+    let answer =
+        runtime.block_on(send(state, "POST", uri, Some("application/json"), serde_json::to_vec(body).unwrap()));
+    prop_assert!(
+        answer.status.as_u16() < 500,
+        "{uri} {body}: {} {}",
+        answer.status,
+        String::from_utf8_lossy(&answer.body)
+    );
     let json: Value = serde_json::from_slice(&answer.body).map_err(|e| TestCaseError::fail(e.to_string()))?;
     if !answer.status.is_success() {
         prop_assert!(json["error"]["code"].is_string() && json["error"]["message"].is_string(), "{json}");

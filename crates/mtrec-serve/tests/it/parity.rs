@@ -41,8 +41,7 @@ async fn json_batch_scores_equal_predict_on_every_test_row() {
     let pipeline = load_pipeline(&fx.ingest).unwrap();
     let test = load_split(&fx.ingest, "test", &pipeline).unwrap();
     assert!(test.rows > 100, "the test split is too small to mean much: {}", test.rows);
-    let rows: Vec<serde_json::Value> =
-        test.row_ids.iter().map(|&r| pair_record(&model, &fx.raw, r as usize)).collect();
+    let rows: Vec<serde_json::Value> = test.row_ids.iter().map(|&r| pair_record(&model, &fx.raw, r as usize)).collect();
     let answer = post_json(&state, "/v1/score/batch", &serde_json::json!({ "rows": rows })).await;
     assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
     let body = answer.json();
@@ -93,7 +92,11 @@ async fn one_user_requests_equal_predict() {
         assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
         let scores = &answer.json()["results"][0]["scores"];
         assert_close(&format!("row {r} click"), scores["click"]["probability"].as_f64().unwrap() as f32, click[r]);
-        assert_close(&format!("row {r} high_value"), scores["high_value"]["probability"].as_f64().unwrap() as f32, high_value[r]);
+        assert_close(
+            &format!("row {r} high_value"),
+            scores["high_value"]["probability"].as_f64().unwrap() as f32,
+            high_value[r],
+        );
     }
 }
 
@@ -108,7 +111,9 @@ async fn arrow_batch_scores_equal_predict() {
     let mut rows = fx.raw.take(&idx).unwrap();
     let mut body = Vec::new();
     IpcStreamWriter::new(&mut body).finish(&mut rows).unwrap();
-    let answer = send(&state, "POST", "/v1/score/batch?tasks=click,item_quality", Some(mtrec_serve::server::ARROW_STREAM), body).await;
+    let answer =
+        send(&state, "POST", "/v1/score/batch?tasks=click,item_quality", Some(mtrec_serve::server::ARROW_STREAM), body)
+            .await;
     assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
     assert_eq!(answer.content_type, mtrec_serve::server::ARROW_STREAM);
     assert!(answer.headers.contains_key("x-mtrec-model-version"));
@@ -117,7 +122,15 @@ async fn arrow_batch_scores_equal_predict() {
     let names: Vec<String> = served.get_column_names().iter().map(|n| n.to_string()).collect();
     assert_eq!(
         names,
-        ["id.user", "id.item", "pred.click", "pred.item_quality", "prob.item_quality.low", "prob.item_quality.mid", "prob.item_quality.high"]
+        [
+            "id.user",
+            "id.item",
+            "pred.click",
+            "pred.item_quality",
+            "prob.item_quality.low",
+            "prob.item_quality.mid",
+            "prob.item_quality.high"
+        ]
     );
     for column in ["pred.click", "prob.item_quality.low", "prob.item_quality.mid", "prob.item_quality.high"] {
         for (r, (s, p)) in f32_column(&served, column).into_iter().zip(f32_column(&expected, column)).enumerate() {
@@ -125,7 +138,13 @@ async fn arrow_batch_scores_equal_predict() {
         }
     }
     let top = |df: &DataFrame| -> Vec<String> {
-        df.column("pred.item_quality").unwrap().str().unwrap().iter().map(|v| v.unwrap_or_default().to_owned()).collect()
+        df.column("pred.item_quality")
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .map(|v| v.unwrap_or_default().to_owned())
+            .collect()
     };
     assert_eq!(top(&served), top(&expected));
     let ids = |df: &DataFrame, c: &str| -> Vec<String> {

@@ -86,7 +86,8 @@ async fn missing_features_come_from_the_tables_and_request_features_win() {
 #[tokio::test]
 async fn unknown_ids_are_warned_and_defaulted() {
     let with_tables = state_with(config(), write_tables());
-    let request = serde_json::json!({ "user": { "id": "nobody" }, "items": [{ "id": "nothing" }, { "id": "nothing either" }] });
+    let request =
+        serde_json::json!({ "user": { "id": "nobody" }, "items": [{ "id": "nothing" }, { "id": "nothing either" }] });
     let answer = post_json(&with_tables, "/v1/score", &request).await;
     assert_eq!(answer.status, 200);
     let warnings = answer.json()["warnings"].clone();
@@ -105,7 +106,8 @@ fn a_table_without_its_id_column_is_refused_with_the_file_named() {
     let fx = fixture();
     let path = fx.root.join("no-id.csv");
     std::fs::write(&path, "region,age_bucket\nx,y\n").unwrap();
-    let err = mtrec_serve::ServingModel::load(&fx.bundle, &TablePaths { user: Some(path.clone()), item: None }).unwrap_err();
+    let err =
+        mtrec_serve::ServingModel::load(&fx.bundle, &TablePaths { user: Some(path.clone()), item: None }).unwrap_err();
     let message = err.to_string();
     assert!(message.contains("no-id.csv") && message.contains("user_id"), "{message}");
 
