@@ -547,7 +547,7 @@ impl<'a> Entity<'a> {
         };
         let columns = &model.side_columns[side_index(side)];
         for field in record.keys() {
-            if field != "id" && !columns.contains(field) {
+            if field != "id" && Some(field.as_str()) != id_column && !columns.contains(field) {
                 warnings.add(format!("{warn_path}.{field}"), WarningKind::IgnoredField, index);
             }
         }
