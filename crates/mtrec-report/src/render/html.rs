@@ -286,14 +286,20 @@ fn delta_chart(metrics: &[MetricComparison], task: &str, k: usize) -> String {
             }
         })
         .collect();
-    let extent = rows
+    // One metric with a tiny A (an ECE near 0, say) can have a huge relative change and flatten
+    // every other bar: the axis then stops at 3x the second-largest row, and the rows beyond
+    // it are clipped at the edge with their value written there.
+    let mut magnitudes: Vec<f64> = rows
         .iter()
-        .flat_map(|r| [r.delta, r.low, r.high])
-        .flatten()
-        .filter(|v| v.is_finite())
-        .fold(0.0f64, |acc, v| acc.max(v.abs()))
-        .max(1e-6)
-        * 1.15;
+        .map(|r| {
+            [r.delta, r.low, r.high].into_iter().flatten().filter(|v| v.is_finite()).fold(0.0f64, |a, v| a.max(v.abs()))
+        })
+        .collect();
+    magnitudes.sort_by(|a, b| b.total_cmp(a));
+    let largest = magnitudes.first().copied().unwrap_or(0.0);
+    let second = magnitudes.get(1).copied().unwrap_or(largest);
+    let extent = if second > 0.0 && largest > 3.0 * second { 3.0 * second } else { largest }.max(1e-6) * 1.15;
+    let clip = |v: f64| v.clamp(-extent, extent);
     let row_height = 26.0;
     let height = 34.0 + 44.0 + row_height * rows.len() as f64;
     let mut plot = Plot::new(420.0, height, (-extent, extent), (0.0, rows.len() as f64)).categorical_y(118.0);
@@ -313,7 +319,7 @@ fn delta_chart(metrics: &[MetricComparison], task: &str, k: usize) -> String {
             esc(label)
         );
         if let Some(d) = delta {
-            let (x0, x1) = (zero.min(plot.x(*d)), zero.max(plot.x(*d)));
+            let (x0, x1) = (zero.min(plot.x(clip(*d))), zero.max(plot.x(clip(*d))));
             let _ = write!(
                 svg,
                 r#"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{color}" fill-opacity="0.75"><title>{} {:+.3}%</title></rect>"#,
@@ -323,9 +329,19 @@ fn delta_chart(metrics: &[MetricComparison], task: &str, k: usize) -> String {
                 esc(label),
                 d
             );
+            if d.abs() > extent {
+                // Written over the bar's clipped end, so the true value stays readable.
+                let (x, text_anchor) = if *d > 0.0 { (x1 - 3.0, "end") } else { (x0 + 3.0, "start") };
+                let _ = write!(
+                    svg,
+                    r##"<text x="{x:.1}" y="{:.1}" class="label" text-anchor="{text_anchor}" fill="#fff">{:+.0}% (clipped)</text>"##,
+                    center + 4.0,
+                    d
+                );
+            }
         }
         if let (Some(lo), Some(hi)) = (low, high) {
-            let (xl, xh) = (plot.x(*lo), plot.x(*hi));
+            let (xl, xh) = (plot.x(clip(*lo)), plot.x(clip(*hi)));
             let _ = write!(
                 svg,
                 r##"<g stroke="#1d2330" stroke-width="1.4"><line x1="{xl:.1}" y1="{center:.1}" x2="{xh:.1}" y2="{center:.1}"/><line x1="{xl:.1}" y1="{:.1}" x2="{xl:.1}" y2="{:.1}"/><line x1="{xh:.1}" y1="{:.1}" x2="{xh:.1}" y2="{:.1}"/></g>"##,
