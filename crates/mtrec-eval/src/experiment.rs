@@ -35,6 +35,7 @@ use std::time::Instant;
 
 use mtrec_metrics::{mean_ci95, MeanCi};
 use mtrec_schema::TaskType;
+use mtrec_train::train::higher_is_better;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -340,10 +341,6 @@ fn primary_metrics(pipeline: &mtrec_schema::FeaturePipeline) -> BTreeMap<String,
         .collect()
 }
 
-fn higher_is_better(metric: &str) -> bool {
-    metric != "rmse"
-}
-
 fn summarize(
     config: &ExperimentConfig,
     data: PathBuf,
@@ -384,7 +381,7 @@ fn summarize(
             for (task, metric) in &primary {
                 let key = format!("{task}.{metric}");
                 if let (Some(x), Some(y)) = (c.metrics.get(&key), b.metrics.get(&key)) {
-                    let sign = if higher_is_better(metric) { 1.0 } else { -1.0 };
+                    let sign = if higher_is_better(&key) { 1.0 } else { -1.0 };
                     c.multitask_gain.insert(task.clone(), sign * (x.mean - y.mean) / y.mean.abs());
                 }
             }
@@ -397,7 +394,7 @@ fn summarize(
         for (i, c) in configs.iter_mut().enumerate() {
             let Some(x) = means[i] else { continue };
             let better =
-                means.iter().flatten().filter(|&&y| if higher_is_better(metric) { y > x } else { y < x }).count();
+                means.iter().flatten().filter(|&&y| if higher_is_better(&key) { y > x } else { y < x }).count();
             c.mean_rank += (better + 1) as f64 / primary.len() as f64;
         }
     }

@@ -15,7 +15,7 @@ pub mod experiment;
 
 use std::path::{Path, PathBuf};
 
-use mtrec_ingest::encoded::{load_pipeline, load_split, EncodedDataset};
+use mtrec_ingest::encoded::EncodedDataset;
 use mtrec_model::bundle::{self, Bundle};
 use mtrec_report::{
     AbReport, EvalReport, EvalRows, History, ModelScores, ReportOptions, ReportRef, Scope, TaskInfo, TaskKind,
@@ -113,17 +113,12 @@ fn check_out(out: &Path, force: bool) -> Result<(), EvalError> {
 }
 
 fn load_data(bundle: &Bundle, dir: &Path, opts: &EvalOptions) -> Result<EncodedDataset, EvalError> {
-    let pipeline = load_pipeline(&opts.data)?;
-    if pipeline != bundle.pipeline {
-        return Err(EvalError::Incompatible(format!(
-            "{} was encoded with another feature pipeline than bundle {} (schema hash {} vs {}); evaluate on an ingest made with the bundle's features.json",
-            opts.data.display(),
-            dir.display(),
-            pipeline.schema_hash,
-            bundle.pipeline.schema_hash
-        )));
-    }
-    Ok(load_split(&opts.data, &opts.split, &pipeline)?)
+    mtrec_train::predict::load_bundle_split(bundle, &opts.data, &opts.split).map_err(|e| match e {
+        mtrec_train::TrainError::Incompatible(message) => {
+            EvalError::Incompatible(format!("bundle {}: {message}", dir.display()))
+        }
+        other => other.into(),
+    })
 }
 
 fn check_same_pipeline(a: &Bundle, a_dir: &Path, other: &Bundle, other_dir: &Path) -> Result<(), EvalError> {
@@ -141,24 +136,23 @@ fn check_same_pipeline(a: &Bundle, a_dir: &Path, other: &Bundle, other_dir: &Pat
 
 /// The tasks to report, in the first bundle's order.
 fn task_infos(bundle: &Bundle) -> Vec<TaskInfo> {
-    bundle
-        .model
-        .heads
-        .iter()
-        .map(|h| TaskInfo {
-            name: h.name.clone(),
-            kind: match h.kind {
-                TaskType::Binary => TaskKind::Binary,
-                TaskType::Regression => TaskKind::Regression,
-                TaskType::Multiclass => TaskKind::Multiclass { classes: h.classes.clone() },
-            },
-            scope: match h.scope {
-                mtrec_schema::Scope::Pair => Scope::Pair,
-                mtrec_schema::Scope::User => Scope::User,
-                mtrec_schema::Scope::Item => Scope::Item,
-            },
-        })
-        .collect()
+    bundle.model.heads.iter().map(task_info).collect()
+}
+
+fn task_info(h: &mtrec_model::Head) -> TaskInfo {
+    TaskInfo {
+        name: h.name.clone(),
+        kind: match h.kind {
+            TaskType::Binary => TaskKind::Binary,
+            TaskType::Regression => TaskKind::Regression,
+            TaskType::Multiclass => TaskKind::Multiclass { classes: h.classes.clone() },
+        },
+        scope: match h.scope {
+            mtrec_schema::Scope::Pair => Scope::Pair,
+            mtrec_schema::Scope::User => Scope::User,
+            mtrec_schema::Scope::Item => Scope::Item,
+        },
+    }
 }
 
 /// Stable 64-bit keys of the user (item) ids; without ids, every row is its own unit.
@@ -194,7 +188,7 @@ fn model_scores(
     let mut gates = Vec::with_capacity(tasks.len());
     for task in tasks {
         match heads.iter().position(|h| h.name == task.name) {
-            Some(t) if task_infos(bundle)[t].kind == task.kind => {
+            Some(t) if task_info(&heads[t]).kind == task.kind => {
                 outputs.push(predictions.outputs[t].clone());
                 gates.push(predictions.gates[t].clone());
             }

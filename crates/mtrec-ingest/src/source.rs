@@ -91,6 +91,16 @@ pub fn detect_format(path: &Path, configured: Option<Format>) -> Result<Format, 
     }
 }
 
+/// A lazy scan of a Parquet or Arrow IPC file (projection happens when it is collected).
+pub(crate) fn scan(path: &Path, format: Format) -> Result<LazyFrame, IngestError> {
+    let pl_path = PlRefPath::new(path.to_string_lossy().as_ref());
+    match format {
+        Format::Parquet => LazyFrame::scan_parquet(pl_path, ScanArgsParquet::default()),
+        _ => LazyFrame::scan_ipc(pl_path, Default::default(), Default::default()),
+    }
+    .map_err(|e| IngestError::read(path, e))
+}
+
 /// Reads one file, keeping `needed` columns (all of which must exist; `referrers` gives, per
 /// needed column, the schema path that asked for it, for the error message).
 pub fn read_file(
@@ -103,13 +113,7 @@ pub fn read_file(
     let df = match format {
         Format::Csv => read_csv(path, csv)?,
         Format::Parquet | Format::Ipc => {
-            let pl_path = PlRefPath::new(path.to_string_lossy().as_ref());
-            let lf = match format {
-                Format::Parquet => LazyFrame::scan_parquet(pl_path, ScanArgsParquet::default()),
-                _ => LazyFrame::scan_ipc(pl_path, Default::default(), Default::default()),
-            }
-            .map_err(|e| IngestError::read(path, e))?;
-            let mut lf = lf;
+            let mut lf = scan(path, format)?;
             let schema = lf.collect_schema().map_err(|e| IngestError::read(path, e))?;
             let available: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
             check_columns(path, &available, needed, referrers)?;

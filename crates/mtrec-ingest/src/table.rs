@@ -207,13 +207,7 @@ fn column_names(path: &Path, format: Format, csv: &CsvOptions) -> Result<Vec<Str
                 .collect())
         }
         Format::Parquet | Format::Ipc => {
-            let pl_path = PlRefPath::new(path.to_string_lossy().as_ref());
-            let mut lf = match format {
-                Format::Parquet => LazyFrame::scan_parquet(pl_path, ScanArgsParquet::default()),
-                _ => LazyFrame::scan_ipc(pl_path, Default::default(), Default::default()),
-            }
-            .map_err(|e| IngestError::read(path, e))?;
-            let schema = lf.collect_schema().map_err(|e| IngestError::read(path, e))?;
+            let schema = source::scan(path, format)?.collect_schema().map_err(|e| IngestError::read(path, e))?;
             Ok(schema.iter_names().map(|n| n.to_string()).collect())
         }
     }

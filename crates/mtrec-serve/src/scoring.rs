@@ -18,7 +18,6 @@ use mtrec_ingest::encoded::FeatureColumn;
 use mtrec_ingest::table::{encode_frame, id_keys, load_feature_table, FeatureTable};
 use mtrec_ingest::IngestError;
 use mtrec_model::bundle::{self, Bundle};
-use mtrec_model::FeatureData;
 use mtrec_schema::{EncodedKind, EncodedValue, Encoder, Lookup, RawValue, Side, TaskType, Transform};
 use polars::prelude::*;
 
@@ -77,7 +76,8 @@ fn side_index(side: Side) -> usize {
     }
 }
 
-fn snake(value: &impl serde::Serialize) -> String {
+/// A unit enum's serde name (`binary`, `user`, `out_of_vocabulary`).
+pub(crate) fn snake(value: &impl serde::Serialize) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
@@ -408,7 +408,11 @@ impl ServingModel {
             let head = &self.bundle.model.heads[t];
             if head.kind == TaskType::Multiclass {
                 let top: Vec<&str> = (0..n)
-                    .map(|r| head.classes[top_class(&outputs[t][r * head.outputs..(r + 1) * head.outputs])].as_str())
+                    .map(|r| {
+                        head.classes
+                            [mtrec_metrics::predicted_class(&outputs[t][r * head.outputs..(r + 1) * head.outputs])]
+                        .as_str()
+                    })
                     .collect();
                 out.push(Column::new(mtrec_train::predict::pred_column(&head.name).into(), top));
                 for (c, class) in head.classes.iter().enumerate() {
@@ -441,16 +445,8 @@ impl ServingModel {
 
     /// The model's one forward function over encoded columns: per task, `n x outputs`.
     fn forward(&self, columns: &[FeatureColumn], n: usize) -> Vec<Vec<f32>> {
-        let data: Vec<FeatureData<'_>> = columns
-            .iter()
-            .map(|c| match c {
-                FeatureColumn::Ids(ids) => FeatureData::Ids(ids),
-                FeatureColumn::Lists { offsets, values } => FeatureData::Lists { offsets, values },
-                FeatureColumn::Values(v) => FeatureData::Values(v),
-            })
-            .collect();
         let rows: Vec<usize> = (0..n).collect();
-        self.bundle.model.predict(&data, &rows).outputs
+        self.bundle.model.predict(&mtrec_train::eval::feature_views(columns), &rows).outputs
     }
 
     fn pair_outputs(&self, outputs: &[Vec<f32>], tasks: &[usize], r: usize) -> BTreeMap<String, TaskOutput> {
@@ -464,18 +460,13 @@ impl ServingModel {
                     TaskType::Regression => TaskOutput::Regression { value: out[0] },
                     TaskType::Multiclass => TaskOutput::Multiclass {
                         probabilities: head.classes.iter().cloned().zip(out.iter().copied()).collect(),
-                        top_class: head.classes[top_class(out)].clone(),
+                        top_class: head.classes[mtrec_metrics::predicted_class(out)].clone(),
                     },
                 };
                 (head.name.clone(), value)
             })
             .collect()
     }
-}
-
-/// The most probable class (the last of equal maxima, like `mtrec predict`).
-fn top_class(probabilities: &[f32]) -> usize {
-    probabilities.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(k, _)| k)
 }
 
 fn arrow_error(e: IngestError) -> ApiError {

@@ -20,7 +20,7 @@ use mtrec_schema::TaskType;
 use serde::{Deserialize, Serialize};
 
 use crate::eval::feature_data;
-use crate::train::{shared_parameters, task_gradients};
+use crate::train::{batch_targets, shared_parameters, task_gradients};
 use crate::TrainError;
 
 /// Rows of the diagnostic batch.
@@ -43,8 +43,7 @@ pub fn gradient_cosines(model: &MultiTaskModel, data: &EncodedDataset) -> Result
     let rows: Vec<usize> = (0..data.rows.min(DIAGNOSTIC_ROWS)).collect();
     let features = feature_data(data);
     let leaf = model.assemble(&features, &rows);
-    let labels: Vec<Vec<f32>> = data.labels.iter().map(|l| rows.iter().map(|&r| l[r]).collect()).collect();
-    let masks: Vec<Vec<u8>> = data.masks.iter().map(|m| rows.iter().map(|&r| m[r]).collect()).collect();
+    let (labels, masks) = batch_targets(data, &rows);
     let grads = task_gradients(model, &leaf, &labels, &masks, &|_| 1.0)?;
     let shared = shared_parameters(&grads.dense);
     let mut out = BTreeMap::new();

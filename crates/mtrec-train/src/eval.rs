@@ -9,7 +9,12 @@ use mtrec_schema::TaskType;
 
 /// The model's view of an encoded split's feature columns.
 pub fn feature_data(data: &EncodedDataset) -> Vec<FeatureData<'_>> {
-    data.features
+    feature_views(&data.features)
+}
+
+/// The model's view of encoded feature columns (a split's, or a request's).
+pub fn feature_views(columns: &[FeatureColumn]) -> Vec<FeatureData<'_>> {
+    columns
         .iter()
         .map(|c| match c {
             FeatureColumn::Ids(ids) => FeatureData::Ids(ids),

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use mtrec_ingest::encoded::{load_pipeline, load_split};
+use mtrec_ingest::encoded::{load_pipeline, load_split, EncodedDataset};
 use mtrec_model::bundle::Bundle;
 use mtrec_schema::{columns, TaskType};
 use polars::prelude::*;
@@ -26,8 +26,9 @@ pub fn gate_column(task: &str, expert: usize) -> String {
     format!("gate.{task}.{expert}")
 }
 
-/// Scores split `split` of `data` with `bundle` and writes `out`; returns the row count.
-pub fn predict(bundle: &Bundle, data: &Path, split: &str, out: &Path, batch_size: usize) -> Result<usize, TrainError> {
+/// Split `split` of the ingest directory `data`, which must have been encoded with `bundle`'s
+/// feature pipeline so that the model reads the ids it was trained on.
+pub fn load_bundle_split(bundle: &Bundle, data: &Path, split: &str) -> Result<EncodedDataset, TrainError> {
     let pipeline = load_pipeline(data)?;
     if pipeline != bundle.pipeline {
         return Err(TrainError::Incompatible(format!(
@@ -37,7 +38,12 @@ pub fn predict(bundle: &Bundle, data: &Path, split: &str, out: &Path, batch_size
             bundle.pipeline.schema_hash
         )));
     }
-    let ds = load_split(data, split, &pipeline)?;
+    Ok(load_split(data, split, &pipeline)?)
+}
+
+/// Scores split `split` of `data` with `bundle` and writes `out`; returns the row count.
+pub fn predict(bundle: &Bundle, data: &Path, split: &str, out: &Path, batch_size: usize) -> Result<usize, TrainError> {
+    let ds = load_bundle_split(bundle, data, split)?;
     let p = predict_all(&bundle.model, &ds, batch_size);
     let n = ds.rows;
     let mut cols: Vec<Column> = vec![Series::new(columns::ROW.into(), ds.row_ids.clone()).into()];
@@ -54,13 +60,8 @@ pub fn predict(bundle: &Bundle, data: &Path, split: &str, out: &Path, batch_size
             }
             TaskType::Multiclass => {
                 let c = head.outputs;
-                let top: Vec<&str> = out
-                    .chunks_exact(c)
-                    .map(|row| {
-                        let k = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(k, _)| k);
-                        head.classes[k].as_str()
-                    })
-                    .collect();
+                let top: Vec<&str> =
+                    out.chunks_exact(c).map(|row| head.classes[mtrec_metrics::predicted_class(row)].as_str()).collect();
                 cols.push(Series::new(pred_column(&head.name).into(), top).into());
                 for (k, class) in head.classes.iter().enumerate() {
                     let probs: Vec<f32> = out.chunks_exact(c).map(|row| row[k]).collect();

@@ -259,7 +259,7 @@ fn epoch_line(r: &EpochRecord, monitor: &str) -> String {
 }
 
 /// The labels and masks of `rows`, per task.
-fn batch_targets(data: &EncodedDataset, rows: &[usize]) -> (Vec<Vec<f32>>, Vec<Vec<u8>>) {
+pub(crate) fn batch_targets(data: &EncodedDataset, rows: &[usize]) -> (Vec<Vec<f32>>, Vec<Vec<u8>>) {
     let labels = data.labels.iter().map(|l| rows.iter().map(|&r| l[r]).collect()).collect();
     let masks = data.masks.iter().map(|m| rows.iter().map(|&r| m[r]).collect()).collect();
     (labels, masks)
