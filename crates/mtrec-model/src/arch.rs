@@ -32,7 +32,7 @@ impl Mlp {
 
     pub fn forward<T: TapeKind>(&self, store: &ParamStore, mut x: Mat<T>) -> Mat<T> {
         for l in &self.layers {
-            x = l.forward(store, x).relu();
+            x = l.forward_relu(store, x);
         }
         x
     }
@@ -95,7 +95,7 @@ impl ExpertBank {
 
     /// Every expert's output, side by side: `B x experts*out_width`.
     pub fn forward<T: TapeKind>(&self, store: &ParamStore, x: Mat<T>) -> Mat<T> {
-        let h = self.first.forward(store, x).relu();
+        let h = self.first.forward_relu(store, x);
         if self.deeper[0].layers.is_empty() {
             return h;
         }
@@ -133,11 +133,9 @@ fn concat_columns<T: TapeKind>(parts: Vec<Mat<T>>) -> Mat<T> {
 /// A softmax gate's mixture of experts: `experts` is `B x E*width` (experts side by side),
 /// `logits` the gate's `B x E` logits. Returns the mixture (`B x width`) and the gate weights.
 fn mix<T: TapeKind>(experts: Mat<T>, logits: Mat<T>, count: usize, width: usize) -> (Mat<T>, Mat) {
-    let n = experts.shape().0;
     let g = logits.softmax::<Axis<1>>();
     let probs = g.retaped::<NoneTape>();
-    let g = g.broadcast_like::<_, Axis<2>>(&(n, count, width));
-    ((experts.reshape_like(&(n, count, width)) * g).sum::<(usize, usize), Axis<1>>(), probs)
+    (crate::fused::mix(experts, g, count, width), probs)
 }
 
 /// One extraction level of PLE.

@@ -104,7 +104,8 @@ impl EmbeddingTables {
     }
 
     /// Scatters the gradient of the gathered input (`rows.len() x layout.width`) back to the
-    /// table rows, summing duplicate ids; one sparse gradient per table.
+    /// table rows, summing duplicate ids; one sparse gradient per table, its rows in order of
+    /// first appearance in the batch.
     pub fn sparse_grads(
         &self,
         layout: &InputLayout,
@@ -112,14 +113,46 @@ impl EmbeddingTables {
         rows: &[usize],
         grad: &[f32],
     ) -> Vec<SparseGrad> {
+        // The batch's ids, copied once per slot into batch order: the dataset's columns are
+        // read at shuffled rows, and the per-table loops below would otherwise miss cache on
+        // every lookup.
+        let lookups: Vec<Option<SlotLookups>> = layout
+            .slots
+            .par_iter()
+            .map(|slot| match (&slot.source, data[slot.feature]) {
+                (SlotSource::Embedding { .. }, FeatureData::Ids(ids)) => {
+                    Some(SlotLookups::Ids(rows.iter().map(|&r| ids[r]).collect()))
+                }
+                (SlotSource::Embedding { .. }, FeatureData::Lists { offsets, values }) => {
+                    let mut starts = Vec::with_capacity(rows.len() + 1);
+                    let mut ids = Vec::new();
+                    starts.push(0);
+                    for &r in rows {
+                        ids.extend_from_slice(&values[offsets[r]..offsets[r + 1]]);
+                        starts.push(ids.len());
+                    }
+                    Some(SlotLookups::Lists { offsets: starts, ids })
+                }
+                _ => None,
+            })
+            .collect();
         (0..self.tables.len())
             .into_par_iter()
             .map(|t| {
+                let slots: Vec<_> = layout
+                    .slots
+                    .iter()
+                    .zip(&lookups)
+                    .filter_map(|(s, l)| match (&s.source, l) {
+                        (SlotSource::Embedding { table, pooling }, Some(l)) if *table == t => Some((s, *pooling, l)),
+                        _ => None,
+                    })
+                    .collect();
                 let dim = self.tables[t].dim;
+                let mut index = RowIndex::new(self.tables[t].rows, rows.len() * slots.len());
                 let mut out = SparseGrad::default();
-                let mut slot_of: HashMap<u32, usize> = HashMap::new();
                 let mut add = |id: u32, g: &[f32], scale: f32| {
-                    let k = *slot_of.entry(id).or_insert_with(|| {
+                    let k = index.slot(id, || {
                         out.ids.push(id);
                         out.values.extend(std::iter::repeat_n(0.0, dim));
                         out.ids.len() - 1
@@ -128,19 +161,15 @@ impl EmbeddingTables {
                         *acc += scale * x;
                     }
                 };
-                for (b, &r) in rows.iter().enumerate() {
+                for b in 0..rows.len() {
                     let row_grad = &grad[b * layout.width..(b + 1) * layout.width];
-                    for slot in &layout.slots {
-                        let SlotSource::Embedding { table, pooling } = &slot.source else { continue };
-                        if *table != t {
-                            continue;
-                        }
+                    for &(slot, pooling, lookups) in &slots {
                         let g = &row_grad[slot.offset..slot.offset + slot.width];
-                        match data[slot.feature] {
-                            FeatureData::Ids(ids) => add(ids[r], g, 1.0),
-                            FeatureData::Lists { offsets, values } => {
-                                let ids = &values[offsets[r]..offsets[r + 1]];
-                                let scale = if *pooling == Some(Pooling::Mean) && ids.len() > 1 {
+                        match lookups {
+                            SlotLookups::Ids(ids) => add(ids[b], g, 1.0),
+                            SlotLookups::Lists { offsets, ids } => {
+                                let ids = &ids[offsets[b]..offsets[b + 1]];
+                                let scale = if pooling == Some(Pooling::Mean) && ids.len() > 1 {
                                     1.0 / ids.len() as f32
                                 } else {
                                     1.0
@@ -149,13 +178,56 @@ impl EmbeddingTables {
                                     add(id, g, scale);
                                 }
                             }
-                            FeatureData::Values(_) => unreachable!("an embedding slot holds ids"),
                         }
                     }
                 }
                 out
             })
             .collect()
+    }
+}
+
+/// One embedding slot's ids for a batch, in batch order.
+enum SlotLookups {
+    Ids(Vec<u32>),
+    /// Row `b`'s ids are `ids[offsets[b]..offsets[b + 1]]`.
+    Lists {
+        offsets: Vec<usize>,
+        ids: Vec<u32>,
+    },
+}
+
+/// Where each touched row's gradient sits in a [`SparseGrad`]. A table no larger than a few
+/// times the batch's lookups gets a direct array (no hashing); a larger one a hash map, so a
+/// step's cost stays O(batch) whatever the vocabulary size.
+enum RowIndex {
+    Direct(Vec<u32>),
+    Hashed(HashMap<u32, usize, foldhash::fast::FixedState>),
+}
+
+impl RowIndex {
+    const ABSENT: u32 = u32::MAX;
+
+    fn new(table_rows: usize, lookups: usize) -> Self {
+        if table_rows <= 4 * lookups.max(256) {
+            RowIndex::Direct(vec![Self::ABSENT; table_rows])
+        } else {
+            RowIndex::Hashed(HashMap::with_capacity_and_hasher(lookups, foldhash::fast::FixedState::default()))
+        }
+    }
+
+    /// The position of `id`, inserting it with `insert()` on first sight.
+    fn slot(&mut self, id: u32, insert: impl FnOnce() -> usize) -> usize {
+        match self {
+            RowIndex::Direct(at) => {
+                let cell = &mut at[id as usize];
+                if *cell == Self::ABSENT {
+                    *cell = insert() as u32;
+                }
+                *cell as usize
+            }
+            RowIndex::Hashed(map) => *map.entry(id).or_insert_with(insert),
+        }
     }
 }
 

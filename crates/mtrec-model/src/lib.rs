@@ -7,6 +7,8 @@
 //!   (lazy Adam, Adagrad).
 //! - [`layout`]: where every feature sits in the input row.
 //! - [`arch`]: sharing architectures (shared-bottom, MMoE, single-task, PLE, soft sharing).
+//! - [`fused`]: fused element-wise ops (bias + activation, the MMoE mixture) with their own
+//!   backward passes, where dfdx's generic kernels are slow.
 //! - [`model`]: heads, losses and the one forward function used by training, evaluation and
 //!   serving alike.
 //! - [`io`]: weights as safetensors with stable names.
@@ -52,6 +54,7 @@ pub mod bundle;
 pub mod config;
 pub mod embedding;
 pub mod error;
+pub mod fused;
 pub mod io;
 pub mod layout;
 pub mod model;

@@ -164,11 +164,12 @@ impl Linear {
 
     /// `x W + b`.
     pub fn forward<T: TapeKind>(&self, store: &ParamStore, x: Mat<T>) -> Mat<T> {
-        let w = store.matrix(self.w).clone();
-        let b = store.vector(self.b).clone();
-        let n = x.shape().0;
-        let out = w.shape().1;
-        x.matmul(w) + b.broadcast_like::<_, Axis<0>>(&(n, out))
+        crate::fused::bias_act(x.matmul(store.matrix(self.w).clone()), store.vector(self.b), false)
+    }
+
+    /// `relu(x W + b)`, the bias and the activation in one pass.
+    pub fn forward_relu<T: TapeKind>(&self, store: &ParamStore, x: Mat<T>) -> Mat<T> {
+        crate::fused::bias_act(x.matmul(store.matrix(self.w).clone()), store.vector(self.b), true)
     }
 }
 
