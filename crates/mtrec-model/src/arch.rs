@@ -93,21 +93,19 @@ impl ExpertBank {
         self.deeper[0].layers.last().map_or(self.first_width, |l| l.fan_out(store))
     }
 
-    /// Every expert's output, side by side: `B x experts*out_width`.
+    /// Every expert's output, side by side: `B x experts*out_width`. Each deeper layer of all
+    /// experts is one grouped op over the experts' column blocks.
     pub fn forward<T: TapeKind>(&self, store: &ParamStore, x: Mat<T>) -> Mat<T> {
-        let h = self.first.forward_relu(store, x);
-        if self.deeper[0].layers.is_empty() {
-            return h;
+        let mut h = self.first.forward_relu(store, x);
+        for depth in 0..self.deeper[0].layers.len() {
+            let layers: Vec<(&Mat, &Vector)> = self
+                .deeper
+                .iter()
+                .map(|mlp| (store.matrix(mlp.layers[depth].w), store.vector(mlp.layers[depth].b)))
+                .collect();
+            h = crate::fused::grouped_linear(h, &layers, true);
         }
-        // Disjoint slices are `h`'s only consumers: plain slices are safe here (see
-        // `slice_columns`).
-        let w = self.first_width;
-        let outs: Vec<Mat<T>> = fan_out(h, self.experts)
-            .into_iter()
-            .enumerate()
-            .map(|(e, part)| self.deeper[e].forward(store, part.slice((.., e * w..(e + 1) * w))))
-            .collect();
-        concat_columns(outs)
+        h
     }
 
     /// The weight matrices of the experts' last layers.

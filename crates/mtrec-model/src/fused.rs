@@ -1,63 +1,133 @@
-//! Fused element-wise ops with hand-written backward passes, recorded on dfdx's tape.
+//! Fused ops with hand-written backward passes, recorded on dfdx's tape.
 //!
 //! dfdx 0.13 runs every element-wise op through a generic strided index, single-threaded, and
-//! allocates a fresh buffer per op (`../shared/notes/DFDX.md` §4): a bias add, a ReLU and the
-//! MMoE mixture cost more than the matrix products of a small model. Each op here makes one
-//! pass over contiguous rows (rayon over fixed-size row blocks, so the result never depends on
-//! the thread count) and records one backward closure through the public `Tape` API. Without
-//! a tape (inference) the closure is simply not recorded: the same code serves both.
+//! allocates a fresh buffer per op; its matrix products use gemm 0.15, about 1.6x slower on
+//! this machine's CPU than current GEMMs (`../shared/notes/DFDX.md` §4, benches/README.md).
+//! The ops here are the model's hot path: a linear layer is one op (the product through
+//! faer, then bias and activation in the same pass over the output), the experts' deeper
+//! layers are one op over column blocks (no slices, no concatenation), and the MMoE mixture
+//! is one op. Each records one backward closure through the public `Tape` API; without a tape
+//! (inference) nothing is recorded and the same code serves both. Element-wise passes run on
+//! rayon over fixed-size row blocks, so results never depend on the thread count.
 
 use dfdx::prelude::*;
+use faer::linalg::matmul::matmul;
+use faer::prelude::ReborrowMut;
+use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
-use crate::params::{Mat, TapeKind, Vector};
+use crate::params::{Dev, Mat, TapeKind, Vector};
 
 /// Rows per block: blocks run in parallel, and sums over blocks are added in block order, so
 /// results never depend on the thread count.
 const BLOCK_ROWS: usize = 64;
-/// Below this many values an op runs on the calling thread: waking rayon's workers costs more.
+/// Below this many values an element-wise pass runs on the calling thread: waking rayon's
+/// workers costs more.
 const PARALLEL_MIN: usize = 1 << 16;
+/// Below this many multiply-adds a matrix product runs on the calling thread.
+const PARALLEL_GEMM_MIN: usize = 1 << 18;
 
 /// A contiguous tensor's values (a plain copy; `as_vec` walks a strided index per value).
 /// Every input here is the fresh output of another op or a parameter, hence contiguous.
-fn values<T>(t: &Tensor<(usize, usize), f32, crate::params::Dev, T>) -> Vec<f32> {
-    let mut buf = vec![0.0; t.shape().0 * t.shape().1];
+fn values<S: Shape, T>(t: &Tensor<S, f32, Dev, T>) -> Vec<f32> {
+    let mut buf = vec![0.0; t.shape().num_elements()];
     t.copy_into(&mut buf);
     buf
 }
 
-/// `act(x + b)` with `b` broadcast over rows; `relu` picks ReLU, otherwise the identity.
-pub fn bias_act<T: TapeKind>(x: Mat<T>, bias: &Vector, relu: bool) -> Mat<T> {
-    let (n, m) = *x.shape();
-    assert_eq!(bias.shape().0, m, "bias_act: bias width");
+fn gemm_par(rows: usize, inner: usize, cols: usize) -> Par {
+    if rows * inner * cols < PARALLEL_GEMM_MIN {
+        Par::Seq
+    } else {
+        Par::rayon(rayon::current_num_threads())
+    }
+}
+
+/// `act(x W + b)`; `relu` picks ReLU, otherwise the identity.
+pub fn linear<T: TapeKind>(x: Mat<T>, w: &Mat, b: &Vector, relu: bool) -> Mat<T> {
+    grouped_linear(x, &[(w, b)], relu)
+}
+
+/// Independent linear layers over column blocks: with `G = layers.len()` layers of `k x m`
+/// weights, `x` is `n x G*k` and the result `n x G*m`, block `g` being `act(x_g W_g + b_g)`.
+/// The experts' deeper layers of an MMoE or PLE bank are one call.
+pub fn grouped_linear<T: TapeKind>(x: Mat<T>, layers: &[(&Mat, &Vector)], relu: bool) -> Mat<T> {
+    let groups = layers.len();
+    let (n, width_in) = *x.shape();
+    let (k, m) = *layers[0].0.shape();
+    assert!(layers.iter().all(|(w, b)| *w.shape() == (k, m) && b.shape().0 == m), "grouped_linear: layer shapes");
+    assert_eq!(width_in, groups * k, "grouped_linear: input width");
+    let width_out = groups * m;
     let (x, mut tape) = x.split_tape();
-    let mut b = vec![0.0; m];
-    bias.copy_into(&mut b);
-    let mut out = values(&x);
-    par_rows(&mut out, m, |_, row| {
-        for (o, b) in row.iter_mut().zip(&b) {
+    let xv = values(&x);
+    let weights: Vec<Vec<f32>> = layers.iter().map(|(w, _)| values(*w)).collect();
+    let bias: Vec<f32> = layers.iter().flat_map(|(_, b)| values(*b)).collect();
+    let mut out = vec![0.0f32; n * width_out];
+    {
+        let mut dst = MatMut::from_row_major_slice_mut(&mut out, n, width_out);
+        let lhs = MatRef::from_row_major_slice(&xv, n, width_in);
+        for (g, w) in weights.iter().enumerate() {
+            matmul(
+                dst.rb_mut().subcols_mut(g * m, m),
+                Accum::Replace,
+                lhs.subcols(g * k, k),
+                MatRef::from_row_major_slice(w, k, m),
+                1.0,
+                gemm_par(n, k, m),
+            );
+        }
+    }
+    par_rows(&mut out, width_out, |_, row| {
+        for (o, b) in row.iter_mut().zip(&bias) {
             let v = *o + b;
             *o = if relu && v <= 0.0 { 0.0 } else { v };
         }
     });
-    let out = x.device().tensor_from_vec(out, (n, m));
+    let out = x.device().tensor_from_vec(out, (n, width_out));
     if T::OWNS_TAPE {
-        let (x_id, b_id, out_id) = (x.clone(), bias.clone(), out.clone());
+        let params: Vec<(Mat, Vector)> = layers.iter().map(|(w, b)| ((*w).clone(), (*b).clone())).collect();
+        let (x_id, out_id) = (x.clone(), out.clone());
         tape.add_backward_op(move |grads| {
-            let mut g = grads.get_or_alloc_mut(&out_id)?.to_vec();
+            let mut go = grads.get_or_alloc_mut(&out_id)?.to_vec();
             if relu {
                 let kept = values(&out_id);
-                par_rows(&mut g, m, |r, row| {
-                    for (g, o) in row.iter_mut().zip(&kept[r * m..(r + 1) * m]) {
+                par_rows(&mut go, width_out, |r, row| {
+                    for (g, o) in row.iter_mut().zip(&kept[r * width_out..(r + 1) * width_out]) {
                         if *o <= 0.0 {
                             *g = 0.0;
                         }
                     }
                 });
             }
-            add_into(grads.get_or_alloc_mut(&x_id)?, &g);
-            let sums = column_sums(&g, m);
-            add_into(grads.get_or_alloc_mut(&b_id)?, &sums);
+            let d_out = MatRef::from_row_major_slice(&go, n, width_out);
+            let lhs = MatRef::from_row_major_slice(&xv, n, width_in);
+            let bias_grad = column_sums(&go, width_out);
+            for (g, (w, b)) in params.iter().enumerate() {
+                // dW_g = x_g^T dOut_g, db_g = column sums of dOut_g
+                let dw = grads.get_or_alloc_mut(w)?;
+                matmul(
+                    MatMut::from_row_major_slice_mut(&mut dw[..], k, m),
+                    Accum::Add,
+                    lhs.subcols(g * k, k).transpose(),
+                    d_out.subcols(g * m, m),
+                    1.0,
+                    gemm_par(k, n, m),
+                );
+                add_into(grads.get_or_alloc_mut(b)?, &bias_grad[g * m..(g + 1) * m]);
+            }
+            // dx_g = dOut_g W_g^T
+            let dx = grads.get_or_alloc_mut(&x_id)?;
+            let mut dx = MatMut::from_row_major_slice_mut(&mut dx[..], n, width_in);
+            for (g, w) in weights.iter().enumerate() {
+                matmul(
+                    dx.rb_mut().subcols_mut(g * k, k),
+                    Accum::Add,
+                    d_out.subcols(g * m, m),
+                    MatRef::from_row_major_slice(w, k, m).transpose(),
+                    1.0,
+                    gemm_par(n, m, k),
+                );
+            }
             Ok(())
         });
     }
@@ -171,64 +241,95 @@ fn column_sums(g: &[f32], width: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params::Dev;
 
-    fn dev() -> Dev {
-        Dev::default()
+    type TapedMat = Mat<OwnedTape<f32, Dev>>;
+
+    fn filled(dev: &Dev, rows: usize, cols: usize, seed: usize) -> Mat {
+        dev.tensor_from_vec((0..rows * cols).map(|i| (((i + seed) * 7919) % 23) as f32 * 0.1 - 1.1).collect(), (rows, cols))
     }
 
-    /// `act(x + b)` in plain dfdx ops, the reference for the fused op.
-    fn plain_bias_act(x: Mat<OwnedTape<f32, Dev>>, b: &Vector, relu: bool) -> Mat<OwnedTape<f32, Dev>> {
+    fn close(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
+        }
+    }
+
+    /// The same layers in plain dfdx ops: slices, products, broadcast bias, ReLU, concatenation.
+    fn plain_grouped(x: TapedMat, layers: &[(Mat, Vector)], relu: bool) -> TapedMat {
         let n = x.shape().0;
-        let y = x + b.clone().broadcast_like::<_, Axis<0>>(&(n, b.shape().0));
-        if relu {
-            y.relu()
-        } else {
-            y
+        let (k, m) = *layers[0].0.shape();
+        let outs: Vec<TapedMat> = crate::arch::fan_out(x, layers.len())
+            .into_iter()
+            .zip(layers)
+            .enumerate()
+            .map(|(g, (x, (w, b)))| {
+                let y = crate::arch::slice_columns(x, g * k..(g + 1) * k).matmul(w.clone())
+                    + b.clone().broadcast_like::<_, Axis<0>>(&(n, m));
+                if relu {
+                    y.relu()
+                } else {
+                    y
+                }
+            })
+            .collect();
+        let mut it = outs.into_iter();
+        let mut acc = it.next().expect("one layer");
+        for p in it {
+            acc = (acc, p).concat_along(Axis::<1>);
+        }
+        acc
+    }
+
+    /// Values and gradients (input, weights, biases) against plain dfdx ops, under a
+    /// non-uniform upstream gradient (the loss is `Σ out ⊙ u`), with one and three groups.
+    #[test]
+    fn grouped_linear_matches_dfdx_ops() {
+        let dev = Dev::default();
+        for (groups, n) in [(1, 5), (3, 130)] {
+            let (k, m) = (4, 3);
+            let x = filled(&dev, n, groups * k, 1);
+            let layers: Vec<(Mat, Vector)> = (0..groups)
+                .map(|g| (filled(&dev, k, m, 10 + g), dev.tensor_from_vec(vec![0.3, -0.2, 0.05], (m,))))
+                .collect();
+            let refs: Vec<(&Mat, &Vector)> = layers.iter().map(|(w, b)| (w, b)).collect();
+            let u = filled(&dev, n, groups * m, 99);
+            for relu in [false, true] {
+                let fused = grouped_linear(x.clone().trace(Gradients::leaky()), &refs, relu);
+                let plain = plain_grouped(x.clone().trace(Gradients::leaky()), &layers, relu);
+                close(&fused.retaped::<NoneTape>().as_vec(), &plain.retaped::<NoneTape>().as_vec());
+                let gf = (fused * u.clone()).sum::<(), _>().backward();
+                let gp = (plain * u.clone()).sum::<(), _>().backward();
+                close(&gf.get(&x).as_vec(), &gp.get(&x).as_vec());
+                for (w, b) in &layers {
+                    close(&gf.get(w).as_vec(), &gp.get(w).as_vec());
+                    close(&gf.get(b).as_vec(), &gp.get(b).as_vec());
+                }
+            }
         }
     }
 
-    /// The fused op against the same computation in plain dfdx ops: values and gradients,
-    /// under a non-uniform upstream gradient (the loss is `Σ out ⊙ w`).
+    /// Rows beyond one block and over the parallel thresholds: blocks and their sums line up.
     #[test]
-    fn bias_act_matches_dfdx_ops() {
-        let dev = dev();
-        let x: Mat = dev.tensor_from_vec((0..15).map(|i| (i as f32 - 7.0) * 0.3).collect(), (5, 3));
-        let b: Vector = dev.tensor_from_vec(vec![0.5, -0.2, 0.1], (3,));
-        let w: Mat = dev.tensor_from_vec((0..15).map(|i| 1.0 + i as f32 * 0.1).collect(), (5, 3));
-        for relu in [false, true] {
-            let fused = bias_act(x.clone().trace(Gradients::leaky()), &b, relu);
-            let plain = plain_bias_act(x.clone().trace(Gradients::leaky()), &b, relu);
-            let (a, p) = (fused.retaped::<NoneTape>().as_vec(), plain.retaped::<NoneTape>().as_vec());
-            assert_eq!(a, p);
-            let gf = (fused * w.clone()).sum::<(), _>().backward();
-            let gp = (plain * w.clone()).sum::<(), _>().backward();
-            assert_eq!(gf.get(&x).as_vec(), gp.get(&x).as_vec());
-            let (bf, bp) = (gf.get(&b).as_vec(), gp.get(&b).as_vec());
-            assert!(bf.iter().zip(&bp).all(|(a, b)| (a - b).abs() < 1e-5), "{bf:?} vs {bp:?}");
-        }
-    }
-
-    /// Rows beyond one block and over the parallel threshold: blocks and their sums line up.
-    #[test]
-    fn bias_act_over_many_blocks_sums_every_row() {
-        let dev = dev();
-        let (n, m) = (1000, 70);
-        let x: Mat = dev.tensor_from_vec(vec![1.0; n * m], (n, m));
+    fn linear_over_many_blocks_sums_every_row() {
+        let dev = Dev::default();
+        let (n, k, m) = (1000, 90, 70);
+        let x: Mat = dev.tensor_from_vec(vec![1.0; n * k], (n, k));
+        let w: Mat = dev.tensor_from_vec(vec![0.01; k * m], (k, m));
         let b: Vector = dev.tensor_from_vec(vec![0.0; m], (m,));
-        let grads = bias_act(x.clone().trace(Gradients::leaky()), &b, true).sum::<(), _>().backward();
+        let grads = linear(x.clone().trace(Gradients::leaky()), &w, &b, true).sum::<(), _>().backward();
         assert!(grads.get(&b).as_vec().iter().all(|&g| g == n as f32));
-        assert!(grads.get(&x).as_vec().iter().all(|&g| g == 1.0));
+        assert!(grads.get(&w).as_vec().iter().all(|&g| g == n as f32));
+        close(&grads.get(&x).as_vec(), &vec![0.01 * m as f32; n * k]);
     }
 
     #[test]
     fn mix_matches_dfdx_ops() {
-        let dev = dev();
+        let dev = Dev::default();
         let (n, count, width) = (70, 3, 4);
-        let h: Mat = dev
-            .tensor_from_vec((0..n * count * width).map(|i| ((i * 7) % 11) as f32 * 0.1).collect(), (n, count * width));
-        let logits: Mat = dev.tensor_from_vec((0..n * count).map(|i| ((i * 5) % 7) as f32 * 0.2).collect(), (n, count));
-        let w: Mat = dev.tensor_from_vec((0..n * width).map(|i| ((i * 3) % 5) as f32 - 2.0).collect(), (n, width));
+        let h = filled(&dev, n, count * width, 3);
+        let logits = filled(&dev, n, count, 5);
+        let u = filled(&dev, n, width, 7);
         let fused = {
             let g = logits.clone().trace(Gradients::leaky()).softmax::<Axis<1>>();
             mix(h.clone().trace(Gradients::leaky()), g, count, width)
@@ -236,24 +337,24 @@ mod tests {
         let plain = {
             let g = logits.clone().trace(Gradients::leaky()).softmax::<Axis<1>>();
             let g = g.broadcast_like::<_, Axis<2>>(&(n, count, width));
-            (h.clone().trace(Gradients::leaky()).reshape_like(&(n, count, width)) * g).sum::<(usize, usize), Axis<1>>()
+            (h.clone().trace(Gradients::leaky()).reshape_like(&(n, count, width)) * g)
+                .sum::<(usize, usize), Axis<1>>()
         };
-        let (a, b) = (fused.retaped::<NoneTape>().as_vec(), plain.retaped::<NoneTape>().as_vec());
-        assert!(a.iter().zip(&b).all(|(a, b)| (a - b).abs() < 1e-5));
-        let gf = (fused * w.clone()).sum::<(), _>().backward();
-        let gp = (plain * w.clone()).sum::<(), _>().backward();
+        close(&fused.retaped::<NoneTape>().as_vec(), &plain.retaped::<NoneTape>().as_vec());
+        let gf = (fused * u.clone()).sum::<(), _>().backward();
+        let gp = (plain * u.clone()).sum::<(), _>().backward();
         for t in [&h, &logits] {
-            let (a, b) = (gf.get(t).as_vec(), gp.get(t).as_vec());
-            assert!(a.iter().zip(&b).all(|(a, b)| (a - b).abs() < 1e-5), "{a:?} vs {b:?}");
+            close(&gf.get(t).as_vec(), &gp.get(t).as_vec());
         }
     }
 
     #[test]
     fn inference_records_nothing_and_gives_the_same_values() {
-        let dev = dev();
+        let dev = Dev::default();
         let x: Mat = dev.tensor_from_vec(vec![-1.0, 2.0, 0.5, -0.5], (2, 2));
+        let w: Mat = dev.tensor_from_vec(vec![1.0, 0.0, 0.0, 1.0], (2, 2));
         let b: Vector = dev.tensor_from_vec(vec![0.25, 0.0], (2,));
-        assert_eq!(bias_act(x.clone(), &b, true).as_vec(), vec![0.0, 2.0, 0.75, 0.0]);
-        assert_eq!(bias_act(x, &b, false).as_vec(), vec![-0.75, 2.0, 0.75, -0.5]);
+        assert_eq!(linear(x.clone(), &w, &b, true).as_vec(), vec![0.0, 2.0, 0.75, 0.0]);
+        assert_eq!(linear(x, &w, &b, false).as_vec(), vec![-0.75, 2.0, 0.75, -0.5]);
     }
 }

@@ -164,12 +164,12 @@ impl Linear {
 
     /// `x W + b`.
     pub fn forward<T: TapeKind>(&self, store: &ParamStore, x: Mat<T>) -> Mat<T> {
-        crate::fused::bias_act(x.matmul(store.matrix(self.w).clone()), store.vector(self.b), false)
+        crate::fused::linear(x, store.matrix(self.w), store.vector(self.b), false)
     }
 
-    /// `relu(x W + b)`, the bias and the activation in one pass.
+    /// `relu(x W + b)`, one fused op.
     pub fn forward_relu<T: TapeKind>(&self, store: &ParamStore, x: Mat<T>) -> Mat<T> {
-        crate::fused::bias_act(x.matmul(store.matrix(self.w).clone()), store.vector(self.b), true)
+        crate::fused::linear(x, store.matrix(self.w), store.vector(self.b), true)
     }
 }
 
