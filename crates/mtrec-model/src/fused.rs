@@ -35,6 +35,12 @@ fn values<S: Shape, T>(t: &Tensor<S, f32, Dev, T>) -> Vec<f32> {
     buf
 }
 
+/// Moves the gradient of an op's own output out of `grads` (no copy): only this op's backward
+/// reads it, and it runs after every consumer of the output has added its part.
+fn take_grad(grads: &mut Gradients<f32, Dev>, out: &Mat) -> Result<Vec<f32>, CpuError> {
+    Ok(std::mem::take(&mut **grads.get_or_alloc_mut(out)?))
+}
+
 fn gemm_par(rows: usize, inner: usize, cols: usize) -> Par {
     if rows * inner * cols < PARALLEL_GEMM_MIN {
         Par::Seq
@@ -83,17 +89,18 @@ pub fn grouped_linear<T: TapeKind>(x: Mat<T>, layers: &[(&Mat, &Vector)], relu: 
             *o = if relu && v <= 0.0 { 0.0 } else { v };
         }
     });
+    // Where the ReLU passed its input through: its backward needs only that.
+    let active: Vec<bool> = if relu && T::OWNS_TAPE { out.par_iter().map(|&o| o > 0.0).collect() } else { Vec::new() };
     let out = x.device().tensor_from_vec(out, (n, width_out));
     if T::OWNS_TAPE {
         let params: Vec<(Mat, Vector)> = layers.iter().map(|(w, b)| ((*w).clone(), (*b).clone())).collect();
         let (x_id, out_id) = (x.clone(), out.clone());
         tape.add_backward_op(move |grads| {
-            let mut go = grads.get_or_alloc_mut(&out_id)?.to_vec();
+            let mut go = take_grad(grads, &out_id)?;
             if relu {
-                let kept = values(&out_id);
                 par_rows(&mut go, width_out, |r, row| {
-                    for (g, o) in row.iter_mut().zip(&kept[r * width_out..(r + 1) * width_out]) {
-                        if *o <= 0.0 {
+                    for (g, a) in row.iter_mut().zip(&active[r * width_out..(r + 1) * width_out]) {
+                        if !a {
                             *g = 0.0;
                         }
                     }
@@ -160,7 +167,7 @@ pub fn mix<T: TapeKind>(experts: Mat<T>, gates: Mat<T>, count: usize, width: usi
     if T::OWNS_TAPE {
         let (h_id, g_id, out_id) = (h.clone(), g.clone(), out.clone());
         tape.add_backward_op(move |grads| {
-            let go = grads.get_or_alloc_mut(&out_id)?.to_vec();
+            let go = take_grad(grads, &out_id)?;
             let rows = |b: usize| (&hv[b * count * width..(b + 1) * count * width], &gv[b * count..(b + 1) * count]);
             // d experts[b, e, :] = gates[b, e] * d out[b, :]
             let gh = grads.get_or_alloc_mut(&h_id)?;

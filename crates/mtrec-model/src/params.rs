@@ -4,6 +4,7 @@
 
 use dfdx::prelude::*;
 use rand::Rng;
+use rayon::prelude::*;
 
 /// The compute device.
 pub type Dev = Cpu;
@@ -127,10 +128,13 @@ impl ParamStore {
 
     /// The values, row-major.
     pub fn values(&self, id: ParamId) -> Vec<f32> {
+        // A plain copy: parameters are contiguous, and `as_vec` walks a strided index per value.
+        let mut buf = vec![0.0; self.numel(id)];
         match &self.entries[id.0].value {
-            Value::Matrix(m) => m.as_vec(),
-            Value::Vector(v) => v.as_vec(),
+            Value::Matrix(m) => m.copy_into(&mut buf),
+            Value::Vector(v) => v.copy_into(&mut buf),
         }
+        buf
     }
 
     pub fn set_values(&mut self, id: ParamId, values: &[f32]) {
@@ -226,11 +230,19 @@ impl AdamState {
             let g = &grads[id.0];
             let mut w = store.values(id);
             let (m, v) = (&mut self.m[id.0], &mut self.v[id.0]);
-            for i in 0..w.len() {
-                m[i] = b1 * m[i] + (1.0 - b1) * g[i];
-                v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-                w[i] -= step_size * m[i] / (v[i].sqrt() + eps) + decay * w[i];
-            }
+            // Element-wise, so the parallel split cannot change the result.
+            const CHUNK: usize = 1 << 14;
+            w.par_chunks_mut(CHUNK)
+                .zip(m.par_chunks_mut(CHUNK))
+                .zip(v.par_chunks_mut(CHUNK))
+                .zip(g.par_chunks(CHUNK))
+                .for_each(|(((w, m), v), g)| {
+                    for i in 0..w.len() {
+                        m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+                        v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+                        w[i] -= step_size * m[i] / (v[i].sqrt() + eps) + decay * w[i];
+                    }
+                });
             store.set_values(id, &w);
         }
     }
