@@ -7,6 +7,7 @@ use dfdx::prelude::*;
 use rand::Rng;
 
 use crate::config::ArchitectureConfig;
+use crate::fused::mix;
 use crate::params::{Dev, Linear, Mat, ParamId, ParamStore, TapeKind, Taped, Vector};
 
 /// A ReLU MLP: every layer is followed by a ReLU.
@@ -126,14 +127,6 @@ fn concat_columns<T: TapeKind>(parts: Vec<Mat<T>>) -> Mat<T> {
         acc = (acc, p).concat_along(Axis::<1>);
     }
     acc
-}
-
-/// A softmax gate's mixture of experts: `experts` is `B x E*width` (experts side by side),
-/// `logits` the gate's `B x E` logits. Returns the mixture (`B x width`) and the gate weights.
-fn mix<T: TapeKind>(experts: Mat<T>, logits: Mat<T>, count: usize, width: usize) -> (Mat<T>, Mat) {
-    let g = logits.softmax::<Axis<1>>();
-    let probs = g.retaped::<NoneTape>();
-    (crate::fused::mix(experts, g, count, width), probs)
 }
 
 /// One extraction level of PLE.

@@ -142,57 +142,72 @@ pub fn grouped_linear<T: TapeKind>(x: Mat<T>, layers: &[(&Mat, &Vector)], relu: 
 }
 
 /// A softmax gate's mixture of experts: `experts` holds `count` experts' outputs side by side
-/// (`B x count*width`), `gates` the gate's weights (`B x count`); returns `B x width` with
-/// `out[b] = Σ_e gates[b, e] * experts[b, e*width..(e+1)*width]`.
-pub fn mix<T: TapeKind>(experts: Mat<T>, gates: Mat<T>, count: usize, width: usize) -> Mat<T> {
+/// (`B x count*width`), `logits` the gate's logits (`B x count`). Returns the mixture
+/// (`B x width`, `out[b] = Σ_e p[b, e] * experts[b, e*width..(e+1)*width]` with `p` the
+/// row-wise softmax of the logits) and `p` itself, off the tape (for gate-usage reports).
+pub fn mix<T: TapeKind>(experts: Mat<T>, logits: Mat<T>, count: usize, width: usize) -> (Mat<T>, Mat) {
     let n = experts.shape().0;
     assert_eq!(*experts.shape(), (n, count * width), "mix: experts shape");
-    assert_eq!(*gates.shape(), (n, count), "mix: gates shape");
+    assert_eq!(*logits.shape(), (n, count), "mix: logits shape");
     let (h, tape_h) = experts.split_tape();
-    let (g, tape_g) = gates.split_tape();
-    let mut tape = tape_h.merge(tape_g);
+    let (z, tape_z) = logits.split_tape();
+    let mut tape = tape_h.merge(tape_z);
     let hv = values(&h);
-    let gv = values(&g);
+    let mut pv = values(&z);
+    par_rows(&mut pv, count, |_, row| {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut total = 0.0;
+        for p in row.iter_mut() {
+            *p = (*p - max).exp();
+            total += *p;
+        }
+        row.iter_mut().for_each(|p| *p /= total);
+    });
     let mut out = vec![0.0f32; n * width];
-    let rows = |b: usize| (&hv[b * count * width..(b + 1) * count * width], &gv[b * count..(b + 1) * count]);
+    let rows = |b: usize| (&hv[b * count * width..(b + 1) * count * width], &pv[b * count..(b + 1) * count]);
     par_rows(&mut out, width, |b, o| {
-        let (hb, gb) = rows(b);
-        for (e, &ge) in gb.iter().enumerate() {
+        let (hb, pb) = rows(b);
+        for (e, &pe) in pb.iter().enumerate() {
             for (o, x) in o.iter_mut().zip(&hb[e * width..(e + 1) * width]) {
-                *o += ge * x;
+                *o += pe * x;
             }
         }
     });
-    let out = h.device().tensor_from_vec(out, (n, width));
+    let dev = h.device().clone();
+    let out = dev.tensor_from_vec(out, (n, width));
+    let probs = dev.tensor_from_vec(pv.clone(), (n, count));
     if T::OWNS_TAPE {
-        let (h_id, g_id, out_id) = (h.clone(), g.clone(), out.clone());
+        let (h_id, z_id, out_id) = (h.clone(), z.clone(), out.clone());
         tape.add_backward_op(move |grads| {
             let go = take_grad(grads, &out_id)?;
-            let rows = |b: usize| (&hv[b * count * width..(b + 1) * count * width], &gv[b * count..(b + 1) * count]);
-            // d experts[b, e, :] = gates[b, e] * d out[b, :]
-            let gh = grads.get_or_alloc_mut(&h_id)?;
-            par_rows(gh, count * width, |b, dh| {
-                let (_, gb) = rows(b);
+            let rows = |b: usize| (&hv[b * count * width..(b + 1) * count * width], &pv[b * count..(b + 1) * count]);
+            // d experts[b, e, :] = p[b, e] * d out[b, :]
+            par_rows(grads.get_or_alloc_mut(&h_id)?, count * width, |b, dh| {
+                let (_, pb) = rows(b);
                 let dout = &go[b * width..(b + 1) * width];
-                for (e, &ge) in gb.iter().enumerate() {
+                for (e, &pe) in pb.iter().enumerate() {
                     for (d, x) in dh[e * width..(e + 1) * width].iter_mut().zip(dout) {
-                        *d += ge * x;
+                        *d += pe * x;
                     }
                 }
             });
-            // d gates[b, e] = <experts[b, e, :], d out[b, :]>
-            let gg = grads.get_or_alloc_mut(&g_id)?;
-            par_rows(gg, count, |b, dg| {
-                let (hb, _) = rows(b);
+            // d p[b, e] = <experts[b, e, :], d out[b, :]>; through the softmax,
+            // d logits[b, e] = p[b, e] * (d p[b, e] - Σ_f p[b, f] d p[b, f]).
+            par_rows(grads.get_or_alloc_mut(&z_id)?, count, |b, dz| {
+                let (hb, pb) = rows(b);
                 let dout = &go[b * width..(b + 1) * width];
-                for (e, d) in dg.iter_mut().enumerate() {
-                    *d += hb[e * width..(e + 1) * width].iter().zip(dout).map(|(x, y)| x * y).sum::<f32>();
+                let dp: Vec<f32> = (0..count)
+                    .map(|e| hb[e * width..(e + 1) * width].iter().zip(dout).map(|(x, y)| x * y).sum::<f32>())
+                    .collect();
+                let mean: f32 = pb.iter().zip(&dp).map(|(p, d)| p * d).sum();
+                for ((d, p), g) in dz.iter_mut().zip(pb).zip(&dp) {
+                    *d += p * (g - mean);
                 }
             });
             Ok(())
         });
     }
-    out.put_tape(tape)
+    (out.put_tape(tape), probs)
 }
 
 /// Runs `f(row_index, row)` over the rows (`width` values each) of `buf`, in parallel blocks.
@@ -252,7 +267,10 @@ mod tests {
     type TapedMat = Mat<OwnedTape<f32, Dev>>;
 
     fn filled(dev: &Dev, rows: usize, cols: usize, seed: usize) -> Mat {
-        dev.tensor_from_vec((0..rows * cols).map(|i| (((i + seed) * 7919) % 23) as f32 * 0.1 - 1.1).collect(), (rows, cols))
+        dev.tensor_from_vec(
+            (0..rows * cols).map(|i| (((i + seed) * 7919) % 23) as f32 * 0.1 - 1.1).collect(),
+            (rows, cols),
+        )
     }
 
     fn close(a: &[f32], b: &[f32]) {
@@ -337,15 +355,13 @@ mod tests {
         let h = filled(&dev, n, count * width, 3);
         let logits = filled(&dev, n, count, 5);
         let u = filled(&dev, n, width, 7);
-        let fused = {
-            let g = logits.clone().trace(Gradients::leaky()).softmax::<Axis<1>>();
-            mix(h.clone().trace(Gradients::leaky()), g, count, width)
-        };
+        let (fused, probs) =
+            mix(h.clone().trace(Gradients::leaky()), logits.clone().trace(Gradients::leaky()), count, width);
+        close(&probs.as_vec(), &logits.clone().softmax::<Axis<1>>().as_vec());
         let plain = {
             let g = logits.clone().trace(Gradients::leaky()).softmax::<Axis<1>>();
             let g = g.broadcast_like::<_, Axis<2>>(&(n, count, width));
-            (h.clone().trace(Gradients::leaky()).reshape_like(&(n, count, width)) * g)
-                .sum::<(usize, usize), Axis<1>>()
+            (h.clone().trace(Gradients::leaky()).reshape_like(&(n, count, width)) * g).sum::<(usize, usize), Axis<1>>()
         };
         close(&fused.retaped::<NoneTape>().as_vec(), &plain.retaped::<NoneTape>().as_vec());
         let gf = (fused * u.clone()).sum::<(), _>().backward();
