@@ -27,10 +27,48 @@ const PARALLEL_MIN: usize = 1 << 16;
 /// Below this many multiply-adds a matrix product runs on the calling thread.
 const PARALLEL_GEMM_MIN: usize = 1 << 18;
 
+/// Freed scratch buffers kept for the next step, so that large buffers are not handed back to
+/// the OS and faulted in again (zeroed by the kernel) on every step. Bounded by
+/// [`POOL_BYTES`]; its contents never reach a result (every taken buffer is overwritten).
+static POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+const POOL_BYTES: usize = 256 << 20;
+
+/// A buffer of `len` values with unspecified contents: the smallest pooled buffer that fits
+/// (and is not over twice the size), or a new one.
+fn take_buffer(len: usize) -> Vec<f32> {
+    let found = {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        let best = pool
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= len && b.capacity() <= 2 * len.max(1024))
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        best.map(|i| pool.swap_remove(i))
+    };
+    match found {
+        Some(mut b) => {
+            b.resize(len, 0.0);
+            b.truncate(len);
+            b
+        }
+        None => vec![0.0; len],
+    }
+}
+
+/// Returns a buffer to the pool (or frees it when the pool is full).
+fn give_buffer(buf: Vec<f32>) {
+    let bytes = |b: &Vec<f32>| b.capacity() * std::mem::size_of::<f32>();
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if pool.iter().map(bytes).sum::<usize>() + bytes(&buf) <= POOL_BYTES {
+        pool.push(buf);
+    }
+}
+
 /// A contiguous tensor's values (a plain copy; `as_vec` walks a strided index per value).
 /// Every input here is the fresh output of another op or a parameter, hence contiguous.
 fn values<S: Shape, T>(t: &Tensor<S, f32, Dev, T>) -> Vec<f32> {
-    let mut buf = vec![0.0; t.shape().num_elements()];
+    let mut buf = take_buffer(t.shape().num_elements());
     t.copy_into(&mut buf);
     buf
 }
@@ -68,7 +106,7 @@ pub fn grouped_linear<T: TapeKind>(x: Mat<T>, layers: &[(&Mat, &Vector)], relu: 
     let xv = values(&x);
     let weights: Vec<Vec<f32>> = layers.iter().map(|(w, _)| values(*w)).collect();
     let bias: Vec<f32> = layers.iter().flat_map(|(_, b)| values(*b)).collect();
-    let mut out = vec![0.0f32; n * width_out];
+    let mut out = take_buffer(n * width_out);
     {
         let mut dst = MatMut::from_row_major_slice_mut(&mut out, n, width_out);
         let lhs = MatRef::from_row_major_slice(&xv, n, width_in);
@@ -135,8 +173,14 @@ pub fn grouped_linear<T: TapeKind>(x: Mat<T>, layers: &[(&Mat, &Vector)], relu: 
                     gemm_par(n, m, k),
                 );
             }
+            give_buffer(go);
+            give_buffer(xv);
+            weights.into_iter().for_each(give_buffer);
             Ok(())
         });
+    } else {
+        give_buffer(xv);
+        weights.into_iter().for_each(give_buffer);
     }
     out.put_tape(tape)
 }
@@ -163,7 +207,8 @@ pub fn mix<T: TapeKind>(experts: Mat<T>, logits: Mat<T>, count: usize, width: us
         }
         row.iter_mut().for_each(|p| *p /= total);
     });
-    let mut out = vec![0.0f32; n * width];
+    let mut out = take_buffer(n * width);
+    out.fill(0.0);
     let rows = |b: usize| (&hv[b * count * width..(b + 1) * count * width], &pv[b * count..(b + 1) * count]);
     par_rows(&mut out, width, |b, o| {
         let (hb, pb) = rows(b);
@@ -204,8 +249,14 @@ pub fn mix<T: TapeKind>(experts: Mat<T>, logits: Mat<T>, count: usize, width: us
                     *d += p * (g - mean);
                 }
             });
+            give_buffer(go);
+            give_buffer(hv);
+            give_buffer(pv);
             Ok(())
         });
+    } else {
+        give_buffer(hv);
+        give_buffer(pv);
     }
     (out.put_tape(tape), probs)
 }
