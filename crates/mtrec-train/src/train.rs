@@ -314,42 +314,21 @@ pub fn train_step(
     scale: Option<&[f64]>,
     seed: u64,
 ) -> Result<StepOutcome, TrainError> {
-    let t0 = std::time::Instant::now();
     let features = feature_data(data);
     let leaf = model.assemble(&features, rows);
-    let t1 = t0.elapsed();
     let (labels, masks) = batch_targets(data, rows);
     let lambdas: Vec<f32> =
         model.heads.iter().enumerate().map(|(t, h)| h.weight * scale.map_or(1.0, |s| s[t] as f32)).collect();
     if !strategy.per_task_gradients() {
         let forward = model.forward(leaf.trace(Gradients::leaky()));
-        let tf = t0.elapsed();
         let losses = model.task_losses(forward, &labels, &masks)?;
         let values = losses.values.clone();
         let (loss, penalty) = model.combine(losses, &lambdas, true);
-        let t2 = t0.elapsed();
         let mut grads = loss.backward();
-        let t3 = t0.elapsed();
         let input_grad = grads.get_or_alloc_mut(&leaf).expect("cpu allocation").to_vec();
         let sparse_grads = model.tables.sparse_grads(&model.layout, &features, rows, &input_grad);
-        let t4 = t0.elapsed();
         opt.adam.update(opt.adam_cfg, &mut model.params, &mut grads);
-        let t5 = t0.elapsed();
         opt.sparse.apply(&mut model.tables, &sparse_grads);
-        let t6 = t0.elapsed();
-        if std::env::var("MTREC_PHASES").is_ok() {
-            eprintln!(
-                "PHASE asm {:>5} fwd {:>5} loss {:>5} bwd {:>5} sparse {:>5} adam {:>5} apply {:>5} total {:>5}",
-                t1.as_micros(),
-                (tf - t1).as_micros(),
-                (t2 - tf).as_micros(),
-                (t3 - t2).as_micros(),
-                (t4 - t3).as_micros(),
-                (t5 - t4).as_micros(),
-                (t6 - t5).as_micros(),
-                t6.as_micros()
-            );
-        }
         return Ok(StepOutcome { losses: values, penalty });
     }
 
