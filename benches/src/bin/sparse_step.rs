@@ -47,21 +47,29 @@ fn setup(vocab: u32) -> Setup {
     Setup { tables, layout, optimizer, ids }
 }
 
-/// Mean seconds per step over `steps` steps.
-fn time_steps(s: &mut Setup, steps: usize) -> f64 {
+/// Mean seconds per step over `steps` steps, and the share of gather, scatter and update.
+fn time_steps(s: &mut Setup, steps: usize) -> (f64, [f64; 3]) {
     let mut input = vec![0.0f32; BATCH * s.layout.width];
     let grad: Vec<f32> = (0..BATCH * s.layout.width).map(|i| ((i % 97) as f32 - 48.0) * 1e-3).collect();
+    let mut phases = [0.0f64; 3];
     let started = Instant::now();
     for step in 0..steps {
         let start = (step % 50) * BATCH;
         let cols: Vec<&[u32]> = s.ids.iter().map(|c| &c[start..start + BATCH]).collect();
         let data: Vec<FeatureData<'_>> = cols.iter().map(|c| FeatureData::Ids(c)).collect();
         let rows: Vec<usize> = (0..BATCH).collect();
+        let t = Instant::now();
         s.tables.gather(&s.layout, &data, &rows, &mut input);
+        phases[0] += t.elapsed().as_secs_f64();
+        let t = Instant::now();
         let g = s.tables.sparse_grads(&s.layout, &data, &rows, &grad);
+        phases[1] += t.elapsed().as_secs_f64();
+        let t = Instant::now();
         s.optimizer.apply(&mut s.tables, &g);
+        phases[2] += t.elapsed().as_secs_f64();
     }
-    started.elapsed().as_secs_f64() / steps as f64
+    let total = started.elapsed().as_secs_f64();
+    (total / steps as f64, phases.map(|p| p / total))
 }
 
 fn main() {
@@ -70,12 +78,17 @@ fn main() {
     let mut large = setup(10_000_000);
     let mut ratios = Vec::new();
     for round in 0..5 {
-        let a = time_steps(&mut small, steps);
-        let b = time_steps(&mut large, steps);
+        let (a, pa) = time_steps(&mut small, steps);
+        let (b, pb) = time_steps(&mut large, steps);
+        let shares = |p: [f64; 3]| {
+            format!("gather {:.0}% scatter {:.0}% update {:.0}%", p[0] * 100.0, p[1] * 100.0, p[2] * 100.0)
+        };
         println!(
-            "round {round}: vocab 1e3 {:.1} us/step, vocab 1e7 {:.1} us/step, ratio {:.3}",
+            "round {round}: vocab 1e3 {:.1} us/step ({}), vocab 1e7 {:.1} us/step ({}), ratio {:.3}",
             a * 1e6,
+            shares(pa),
             b * 1e6,
+            shares(pb),
             b / a
         );
         ratios.push(b / a);

@@ -303,39 +303,52 @@ impl SparseOptimizer {
             .zip(grads.par_iter())
             .for_each(|(((table, first), second), grad)| {
                 let dim = table.dim;
-                for (k, &id) in grad.ids.iter().enumerate() {
-                    let range = id as usize * dim..(id as usize + 1) * dim;
-                    let w = &mut table.weights[range.clone()];
-                    let penalized: Vec<f32>;
-                    let g = if l2 > 0.0 {
-                        penalized =
-                            grad.values[k * dim..(k + 1) * dim].iter().zip(w.iter()).map(|(g, w)| g + l2 * w).collect();
-                        &penalized[..]
-                    } else {
-                        &grad.values[k * dim..(k + 1) * dim]
-                    };
-                    match config {
-                        SparseOptimizerConfig::LazyAdam { lr, beta1, beta2, eps } => {
-                            let c1 = 1.0 - beta1.powi(step);
-                            let c2 = 1.0 - beta2.powi(step);
-                            let step_size = (lr * c2.sqrt() / c1) as f32;
-                            let eps = (eps * c2.sqrt()) as f32;
-                            let (b1, b2) = (beta1 as f32, beta2 as f32);
-                            let (m, v) = (&mut first[range.clone()], &mut second[range]);
-                            for i in 0..dim {
-                                m[i] = b1 * m[i] + (1.0 - b1) * g[i];
-                                v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-                                w[i] -= step_size * m[i] / (v[i].sqrt() + eps);
-                            }
-                        }
-                        SparseOptimizerConfig::Adagrad { lr, eps, .. } => {
-                            let acc = &mut first[range];
-                            for i in 0..dim {
-                                acc[i] += g[i] * g[i];
-                                w[i] -= lr as f32 * g[i] / (acc[i].sqrt() + eps as f32);
-                            }
+                // Copy the touched rows out, update them, copy them back: each copy is a tight
+                // loop of independent row loads, so the CPU keeps many cache misses in flight
+                // on a large table instead of stalling on one row's three arrays at a time.
+                let rows = |src: &[f32]| -> Vec<f32> {
+                    let mut out = Vec::with_capacity(grad.ids.len() * dim);
+                    for &id in &grad.ids {
+                        out.extend_from_slice(&src[id as usize * dim..(id as usize + 1) * dim]);
+                    }
+                    out
+                };
+                let put_back = |dst: &mut [f32], local: &[f32]| {
+                    for (&id, row) in grad.ids.iter().zip(local.chunks_exact(dim)) {
+                        dst[id as usize * dim..(id as usize + 1) * dim].copy_from_slice(row);
+                    }
+                };
+                let mut w = rows(&table.weights);
+                let mut a = rows(first);
+                let mut b =
+                    if matches!(config, SparseOptimizerConfig::LazyAdam { .. }) { rows(second) } else { Vec::new() };
+                let g = |i: usize, w: f32| grad.values[i] + l2 * w;
+                match config {
+                    SparseOptimizerConfig::LazyAdam { lr, beta1, beta2, eps } => {
+                        let c1 = 1.0 - beta1.powi(step);
+                        let c2 = 1.0 - beta2.powi(step);
+                        let step_size = (lr * c2.sqrt() / c1) as f32;
+                        let eps = (eps * c2.sqrt()) as f32;
+                        let (b1, b2) = (beta1 as f32, beta2 as f32);
+                        for i in 0..w.len() {
+                            let g = g(i, w[i]);
+                            a[i] = b1 * a[i] + (1.0 - b1) * g;
+                            b[i] = b2 * b[i] + (1.0 - b2) * g * g;
+                            w[i] -= step_size * a[i] / (b[i].sqrt() + eps);
                         }
                     }
+                    SparseOptimizerConfig::Adagrad { lr, eps, .. } => {
+                        for i in 0..w.len() {
+                            let g = g(i, w[i]);
+                            a[i] += g * g;
+                            w[i] -= lr as f32 * g / (a[i].sqrt() + eps as f32);
+                        }
+                    }
+                }
+                put_back(&mut table.weights, &w);
+                put_back(first, &a);
+                if !b.is_empty() {
+                    put_back(second, &b);
                 }
             });
     }
