@@ -136,37 +136,40 @@ impl EmbeddingTables {
                 _ => None,
             })
             .collect();
-        (0..self.tables.len())
+        // Tables split into one contiguous group per thread; each group makes one row-major
+        // pass over the gradient (reading every row once, not once per table).
+        let per_group = self.tables.len().div_ceil(rayon::current_num_threads().max(1)).max(1);
+        let groups: Vec<std::ops::Range<usize>> = (0..self.tables.len())
+            .step_by(per_group)
+            .map(|start| start..(start + per_group).min(self.tables.len()))
+            .collect();
+        groups
             .into_par_iter()
-            .map(|t| {
+            .flat_map_iter(|group| {
                 let slots: Vec<_> = layout
                     .slots
                     .iter()
                     .zip(&lookups)
                     .filter_map(|(s, l)| match (&s.source, l) {
-                        (SlotSource::Embedding { table, pooling }, Some(l)) if *table == t => Some((s, *pooling, l)),
+                        (SlotSource::Embedding { table, pooling }, Some(l)) if group.contains(table) => {
+                            Some((s, *pooling, l, table - group.start))
+                        }
                         _ => None,
                     })
                     .collect();
-                let dim = self.tables[t].dim;
-                let mut index = RowIndex::new(self.tables[t].rows, rows.len() * slots.len());
-                let mut out = SparseGrad::default();
-                let mut add = |id: u32, g: &[f32], scale: f32| {
-                    let k = index.slot(id, || {
-                        out.ids.push(id);
-                        out.values.extend(std::iter::repeat_n(0.0, dim));
-                        out.ids.len() - 1
-                    });
-                    for (acc, x) in out.values[k * dim..(k + 1) * dim].iter_mut().zip(g) {
-                        *acc += scale * x;
-                    }
-                };
+                let mut acc: Vec<TableGrad> = group
+                    .clone()
+                    .map(|t| {
+                        let lookups = rows.len() * slots.iter().filter(|s| s.3 == t - group.start).count();
+                        TableGrad::new(self.tables[t].dim, RowIndex::new(self.tables[t].rows, lookups))
+                    })
+                    .collect();
                 for b in 0..rows.len() {
                     let row_grad = &grad[b * layout.width..(b + 1) * layout.width];
-                    for &(slot, pooling, lookups) in &slots {
+                    for &(slot, pooling, lookups, t) in &slots {
                         let g = &row_grad[slot.offset..slot.offset + slot.width];
                         match lookups {
-                            SlotLookups::Ids(ids) => add(ids[b], g, 1.0),
+                            SlotLookups::Ids(ids) => acc[t].add(ids[b], g, 1.0),
                             SlotLookups::Lists { offsets, ids } => {
                                 let ids = &ids[offsets[b]..offsets[b + 1]];
                                 let scale = if pooling == Some(Pooling::Mean) && ids.len() > 1 {
@@ -175,15 +178,41 @@ impl EmbeddingTables {
                                     1.0
                                 };
                                 for &id in ids {
-                                    add(id, g, scale);
+                                    acc[t].add(id, g, scale);
                                 }
                             }
                         }
                     }
                 }
-                out
+                acc.into_iter().map(|a| a.out)
             })
             .collect()
+    }
+}
+
+/// One table's sparse gradient being summed.
+struct TableGrad {
+    dim: usize,
+    index: RowIndex,
+    out: SparseGrad,
+}
+
+impl TableGrad {
+    fn new(dim: usize, index: RowIndex) -> Self {
+        Self { dim, index, out: SparseGrad::default() }
+    }
+
+    /// Adds `scale * g` to row `id`'s gradient.
+    fn add(&mut self, id: u32, g: &[f32], scale: f32) {
+        let (dim, out) = (self.dim, &mut self.out);
+        let k = self.index.slot(id, || {
+            out.ids.push(id);
+            out.values.extend(std::iter::repeat_n(0.0, dim));
+            out.ids.len() - 1
+        });
+        for (acc, x) in self.out.values[k * dim..(k + 1) * dim].iter_mut().zip(g) {
+            *acc += scale * x;
+        }
     }
 }
 
