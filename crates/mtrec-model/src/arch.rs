@@ -31,11 +31,11 @@ impl Mlp {
         Self { layers }
     }
 
-    pub fn forward<T: TapeKind>(&self, store: &ParamStore, mut x: Mat<T>) -> Mat<T> {
-        for l in &self.layers {
-            x = l.forward_relu(store, x);
-        }
-        x
+    /// One fused op for the whole MLP (`fused::mlp`).
+    pub fn forward<T: TapeKind>(&self, store: &ParamStore, x: Mat<T>) -> Mat<T> {
+        let layers: Vec<Vec<(&Mat, &Vector)>> =
+            self.layers.iter().map(|l| vec![(store.matrix(l.w), store.vector(l.b))]).collect();
+        crate::fused::mlp(x, &layers)
     }
 }
 
@@ -94,19 +94,20 @@ impl ExpertBank {
         self.deeper[0].layers.last().map_or(self.first_width, |l| l.fan_out(store))
     }
 
-    /// Every expert's output, side by side: `B x experts*out_width`. Each deeper layer of all
-    /// experts is one grouped op over the experts' column blocks.
+    /// Every expert's output, side by side: `B x experts*out_width`. The bank is one fused op:
+    /// the first layer one product, each deeper layer of all experts one grouped product over
+    /// the experts' column blocks.
     pub fn forward<T: TapeKind>(&self, store: &ParamStore, x: Mat<T>) -> Mat<T> {
-        let mut h = self.first.forward_relu(store, x);
+        let mut layers = vec![vec![(store.matrix(self.first.w), store.vector(self.first.b))]];
         for depth in 0..self.deeper[0].layers.len() {
-            let layers: Vec<(&Mat, &Vector)> = self
-                .deeper
-                .iter()
-                .map(|mlp| (store.matrix(mlp.layers[depth].w), store.vector(mlp.layers[depth].b)))
-                .collect();
-            h = crate::fused::grouped_linear(h, &layers, true);
+            layers.push(
+                self.deeper
+                    .iter()
+                    .map(|mlp| (store.matrix(mlp.layers[depth].w), store.vector(mlp.layers[depth].b)))
+                    .collect(),
+            );
         }
-        h
+        crate::fused::mlp(x, &layers)
     }
 
     /// The weight matrices of the experts' last layers.

@@ -89,27 +89,155 @@ fn gemm_par(rows: usize, inner: usize, cols: usize) -> Par {
 
 /// `act(x W + b)`; `relu` picks ReLU, otherwise the identity.
 pub fn linear<T: TapeKind>(x: Mat<T>, w: &Mat, b: &Vector, relu: bool) -> Mat<T> {
-    grouped_linear(x, &[(w, b)], relu)
+    chain(x, &[Layer { groups: vec![(w, b)], relu }])
 }
 
 /// Independent linear layers over column blocks: with `G = layers.len()` layers of `k x m`
 /// weights, `x` is `n x G*k` and the result `n x G*m`, block `g` being `act(x_g W_g + b_g)`.
-/// The experts' deeper layers of an MMoE or PLE bank are one call.
 pub fn grouped_linear<T: TapeKind>(x: Mat<T>, layers: &[(&Mat, &Vector)], relu: bool) -> Mat<T> {
-    let groups = layers.len();
-    let (n, width_in) = *x.shape();
-    let (k, m) = *layers[0].0.shape();
-    assert!(layers.iter().all(|(w, b)| *w.shape() == (k, m) && b.shape().0 == m), "grouped_linear: layer shapes");
-    assert_eq!(width_in, groups * k, "grouped_linear: input width");
-    let width_out = groups * m;
+    chain(x, &[Layer { groups: layers.to_vec(), relu }])
+}
+
+/// A ReLU MLP as one op: `layers[l]` holds layer `l`'s groups (one group for a plain layer;
+/// one per expert for the deeper layers of an expert bank, each reading its own column block
+/// of the layer below). The activations between layers stay inside the op: no copies in and
+/// out of dfdx tensors, no gradient buffers for them.
+pub fn mlp<T: TapeKind>(x: Mat<T>, layers: &[Vec<(&Mat, &Vector)>]) -> Mat<T> {
+    if layers.is_empty() {
+        return x;
+    }
+    let layers: Vec<Layer<'_>> = layers.iter().map(|groups| Layer { groups: groups.clone(), relu: true }).collect();
+    chain(x, &layers)
+}
+
+/// One layer of a [`chain`]: `G` groups of `k x m` weights and `m` biases over `G` column
+/// blocks of its input, then ReLU or nothing.
+struct Layer<'a> {
+    groups: Vec<(&'a Mat, &'a Vector)>,
+    relu: bool,
+}
+
+/// The shapes of one layer: groups, in and out width per group.
+#[derive(Clone, Copy)]
+struct LayerShape {
+    groups: usize,
+    k: usize,
+    m: usize,
+    relu: bool,
+}
+
+impl LayerShape {
+    fn width_in(&self) -> usize {
+        self.groups * self.k
+    }
+    fn width_out(&self) -> usize {
+        self.groups * self.m
+    }
+}
+
+/// Layers in sequence as one taped op (see [`mlp`]).
+fn chain<T: TapeKind>(x: Mat<T>, layers: &[Layer<'_>]) -> Mat<T> {
+    let n = x.shape().0;
+    let shapes: Vec<LayerShape> = layers
+        .iter()
+        .map(|l| {
+            let (k, m) = *l.groups[0].0.shape();
+            assert!(l.groups.iter().all(|(w, b)| *w.shape() == (k, m) && b.shape().0 == m), "fused layer shapes");
+            LayerShape { groups: l.groups.len(), k, m, relu: l.relu }
+        })
+        .collect();
+    assert_eq!(x.shape().1, shapes[0].width_in(), "fused layer input width");
+    assert!(shapes.windows(2).all(|p| p[0].width_out() == p[1].width_in()), "fused layers chain");
     let (x, mut tape) = x.split_tape();
-    let xv = values(&x);
-    let weights: Vec<Vec<f32>> = layers.iter().map(|(w, _)| values(*w)).collect();
-    let bias: Vec<f32> = layers.iter().flat_map(|(_, b)| values(*b)).collect();
-    let mut out = take_buffer(n * width_out);
+    let weights: Vec<Vec<Vec<f32>>> =
+        layers.iter().map(|l| l.groups.iter().map(|(w, _)| values(*w)).collect()).collect();
+    // inputs[l]: the input of layer l; active[l]: where layer l's ReLU passed its input.
+    let mut inputs: Vec<Vec<f32>> = vec![values(&x)];
+    let mut active: Vec<Vec<bool>> = Vec::new();
+    let mut out = Vec::new();
+    for (l, (layer, shape)) in layers.iter().zip(&shapes).enumerate() {
+        let bias: Vec<f32> = layer.groups.iter().flat_map(|(_, b)| values(*b)).collect();
+        out = take_buffer(n * shape.width_out());
+        forward_layer(&inputs[l], &weights[l], &bias, *shape, n, &mut out);
+        if T::OWNS_TAPE && shape.relu {
+            active.push(out.par_iter().map(|&o| o > 0.0).collect());
+        } else {
+            active.push(Vec::new());
+        }
+        if l + 1 < layers.len() {
+            inputs.push(std::mem::take(&mut out));
+        }
+    }
+    let out = x.device().tensor_from_vec(out, (n, shapes[shapes.len() - 1].width_out()));
+    if !T::OWNS_TAPE {
+        inputs.into_iter().for_each(give_buffer);
+        weights.into_iter().flatten().for_each(give_buffer);
+        return out.put_tape(tape);
+    }
+    let params: Vec<Vec<(Mat, Vector)>> =
+        layers.iter().map(|l| l.groups.iter().map(|(w, b)| ((*w).clone(), (*b).clone())).collect()).collect();
+    let (x_id, out_id) = (x.clone(), out.clone());
+    tape.add_backward_op(move |grads| {
+        let mut go = take_grad(grads, &out_id)?;
+        for l in (0..shapes.len()).rev() {
+            let shape = shapes[l];
+            if shape.relu {
+                mask_rows(&mut go, &active[l], shape.width_out());
+            }
+            let d_out = MatRef::from_row_major_slice(&go, n, shape.width_out());
+            let input = MatRef::from_row_major_slice(&inputs[l], n, shape.width_in());
+            let bias_grad = column_sums(&go, shape.width_out());
+            let (k, m) = (shape.k, shape.m);
+            for (g, (w, b)) in params[l].iter().enumerate() {
+                // dW_g = x_g^T dOut_g, db_g = column sums of dOut_g
+                let dw = grads.get_or_alloc_mut(w)?;
+                matmul(
+                    MatMut::from_row_major_slice_mut(&mut dw[..], k, m),
+                    Accum::Add,
+                    input.subcols(g * k, k).transpose(),
+                    d_out.subcols(g * m, m),
+                    1.0,
+                    gemm_par(k, n, m),
+                );
+                add_into(grads.get_or_alloc_mut(b)?, &bias_grad[g * m..(g + 1) * m]);
+            }
+            // dx_g = dOut_g W_g^T: into x's gradient for the first layer, otherwise into a
+            // buffer that becomes the layer below's dOut (every block is written: Replace).
+            let d_in_of = |dx: &mut [f32], accum: Accum| {
+                let mut dx = MatMut::from_row_major_slice_mut(dx, n, shape.width_in());
+                for (g, w) in weights[l].iter().enumerate() {
+                    matmul(
+                        dx.rb_mut().subcols_mut(g * k, k),
+                        accum,
+                        d_out.subcols(g * m, m),
+                        MatRef::from_row_major_slice(w, k, m).transpose(),
+                        1.0,
+                        gemm_par(n, m, k),
+                    );
+                }
+            };
+            if l == 0 {
+                d_in_of(&mut grads.get_or_alloc_mut(&x_id)?[..], Accum::Add);
+                give_buffer(std::mem::take(&mut go));
+            } else {
+                let mut below = take_buffer(n * shape.width_in());
+                d_in_of(&mut below, Accum::Replace);
+                give_buffer(std::mem::replace(&mut go, below));
+            }
+        }
+        inputs.into_iter().for_each(give_buffer);
+        weights.into_iter().flatten().for_each(give_buffer);
+        Ok(())
+    });
+    out.put_tape(tape)
+}
+
+/// `out = act(x W_g + b)` block by block for one layer.
+fn forward_layer(input: &[f32], weights: &[Vec<f32>], bias: &[f32], shape: LayerShape, n: usize, out: &mut [f32]) {
+    let (k, m) = (shape.k, shape.m);
     {
-        let mut dst = MatMut::from_row_major_slice_mut(&mut out, n, width_out);
-        let lhs = MatRef::from_row_major_slice(&xv, n, width_in);
+        let mut dst = MatMut::from_row_major_slice_mut(out, n, shape.width_out());
+        let lhs = MatRef::from_row_major_slice(input, n, shape.width_in());
         for (g, w) in weights.iter().enumerate() {
             matmul(
                 dst.rb_mut().subcols_mut(g * m, m),
@@ -121,68 +249,24 @@ pub fn grouped_linear<T: TapeKind>(x: Mat<T>, layers: &[(&Mat, &Vector)], relu: 
             );
         }
     }
-    par_rows(&mut out, width_out, |_, row| {
-        for (o, b) in row.iter_mut().zip(&bias) {
+    let relu = shape.relu;
+    par_rows(out, shape.width_out(), |_, row| {
+        for (o, b) in row.iter_mut().zip(bias) {
             let v = *o + b;
             *o = if relu && v <= 0.0 { 0.0 } else { v };
         }
     });
-    // Where the ReLU passed its input through: its backward needs only that.
-    let active: Vec<bool> = if relu && T::OWNS_TAPE { out.par_iter().map(|&o| o > 0.0).collect() } else { Vec::new() };
-    let out = x.device().tensor_from_vec(out, (n, width_out));
-    if T::OWNS_TAPE {
-        let params: Vec<(Mat, Vector)> = layers.iter().map(|(w, b)| ((*w).clone(), (*b).clone())).collect();
-        let (x_id, out_id) = (x.clone(), out.clone());
-        tape.add_backward_op(move |grads| {
-            let mut go = take_grad(grads, &out_id)?;
-            if relu {
-                par_rows(&mut go, width_out, |r, row| {
-                    for (g, a) in row.iter_mut().zip(&active[r * width_out..(r + 1) * width_out]) {
-                        if !a {
-                            *g = 0.0;
-                        }
-                    }
-                });
+}
+
+/// Zeroes the gradient where the ReLU blocked its input.
+fn mask_rows(g: &mut [f32], active: &[bool], width: usize) {
+    par_rows(g, width, |r, row| {
+        for (g, a) in row.iter_mut().zip(&active[r * width..(r + 1) * width]) {
+            if !a {
+                *g = 0.0;
             }
-            let d_out = MatRef::from_row_major_slice(&go, n, width_out);
-            let lhs = MatRef::from_row_major_slice(&xv, n, width_in);
-            let bias_grad = column_sums(&go, width_out);
-            for (g, (w, b)) in params.iter().enumerate() {
-                // dW_g = x_g^T dOut_g, db_g = column sums of dOut_g
-                let dw = grads.get_or_alloc_mut(w)?;
-                matmul(
-                    MatMut::from_row_major_slice_mut(&mut dw[..], k, m),
-                    Accum::Add,
-                    lhs.subcols(g * k, k).transpose(),
-                    d_out.subcols(g * m, m),
-                    1.0,
-                    gemm_par(k, n, m),
-                );
-                add_into(grads.get_or_alloc_mut(b)?, &bias_grad[g * m..(g + 1) * m]);
-            }
-            // dx_g = dOut_g W_g^T
-            let dx = grads.get_or_alloc_mut(&x_id)?;
-            let mut dx = MatMut::from_row_major_slice_mut(&mut dx[..], n, width_in);
-            for (g, w) in weights.iter().enumerate() {
-                matmul(
-                    dx.rb_mut().subcols_mut(g * k, k),
-                    Accum::Add,
-                    d_out.subcols(g * m, m),
-                    MatRef::from_row_major_slice(w, k, m).transpose(),
-                    1.0,
-                    gemm_par(n, m, k),
-                );
-            }
-            give_buffer(go);
-            give_buffer(xv);
-            weights.into_iter().for_each(give_buffer);
-            Ok(())
-        });
-    } else {
-        give_buffer(xv);
-        weights.into_iter().for_each(give_buffer);
-    }
-    out.put_tape(tape)
+        }
+    });
 }
 
 /// A softmax gate's mixture of experts: `experts` holds `count` experts' outputs side by side
@@ -382,6 +466,33 @@ mod tests {
                     close(&gf.get(b).as_vec(), &gp.get(b).as_vec());
                 }
             }
+        }
+    }
+
+    fn refs(layer: &[(Mat, Vector)]) -> Vec<(&Mat, &Vector)> {
+        layer.iter().map(|(w, b)| (w, b)).collect()
+    }
+
+    /// A two-layer chain (one plain layer, then two groups) against the same layers in plain
+    /// dfdx ops: values and the gradients of the input and of every parameter.
+    #[test]
+    fn mlp_matches_dfdx_ops() {
+        let dev = Dev::default();
+        let n = 90;
+        let x = filled(&dev, n, 5, 2);
+        let first = vec![(filled(&dev, 5, 8, 20), dev.tensor_from_vec(vec![0.1; 8], (8,)))];
+        let second: Vec<(Mat, Vector)> =
+            (0..2).map(|g| (filled(&dev, 4, 3, 30 + g), dev.tensor_from_vec(vec![-0.05, 0.2, 0.0], (3,)))).collect();
+        let u = filled(&dev, n, 6, 77);
+        let fused = mlp(x.clone().trace(Gradients::leaky()), &[refs(&first), refs(&second)]);
+        let plain = plain_grouped(plain_grouped(x.clone().trace(Gradients::leaky()), &first, true), &second, true);
+        close(&fused.retaped::<NoneTape>().as_vec(), &plain.retaped::<NoneTape>().as_vec());
+        let gf = (fused * u.clone()).sum::<(), _>().backward();
+        let gp = (plain * u.clone()).sum::<(), _>().backward();
+        close(&gf.get(&x).as_vec(), &gp.get(&x).as_vec());
+        for (w, b) in first.iter().chain(&second) {
+            close(&gf.get(w).as_vec(), &gp.get(w).as_vec());
+            close(&gf.get(b).as_vec(), &gp.get(b).as_vec());
         }
     }
 

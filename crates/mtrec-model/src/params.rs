@@ -170,11 +170,6 @@ impl Linear {
     pub fn forward<T: TapeKind>(&self, store: &ParamStore, x: Mat<T>) -> Mat<T> {
         crate::fused::linear(x, store.matrix(self.w), store.vector(self.b), false)
     }
-
-    /// `relu(x W + b)`, one fused op.
-    pub fn forward_relu<T: TapeKind>(&self, store: &ParamStore, x: Mat<T>) -> Mat<T> {
-        crate::fused::linear(x, store.matrix(self.w), store.vector(self.b), true)
-    }
 }
 
 /// Settings of the dense Adam optimizer.
