@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Training speed: mtrec against an equivalent PyTorch CPU implementation
 # (benches/reference/census_torch.py; needs `pip install torch pyarrow`), same data, threads and
-# batch size, alternated in one run. Usage: benches/train_speed.sh [REPEATS] [THREADS]
+# batch size, alternated in one run. Usage: benches/train_speed.sh [REPEATS] [THREADS] [EPOCHS]
+# Each figure is the median epoch of EPOCHS (default 8): a 60k-row epoch of the small model takes
+# well under a second, so one noisy second on a shared machine would otherwise move it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repeats=${1:-3}
 threads=${2:-2}
+epochs=${3:-8}
 census=../shared/datasets/census-income-kdd/census-income.test.gz
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mtrec-target}"
 cargo build --release -q --workspace --bins
@@ -14,14 +17,14 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$bin" ingest --schema schemas/census-income.json --input "$census" --out "$work/small" >/dev/null
 "$bin" ingest --schema benches/census-wide.schema.json --input "$census" --out "$work/wide" >/dev/null
-# mtrec's figure: the median training samples/s over 3 epochs (validation excluded), from history.json.
+# mtrec's figure: the median training samples/s over the epochs (validation excluded), from history.json.
 mtrec_rate() { # data config
-  "$bin" train --data "$1" --config "$2" --out "$work/bundle" --epochs 3 --threads "$threads" --quiet >/dev/null
+  "$bin" train --data "$1" --config "$2" --out "$work/bundle" --epochs "$epochs" --threads "$threads" --quiet >/dev/null
   python3 -c "import json,statistics as s; h=json.load(open('$work/bundle/history.json')); print(s.median(e['samples_per_second'] for e in h['epochs']))"
 }
 torch_rate() { # data args...
   local data=$1; shift
-  python3 benches/reference/census_torch.py --data "$data" --epochs 3 --threads "$threads" "$@" | python3 -c "import json,sys; print(json.load(sys.stdin)['samples_per_second'])"
+  python3 benches/reference/census_torch.py --data "$data" --epochs "$epochs" --threads "$threads" "$@" | python3 -c "import json,sys; print(json.load(sys.stdin)['samples_per_second'])"
 }
 for i in $(seq "$repeats"); do
   a=$(mtrec_rate "$work/small" configs/census-mmoe.json)

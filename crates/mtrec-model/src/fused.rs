@@ -3,12 +3,20 @@
 //! dfdx 0.13 runs every element-wise op through a generic strided index, single-threaded, and
 //! allocates a fresh buffer per op; its matrix products use gemm 0.15, about 1.6x slower on
 //! this machine's CPU than current GEMMs (`../shared/notes/DFDX.md` §4, benches/README.md).
-//! The ops here are the model's hot path: a linear layer is one op (the product through
-//! faer, then bias and activation in the same pass over the output), the experts' deeper
-//! layers are one op over column blocks (no slices, no concatenation), and the MMoE mixture
-//! is one op. Each records one backward closure through the public `Tape` API; without a tape
-//! (inference) nothing is recorded and the same code serves both. Element-wise passes run on
-//! rayon over fixed-size row blocks, so results never depend on the thread count.
+//! The ops here are the model's hot path:
+//!
+//! - [`mlp`]: a whole ReLU MLP, or an expert bank (the experts' first layers as one product,
+//!   each deeper layer of all experts as one grouped product over their column blocks), as one
+//!   op; products through faer, bias and ReLU in the same pass over each output, activations
+//!   kept inside the op;
+//! - [`linear`]: one layer without activation (gates, output heads);
+//! - [`mix`]: a gate's softmax and its mixture of the experts.
+//!
+//! Each records one backward closure through the public `Tape` API; without a tape (inference)
+//! nothing is recorded and the same code serves both. Element-wise passes and sums run on rayon
+//! over fixed-size row blocks (their results do not depend on the thread count); a run is
+//! deterministic for a given thread count, as the trainer promises. Inputs are read with one copy each (dfdx gives no borrowed view of a
+//! tensor's data); scratch buffers come from a small bounded pool.
 
 use dfdx::prelude::*;
 use faer::linalg::matmul::matmul;

@@ -7,8 +7,10 @@
 //!   (lazy Adam, Adagrad).
 //! - [`layout`]: where every feature sits in the input row.
 //! - [`arch`]: sharing architectures (shared-bottom, MMoE, single-task, PLE, soft sharing).
-//! - [`fused`]: fused element-wise ops (bias + activation, the MMoE mixture) with their own
-//!   backward passes, where dfdx's generic kernels are slow.
+//! - [`fused`]: the hot path as fused ops with hand-written backward passes on dfdx's tape:
+//!   linear layers and whole MLPs / expert banks over faer's GEMM (product, bias and ReLU in
+//!   one op), and the gate's softmax with the experts' mixture; dfdx's own element-wise kernels
+//!   and its gemm 0.15 were the bottleneck (benches/README.md, "Training speed").
 //! - [`model`]: heads, losses and the one forward function used by training, evaluation and
 //!   serving alike.
 //! - [`io`]: weights as safetensors with stable names.
