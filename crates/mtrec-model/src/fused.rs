@@ -100,12 +100,6 @@ pub fn linear<T: TapeKind>(x: Mat<T>, w: &Mat, b: &Vector, relu: bool) -> Mat<T>
     chain(x, &[Layer { groups: vec![(w, b)], relu }])
 }
 
-/// Independent linear layers over column blocks: with `G = layers.len()` layers of `k x m`
-/// weights, `x` is `n x G*k` and the result `n x G*m`, block `g` being `act(x_g W_g + b_g)`.
-pub fn grouped_linear<T: TapeKind>(x: Mat<T>, layers: &[(&Mat, &Vector)], relu: bool) -> Mat<T> {
-    chain(x, &[Layer { groups: layers.to_vec(), relu }])
-}
-
 /// A ReLU MLP as one op: `layers[l]` holds layer `l`'s groups (one group for a plain layer;
 /// one per expert for the deeper layers of an expert bank, each reading its own column block
 /// of the layer below). The activations between layers stay inside the op: no copies in and
@@ -167,11 +161,7 @@ fn chain<T: TapeKind>(x: Mat<T>, layers: &[Layer<'_>]) -> Mat<T> {
         let bias: Vec<f32> = layer.groups.iter().flat_map(|(_, b)| values(*b)).collect();
         out = take_buffer(n * shape.width_out());
         forward_layer(&inputs[l], &weights[l], &bias, *shape, n, &mut out);
-        if T::OWNS_TAPE && shape.relu {
-            active.push(out.par_iter().map(|&o| o > 0.0).collect());
-        } else {
-            active.push(Vec::new());
-        }
+        active.push(if T::OWNS_TAPE && shape.relu { positive(&out) } else { Vec::new() });
         if l + 1 < layers.len() {
             inputs.push(std::mem::take(&mut out));
         }
@@ -264,6 +254,15 @@ fn forward_layer(input: &[f32], weights: &[Vec<f32>], bias: &[f32], shape: Layer
             *o = if relu && v <= 0.0 { 0.0 } else { v };
         }
     });
+}
+
+/// Where `values` is positive: where a ReLU passed its input through.
+fn positive(values: &[f32]) -> Vec<bool> {
+    if values.len() < PARALLEL_MIN {
+        values.iter().map(|&v| v > 0.0).collect()
+    } else {
+        values.par_iter().map(|&v| v > 0.0).collect()
+    }
 }
 
 /// Zeroes the gradient where the ReLU blocked its input.
@@ -452,7 +451,7 @@ mod tests {
     /// Values and gradients (input, weights, biases) against plain dfdx ops, under a
     /// non-uniform upstream gradient (the loss is `Σ out ⊙ u`), with one and three groups.
     #[test]
-    fn grouped_linear_matches_dfdx_ops() {
+    fn grouped_layer_matches_dfdx_ops() {
         let dev = Dev::default();
         for (groups, n) in [(1, 5), (3, 130)] {
             let (k, m) = (4, 3);
@@ -460,10 +459,10 @@ mod tests {
             let layers: Vec<(Mat, Vector)> = (0..groups)
                 .map(|g| (filled(&dev, k, m, 10 + g), dev.tensor_from_vec(vec![0.3, -0.2, 0.05], (m,))))
                 .collect();
-            let refs: Vec<(&Mat, &Vector)> = layers.iter().map(|(w, b)| (w, b)).collect();
+            let grouped = refs(&layers);
             let u = filled(&dev, n, groups * m, 99);
             for relu in [false, true] {
-                let fused = grouped_linear(x.clone().trace(Gradients::leaky()), &refs, relu);
+                let fused = chain(x.clone().trace(Gradients::leaky()), &[Layer { groups: grouped.clone(), relu }]);
                 let plain = plain_grouped(x.clone().trace(Gradients::leaky()), &layers, relu);
                 close(&fused.retaped::<NoneTape>().as_vec(), &plain.retaped::<NoneTape>().as_vec());
                 let gf = (fused * u.clone()).sum::<(), _>().backward();
