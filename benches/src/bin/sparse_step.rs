@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use mtrec_model::embedding::{EmbeddingTables, FeatureData, SparseOptimizer, SparseOptimizerConfig};
+use mtrec_model::embedding::{BatchIds, EmbeddingTables, FeatureData, SparseOptimizer, SparseOptimizerConfig};
 use mtrec_model::layout::InputLayout;
 use rand::{Rng, SeedableRng};
 
@@ -59,10 +59,11 @@ fn time_steps(s: &mut Setup, steps: usize) -> (f64, [f64; 3]) {
         let data: Vec<FeatureData<'_>> = cols.iter().map(|c| FeatureData::Ids(c)).collect();
         let rows: Vec<usize> = (0..BATCH).collect();
         let t = Instant::now();
-        s.tables.gather(&s.layout, &data, &rows, &mut input);
+        let ids = BatchIds::new(&s.layout, &data, &rows);
+        s.tables.gather(&s.layout, &data, &rows, &ids, &mut input);
         phases[0] += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let g = s.tables.sparse_grads(&s.layout, &data, &rows, &grad);
+        let g = s.tables.sparse_grads(&s.layout, &ids, &grad);
         phases[1] += t.elapsed().as_secs_f64();
         let t = Instant::now();
         s.optimizer.apply(&mut s.tables, &g);

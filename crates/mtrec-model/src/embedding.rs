@@ -70,72 +70,65 @@ impl EmbeddingTables {
     }
 
     /// Writes the input rows of `rows` into `out` (`rows.len() x layout.width`, row-major):
-    /// embedding rows (pooled for lists) and numeric values, in layout order.
-    pub fn gather(&self, layout: &InputLayout, data: &[FeatureData<'_>], rows: &[usize], out: &mut [f32]) {
+    /// embedding rows (pooled for lists) of `ids`, the batch's ids read by [`BatchIds::new`],
+    /// and numeric values, in layout order.
+    pub fn gather(
+        &self,
+        layout: &InputLayout,
+        data: &[FeatureData<'_>],
+        rows: &[usize],
+        ids: &BatchIds,
+        out: &mut [f32],
+    ) {
         assert_eq!(out.len(), rows.len() * layout.width, "gather: output buffer has the wrong size");
+        assert_eq!(ids.rows, rows.len(), "gather: ids of another batch");
         if layout.width == 0 {
             return;
         }
-        out.par_chunks_mut(layout.width).zip(rows.par_iter()).for_each(|(dst, &r)| {
-            for slot in &layout.slots {
-                let dst = &mut dst[slot.offset..slot.offset + slot.width];
-                match (&slot.source, data[slot.feature]) {
-                    (SlotSource::Value, FeatureData::Values(v)) => dst[0] = v[r],
-                    (SlotSource::Embedding { table, .. }, FeatureData::Ids(ids)) => {
-                        dst.copy_from_slice(self.tables[*table].row(ids[r]));
+        // Blocks of rows in parallel; within a block, slot by slot, so each inner loop is a tight
+        // copy from one table with no per-element dispatch.
+        let width = layout.width;
+        let block = rows.len().div_ceil(rayon::current_num_threads().max(1)).max(GATHER_BLOCK_MIN);
+        out.par_chunks_mut(block * width).enumerate().for_each(|(k, out)| {
+            let first = k * block;
+            let rows = &rows[first..first + out.len() / width];
+            for (slot, lookups) in layout.slots.iter().zip(&ids.slots) {
+                let (offset, end) = (slot.offset, slot.offset + slot.width);
+                let dsts = out.chunks_exact_mut(width).map(|row| &mut row[offset..end]);
+                match (&slot.source, lookups, data[slot.feature]) {
+                    (SlotSource::Value, None, FeatureData::Values(v)) => {
+                        dsts.zip(rows).for_each(|(dst, &r)| dst[0] = v[r]);
                     }
-                    (SlotSource::Embedding { table, pooling }, FeatureData::Lists { offsets, values }) => {
-                        dst.fill(0.0);
-                        let ids = &values[offsets[r]..offsets[r + 1]];
-                        for &id in ids {
-                            for (d, w) in dst.iter_mut().zip(self.tables[*table].row(id)) {
-                                *d += w;
+                    (SlotSource::Embedding { table, .. }, Some(SlotLookups::Ids(ids)), _) => {
+                        let table = &self.tables[*table];
+                        dsts.zip(&ids[first..]).for_each(|(dst, &id)| copy_row(dst, table.row(id)));
+                    }
+                    (SlotSource::Embedding { table, pooling }, Some(SlotLookups::Lists { offsets, ids }), _) => {
+                        let table = &self.tables[*table];
+                        for (b, dst) in (first..).zip(dsts) {
+                            dst.fill(0.0);
+                            let ids = &ids[offsets[b]..offsets[b + 1]];
+                            for &id in ids {
+                                dst.iter_mut().zip(table.row(id)).for_each(|(d, w)| *d += w);
+                            }
+                            if *pooling == Some(Pooling::Mean) && ids.len() > 1 {
+                                let inv = 1.0 / ids.len() as f32;
+                                dst.iter_mut().for_each(|d| *d *= inv);
                             }
                         }
-                        if *pooling == Some(Pooling::Mean) && ids.len() > 1 {
-                            let inv = 1.0 / ids.len() as f32;
-                            dst.iter_mut().for_each(|d| *d *= inv);
-                        }
                     }
-                    (source, _) => panic!("feature {} does not match its slot {source:?}", slot.feature),
+                    (source, _, _) => panic!("feature {} does not match its slot {source:?}", slot.feature),
                 }
             }
         });
     }
 
-    /// Scatters the gradient of the gathered input (`rows.len() x layout.width`) back to the
-    /// table rows, summing duplicate ids; one sparse gradient per table, its rows in order of
-    /// first appearance in the batch.
-    pub fn sparse_grads(
-        &self,
-        layout: &InputLayout,
-        data: &[FeatureData<'_>],
-        rows: &[usize],
-        grad: &[f32],
-    ) -> Vec<SparseGrad> {
-        // The batch's ids, copied once per slot into batch order: the dataset's columns are
-        // read at shuffled rows, and the per-table loops below would otherwise miss cache on
-        // every lookup.
-        let lookups: Vec<Option<SlotLookups>> = layout
-            .slots
-            .par_iter()
-            .map(|slot| match (&slot.source, data[slot.feature]) {
-                (SlotSource::Embedding { .. }, FeatureData::Ids(ids)) => {
-                    Some(SlotLookups::Ids(rows.iter().map(|&r| ids[r]).collect()))
-                }
-                (SlotSource::Embedding { .. }, FeatureData::Lists { offsets, values }) => {
-                    let mut starts = Vec::with_capacity(rows.len() + 1);
-                    let mut ids = Vec::new();
-                    starts.push(0);
-                    for &r in rows {
-                        ids.extend_from_slice(&values[offsets[r]..offsets[r + 1]]);
-                        starts.push(ids.len());
-                    }
-                    Some(SlotLookups::Lists { offsets: starts, ids })
-                }
-                _ => None,
-            })
-            .collect();
+    /// Scatters the gradient of the gathered input (`rows x layout.width` for the batch of
+    /// `ids`) back to the table rows, summing duplicate ids; one sparse gradient per table, its
+    /// rows in order of first appearance in the batch.
+    pub fn sparse_grads(&self, layout: &InputLayout, ids: &BatchIds, grad: &[f32]) -> Vec<SparseGrad> {
+        assert_eq!(grad.len(), ids.rows * layout.width, "sparse_grads: gradient of another batch");
+        let (rows, lookups) = (ids.rows, &ids.slots);
         // Tables split into one contiguous group per thread; each group makes one row-major
         // pass over the gradient (reading every row once, not once per table).
         let per_group = self.tables.len().div_ceil(rayon::current_num_threads().max(1)).max(1);
@@ -149,7 +142,7 @@ impl EmbeddingTables {
                 let slots: Vec<_> = layout
                     .slots
                     .iter()
-                    .zip(&lookups)
+                    .zip(lookups)
                     .filter_map(|(s, l)| match (&s.source, l) {
                         (SlotSource::Embedding { table, pooling }, Some(l)) if group.contains(table) => {
                             Some((s, *pooling, l, table - group.start))
@@ -160,11 +153,11 @@ impl EmbeddingTables {
                 let mut acc: Vec<TableGrad> = group
                     .clone()
                     .map(|t| {
-                        let lookups = rows.len() * slots.iter().filter(|s| s.3 == t - group.start).count();
+                        let lookups = rows * slots.iter().filter(|s| s.3 == t - group.start).count();
                         TableGrad::new(self.tables[t].dim, RowIndex::new(self.tables[t].rows, lookups))
                     })
                     .collect();
-                for b in 0..rows.len() {
+                for b in 0..rows {
                     let row_grad = &grad[b * layout.width..(b + 1) * layout.width];
                     for &(slot, pooling, lookups, t) in &slots {
                         let g = &row_grad[slot.offset..slot.offset + slot.width];
@@ -216,7 +209,67 @@ impl TableGrad {
     }
 }
 
+/// Fewest rows a thread gathers: below this, waking another thread costs more than it saves.
+const GATHER_BLOCK_MIN: usize = 256;
+
+/// Copies a short row; the common widths become plain moves instead of a `memcpy` call, which
+/// matters when a batch copies tens of thousands of 4-wide rows.
+#[inline]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    match dst.len() {
+        4 => dst[..4].copy_from_slice(&src[..4]),
+        8 => dst[..8].copy_from_slice(&src[..8]),
+        16 => dst[..16].copy_from_slice(&src[..16]),
+        _ => dst.copy_from_slice(src),
+    }
+}
+
+/// A batch's embedding ids, read once from the dataset's columns into batch order. The
+/// columns are read at shuffled rows; the gather and the gradient scatter then both walk these
+/// ids in order.
+#[derive(Debug, Clone)]
+pub struct BatchIds {
+    rows: usize,
+    /// Per layout slot; `None` for numeric slots.
+    slots: Vec<Option<SlotLookups>>,
+}
+
+impl BatchIds {
+    pub fn new(layout: &InputLayout, data: &[FeatureData<'_>], rows: &[usize]) -> Self {
+        let slots = layout
+            .slots
+            .par_iter()
+            .map(|slot| match (&slot.source, data[slot.feature]) {
+                (SlotSource::Embedding { .. }, FeatureData::Ids(ids)) => {
+                    Some(SlotLookups::Ids(rows.iter().map(|&r| ids[r]).collect()))
+                }
+                (SlotSource::Embedding { .. }, FeatureData::Lists { offsets, values }) => {
+                    let mut starts = Vec::with_capacity(rows.len() + 1);
+                    let mut ids = Vec::new();
+                    starts.push(0);
+                    for &r in rows {
+                        ids.extend_from_slice(&values[offsets[r]..offsets[r + 1]]);
+                        starts.push(ids.len());
+                    }
+                    Some(SlotLookups::Lists { offsets: starts, ids })
+                }
+                (SlotSource::Embedding { .. }, FeatureData::Values(_)) => {
+                    panic!("feature {} has values, its slot an embedding", slot.feature)
+                }
+                (SlotSource::Value, _) => None,
+            })
+            .collect();
+        Self { rows: rows.len(), slots }
+    }
+
+    /// Number of rows in the batch.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+}
+
 /// One embedding slot's ids for a batch, in batch order.
+#[derive(Debug, Clone)]
 enum SlotLookups {
     Ids(Vec<u32>),
     /// Row `b`'s ids are `ids[offsets[b]..offsets[b + 1]]`.
@@ -421,7 +474,8 @@ mod tests {
         let (offsets, values) = ([0usize, 2, 2], [2u32, 3]);
         let data = [FeatureData::Ids(&ids), FeatureData::Lists { offsets: &offsets, values: &values }];
         let mut out = vec![f32::NAN; 8];
-        tables().gather(&layout_two_slots(), &data, &[0, 1], &mut out);
+        let ids = BatchIds::new(&layout_two_slots(), &data, &[0, 1]);
+        tables().gather(&layout_two_slots(), &data, &[0, 1], &ids, &mut out);
         // row 0: table row 1 = (1, 2); mean of rows 2 and 3 = (4, 5). row 1: row 3, empty list = 0.
         assert_eq!(out, vec![1., 2., 4., 5., 5., 6., 0., 0.]);
     }
@@ -432,7 +486,8 @@ mod tests {
         let (offsets, values) = ([0usize, 2, 3], [2u32, 3, 3]);
         let data = [FeatureData::Ids(&ids), FeatureData::Lists { offsets: &offsets, values: &values }];
         let grad = [1., 1., 2., 4., 10., 10., 1., 1.];
-        let g = tables().sparse_grads(&layout_two_slots(), &data, &[0, 1], &grad);
+        let batch = BatchIds::new(&layout_two_slots(), &data, &[0, 1]);
+        let g = tables().sparse_grads(&layout_two_slots(), &batch, &grad);
         assert_eq!(g.len(), 1);
         let mut rows: Vec<(u32, Vec<f32>)> =
             g[0].ids.iter().enumerate().map(|(k, &id)| (id, g[0].values[2 * k..2 * k + 2].to_vec())).collect();

@@ -63,7 +63,7 @@ pub mod model;
 pub mod params;
 
 pub use config::{ArchitectureConfig, Interactions, LossWeighting, ModelConfig, RegressionLoss};
-pub use embedding::{EmbeddingTables, FeatureData, SparseOptimizer, SparseOptimizerConfig};
+pub use embedding::{BatchIds, EmbeddingTables, FeatureData, SparseOptimizer, SparseOptimizerConfig};
 pub use error::ModelError;
-pub use model::{Forward, Head, Loss, MultiTaskModel, Predictions, TaskLosses};
+pub use model::{Assembled, Forward, Head, Loss, MultiTaskModel, Predictions, TaskLosses};
 pub use params::{AdamConfig, AdamState, Dev, Mat, ParamStore};

@@ -7,7 +7,7 @@ use rand::SeedableRng;
 
 use crate::arch::{Mlp, Sharing};
 use crate::config::{ArchitectureConfig, Interactions, LossWeighting, ModelConfig, RegressionLoss};
-use crate::embedding::{EmbeddingTables, FeatureData};
+use crate::embedding::{BatchIds, EmbeddingTables, FeatureData};
 use crate::error::ModelError;
 use crate::layout::InputLayout;
 use crate::params::{Dev, Linear, Mat, ParamId, ParamStore, TapeKind, Taped};
@@ -61,6 +61,15 @@ pub struct TaskLosses {
     pub losses: Vec<Loss>,
     /// Per task, the loss's value (`None`: no labeled row).
     pub values: Vec<Option<f32>>,
+}
+
+/// A batch ready for the forward pass.
+#[derive(Debug, Clone)]
+pub struct Assembled {
+    /// The input rows, an untaped leaf tensor `B x layout.width`.
+    pub input: Mat,
+    /// The batch's embedding ids, for scattering the input's gradient back to the tables.
+    pub ids: BatchIds,
 }
 
 /// What one forward pass produces.
@@ -136,11 +145,13 @@ impl MultiTaskModel {
         Ok(Self { config: config.clone(), layout, tables, params, heads, groups, log_vars })
     }
 
-    /// The input rows of `rows`, as an untaped leaf tensor `B x layout.width`.
-    pub fn assemble(&self, data: &[FeatureData<'_>], rows: &[usize]) -> Mat {
+    /// The input rows of `rows`, as an untaped leaf tensor `B x layout.width`, and the batch's
+    /// embedding ids (for [`EmbeddingTables::sparse_grads`] after a backward pass).
+    pub fn assemble(&self, data: &[FeatureData<'_>], rows: &[usize]) -> Assembled {
+        let ids = BatchIds::new(&self.layout, data, rows);
         let mut buf = vec![0.0f32; rows.len() * self.layout.width];
-        self.tables.gather(&self.layout, data, rows, &mut buf);
-        self.params.device().tensor_from_vec(buf, (rows.len(), self.layout.width))
+        self.tables.gather(&self.layout, data, rows, &ids, &mut buf);
+        Assembled { input: self.params.device().tensor_from_vec(buf, (rows.len(), self.layout.width)), ids }
     }
 
     /// The one forward function: training (with a tape), evaluation and serving (without) all
@@ -168,8 +179,7 @@ impl MultiTaskModel {
     /// Task outputs of `rows`: probabilities for binary tasks, values for regression, class
     /// probabilities (`B x classes`, row-major) for multiclass.
     pub fn predict(&self, data: &[FeatureData<'_>], rows: &[usize]) -> Predictions {
-        let x = self.assemble(data, rows);
-        let out = self.forward(x);
+        let out = self.forward(self.assemble(data, rows).input);
         let outputs = self
             .heads
             .iter()

@@ -42,7 +42,7 @@ fn pair_key(a: &str, b: &str) -> String {
 pub fn gradient_cosines(model: &MultiTaskModel, data: &EncodedDataset) -> Result<BTreeMap<String, f64>, TrainError> {
     let rows: Vec<usize> = (0..data.rows.min(DIAGNOSTIC_ROWS)).collect();
     let features = feature_data(data);
-    let leaf = model.assemble(&features, &rows);
+    let leaf = model.assemble(&features, &rows).input;
     let (labels, masks) = batch_targets(data, &rows);
     let grads = task_gradients(model, &leaf, &labels, &masks, &|_| 1.0)?;
     let shared = shared_parameters(&grads.dense);

@@ -9,7 +9,7 @@ use std::time::Instant;
 use dfdx::prelude::*;
 use mtrec_ingest::encoded::{load_pipeline, load_split, EncodedDataset};
 use mtrec_model::bundle::{self, ModelMeta};
-use mtrec_model::{AdamState, MultiTaskModel, SparseOptimizer};
+use mtrec_model::{AdamState, Assembled, MultiTaskModel, SparseOptimizer};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -315,7 +315,7 @@ pub fn train_step(
     seed: u64,
 ) -> Result<StepOutcome, TrainError> {
     let features = feature_data(data);
-    let leaf = model.assemble(&features, rows);
+    let Assembled { input: leaf, ids } = model.assemble(&features, rows);
     let (labels, masks) = batch_targets(data, rows);
     let lambdas: Vec<f32> =
         model.heads.iter().enumerate().map(|(t, h)| h.weight * scale.map_or(1.0, |s| s[t] as f32)).collect();
@@ -325,8 +325,8 @@ pub fn train_step(
         let values = losses.values.clone();
         let (loss, penalty) = model.combine(losses, &lambdas, true);
         let mut grads = loss.backward();
-        let input_grad = grads.get_or_alloc_mut(&leaf).expect("cpu allocation").to_vec();
-        let sparse_grads = model.tables.sparse_grads(&model.layout, &features, rows, &input_grad);
+        let input_grad = grads.get_or_alloc_mut(&leaf).expect("cpu allocation");
+        let sparse_grads = model.tables.sparse_grads(&model.layout, &ids, input_grad);
         opt.adam.update(opt.adam_cfg, &mut model.params, &mut grads);
         opt.sparse.apply(&mut model.tables, &sparse_grads);
         return Ok(StepOutcome { losses: values, penalty });
@@ -409,7 +409,7 @@ pub fn train_step(
         }
         value
     });
-    let sparse_grads = model.tables.sparse_grads(&model.layout, &features, rows, &input_total);
+    let sparse_grads = model.tables.sparse_grads(&model.layout, &ids, &input_total);
     opt.adam.update_with(opt.adam_cfg, &mut model.params, &total);
     opt.sparse.apply(&mut model.tables, &sparse_grads);
     Ok(StepOutcome { losses: values, penalty })

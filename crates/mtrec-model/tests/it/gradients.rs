@@ -7,7 +7,7 @@ use mtrec_model::MultiTaskModel;
 use crate::common::{configs, pipeline, Batch};
 
 fn loss_of(model: &MultiTaskModel, batch: &Batch) -> f64 {
-    let x = model.assemble(&batch.data(), &batch.rows());
+    let x = model.assemble(&batch.data(), &batch.rows()).input;
     let (loss, _) = model.loss(model.forward(x.traced(Gradients::leaky())), &batch.labels, &batch.masks).unwrap();
     f64::from(loss.array())
 }
@@ -15,12 +15,13 @@ fn loss_of(model: &MultiTaskModel, batch: &Batch) -> f64 {
 /// Analytic gradients: per dense parameter, and per (table, id) row.
 fn analytic(model: &MultiTaskModel, batch: &Batch) -> (Vec<Vec<f32>>, Vec<mtrec_model::embedding::SparseGrad>) {
     let data = batch.data();
-    let leaf = model.assemble(&data, &batch.rows());
+    let assembled = model.assemble(&data, &batch.rows());
+    let leaf = assembled.input;
     let (loss, _) = model.loss(model.forward(leaf.trace(Gradients::leaky())), &batch.labels, &batch.masks).unwrap();
     let mut grads = loss.backward();
     let input = grads.get_or_alloc_mut(&leaf).unwrap().to_vec();
     let dense = model.params.ids().map(|id| model.params.grad(&mut grads, id)).collect();
-    (dense, model.tables.sparse_grads(&model.layout, &data, &batch.rows(), &input))
+    (dense, model.tables.sparse_grads(&model.layout, &assembled.ids, &input))
 }
 
 fn close(analytic: f64, numeric: f64) -> bool {

@@ -61,7 +61,7 @@ fn shared_parameters_get_gradients_when_the_first_task_has_no_label() {
     let model = MultiTaskModel::new(&pipeline(), &cfg, 3).unwrap();
     let mut batch = Batch::new();
     batch.masks[0] = vec![0; 6];
-    let x = model.assemble(&batch.data(), &batch.rows());
+    let x = model.assemble(&batch.data(), &batch.rows()).input;
     let (loss, per_task) =
         model.loss(model.forward(x.traced(Gradients::leaky())), &batch.labels, &batch.masks).unwrap();
     assert_eq!(per_task[0], None);
