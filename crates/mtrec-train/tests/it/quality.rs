@@ -1,18 +1,20 @@
 //! Learning quality against ground truth: the synthetic data carries the true click
 //! probabilities, so the Bayes-optimal AUC is known.
 
-/// 100k events of 20 users and 20 items (so every user-item affinity is learnable from the
-/// data), the default MMoE, one seed. The click AUC gap to the Bayes-optimal AUC on the test
-/// split measured 0.0105, 0.0092 and 0.0066 for training seeds 1, 2 and 3 (mean 0.0088); the
-/// bound leaves room for platform differences in floating point, not for a regression.
+/// 200k events of 20 users and 20 items (about 400 training rows per user-item pair, so every
+/// affinity is learnable from the data), the default MMoE, one seed. The click AUC gap to the
+/// Bayes-optimal AUC on the test split measured 0.0031 and 0.0018 for training seeds 1 and 2;
+/// a logistic regression with the true functional form (a free logit per pair) reaches 0.0012
+/// (benches/README.md). The bound, 0.01, leaves room for platform differences in
+/// floating point, not for a regression.
 #[test]
 fn mmoe_click_auc_is_close_to_the_bayes_optimal_auc() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = mtrec_synth::SyntheticConfig { users: 20, items: 20, rows: 100_000, ..Default::default() };
+    let cfg = mtrec_synth::SyntheticConfig { users: 20, items: 20, rows: 200_000, ..Default::default() };
     let ingest = mtrec_testkit::ingest_synthetic(dir.path(), &cfg).ingest;
     let config: mtrec_train::TrainConfig = serde_json::from_value(serde_json::json!({
-        "embedding_learning_rate": 0.02, "learning_rate": 0.003, "epochs": 8, "seed": 1,
-        "early_stopping": {"metric": "click.auc", "patience": 2}
+        "embedding_learning_rate": 0.01, "learning_rate": 0.002, "epochs": 16, "seed": 1,
+        "early_stopping": {"metric": "click.auc", "patience": 3}
     }))
     .unwrap();
     let trained = mtrec_train::train(&mtrec_train::TrainOptions {
@@ -30,6 +32,6 @@ fn mmoe_click_auc_is_close_to_the_bayes_optimal_auc() {
     let truth: Vec<f32> = test.extras["p_click"].iter().map(|&p| p as f32).collect();
     let bayes = mtrec_metrics::auc(&truth, &test.labels[click], None).unwrap();
     let model = evaluation.metrics["click.auc"];
-    assert!(bayes - model < 0.015, "click AUC {model:.4} against the Bayes-optimal {bayes:.4}");
+    assert!(bayes - model < 0.01, "click AUC {model:.4} against the Bayes-optimal {bayes:.4}");
     assert!(model < bayes + 0.005, "no model beats the true probabilities by much: {model:.4} vs {bayes:.4}");
 }
