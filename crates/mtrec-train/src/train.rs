@@ -100,6 +100,7 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
     }
     let model_config = cfg.model_config();
     let mut model = MultiTaskModel::new(&pipeline, &model_config, cfg.seed)?;
+    model.init_output_biases(&train_set.labels, &train_set.masks);
     check_monitor(&cfg.early_stopping.metric, &model)?;
     let mut adam = AdamState::new(&model.params);
     let mut sparse = SparseOptimizer::new(cfg.sparse(), &model.tables).with_l2(cfg.embedding_l2 as f32);

@@ -2,6 +2,7 @@
 
 mod common;
 mod gradients;
+mod init;
 mod scopes;
 mod sharing;
 mod weights;
