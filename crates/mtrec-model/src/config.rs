@@ -84,6 +84,18 @@ pub enum Interactions {
     None,
 }
 
+/// Where the heads' output biases start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputBias {
+    /// At each task's prior on the training labels (set by the trainer): the log-odds of the
+    /// positive rate, the mean, or the log class frequencies.
+    #[default]
+    Prior,
+    /// At zero.
+    Zero,
+}
+
 /// The model configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -92,6 +104,7 @@ pub struct ModelConfig {
     /// Hidden layers of every task tower (then a linear output layer).
     pub tower_layers: Vec<usize>,
     pub interactions: Interactions,
+    pub output_bias: OutputBias,
     pub regression_loss: RegressionLoss,
     pub loss_weighting: LossWeighting,
     /// λ per task, overriding the schema's `weight`.
@@ -104,6 +117,7 @@ impl Default for ModelConfig {
             architecture: ArchitectureConfig::default(),
             tower_layers: vec![32],
             interactions: Interactions::default(),
+            output_bias: OutputBias::default(),
             regression_loss: RegressionLoss::default(),
             loss_weighting: LossWeighting::default(),
             task_weights: BTreeMap::new(),

@@ -37,6 +37,9 @@
 //! the shared experts, and below the last level a shared gate mixes all the level's experts
 //! into the next level's shared input (task k's mixture is task k's next input). Towers then
 //! end in a linear head (1 output for binary and regression, one per class for multiclass).
+//! Weights start Glorot-uniform with zero biases, except the heads' output biases, which the
+//! trainer sets to each task's prior on the training labels
+//! ([`MultiTaskModel::init_output_biases`]) unless `output_bias` is `zero`.
 //!
 //! ## Gate weights
 //!
@@ -62,7 +65,7 @@ pub mod layout;
 pub mod model;
 pub mod params;
 
-pub use config::{ArchitectureConfig, Interactions, LossWeighting, ModelConfig, RegressionLoss};
+pub use config::{ArchitectureConfig, Interactions, LossWeighting, ModelConfig, OutputBias, RegressionLoss};
 pub use embedding::{BatchIds, EmbeddingTables, FeatureData, SparseOptimizer, SparseOptimizerConfig};
 pub use error::ModelError;
 pub use model::{Assembled, Forward, Head, Loss, MultiTaskModel, Predictions, TaskLosses};

@@ -9,7 +9,7 @@ use std::time::Instant;
 use dfdx::prelude::*;
 use mtrec_ingest::encoded::{load_pipeline, load_split, EncodedDataset};
 use mtrec_model::bundle::{self, ModelMeta};
-use mtrec_model::{AdamState, Assembled, MultiTaskModel, SparseOptimizer};
+use mtrec_model::{AdamState, Assembled, MultiTaskModel, OutputBias, SparseOptimizer};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -100,7 +100,9 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
     }
     let model_config = cfg.model_config();
     let mut model = MultiTaskModel::new(&pipeline, &model_config, cfg.seed)?;
-    model.init_output_biases(&train_set.labels, &train_set.masks);
+    if model_config.output_bias == OutputBias::Prior {
+        model.init_output_biases(&train_set.labels, &train_set.masks);
+    }
     check_monitor(&cfg.early_stopping.metric, &model)?;
     let mut adam = AdamState::new(&model.params);
     let mut sparse = SparseOptimizer::new(cfg.sparse(), &model.tables).with_l2(cfg.embedding_l2 as f32);
