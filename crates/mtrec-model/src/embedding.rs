@@ -81,7 +81,7 @@ impl EmbeddingTables {
         out: &mut [f32],
     ) {
         assert_eq!(out.len(), rows.len() * layout.width, "gather: output buffer has the wrong size");
-        assert_eq!(ids.rows, rows.len(), "gather: ids of another batch");
+        assert!(ids.rows == rows.len() && ids.slots.len() == layout.slots.len(), "gather: ids of another batch");
         if layout.width == 0 {
             return;
         }
@@ -127,7 +127,10 @@ impl EmbeddingTables {
     /// `ids`) back to the table rows, summing duplicate ids; one sparse gradient per table, its
     /// rows in order of first appearance in the batch.
     pub fn sparse_grads(&self, layout: &InputLayout, ids: &BatchIds, grad: &[f32]) -> Vec<SparseGrad> {
-        assert_eq!(grad.len(), ids.rows * layout.width, "sparse_grads: gradient of another batch");
+        assert!(
+            grad.len() == ids.rows * layout.width && ids.slots.len() == layout.slots.len(),
+            "sparse_grads: gradient or ids of another batch"
+        );
         let (rows, lookups) = (ids.rows, &ids.slots);
         // Tables split into one contiguous group per thread; each group makes one row-major
         // pass over the gradient (reading every row once, not once per table).
