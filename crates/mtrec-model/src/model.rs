@@ -179,7 +179,12 @@ impl MultiTaskModel {
                     TaskType::Multiclass => {
                         let c = self.heads[t].outputs;
                         let mut counts = vec![1.0f64; c];
-                        labeled.iter().for_each(|&y| counts[y as usize] += 1.0);
+                        // Ingestion encodes classes as 0..c; anything else is left out, not a panic.
+                        for &y in &labeled {
+                            if let Some(k) = counts.get_mut(y as usize) {
+                                *k += 1.0;
+                            }
+                        }
                         counts.iter().map(|k| (k / (n + c as f64)).ln() as f32).collect()
                     }
                 };
