@@ -158,7 +158,7 @@ impl MultiTaskModel {
     /// of the positive rate for binary tasks, the mean for regression, the log class
     /// frequencies (add-one smoothed) for multiclass. The first steps then learn from the
     /// features instead of the base rate. Adam moves each parameter by about the learning rate
-    /// per step, so from zero a rare label's bias needs hundreds of steps to reach its prior
+    /// per step, so from zero a rare label's bias needs thousands of steps to reach its prior
     /// (a 6% rate is a logit of -2.7) — a whole training run for a task whose tower's units are
     /// inactive early on. Tasks without a labeled row keep a zero bias.
     pub fn init_output_biases(&mut self, labels: &[Vec<f32>], masks: &[Vec<u8>]) {
