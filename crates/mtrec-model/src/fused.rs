@@ -158,7 +158,12 @@ fn chain<T: TapeKind>(x: Mat<T>, layers: &[Layer<'_>]) -> Mat<T> {
     let mut active: Vec<Vec<bool>> = Vec::new();
     let mut out = Vec::new();
     for (l, (layer, shape)) in layers.iter().zip(&shapes).enumerate() {
-        let bias: Vec<f32> = layer.groups.iter().flat_map(|(_, b)| values(*b)).collect();
+        // Copied straight into place: through `values` each bias would take a buffer out of the
+        // pool and then drop it, draining the pool of the small buffers it keeps for towers.
+        let mut bias = vec![0.0; shape.width_out()];
+        for ((_, b), dst) in layer.groups.iter().zip(bias.chunks_exact_mut(shape.m)) {
+            b.copy_into(dst);
+        }
         out = take_buffer(n * shape.width_out());
         forward_layer(&inputs[l], &weights[l], &bias, *shape, n, &mut out);
         active.push(if T::OWNS_TAPE && shape.relu { positive(&out) } else { Vec::new() });
