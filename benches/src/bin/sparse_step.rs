@@ -7,6 +7,7 @@ use std::time::Instant;
 use mtrec_model::embedding::{BatchIds, EmbeddingTables, FeatureData, SparseOptimizer, SparseOptimizerConfig};
 use mtrec_model::layout::InputLayout;
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -22,7 +23,9 @@ struct Setup {
     ids: Vec<Vec<u32>>,
 }
 
-fn setup(vocab: u32) -> Setup {
+/// `shared`: the features look up one table of `vocab` rows (a vocabulary shared between them);
+/// otherwise each has its own table of `vocab` rows.
+fn setup(vocab: u32, shared: bool) -> Setup {
     // FEATURES hashed categorical features sharing nothing, each over `vocab` buckets.
     let features: Vec<serde_json::Value> = (0..FEATURES)
         .map(|f| serde_json::json!({"name": format!("f{f}"), "column": format!("f{f}"), "side": "user",
@@ -35,8 +38,14 @@ fn setup(vocab: u32) -> Setup {
     }))
     .expect("valid pipeline");
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let tables = EmbeddingTables::from_pipeline(&pipeline, &mut rng);
-    let layout = InputLayout::new(&pipeline, |f| tables.index(&format!("f{f}")));
+    let tables = if shared {
+        let mut one = pipeline.clone();
+        one.features.truncate(1);
+        EmbeddingTables::from_pipeline(&one, &mut rng)
+    } else {
+        EmbeddingTables::from_pipeline(&pipeline, &mut rng)
+    };
+    let layout = InputLayout::new(&pipeline, |f| if shared { Some(0) } else { tables.index(&format!("f{f}")) });
     let optimizer = SparseOptimizer::new(SparseOptimizerConfig::default(), &tables);
     // Zipf-like ids, as real traffic: a few hot rows and a long tail.
     let ids = (0..FEATURES)
@@ -73,14 +82,63 @@ fn time_steps(s: &mut Setup, steps: usize) -> (f64, [f64; 3]) {
     (total / steps as f64, phases.map(|p| p / total))
 }
 
+/// Each table's distinct touched ids, for each of the 50 batches a run cycles through.
+fn touched_ids(s: &Setup) -> Vec<Vec<Vec<u32>>> {
+    let grad = vec![0.0f32; BATCH * s.layout.width];
+    let rows: Vec<usize> = (0..BATCH).collect();
+    (0..50)
+        .map(|k| {
+            let cols: Vec<&[u32]> = s.ids.iter().map(|c| &c[k * BATCH..(k + 1) * BATCH]).collect();
+            let data: Vec<FeatureData<'_>> = cols.iter().map(|c| FeatureData::Ids(c)).collect();
+            let ids = BatchIds::new(&s.layout, &data, &rows);
+            s.tables.sparse_grads(&s.layout, &ids, &grad).into_iter().map(|g| g.ids).collect()
+        })
+        .collect()
+}
+
+/// Mean seconds per step to do nothing but read one value of each touched row's weights and
+/// two moments, tables in parallel as in the update: the least any step must spend fetching
+/// its rows, whatever it computes.
+fn time_fetch_floor(s: &Setup, touched: &[Vec<Vec<u32>>], steps: usize) -> f64 {
+    let started = Instant::now();
+    for step in 0..steps {
+        let sum: f32 = touched[step % 50]
+            .par_iter()
+            .zip(&s.tables.tables)
+            .zip(&s.optimizer.first)
+            .zip(&s.optimizer.second)
+            .map(|(((ids, table), first), second)| {
+                ids.iter()
+                    .map(|&id| id as usize * table.dim)
+                    .map(|k| table.weights[k] + first[k] + second[k])
+                    .sum::<f32>()
+            })
+            .sum();
+        std::hint::black_box(sum);
+    }
+    started.elapsed().as_secs_f64() / steps as f64
+}
+
 fn main() {
+    let shared = match std::env::args().nth(1).as_deref() {
+        None | Some("separate") => false,
+        Some("shared") => true,
+        Some(other) => {
+            eprintln!("usage: sparse_step [separate|shared] (got {other:?})");
+            std::process::exit(2);
+        }
+    };
     let steps = 300;
-    let mut small = setup(1_000);
-    let mut large = setup(10_000_000);
+    let mut small = setup(1_000, shared);
+    let mut large = setup(10_000_000, shared);
+    let (small_touched, large_touched) = (touched_ids(&small), touched_ids(&large));
     let mut ratios = Vec::new();
+    let mut floors = Vec::new();
     for round in 0..5 {
         let (a, pa) = time_steps(&mut small, steps);
         let (b, pb) = time_steps(&mut large, steps);
+        let (fa, fb) =
+            (time_fetch_floor(&small, &small_touched, steps), time_fetch_floor(&large, &large_touched, steps));
         let shares = |p: [f64; 3]| {
             format!("gather {:.0}% scatter {:.0}% update {:.0}%", p[0] * 100.0, p[1] * 100.0, p[2] * 100.0)
         };
@@ -92,8 +150,20 @@ fn main() {
             shares(pb),
             b / a
         );
+        println!(
+            "         fetch floor: vocab 1e3 {:.1} us/step, vocab 1e7 {:.1} us/step = {:.3} of a 1e3 step",
+            fa * 1e6,
+            fb * 1e6,
+            fb / a
+        );
         ratios.push(b / a);
+        floors.push(fb / a);
     }
+    floors.sort_by(f64::total_cmp);
     ratios.sort_by(f64::total_cmp);
     println!("step time 1e7 / 1e3, median of 5 rounds: {:.3} (min {:.3}, max {:.3})", ratios[2], ratios[0], ratios[4]);
+    println!(
+        "fetch floor at 1e7 / step time at 1e3, median of 5 rounds: {:.3} (min {:.3}, max {:.3})",
+        floors[2], floors[0], floors[4]
+    );
 }

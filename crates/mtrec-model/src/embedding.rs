@@ -377,9 +377,23 @@ impl SparseOptimizer {
     /// Applies one step to the touched rows of every table (tables in parallel).
     pub fn apply(&mut self, tables: &mut EmbeddingTables, grads: &[SparseGrad]) {
         self.step += 1;
-        let config = self.config;
         let l2 = self.l2;
-        let step = self.step as i32;
+        // The per-row rule for this step; Adam's bias correction depends only on the step.
+        let rule = match self.config {
+            SparseOptimizerConfig::LazyAdam { lr, beta1, beta2, eps } => {
+                let step = self.step as i32;
+                let c1 = 1.0 - beta1.powi(step);
+                let c2 = 1.0 - beta2.powi(step);
+                RowRule::Adam {
+                    step_size: (lr * c2.sqrt() / c1) as f32,
+                    eps: (eps * c2.sqrt()) as f32,
+                    beta1: beta1 as f32,
+                    beta2: beta2 as f32,
+                }
+            }
+            SparseOptimizerConfig::Adagrad { lr, eps, .. } => RowRule::Adagrad { lr: lr as f32, eps: eps as f32 },
+        };
+        let adam = matches!(rule, RowRule::Adam { .. });
         tables
             .tables
             .par_iter_mut()
@@ -388,56 +402,70 @@ impl SparseOptimizer {
             .zip(grads.par_iter())
             .for_each(|(((table, first), second), grad)| {
                 let dim = table.dim;
-                // Copy the touched rows out, update them, copy them back: each copy is a tight
-                // loop of independent row loads, so the CPU keeps many cache misses in flight
-                // on a large table instead of stalling on one row's three arrays at a time.
-                let rows = |src: &[f32]| -> Vec<f32> {
-                    let mut out = Vec::with_capacity(grad.ids.len() * dim);
-                    for &id in &grad.ids {
+                // Chunk by chunk, copy the touched rows out, update them, copy them back. Each copy
+                // out is a tight loop of independent row loads, so the CPU keeps many cache (and
+                // TLB) misses in flight on a large table instead of stalling on one row's three
+                // arrays at a time; writing a chunk back right away finds its rows, and their
+                // pages' translations, still cached.
+                let copy_out = |src: &[f32], ids: &[u32], out: &mut Vec<f32>| {
+                    out.clear();
+                    for &id in ids {
                         out.extend_from_slice(&src[id as usize * dim..(id as usize + 1) * dim]);
                     }
-                    out
                 };
-                let put_back = |dst: &mut [f32], local: &[f32]| {
-                    for (&id, row) in grad.ids.iter().zip(local.chunks_exact(dim)) {
+                let put_back = |dst: &mut [f32], ids: &[u32], local: &[f32]| {
+                    for (&id, row) in ids.iter().zip(local.chunks_exact(dim)) {
                         dst[id as usize * dim..(id as usize + 1) * dim].copy_from_slice(row);
                     }
                 };
-                let mut w = rows(&table.weights);
-                let mut a = rows(first);
-                let mut b =
-                    if matches!(config, SparseOptimizerConfig::LazyAdam { .. }) { rows(second) } else { Vec::new() };
-                let g = |i: usize, w: f32| grad.values[i] + l2 * w;
-                match config {
-                    SparseOptimizerConfig::LazyAdam { lr, beta1, beta2, eps } => {
-                        let c1 = 1.0 - beta1.powi(step);
-                        let c2 = 1.0 - beta2.powi(step);
-                        let step_size = (lr * c2.sqrt() / c1) as f32;
-                        let eps = (eps * c2.sqrt()) as f32;
-                        let (b1, b2) = (beta1 as f32, beta2 as f32);
-                        for i in 0..w.len() {
-                            let g = g(i, w[i]);
-                            a[i] = b1 * a[i] + (1.0 - b1) * g;
-                            b[i] = b2 * b[i] + (1.0 - b2) * g * g;
-                            w[i] -= step_size * a[i] / (b[i].sqrt() + eps);
+                let capacity = UPDATE_CHUNK_ROWS * dim;
+                let (mut w, mut a, mut b) =
+                    (Vec::with_capacity(capacity), Vec::with_capacity(capacity), Vec::with_capacity(capacity));
+                for (ids, values) in grad.ids.chunks(UPDATE_CHUNK_ROWS).zip(grad.values.chunks(capacity)) {
+                    copy_out(&table.weights, ids, &mut w);
+                    copy_out(first, ids, &mut a);
+                    if adam {
+                        copy_out(second, ids, &mut b);
+                    }
+                    let g = |i: usize, w: f32| values[i] + l2 * w;
+                    match rule {
+                        RowRule::Adam { step_size, eps, beta1, beta2 } => {
+                            for i in 0..w.len() {
+                                let g = g(i, w[i]);
+                                a[i] = beta1 * a[i] + (1.0 - beta1) * g;
+                                b[i] = beta2 * b[i] + (1.0 - beta2) * g * g;
+                                w[i] -= step_size * a[i] / (b[i].sqrt() + eps);
+                            }
+                        }
+                        RowRule::Adagrad { lr, eps } => {
+                            for i in 0..w.len() {
+                                let g = g(i, w[i]);
+                                a[i] += g * g;
+                                w[i] -= lr * g / (a[i].sqrt() + eps);
+                            }
                         }
                     }
-                    SparseOptimizerConfig::Adagrad { lr, eps, .. } => {
-                        for i in 0..w.len() {
-                            let g = g(i, w[i]);
-                            a[i] += g * g;
-                            w[i] -= lr as f32 * g / (a[i].sqrt() + eps as f32);
-                        }
+                    put_back(&mut table.weights, ids, &w);
+                    put_back(first, ids, &a);
+                    if adam {
+                        put_back(second, ids, &b);
                     }
-                }
-                put_back(&mut table.weights, &w);
-                put_back(first, &a);
-                if !b.is_empty() {
-                    put_back(second, &b);
                 }
             });
     }
 }
+
+/// One step's update of a touched weight, in `f32`.
+#[derive(Clone, Copy)]
+enum RowRule {
+    Adam { step_size: f32, eps: f32, beta1: f32, beta2: f32 },
+    Adagrad { lr: f32, eps: f32 },
+}
+
+/// Touched rows a sparse update copies out at a time: enough independent row loads to keep the
+/// CPU's misses in flight, few enough that the rows and their pages' translations are still
+/// cached when the chunk is written back.
+const UPDATE_CHUNK_ROWS: usize = 64;
 
 #[cfg(test)]
 mod tests {
