@@ -393,7 +393,7 @@ impl SparseOptimizer {
             }
             SparseOptimizerConfig::Adagrad { lr, eps, .. } => RowRule::Adagrad { lr: lr as f32, eps: eps as f32 },
         };
-        let adam = matches!(rule, RowRule::Adam { .. });
+        let threads = rayon::current_num_threads().max(1);
         tables
             .tables
             .par_iter_mut()
@@ -401,59 +401,130 @@ impl SparseOptimizer {
             .zip(self.second.par_iter_mut())
             .zip(grads.par_iter())
             .for_each(|(((table, first), second), grad)| {
-                let dim = table.dim;
-                // Chunk by chunk, copy the touched rows out, update them, copy them back. Each copy
-                // out is a tight loop of independent row loads, so the CPU keeps many cache (and
-                // TLB) misses in flight on a large table instead of stalling on one row's three
-                // arrays at a time; writing a chunk back right away finds its rows, and their
-                // pages' translations, still cached.
-                let copy_out = |src: &[f32], ids: &[u32], out: &mut Vec<f32>| {
-                    out.clear();
-                    for &id in ids {
-                        out.extend_from_slice(&src[id as usize * dim..(id as usize + 1) * dim]);
-                    }
-                };
-                let put_back = |dst: &mut [f32], ids: &[u32], local: &[f32]| {
-                    for (&id, row) in ids.iter().zip(local.chunks_exact(dim)) {
-                        dst[id as usize * dim..(id as usize + 1) * dim].copy_from_slice(row);
-                    }
-                };
-                let capacity = UPDATE_CHUNK_ROWS * dim;
-                let (mut w, mut a, mut b) =
-                    (Vec::with_capacity(capacity), Vec::with_capacity(capacity), Vec::with_capacity(capacity));
-                for (ids, values) in grad.ids.chunks(UPDATE_CHUNK_ROWS).zip(grad.values.chunks(capacity)) {
-                    copy_out(&table.weights, ids, &mut w);
-                    copy_out(first, ids, &mut a);
-                    if adam {
-                        copy_out(second, ids, &mut b);
-                    }
-                    let g = |i: usize, w: f32| values[i] + l2 * w;
-                    match rule {
-                        RowRule::Adam { step_size, eps, beta1, beta2 } => {
-                            for i in 0..w.len() {
-                                let g = g(i, w[i]);
-                                a[i] = beta1 * a[i] + (1.0 - beta1) * g;
-                                b[i] = beta2 * b[i] + (1.0 - beta2) * g * g;
-                                w[i] -= step_size * a[i] / (b[i].sqrt() + eps);
-                            }
-                        }
-                        RowRule::Adagrad { lr, eps } => {
-                            for i in 0..w.len() {
-                                let g = g(i, w[i]);
-                                a[i] += g * g;
-                                w[i] -= lr * g / (a[i].sqrt() + eps);
-                            }
-                        }
-                    }
-                    put_back(&mut table.weights, ids, &w);
-                    put_back(first, ids, &a);
-                    if adam {
-                        put_back(second, ids, &b);
-                    }
+                // A table with many touched rows is split into contiguous row ranges updated in
+                // parallel, so that one large table does not update on one core. The ranges hold
+                // about as many touched rows each (their bounds are quantiles of a sample of the
+                // ids: with frequency-ordered vocabularies the hot ids are the small ones). Every
+                // row's update is the same whatever the split, so results do not depend on it.
+                let parts = (grad.ids.len() / SPLIT_MIN_ROWS).clamp(1, threads);
+                let mut sample: Vec<u32> =
+                    grad.ids.iter().step_by((grad.ids.len() / (16 * parts)).max(1)).copied().collect();
+                sample.sort_unstable();
+                let bounds: Vec<usize> = (1..parts).map(|p| sample[p * sample.len() / parts] as usize).collect();
+                let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); parts];
+                for (k, &id) in grad.ids.iter().enumerate() {
+                    buckets[bounds.partition_point(|&b| b <= id as usize)].push(k as u32);
                 }
+                let starts: Vec<usize> = std::iter::once(0).chain(bounds).chain([table.rows]).collect();
+                let dim = table.dim;
+                let jobs: Vec<_> = split_rows(&mut table.weights, &starts, dim)
+                    .into_iter()
+                    .zip(split_rows(first, &starts, dim))
+                    .zip(split_rows(second, &starts, dim))
+                    .zip(starts.iter().zip(buckets))
+                    .map(|(((weights, first), second), (&first_row, touched))| {
+                        (RowState { first_row, dim, weights, first, second }, touched)
+                    })
+                    .collect();
+                jobs.into_par_iter().for_each(|(state, touched)| state.update(rule, l2, grad, &touched));
             });
     }
 }
+
+/// `values` (rows of `dim`) cut into the row ranges `starts[p]..starts[p + 1]`; an empty
+/// `values` (Adagrad's unused second moment) into empty ranges.
+fn split_rows<'a>(mut values: &'a mut [f32], starts: &[usize], dim: usize) -> Vec<&'a mut [f32]> {
+    starts
+        .windows(2)
+        .map(|range| {
+            if values.is_empty() {
+                return Default::default();
+            }
+            let (part, rest) = std::mem::take(&mut values).split_at_mut((range[1] - range[0]) * dim);
+            values = rest;
+            part
+        })
+        .collect()
+}
+
+/// A contiguous range of one table's rows with their optimizer state (`second` is empty for
+/// Adagrad).
+struct RowState<'a> {
+    first_row: usize,
+    dim: usize,
+    weights: &'a mut [f32],
+    first: &'a mut [f32],
+    second: &'a mut [f32],
+}
+
+impl RowState<'_> {
+    /// Updates the rows `grad.ids[k]` for `k` in `touched` (all within this range).
+    fn update(self, rule: RowRule, l2: f32, grad: &SparseGrad, touched: &[u32]) {
+        let Self { first_row, dim, weights, first, second } = self;
+        let at = |k: u32| (grad.ids[k as usize] as usize - first_row) * dim;
+        // Chunk by chunk, copy the touched rows out, update them, copy them back. Each copy out
+        // is a tight loop of independent row loads, so the CPU keeps many cache (and TLB) misses
+        // in flight on a large table instead of stalling on one row's three arrays at a time;
+        // writing a chunk back right away finds its rows, and their pages' translations, still
+        // cached.
+        let copy_out = |src: &[f32], chunk: &[u32], out: &mut Vec<f32>| {
+            out.clear();
+            for &k in chunk {
+                out.extend_from_slice(&src[at(k)..at(k) + dim]);
+            }
+        };
+        let put_back = |dst: &mut [f32], chunk: &[u32], local: &[f32]| {
+            for (&k, row) in chunk.iter().zip(local.chunks_exact(dim)) {
+                dst[at(k)..at(k) + dim].copy_from_slice(row);
+            }
+        };
+        let adam = matches!(rule, RowRule::Adam { .. });
+        let capacity = UPDATE_CHUNK_ROWS * dim;
+        let mut buffers = [(); 4].map(|_| Vec::with_capacity(capacity));
+        let [g, w, a, b] = &mut buffers;
+        for chunk in touched.chunks(UPDATE_CHUNK_ROWS) {
+            g.clear();
+            for &k in chunk {
+                g.extend_from_slice(&grad.values[k as usize * dim..(k as usize + 1) * dim]);
+            }
+            copy_out(weights, chunk, w);
+            copy_out(first, chunk, a);
+            if adam {
+                copy_out(second, chunk, b);
+            }
+            match rule {
+                RowRule::Adam { step_size, eps, beta1, beta2 } => {
+                    for i in 0..w.len() {
+                        let g = g[i] + l2 * w[i];
+                        a[i] = beta1 * a[i] + (1.0 - beta1) * g;
+                        b[i] = beta2 * b[i] + (1.0 - beta2) * g * g;
+                        w[i] -= step_size * a[i] / (b[i].sqrt() + eps);
+                    }
+                }
+                RowRule::Adagrad { lr, eps } => {
+                    for i in 0..w.len() {
+                        let g = g[i] + l2 * w[i];
+                        a[i] += g * g;
+                        w[i] -= lr * g / (a[i].sqrt() + eps);
+                    }
+                }
+            }
+            put_back(weights, chunk, w);
+            put_back(first, chunk, a);
+            if adam {
+                put_back(second, chunk, b);
+            }
+        }
+    }
+}
+
+/// Touched rows a sparse update copies out at a time: enough independent row loads to keep the
+/// CPU's misses in flight, few enough that the rows and their pages' translations are still
+/// cached when the chunk is written back.
+const UPDATE_CHUNK_ROWS: usize = 64;
+/// Touched rows per parallel part of one table's update: below this, waking another thread
+/// costs more than it saves.
+const SPLIT_MIN_ROWS: usize = 1024;
 
 /// One step's update of a touched weight, in `f32`.
 #[derive(Clone, Copy)]
@@ -461,11 +532,6 @@ enum RowRule {
     Adam { step_size: f32, eps: f32, beta1: f32, beta2: f32 },
     Adagrad { lr: f32, eps: f32 },
 }
-
-/// Touched rows a sparse update copies out at a time: enough independent row loads to keep the
-/// CPU's misses in flight, few enough that the rows and their pages' translations are still
-/// cached when the chunk is written back.
-const UPDATE_CHUNK_ROWS: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -549,6 +615,52 @@ mod tests {
         opt.apply(&mut t, &[SparseGrad { ids: vec![3], values: vec![0.0, 0.0] }]);
         assert_eq!(&t.tables[0].weights[4..6], &[3., 4.]);
         assert_eq!(&t.tables[0].weights[6..], &[4.5, 5.5]);
+    }
+
+    #[test]
+    fn a_large_table_updates_the_same_split_across_threads_or_not() {
+        use rand::{seq::SliceRandom, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let (rows, dim) = (10_000, 3);
+        let table = EmbeddingTable {
+            name: "t".into(),
+            rows,
+            dim,
+            weights: (0..rows * dim).map(|_| rng.gen_range(-1.0..1.0)).collect(),
+        };
+        // 5,000 distinct touched rows in random order (four parts on four threads), the first
+        // and last rows of the table among them.
+        let mut ids: Vec<u32> = (0..rows as u32).collect();
+        ids.shuffle(&mut rng);
+        ids.truncate(4_998);
+        let ends: Vec<u32> = [0, rows as u32 - 1].into_iter().filter(|r| !ids.contains(r)).collect();
+        ids.extend(ends);
+        let values: Vec<f32> = (0..ids.len() * dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let grad = SparseGrad { ids, values };
+        let configs = [
+            SparseOptimizerConfig::LazyAdam { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+            SparseOptimizerConfig::Adagrad { lr: 0.1, initial_accumulator: 0.1, eps: 1e-10 },
+        ];
+        for config in configs {
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a pool");
+                let mut t = EmbeddingTables { tables: vec![table.clone()] };
+                let mut opt = SparseOptimizer::new(config, &t).with_l2(1e-3);
+                pool.install(|| {
+                    for _ in 0..3 {
+                        opt.apply(&mut t, std::slice::from_ref(&grad));
+                    }
+                });
+                (t, opt.first, opt.second)
+            };
+            let (one, four) = (run(1), run(4));
+            assert_eq!(one, four, "{config:?}: split and unsplit updates differ");
+            let touched: std::collections::HashSet<u32> = grad.ids.iter().copied().collect();
+            for r in 0..rows {
+                let (before, after) = (table.row(r as u32), four.0.tables[0].row(r as u32));
+                assert_eq!(before == after, !touched.contains(&(r as u32)), "row {r}");
+            }
+        }
     }
 
     #[test]
