@@ -337,11 +337,19 @@ pub fn mix<T: TapeKind>(experts: Mat<T>, logits: Mat<T>, count: usize, width: us
             par_rows(grads.get_or_alloc_mut(&z_id)?, count, |b, dz| {
                 let (hb, pb) = rows(b);
                 let dout = &go[b * width..(b + 1) * width];
-                let dp: Vec<f32> = (0..count)
-                    .map(|e| hb[e * width..(e + 1) * width].iter().zip(dout).map(|(x, y)| x * y).sum::<f32>())
-                    .collect();
-                let mean: f32 = pb.iter().zip(&dp).map(|(p, d)| p * d).sum();
-                for ((d, p), g) in dz.iter_mut().zip(pb).zip(&dp) {
+                // On the stack for the usual gate sizes: this runs once per row.
+                let (mut stack, mut heap) = ([0.0f32; 64], Vec::new());
+                let dp = if count <= stack.len() {
+                    &mut stack[..count]
+                } else {
+                    heap.resize(count, 0.0);
+                    &mut heap[..]
+                };
+                for (e, d) in dp.iter_mut().enumerate() {
+                    *d = hb[e * width..(e + 1) * width].iter().zip(dout).map(|(x, y)| x * y).sum::<f32>();
+                }
+                let mean: f32 = pb.iter().zip(dp.iter()).map(|(p, d)| p * d).sum();
+                for ((d, p), g) in dz.iter_mut().zip(pb).zip(dp.iter()) {
                     *d += p * (g - mean);
                 }
             });
