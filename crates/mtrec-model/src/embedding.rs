@@ -407,6 +407,12 @@ impl SparseOptimizer {
                 // ids: with frequency-ordered vocabularies the hot ids are the small ones). Every
                 // row's update is the same whatever the split, so results do not depend on it.
                 let parts = (grad.ids.len() / SPLIT_MIN_ROWS).clamp(1, threads);
+                let dim = table.dim;
+                if parts == 1 {
+                    let whole = RowState { first_row: 0, dim, weights: &mut table.weights, first, second };
+                    whole.update(rule, l2, grad, None);
+                    return;
+                }
                 let mut sample: Vec<u32> =
                     grad.ids.iter().step_by((grad.ids.len() / (16 * parts)).max(1)).copied().collect();
                 sample.sort_unstable();
@@ -416,7 +422,6 @@ impl SparseOptimizer {
                     buckets[bounds.partition_point(|&b| b <= id as usize)].push(k as u32);
                 }
                 let starts: Vec<usize> = std::iter::once(0).chain(bounds).chain([table.rows]).collect();
-                let dim = table.dim;
                 let jobs: Vec<_> = split_rows(&mut table.weights, &starts, dim)
                     .into_iter()
                     .zip(split_rows(first, &starts, dim))
@@ -426,7 +431,7 @@ impl SparseOptimizer {
                         (RowState { first_row, dim, weights, first, second }, touched)
                     })
                     .collect();
-                jobs.into_par_iter().for_each(|(state, touched)| state.update(rule, l2, grad, &touched));
+                jobs.into_par_iter().for_each(|(state, touched)| state.update(rule, l2, grad, Some(&touched)));
             });
     }
 }
@@ -458,39 +463,52 @@ struct RowState<'a> {
 }
 
 impl RowState<'_> {
-    /// Updates the rows `grad.ids[k]` for `k` in `touched` (all within this range).
-    fn update(self, rule: RowRule, l2: f32, grad: &SparseGrad, touched: &[u32]) {
+    /// Updates the rows `grad.ids[k]` for `k` in `touched`, or every row of `grad` when `touched`
+    /// is `None`; all of them within this range.
+    fn update(self, rule: RowRule, l2: f32, grad: &SparseGrad, touched: Option<&[u32]>) {
         let Self { first_row, dim, weights, first, second } = self;
-        let at = |k: u32| (grad.ids[k as usize] as usize - first_row) * dim;
+        let at = |id: u32| (id as usize - first_row) * dim;
         // Chunk by chunk, copy the touched rows out, update them, copy them back. Each copy out
         // is a tight loop of independent row loads, so the CPU keeps many cache (and TLB) misses
         // in flight on a large table instead of stalling on one row's three arrays at a time;
         // writing a chunk back right away finds its rows, and their pages' translations, still
         // cached.
-        let copy_out = |src: &[f32], chunk: &[u32], out: &mut Vec<f32>| {
+        let copy_out = |src: &[f32], ids: &[u32], out: &mut Vec<f32>| {
             out.clear();
-            for &k in chunk {
-                out.extend_from_slice(&src[at(k)..at(k) + dim]);
+            for &id in ids {
+                out.extend_from_slice(&src[at(id)..at(id) + dim]);
             }
         };
-        let put_back = |dst: &mut [f32], chunk: &[u32], local: &[f32]| {
-            for (&k, row) in chunk.iter().zip(local.chunks_exact(dim)) {
-                dst[at(k)..at(k) + dim].copy_from_slice(row);
+        let put_back = |dst: &mut [f32], ids: &[u32], local: &[f32]| {
+            for (&id, row) in ids.iter().zip(local.chunks_exact(dim)) {
+                dst[at(id)..at(id) + dim].copy_from_slice(row);
             }
         };
         let adam = matches!(rule, RowRule::Adam { .. });
         let capacity = UPDATE_CHUNK_ROWS * dim;
-        let mut buffers = [(); 4].map(|_| Vec::with_capacity(capacity));
-        let [g, w, a, b] = &mut buffers;
-        for chunk in touched.chunks(UPDATE_CHUNK_ROWS) {
-            g.clear();
-            for &k in chunk {
-                g.extend_from_slice(&grad.values[k as usize * dim..(k as usize + 1) * dim]);
-            }
-            copy_out(weights, chunk, w);
-            copy_out(first, chunk, a);
+        let (mut chunk_ids, mut chunk_grad) = (Vec::with_capacity(UPDATE_CHUNK_ROWS), Vec::with_capacity(capacity));
+        let mut buffers = [(); 3].map(|_| Vec::with_capacity(capacity));
+        let [w, a, b] = &mut buffers;
+        let n = touched.map_or(grad.ids.len(), <[u32]>::len);
+        for start in (0..n).step_by(UPDATE_CHUNK_ROWS) {
+            let end = (start + UPDATE_CHUNK_ROWS).min(n);
+            // The chunk's ids and gradient rows: slices of `grad` when it is all this range's.
+            let (ids, g): (&[u32], &[f32]) = match touched {
+                None => (&grad.ids[start..end], &grad.values[start * dim..end * dim]),
+                Some(touched) => {
+                    chunk_ids.clear();
+                    chunk_grad.clear();
+                    for &k in &touched[start..end] {
+                        chunk_ids.push(grad.ids[k as usize]);
+                        chunk_grad.extend_from_slice(&grad.values[k as usize * dim..(k as usize + 1) * dim]);
+                    }
+                    (&chunk_ids, &chunk_grad)
+                }
+            };
+            copy_out(weights, ids, w);
+            copy_out(first, ids, a);
             if adam {
-                copy_out(second, chunk, b);
+                copy_out(second, ids, b);
             }
             match rule {
                 RowRule::Adam { step_size, eps, beta1, beta2 } => {
@@ -509,10 +527,10 @@ impl RowState<'_> {
                     }
                 }
             }
-            put_back(weights, chunk, w);
-            put_back(first, chunk, a);
+            put_back(weights, ids, w);
+            put_back(first, ids, a);
             if adam {
-                put_back(second, chunk, b);
+                put_back(second, ids, b);
             }
         }
     }
