@@ -101,6 +101,7 @@ impl EmbeddingTables {
                     }
                     (SlotSource::Embedding { table, .. }, Some(SlotLookups::Ids(ids)), _) => {
                         let table = &self.tables[*table];
+                        touch_rows(&table.weights, table.dim, 0, &ids[first..first + rows.len()]);
                         dsts.zip(&ids[first..]).for_each(|(dst, &id)| copy_row(dst, table.row(id)));
                     }
                     (SlotSource::Embedding { table, pooling }, Some(SlotLookups::Lists { offsets, ids }), _) => {
@@ -211,6 +212,30 @@ impl TableGrad {
         }
     }
 }
+
+/// Reads the first and last value of each row `ids` (rows of `dim` values, numbered from
+/// `first_row`) and nothing else: a tight loop of independent loads that brings the rows' cache
+/// lines in together, so that the copy which follows finds them cached instead of missing one
+/// row at a time. Skipped for arrays under [`TOUCH_MIN_VALUES`]. (Software prefetching in plain
+/// loads: the prefetch intrinsics are `unsafe`.)
+#[inline]
+fn touch_rows(values: &[f32], dim: usize, first_row: usize, ids: &[u32]) {
+    if values.len() < TOUCH_MIN_VALUES {
+        return;
+    }
+    let sum: f32 = ids
+        .iter()
+        .map(|&id| {
+            let start = (id as usize - first_row) * dim;
+            values[start] + values[start + dim - 1]
+        })
+        .sum();
+    std::hint::black_box(sum);
+}
+
+/// Arrays of fewer values (1 MiB of `f32`, twice a core's L2 here) are not touched first: they
+/// stay cached, and the extra loads would only cost.
+const TOUCH_MIN_VALUES: usize = 1 << 18;
 
 /// Fewest rows a thread gathers: below this, waking another thread costs more than it saves.
 const GATHER_BLOCK_MIN: usize = 256;
@@ -505,6 +530,11 @@ impl RowState<'_> {
                     (&chunk_ids, &chunk_grad)
                 }
             };
+            touch_rows(weights, dim, first_row, ids);
+            touch_rows(first, dim, first_row, ids);
+            if adam {
+                touch_rows(second, dim, first_row, ids);
+            }
             copy_out(weights, ids, w);
             copy_out(first, ids, a);
             if adam {
@@ -596,6 +626,30 @@ mod tests {
     }
 
     #[test]
+    fn gather_from_a_large_table_copies_its_rows() {
+        use rand::SeedableRng;
+        // 300,000 values: the gather touches the rows before it copies them.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let (rows, dim) = (100_000u32, 3);
+        let weights = (0..rows as usize * dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let tables =
+            EmbeddingTables { tables: vec![EmbeddingTable { name: "t".into(), rows: rows as usize, dim, weights }] };
+        let layout = InputLayout::from_slots(
+            vec![Slot { feature: 0, offset: 0, width: dim, source: SlotSource::Embedding { table: 0, pooling: None } }],
+            dim,
+        );
+        let ids: Vec<u32> = (0..600).map(|_| rng.gen_range(0..rows)).chain([0, rows - 1]).collect();
+        let data = [FeatureData::Ids(&ids)];
+        let batch: Vec<usize> = (0..ids.len()).rev().collect();
+        let mut out = vec![f32::NAN; batch.len() * dim];
+        let batch_ids = BatchIds::new(&layout, &data, &batch);
+        tables.gather(&layout, &data, &batch, &batch_ids, &mut out);
+        for (row, &b) in out.chunks_exact(dim).zip(&batch) {
+            assert_eq!(row, tables.tables[0].row(ids[b]));
+        }
+    }
+
+    #[test]
     fn sparse_grads_sum_duplicates_and_split_means() {
         let ids = [3u32, 3];
         let (offsets, values) = ([0usize, 2, 3], [2u32, 3, 3]);
@@ -639,7 +693,8 @@ mod tests {
     fn a_large_table_updates_the_same_split_across_threads_or_not() {
         use rand::{seq::SliceRandom, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let (rows, dim) = (10_000, 3);
+        // Large enough (300,000 values) that the rows are touched before they are copied.
+        let (rows, dim) = (100_000, 3);
         let table = EmbeddingTable {
             name: "t".into(),
             rows,
