@@ -1,6 +1,8 @@
 //! Sparse embedding step time against vocabulary size: gather, scatter of the gradient (duplicate
-//! ids summed) and a lazy Adam step on the touched rows, for a table of 10^3 rows and one of
-//! 10^7 rows, alternated in one run. Figures and command: benches/README.md.
+//! ids summed) and a lazy Adam step on the touched rows, for tables of 10^3 rows and of 10^7
+//! rows, alternated in one run; beside it, the fetch floor (only reading the touched rows).
+//! `sparse_step shared` gives the 8 features one table instead of one each. Figures and
+//! command: benches/README.md.
 
 use std::time::Instant;
 
@@ -26,7 +28,7 @@ struct Setup {
 /// `shared`: the features look up one table of `vocab` rows (a vocabulary shared between them);
 /// otherwise each has its own table of `vocab` rows.
 fn setup(vocab: u32, shared: bool) -> Setup {
-    // FEATURES hashed categorical features sharing nothing, each over `vocab` buckets.
+    // FEATURES hashed categorical features, each over `vocab` buckets.
     let features: Vec<serde_json::Value> = (0..FEATURES)
         .map(|f| serde_json::json!({"name": format!("f{f}"), "column": format!("f{f}"), "side": "user",
             "transform": {"type": "categorical", "ids": {"kind": "hashing", "buckets": vocab, "seed": 0}, "embedding_dim": DIM}}))
