@@ -289,11 +289,6 @@ impl BatchIds {
             .collect();
         Self { rows: rows.len(), slots }
     }
-
-    /// Number of rows in the batch.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
 }
 
 /// One embedding slot's ids for a batch, in batch order.

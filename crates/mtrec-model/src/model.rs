@@ -185,7 +185,8 @@ impl MultiTaskModel {
                                 *k += 1.0;
                             }
                         }
-                        counts.iter().map(|k| (k / (n + c as f64)).ln() as f32).collect()
+                        let total: f64 = counts.iter().sum();
+                        counts.iter().map(|k| (k / total).ln() as f32).collect()
                     }
                 };
                 self.params.set_values(group.outputs[k].b, &bias);

@@ -31,3 +31,17 @@ fn output_biases_start_at_the_label_priors_of_labeled_rows() {
     // No labeled row: left at zero.
     close(&bias("good"), &[0.0]);
 }
+
+#[test]
+fn a_class_out_of_range_is_left_out_of_the_multiclass_prior() {
+    let mut model = MultiTaskModel::new(&pipeline(), &ModelConfig::default(), 1).unwrap();
+    let labels = vec![vec![0.0; 3], vec![0.0; 3], vec![0.0, 7.0, 2.0], vec![0.0; 3]];
+    let masks = vec![vec![1; 3]; 4];
+    model.init_output_biases(&labels, &masks);
+    let tier = model.params.values(model.params.find("head.tier.bias").unwrap());
+    // Counts (1, 0, 1) + 1 over the 5 that remain: class 7 counts nowhere.
+    let want = [(2.0f64 / 5.0).ln(), (1.0f64 / 5.0).ln(), (2.0f64 / 5.0).ln()];
+    for (g, w) in tier.iter().zip(want) {
+        assert!((f64::from(*g) - w).abs() < 1e-6, "{tier:?}");
+    }
+}
