@@ -7,7 +7,7 @@ use dfdx::prelude::*;
 use rand::Rng;
 
 use crate::config::ArchitectureConfig;
-use crate::fused::mix;
+use crate::fused::{mix, InputCodes};
 use crate::params::{Dev, Linear, Mat, ParamId, ParamStore, TapeKind, Taped, Vector};
 
 /// A ReLU MLP: every layer is followed by a ReLU.
@@ -31,11 +31,11 @@ impl Mlp {
         Self { layers }
     }
 
-    /// One fused op for the whole MLP (`fused::mlp`).
-    pub fn forward<T: TapeKind>(&self, store: &ParamStore, x: Mat<T>) -> Mat<T> {
+    /// One fused op for the whole MLP (`fused::mlp`); `codes` describe `x` (training only).
+    pub fn forward<T: TapeKind>(&self, store: &ParamStore, x: Mat<T>, codes: Option<&InputCodes>) -> Mat<T> {
         let layers: Vec<Vec<(&Mat, &Vector)>> =
             self.layers.iter().map(|l| vec![(store.matrix(l.w), store.vector(l.b))]).collect();
-        crate::fused::mlp(x, &layers)
+        crate::fused::mlp(x, &layers, codes)
     }
 }
 
@@ -96,8 +96,8 @@ impl ExpertBank {
 
     /// Every expert's output, side by side: `B x experts*out_width`. The bank is one fused op:
     /// the first layer one product, each deeper layer of all experts one grouped product over
-    /// the experts' column blocks.
-    pub fn forward<T: TapeKind>(&self, store: &ParamStore, x: Mat<T>) -> Mat<T> {
+    /// the experts' column blocks. `codes` describe `x` (training only).
+    pub fn forward<T: TapeKind>(&self, store: &ParamStore, x: Mat<T>, codes: Option<&InputCodes>) -> Mat<T> {
         let mut layers = vec![vec![(store.matrix(self.first.w), store.vector(self.first.b))]];
         for depth in 0..self.deeper[0].layers.len() {
             layers.push(
@@ -107,7 +107,7 @@ impl ExpertBank {
                     .collect(),
             );
         }
-        crate::fused::mlp(x, &layers)
+        crate::fused::mlp(x, &layers, codes)
     }
 
     /// The weight matrices of the experts' last layers.
@@ -238,18 +238,40 @@ impl Sharing {
         }
     }
 
+    /// The widest output of a layer that reads the group's input directly (gates aside): what
+    /// decides whether coding the input pays (`fused::CODED_MIN_WIDTH`).
+    pub fn first_layer_width(&self, store: &ParamStore) -> usize {
+        let mlp = |m: &Mlp| m.layers.first().map_or(0, |l| l.fan_out(store));
+        match self {
+            Sharing::SharedBottom { bottom } => mlp(bottom),
+            Sharing::SingleTask { nets } | Sharing::SoftSharing { nets, .. } => nets.iter().map(mlp).max().unwrap_or(0),
+            Sharing::Mmoe { experts, .. } => experts.first.fan_out(store),
+            Sharing::Ple { levels } => levels.first().map_or(0, |l| {
+                l.task_experts.iter().chain([&l.shared_experts]).map(|b| b.first.fan_out(store)).max().unwrap_or(0)
+            }),
+        }
+    }
+
     /// One hidden representation per task, and for MMoE and PLE each task's gate weights
     /// (`B x E`; for PLE the last level's gate: its task's own experts, then the shared ones).
-    pub fn forward<T: TapeKind>(&self, store: &ParamStore, x: Mat<T>, tasks: usize) -> (Vec<Mat<T>>, Vec<Mat>) {
+    /// `codes` describe `x` for the layers that read it (training only; the gates, small, read
+    /// it plainly).
+    pub fn forward<T: TapeKind>(
+        &self,
+        store: &ParamStore,
+        x: Mat<T>,
+        tasks: usize,
+        codes: Option<&InputCodes>,
+    ) -> (Vec<Mat<T>>, Vec<Mat>) {
         match self {
-            Sharing::SharedBottom { bottom } => (fan_out(bottom.forward(store, x), tasks), Vec::new()),
+            Sharing::SharedBottom { bottom } => (fan_out(bottom.forward(store, x, codes), tasks), Vec::new()),
             Sharing::SingleTask { nets } | Sharing::SoftSharing { nets, .. } => {
                 let inputs = fan_out(x, tasks);
-                (nets.iter().zip(inputs).map(|(net, x)| net.forward(store, x)).collect(), Vec::new())
+                (nets.iter().zip(inputs).map(|(net, x)| net.forward(store, x, codes)).collect(), Vec::new())
             }
             Sharing::Mmoe { experts, gates } => {
                 let mut inputs = fan_out(x, 1 + gates.len());
-                let h = experts.forward(store, inputs.remove(0));
+                let h = experts.forward(store, inputs.remove(0), codes);
                 let width = experts.out_width(store);
                 let mut probs = Vec::with_capacity(gates.len());
                 let outs = fan_out(h, gates.len())
@@ -268,12 +290,15 @@ impl Sharing {
                 let mut shared_in = inputs.pop().expect("tasks + 1 inputs");
                 let mut task_in = inputs;
                 let mut probs = Vec::new();
+                // Only the first level reads `x`; the levels above read mixtures.
+                let mut level_codes = codes;
                 for level in levels {
+                    let codes = level_codes.take();
                     let width = level.shared_experts.out_width(store);
                     let below = level.shared_gate.is_some();
                     let mut s_uses = fan_out(shared_in, 1 + usize::from(below));
                     let s_gate_in = below.then(|| s_uses.pop().expect("two uses"));
-                    let shared_out = level.shared_experts.forward(store, s_uses.pop().expect("one use"));
+                    let shared_out = level.shared_experts.forward(store, s_uses.pop().expect("one use"), codes);
                     let mut shared_copies = fan_out(shared_out, tasks + usize::from(below));
                     let mut task_outs = Vec::with_capacity(tasks);
                     let mut for_shared_gate = Vec::with_capacity(tasks + 1);
@@ -281,7 +306,7 @@ impl Sharing {
                     for (t, x_t) in task_in.into_iter().enumerate() {
                         let mut uses = fan_out(x_t, 2);
                         let gx = uses.pop().expect("two uses");
-                        let own = level.task_experts[t].forward(store, uses.pop().expect("one use"));
+                        let own = level.task_experts[t].forward(store, uses.pop().expect("one use"), codes);
                         let mut own_copies = fan_out(own, 1 + usize::from(below));
                         if below {
                             for_shared_gate.push(own_copies.pop().expect("two copies"));

@@ -14,6 +14,7 @@ use rand::Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::fused::{CodedBlock, InputCodes};
 use crate::layout::{InputLayout, SlotSource};
 
 /// One feature's encoded values for a set of rows, as the model reads them.
@@ -288,6 +289,43 @@ impl BatchIds {
             })
             .collect();
         Self { rows: rows.len(), slots }
+    }
+
+    /// The batch's row count.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Each single-id embedding slot's rows coded by distinct id (`fused::InputCodes`), for the
+    /// slots where at most `max_share` of the rows hold distinct ids; list slots (pooled) and
+    /// numeric ones are left out.
+    pub fn codes(&self, layout: &InputLayout, max_share: f64) -> InputCodes {
+        let most = (self.rows as f64 * max_share).floor() as usize;
+        let blocks = layout
+            .slots
+            .par_iter()
+            .zip(&self.slots)
+            .filter_map(|(slot, lookups)| {
+                let Some(SlotLookups::Ids(ids)) = lookups else { return None };
+                let mut first_rows: Vec<u32> = Vec::new();
+                let mut codes = Vec::with_capacity(ids.len());
+                // Ids of small vocabularies index a direct array; others a hash map.
+                let top = ids.iter().copied().max().unwrap_or(0) as usize;
+                let mut index = RowIndex::new(top + 1, ids.len());
+                for (r, &id) in ids.iter().enumerate() {
+                    let code = index.slot(id, || {
+                        first_rows.push(r as u32);
+                        first_rows.len() - 1
+                    });
+                    if first_rows.len() > most {
+                        return None;
+                    }
+                    codes.push(code as u32);
+                }
+                Some(CodedBlock { offset: slot.offset, width: slot.width, codes, first_rows })
+            })
+            .collect();
+        InputCodes { rows: self.rows, blocks }
     }
 }
 

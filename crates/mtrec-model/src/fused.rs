@@ -12,6 +12,17 @@
 //! - [`linear`]: one layer without activation (gates, output heads);
 //! - [`mix`]: a gate's softmax and its mixture of the experts.
 //!
+//! In training, the first layer over the assembled input can take [`InputCodes`]: for the
+//! embedding slots of single-id features, which id each row holds. A batch of 2,048 rows holds
+//! a few dozen distinct ids of a small vocabulary, so that slot's part of `x W` is computed once
+//! per distinct id (`U_s W_s`, then added to each row), and so are its parts of the backward
+//! pass: the rows' output gradients are summed per id first, then multiplied. The three
+//! products of that layer (`x W`, `x^T dOut`, `dOut W^T`) shrink by about the ratio of rows to
+//! distinct ids; what remains is one add of a `width_out` row per row and slot each way.
+//! The input's gradient then holds, in a coded slot, each id's summed gradient in the first
+//! row holding it and zero in the others: exactly what the scatter to the embedding rows sums
+//! (`EmbeddingTables::sparse_grads`), but not a per-row gradient.
+//!
 //! Each records one backward closure through the public `Tape` API; without a tape (inference)
 //! nothing is recorded and the same code serves both. Element-wise passes and sums run on rayon
 //! over fixed-size row blocks (their results do not depend on the thread count); a run is
@@ -97,19 +108,90 @@ fn gemm_par(rows: usize, inner: usize, cols: usize) -> Par {
 
 /// `act(x W + b)`; `relu` picks ReLU, otherwise the identity.
 pub fn linear<T: TapeKind>(x: Mat<T>, w: &Mat, b: &Vector, relu: bool) -> Mat<T> {
-    chain(x, &[Layer { groups: vec![(w, b)], relu }])
+    chain(x, &[Layer { groups: vec![(w, b)], relu }], None)
 }
 
 /// A ReLU MLP as one op: `layers[l]` holds layer `l`'s groups (one group for a plain layer;
 /// one per expert for the deeper layers of an expert bank, each reading its own column block
 /// of the layer below). The activations between layers stay inside the op: no copies in and
-/// out of dfdx tensors, no gradient buffers for them.
-pub fn mlp<T: TapeKind>(x: Mat<T>, layers: &[Vec<(&Mat, &Vector)>]) -> Mat<T> {
+/// out of dfdx tensors, no gradient buffers for them. With `codes`, a one-group first layer
+/// runs coded (see the module docs).
+pub fn mlp<T: TapeKind>(x: Mat<T>, layers: &[Vec<(&Mat, &Vector)>], codes: Option<&InputCodes>) -> Mat<T> {
     if layers.is_empty() {
         return x;
     }
     let layers: Vec<Layer<'_>> = layers.iter().map(|groups| Layer { groups: groups.clone(), relu: true }).collect();
-    chain(x, &layers)
+    chain(x, &layers, codes)
+}
+
+/// The narrowest first layer that runs coded. Narrower ones multiply fast enough that the
+/// coded passes' fixed costs (a few small products and a pass over the rows per block) lose:
+/// the small Census model (8 x 16 outputs) trained about 10% slower coded, the wide one
+/// (8 x 256) about 45% faster (benches/README.md).
+pub const CODED_MIN_WIDTH: usize = 256;
+
+/// Column blocks of a layer's input whose rows take few distinct values, and which: block `j`
+/// of row `r` equals block `j` of row `blocks[j].first_rows[blocks[j].codes[r]]`. Built from a
+/// batch's embedding ids (`BatchIds::codes`); blocks never overlap.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InputCodes {
+    pub rows: usize,
+    pub blocks: Vec<CodedBlock>,
+}
+
+/// One coded column block (an embedding slot).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodedBlock {
+    pub offset: usize,
+    pub width: usize,
+    /// Per row, the index of its value among the block's distinct values.
+    pub codes: Vec<u32>,
+    /// Per distinct value, the first row that holds it.
+    pub first_rows: Vec<u32>,
+}
+
+impl InputCodes {
+    /// The blocks that lie inside `columns`, renumbered from its start: the codes of a slice of
+    /// the input (a scope's columns).
+    pub fn within(&self, columns: std::ops::Range<usize>) -> InputCodes {
+        let blocks = self
+            .blocks
+            .iter()
+            .filter(|b| b.offset >= columns.start && b.offset + b.width <= columns.end)
+            .map(|b| CodedBlock { offset: b.offset - columns.start, ..b.clone() })
+            .collect();
+        InputCodes { rows: self.rows, blocks }
+    }
+
+    fn distinct(&self) -> usize {
+        self.blocks.iter().map(|b| b.first_rows.len()).sum()
+    }
+
+    /// Where each block's distinct values start in a buffer holding all blocks' in order.
+    fn starts(&self) -> Vec<usize> {
+        self.blocks
+            .iter()
+            .scan(0, |at, b| {
+                let start = *at;
+                *at += b.first_rows.len();
+                Some(start)
+            })
+            .collect()
+    }
+
+    /// The columns of a `width`-wide input outside every block.
+    fn dense_columns(&self, width: usize) -> Vec<usize> {
+        let mut coded = vec![false; width];
+        for b in &self.blocks {
+            assert!(b.offset + b.width <= width, "input codes: block beyond the input");
+            assert!(b.codes.len() == self.rows, "input codes: rows");
+            for c in &mut coded[b.offset..b.offset + b.width] {
+                assert!(!*c, "input codes: overlapping blocks");
+                *c = true;
+            }
+        }
+        (0..width).filter(|&c| !coded[c]).collect()
+    }
 }
 
 /// One layer of a [`chain`]: `G` groups of `k x m` weights and `m` biases over `G` column
@@ -138,7 +220,7 @@ impl LayerShape {
 }
 
 /// Layers in sequence as one taped op (see [`mlp`]).
-fn chain<T: TapeKind>(x: Mat<T>, layers: &[Layer<'_>]) -> Mat<T> {
+fn chain<T: TapeKind>(x: Mat<T>, layers: &[Layer<'_>], codes: Option<&InputCodes>) -> Mat<T> {
     let n = x.shape().0;
     let shapes: Vec<LayerShape> = layers
         .iter()
@@ -150,6 +232,11 @@ fn chain<T: TapeKind>(x: Mat<T>, layers: &[Layer<'_>]) -> Mat<T> {
         .collect();
     assert_eq!(x.shape().1, shapes[0].width_in(), "fused layer input width");
     assert!(shapes.windows(2).all(|p| p[0].width_out() == p[1].width_in()), "fused layers chain");
+    let coded =
+        codes.filter(|c| !c.blocks.is_empty() && shapes[0].groups == 1 && shapes[0].m >= CODED_MIN_WIDTH).map(|c| {
+            assert_eq!(c.rows, n, "input codes of another batch");
+            (c.clone(), c.dense_columns(shapes[0].k))
+        });
     let (x, mut tape) = x.split_tape();
     let weights: Vec<Vec<Vec<f32>>> =
         layers.iter().map(|l| l.groups.iter().map(|(w, _)| values(*w)).collect()).collect();
@@ -165,7 +252,13 @@ fn chain<T: TapeKind>(x: Mat<T>, layers: &[Layer<'_>]) -> Mat<T> {
             b.copy_into(dst);
         }
         out = take_buffer(n * shape.width_out());
-        forward_layer(&inputs[l], &weights[l], &bias, *shape, n, &mut out);
+        match &coded {
+            Some((codes, dense)) if l == 0 => {
+                coded_product(&inputs[0], &weights[0][0], codes, dense, *shape, n, &mut out)
+            }
+            _ => product(&inputs[l], &weights[l], *shape, n, &mut out),
+        }
+        bias_act(&mut out, &bias, *shape);
         active.push(if T::OWNS_TAPE && shape.relu { positive(&out) } else { Vec::new() });
         if l + 1 < layers.len() {
             inputs.push(std::mem::take(&mut out));
@@ -191,6 +284,17 @@ fn chain<T: TapeKind>(x: Mat<T>, layers: &[Layer<'_>]) -> Mat<T> {
             let input = MatRef::from_row_major_slice(&inputs[l], n, shape.width_in());
             let bias_grad = column_sums(&go, shape.width_out());
             let (k, m) = (shape.k, shape.m);
+            if let (0, Some((codes, dense))) = (l, &coded) {
+                let (w, b) = &params[0][0];
+                add_into(grads.get_or_alloc_mut(b)?, &bias_grad);
+                let mut dw = std::mem::take(&mut **grads.get_or_alloc_mut(w)?);
+                let mut dx = std::mem::take(&mut **grads.get_or_alloc_mut(&x_id)?);
+                coded_backward(&inputs[0], &weights[0][0], codes, dense, &go, n, shape, &mut dw, &mut dx);
+                **grads.get_or_alloc_mut(w)? = dw;
+                **grads.get_or_alloc_mut(&x_id)? = dx;
+                give_buffer(std::mem::take(&mut go));
+                continue;
+            }
             for (g, (w, b)) in params[l].iter().enumerate() {
                 // dW_g = x_g^T dOut_g, db_g = column sums of dOut_g
                 let dw = grads.get_or_alloc_mut(w)?;
@@ -235,23 +339,25 @@ fn chain<T: TapeKind>(x: Mat<T>, layers: &[Layer<'_>]) -> Mat<T> {
     out.put_tape(tape)
 }
 
-/// `out = act(x W_g + b)` block by block for one layer.
-fn forward_layer(input: &[f32], weights: &[Vec<f32>], bias: &[f32], shape: LayerShape, n: usize, out: &mut [f32]) {
+/// `out = x W_g` block by block for one layer.
+fn product(input: &[f32], weights: &[Vec<f32>], shape: LayerShape, n: usize, out: &mut [f32]) {
     let (k, m) = (shape.k, shape.m);
-    {
-        let mut dst = MatMut::from_row_major_slice_mut(out, n, shape.width_out());
-        let lhs = MatRef::from_row_major_slice(input, n, shape.width_in());
-        for (g, w) in weights.iter().enumerate() {
-            matmul(
-                dst.rb_mut().subcols_mut(g * m, m),
-                Accum::Replace,
-                lhs.subcols(g * k, k),
-                MatRef::from_row_major_slice(w, k, m),
-                1.0,
-                gemm_par(n, k, m),
-            );
-        }
+    let mut dst = MatMut::from_row_major_slice_mut(out, n, shape.width_out());
+    let lhs = MatRef::from_row_major_slice(input, n, shape.width_in());
+    for (g, w) in weights.iter().enumerate() {
+        matmul(
+            dst.rb_mut().subcols_mut(g * m, m),
+            Accum::Replace,
+            lhs.subcols(g * k, k),
+            MatRef::from_row_major_slice(w, k, m),
+            1.0,
+            gemm_par(n, k, m),
+        );
     }
+}
+
+/// `out = act(out + b)`.
+fn bias_act(out: &mut [f32], bias: &[f32], shape: LayerShape) {
     let relu = shape.relu;
     par_rows(out, shape.width_out(), |_, row| {
         for (o, b) in row.iter_mut().zip(bias) {
@@ -259,6 +365,221 @@ fn forward_layer(input: &[f32], weights: &[Vec<f32>], bias: &[f32], shape: Layer
             *o = if relu && v <= 0.0 { 0.0 } else { v };
         }
     });
+}
+
+/// Columns per tile of the coded passes: a tile of every block's distinct rows (`distinct x
+/// tile` values) stays within about `bytes` of cache while the rows stream past it.
+fn code_tile(distinct: usize, m: usize, bytes: usize) -> usize {
+    let values = bytes / std::mem::size_of::<f32>();
+    (values / distinct.max(1) / 16 * 16).clamp(16, m.max(16))
+}
+
+/// Rows per parallel task of the coded forward pass.
+const CODED_ROWS: usize = 256;
+
+/// The input columns `columns` of every row, packed (`n x columns.len()`).
+fn pack_columns(input: &[f32], k: usize, columns: &[usize], n: usize) -> Vec<f32> {
+    let mut out = take_buffer(n * columns.len());
+    for (dst, row) in out.chunks_exact_mut(columns.len().max(1)).zip(input.chunks_exact(k)) {
+        for (d, &c) in dst.iter_mut().zip(columns) {
+            *d = row[c];
+        }
+    }
+    out
+}
+
+/// The rows `rows` of a `k x m` row-major matrix, packed.
+fn pack_rows(w: &[f32], m: usize, rows: &[usize]) -> Vec<f32> {
+    let mut out = take_buffer(rows.len() * m);
+    for (dst, &r) in out.chunks_exact_mut(m.max(1)).zip(rows) {
+        dst.copy_from_slice(&w[r * m..(r + 1) * m]);
+    }
+    out
+}
+
+/// Block `block`'s distinct values (`distinct x width`), read from their first rows.
+fn distinct_values(input: &[f32], k: usize, block: &CodedBlock) -> Vec<f32> {
+    let mut out = take_buffer(block.first_rows.len() * block.width);
+    for (dst, &r) in out.chunks_exact_mut(block.width).zip(&block.first_rows) {
+        let at = r as usize * k + block.offset;
+        dst.copy_from_slice(&input[at..at + block.width]);
+    }
+    out
+}
+
+/// `out = x W` for a one-group layer whose input has coded blocks: the dense columns as one
+/// product, each block's distinct values times its rows of `W`, then per row the product of
+/// its value added in.
+#[allow(clippy::too_many_arguments)]
+fn coded_product(
+    input: &[f32],
+    w: &[f32],
+    codes: &InputCodes,
+    dense: &[usize],
+    shape: LayerShape,
+    n: usize,
+    out: &mut [f32],
+) {
+    let (k, m) = (shape.k, shape.m);
+    if dense.is_empty() {
+        par_rows(out, m, |_, row| row.fill(0.0));
+    } else {
+        let (xd, wd) = (pack_columns(input, k, dense, n), pack_rows(w, m, dense));
+        matmul(
+            MatMut::from_row_major_slice_mut(out, n, m),
+            Accum::Replace,
+            MatRef::from_row_major_slice(&xd, n, dense.len()),
+            MatRef::from_row_major_slice(&wd, dense.len(), m),
+            1.0,
+            gemm_par(n, dense.len(), m),
+        );
+        give_buffer(xd);
+        give_buffer(wd);
+    }
+    // proj[starts[j] + c] = (distinct value c of block j) W_j
+    let (distinct, starts) = (codes.distinct(), codes.starts());
+    let mut proj = take_buffer(distinct * m);
+    for (block, &start) in codes.blocks.iter().zip(&starts) {
+        let (u, d) = (block.first_rows.len(), block.width);
+        let values = distinct_values(input, k, block);
+        matmul(
+            MatMut::from_row_major_slice_mut(&mut proj[start * m..(start + u) * m], u, m),
+            Accum::Replace,
+            MatRef::from_row_major_slice(&values, u, d),
+            MatRef::from_row_major_slice(&w[block.offset * m..(block.offset + d) * m], d, m),
+            1.0,
+            gemm_par(u, d, m),
+        );
+        give_buffer(values);
+    }
+    let tile = code_tile(distinct, m, 256 << 10);
+    let add_rows = |first: usize, rows: &mut [f32]| {
+        for t0 in (0..m).step_by(tile) {
+            let t1 = (t0 + tile).min(m);
+            for (r, row) in (first..).zip(rows.chunks_exact_mut(m)) {
+                let dst = &mut row[t0..t1];
+                for (block, &start) in codes.blocks.iter().zip(&starts) {
+                    let at = (start + block.codes[r] as usize) * m;
+                    dst.iter_mut().zip(&proj[at + t0..at + t1]).for_each(|(o, p)| *o += p);
+                }
+            }
+        }
+    };
+    if out.len() < PARALLEL_MIN {
+        add_rows(0, out);
+    } else {
+        out.par_chunks_mut(CODED_ROWS * m).enumerate().for_each(|(i, rows)| add_rows(i * CODED_ROWS, rows));
+    }
+    give_buffer(proj);
+}
+
+/// The backward pass of [`coded_product`] for `dOut = go` (`n x m`): adds `dW` into `dw` and
+/// the input's gradient into `dx`, coded blocks' into the first row of each distinct value.
+#[allow(clippy::too_many_arguments)]
+fn coded_backward(
+    input: &[f32],
+    w: &[f32],
+    codes: &InputCodes,
+    dense: &[usize],
+    go: &[f32],
+    n: usize,
+    shape: LayerShape,
+    dw: &mut [f32],
+    dx: &mut [f32],
+) {
+    let (k, m) = (shape.k, shape.m);
+    let d_out = MatRef::from_row_major_slice(go, n, m);
+    if !dense.is_empty() {
+        let kd = dense.len();
+        let (xd, wd) = (pack_columns(input, k, dense, n), pack_rows(w, m, dense));
+        let mut part = take_buffer(kd * m);
+        matmul(
+            MatMut::from_row_major_slice_mut(&mut part, kd, m),
+            Accum::Replace,
+            MatRef::from_row_major_slice(&xd, n, kd).transpose(),
+            d_out,
+            1.0,
+            gemm_par(kd, n, m),
+        );
+        for (&c, g) in dense.iter().zip(part.chunks_exact(m)) {
+            dw[c * m..(c + 1) * m].iter_mut().zip(g).for_each(|(a, g)| *a += g);
+        }
+        let mut dxd = take_buffer(n * kd);
+        matmul(
+            MatMut::from_row_major_slice_mut(&mut dxd, n, kd),
+            Accum::Replace,
+            d_out,
+            MatRef::from_row_major_slice(&wd, kd, m).transpose(),
+            1.0,
+            gemm_par(n, m, kd),
+        );
+        for (row, g) in dx.chunks_exact_mut(k).zip(dxd.chunks_exact(kd)) {
+            for (&c, g) in dense.iter().zip(g) {
+                row[c] += g;
+            }
+        }
+        [xd, wd, part, dxd].into_iter().for_each(give_buffer);
+    }
+    // sums[starts[j] + c] = Σ of dOut over the rows whose block j holds value c; column tiles
+    // in parallel, each summing its rows in order (the result does not depend on threads).
+    let (distinct, starts) = (codes.distinct(), codes.starts());
+    let tile = code_tile(distinct, m, 128 << 10);
+    let tiles: Vec<(usize, usize)> = (0..m).step_by(tile).map(|t0| (t0, (t0 + tile).min(m))).collect();
+    let sum_tile = |&(t0, t1): &(usize, usize)| {
+        let width = t1 - t0;
+        let mut acc = vec![0.0f32; distinct * width];
+        for (r, g) in go.chunks_exact(m).enumerate() {
+            let g = &g[t0..t1];
+            for (block, &start) in codes.blocks.iter().zip(&starts) {
+                let at = (start + block.codes[r] as usize) * width;
+                acc[at..at + width].iter_mut().zip(g).for_each(|(a, g)| *a += g);
+            }
+        }
+        acc
+    };
+    let parts: Vec<Vec<f32>> = if n * m < PARALLEL_MIN {
+        tiles.iter().map(sum_tile).collect()
+    } else {
+        tiles.par_iter().map(sum_tile).collect()
+    };
+    let mut sums = take_buffer(distinct * m);
+    for (&(t0, t1), part) in tiles.iter().zip(&parts) {
+        for (dst, src) in sums.chunks_exact_mut(m).zip(part.chunks_exact(t1 - t0)) {
+            dst[t0..t1].copy_from_slice(src);
+        }
+    }
+    let mut dw_all = MatMut::from_row_major_slice_mut(dw, k, m);
+    for (block, &start) in codes.blocks.iter().zip(&starts) {
+        let (u, d) = (block.first_rows.len(), block.width);
+        let sums_j = MatRef::from_row_major_slice(&sums[start * m..(start + u) * m], u, m);
+        let values = distinct_values(input, k, block);
+        // dW_j += U_j^T sums_j
+        matmul(
+            dw_all.rb_mut().subrows_mut(block.offset, d),
+            Accum::Add,
+            MatRef::from_row_major_slice(&values, u, d).transpose(),
+            sums_j,
+            1.0,
+            gemm_par(d, u, m),
+        );
+        // each distinct value's gradient, sums_j W_j^T, into its first row
+        let mut du = take_buffer(u * d);
+        matmul(
+            MatMut::from_row_major_slice_mut(&mut du, u, d),
+            Accum::Replace,
+            sums_j,
+            MatRef::from_row_major_slice(&w[block.offset * m..(block.offset + d) * m], d, m).transpose(),
+            1.0,
+            gemm_par(u, m, d),
+        );
+        for (&r, g) in block.first_rows.iter().zip(du.chunks_exact(d)) {
+            let at = r as usize * k + block.offset;
+            dx[at..at + d].iter_mut().zip(g).for_each(|(a, g)| *a += g);
+        }
+        give_buffer(values);
+        give_buffer(du);
+    }
+    give_buffer(sums);
 }
 
 /// Where `values` is positive: where a ReLU passed its input through.
@@ -475,7 +796,8 @@ mod tests {
             let grouped = refs(&layers);
             let u = filled(&dev, n, groups * m, 99);
             for relu in [false, true] {
-                let fused = chain(x.clone().trace(Gradients::leaky()), &[Layer { groups: grouped.clone(), relu }]);
+                let fused =
+                    chain(x.clone().trace(Gradients::leaky()), &[Layer { groups: grouped.clone(), relu }], None);
                 let plain = plain_grouped(x.clone().trace(Gradients::leaky()), &layers, relu);
                 close(&fused.retaped::<NoneTape>().as_vec(), &plain.retaped::<NoneTape>().as_vec());
                 let gf = (fused * u.clone()).sum::<(), _>().backward();
@@ -504,7 +826,7 @@ mod tests {
         let second: Vec<(Mat, Vector)> =
             (0..2).map(|g| (filled(&dev, 4, 3, 30 + g), dev.tensor_from_vec(vec![-0.05, 0.2, 0.0], (3,)))).collect();
         let u = filled(&dev, n, 6, 77);
-        let fused = mlp(x.clone().trace(Gradients::leaky()), &[refs(&first), refs(&second)]);
+        let fused = mlp(x.clone().trace(Gradients::leaky()), &[refs(&first), refs(&second)], None);
         let plain = plain_grouped(plain_grouped(x.clone().trace(Gradients::leaky()), &first, true), &second, true);
         close(&fused.retaped::<NoneTape>().as_vec(), &plain.retaped::<NoneTape>().as_vec());
         let gf = (fused * u.clone()).sum::<(), _>().backward();
@@ -528,6 +850,88 @@ mod tests {
         assert!(grads.get(&b).as_vec().iter().all(|&g| g == n as f32));
         assert!(grads.get(&w).as_vec().iter().all(|&g| g == n as f32));
         close(&grads.get(&x).as_vec(), &vec![0.01 * m as f32; n * k]);
+    }
+
+    /// A coded first layer (two coded blocks, three dense columns) under a plain second layer,
+    /// against the same chain without codes: equal outputs and parameter gradients, and the
+    /// input's gradient equal per row in the dense columns and per distinct value, summed, in
+    /// the coded blocks. Sequential and parallel sizes (the larger one with several column
+    /// tiles per pass).
+    #[test]
+    fn coded_first_layer_matches_the_plain_one() {
+        let dev = Dev::default();
+        for n in [37, 2000] {
+            let k = 8;
+            // offset, width, distinct values; 150 values of a 256-wide layer are over one
+            // column tile of the backward pass.
+            let blocks = [(0, 3, if n > 1000 { 150 } else { 5 }), (5, 2, 3)];
+            let dense = [3, 4, 7];
+            let code = |r: usize, j: usize| (r * 7 + j * 3) % blocks[j].2;
+            let mut values = vec![0.0f32; n * k];
+            for r in 0..n {
+                for (j, &(offset, width, _)) in blocks.iter().enumerate() {
+                    for i in 0..width {
+                        values[r * k + offset + i] = (code(r, j) * width + i) as f32 * 0.13 - 0.4;
+                    }
+                }
+                for &c in &dense {
+                    values[r * k + c] = (((r + 1) * (c + 3) * 31) % 17) as f32 * 0.1 - 0.8;
+                }
+            }
+            let codes = InputCodes {
+                rows: n,
+                blocks: blocks
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &(offset, width, distinct))| CodedBlock {
+                        offset,
+                        width,
+                        codes: (0..n).map(|r| code(r, j) as u32).collect(),
+                        first_rows: (0..distinct).map(|c| (0..n).find(|&r| code(r, j) == c).unwrap() as u32).collect(),
+                    })
+                    .collect(),
+            };
+            let x: Mat = dev.tensor_from_vec(values, (n, k));
+            // Biases off the grid of the inputs, so that no unit sits exactly on its ReLU's kink
+            // (where rounding would decide whether its gradient passes).
+            let m = CODED_MIN_WIDTH;
+            let bias = (0..m).map(|i| (i % 40) as f32 * 0.01 - 0.2037).collect();
+            let first = vec![(filled(&dev, k, m, 3), dev.tensor_from_vec(bias, (m,)))];
+            let second = vec![(filled(&dev, m, 6, 4), dev.tensor_from_vec(vec![0.1; 6], (6,)))];
+            let u = filled(&dev, n, 6, 9);
+            let coded = mlp(x.clone().trace(Gradients::leaky()), &[refs(&first), refs(&second)], Some(&codes));
+            let plain = mlp(x.clone().trace(Gradients::leaky()), &[refs(&first), refs(&second)], None);
+            close(&coded.retaped::<NoneTape>().as_vec(), &plain.retaped::<NoneTape>().as_vec());
+            let gc = (coded * u.clone()).sum::<(), _>().backward();
+            let gp = (plain * u.clone()).sum::<(), _>().backward();
+            for (w, b) in first.iter().chain(&second) {
+                close(&gc.get(w).as_vec(), &gp.get(w).as_vec());
+                close(&gc.get(b).as_vec(), &gp.get(b).as_vec());
+            }
+            let (dxc, dxp) = (gc.get(&x).as_vec(), gp.get(&x).as_vec());
+            let column = |g: &[f32], c: usize| (0..n).map(|r| g[r * k + c]).collect::<Vec<f32>>();
+            for &c in &dense {
+                close(&column(&dxc, c), &column(&dxp, c));
+            }
+            for (j, &(offset, width, distinct)) in blocks.iter().enumerate() {
+                let per_value = |g: &[f32]| {
+                    let mut sums = vec![0.0f32; distinct * width];
+                    for r in 0..n {
+                        for i in 0..width {
+                            sums[code(r, j) * width + i] += g[r * k + offset + i];
+                        }
+                    }
+                    sums
+                };
+                close(&per_value(&dxc), &per_value(&dxp));
+                // The coded path ran: only each value's first row holds its gradient.
+                let firsts = &codes.blocks[j].first_rows;
+                let zero = (0..n as u32)
+                    .filter(|r| !firsts.contains(r))
+                    .all(|r| (0..width).all(|i| dxc[r as usize * k + offset + i] == 0.0));
+                assert!(zero, "rows after a value's first hold gradient");
+            }
+        }
     }
 
     #[test]

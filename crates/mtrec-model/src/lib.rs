@@ -68,5 +68,6 @@ pub mod params;
 pub use config::{ArchitectureConfig, Interactions, LossWeighting, ModelConfig, OutputBias, RegressionLoss};
 pub use embedding::{BatchIds, EmbeddingTables, FeatureData, SparseOptimizer, SparseOptimizerConfig};
 pub use error::ModelError;
+pub use fused::InputCodes;
 pub use model::{Assembled, Forward, Head, Loss, MultiTaskModel, Predictions, TaskLosses};
 pub use params::{AdamConfig, AdamState, Dev, Mat, ParamStore};

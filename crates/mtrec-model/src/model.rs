@@ -9,8 +9,12 @@ use crate::arch::{Mlp, Sharing};
 use crate::config::{ArchitectureConfig, Interactions, LossWeighting, ModelConfig, RegressionLoss};
 use crate::embedding::{BatchIds, EmbeddingTables, FeatureData};
 use crate::error::ModelError;
+use crate::fused::{InputCodes, CODED_MIN_WIDTH};
 use crate::layout::InputLayout;
 use crate::params::{Dev, Linear, Mat, ParamId, ParamStore, TapeKind, Taped};
+
+/// A slot is coded when at most this share of a batch's rows hold distinct ids.
+const CODED_MAX_DISTINCT_SHARE: f64 = 0.25;
 
 /// A scalar loss on the training tape.
 pub type Loss = Tensor<(), f32, Dev, Taped>;
@@ -154,6 +158,18 @@ impl MultiTaskModel {
         Assembled { input: self.params.device().tensor_from_vec(buf, (rows.len(), self.layout.width)), ids }
     }
 
+    /// Which rows of the batch of `ids` share each single-id embedding slot's row, for
+    /// [`Self::forward_coded`]: slots where at most a quarter of the rows hold distinct ids
+    /// (small vocabularies), where computing per distinct id saves most of the first layer's
+    /// products. None when no first layer is wide enough to run coded.
+    pub fn input_codes(&self, ids: &BatchIds) -> InputCodes {
+        let wide = self.groups.iter().any(|g| g.sharing.first_layer_width(&self.params) >= CODED_MIN_WIDTH);
+        if !wide {
+            return InputCodes { rows: ids.rows(), blocks: Vec::new() };
+        }
+        ids.codes(&self.layout, CODED_MAX_DISTINCT_SHARE)
+    }
+
     /// Starts every task's output bias at the task's prior on the training labels: the log-odds
     /// of the positive rate for binary tasks, the mean for regression, the log class
     /// frequencies (add-one smoothed) for multiclass. The first steps then learn from the
@@ -197,18 +213,28 @@ impl MultiTaskModel {
     /// The one forward function: training (with a tape), evaluation and serving (without) all
     /// call it. `x` is the assembled input.
     pub fn forward<T: TapeKind>(&self, x: Mat<T>) -> Forward<T> {
+        self.forward_coded(x, None)
+    }
+
+    /// [`Self::forward`], with the layers that read `x` told which rows share an embedding row
+    /// ([`Self::input_codes`]): the trainer's form. The outputs are the same up to rounding;
+    /// `x`'s gradient is then only meaningful summed per embedding id (see `fused`), which is
+    /// how the trainer uses it.
+    pub fn forward_coded<T: TapeKind>(&self, x: Mat<T>, codes: Option<&InputCodes>) -> Forward<T> {
         let mut logits: Vec<Option<Mat<T>>> = (0..self.heads.len()).map(|_| None).collect();
         let mut gates: Vec<Option<Mat>> = vec![None; self.heads.len()];
         let mut inputs = crate::arch::fan_out(x, self.groups.len());
         for group in &self.groups {
             let x = inputs.remove(0);
             let range = self.layout.scope_range(group.scope);
+            let group_codes = codes.map(|c| c.within(range.clone()));
             let x = if range.len() == self.layout.width { x } else { crate::arch::slice_columns(x, range) };
+            // The dot products are appended after the slots: the codes' columns stay put.
             let x = with_dot_interactions(x, &group.dots);
-            let (hidden, group_gates) = group.sharing.forward(&self.params, x, group.tasks.len());
+            let (hidden, group_gates) = group.sharing.forward(&self.params, x, group.tasks.len(), group_codes.as_ref());
             for (k, h) in hidden.into_iter().enumerate() {
                 let t = group.tasks[k];
-                let h = group.towers[k].forward(&self.params, h);
+                let h = group.towers[k].forward(&self.params, h, None);
                 logits[t] = Some(group.outputs[k].forward(&self.params, h));
                 gates[t] = group_gates.get(k).cloned();
             }

@@ -44,7 +44,7 @@ pub fn gradient_cosines(model: &MultiTaskModel, data: &EncodedDataset) -> Result
     let features = feature_data(data);
     let leaf = model.assemble(&features, &rows).input;
     let (labels, masks) = batch_targets(data, &rows);
-    let grads = task_gradients(model, &leaf, &labels, &masks, &|_| 1.0)?;
+    let grads = task_gradients(model, &leaf, None, &labels, &masks, &|_| 1.0)?;
     let shared = shared_parameters(&grads.dense);
     let mut out = BTreeMap::new();
     let tasks = model.heads.len();

@@ -9,7 +9,7 @@ use std::time::Instant;
 use dfdx::prelude::*;
 use mtrec_ingest::encoded::{load_pipeline, load_split, EncodedDataset};
 use mtrec_model::bundle::{self, ModelMeta};
-use mtrec_model::{AdamState, Assembled, MultiTaskModel, OutputBias, SparseOptimizer};
+use mtrec_model::{AdamState, Assembled, InputCodes, MultiTaskModel, OutputBias, SparseOptimizer};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -319,11 +319,14 @@ pub fn train_step(
 ) -> Result<StepOutcome, TrainError> {
     let features = feature_data(data);
     let Assembled { input: leaf, ids } = model.assemble(&features, rows);
+    // The input's gradient is only read summed per embedding id (`sparse_grads`), so the first
+    // layers may compute per distinct id.
+    let codes = model.input_codes(&ids);
     let (labels, masks) = batch_targets(data, rows);
     let lambdas: Vec<f32> =
         model.heads.iter().enumerate().map(|(t, h)| h.weight * scale.map_or(1.0, |s| s[t] as f32)).collect();
     if !strategy.per_task_gradients() {
-        let forward = model.forward(leaf.trace(Gradients::leaky()));
+        let forward = model.forward_coded(leaf.trace(Gradients::leaky()), Some(&codes));
         let losses = model.task_losses(forward, &labels, &masks)?;
         let values = losses.values.clone();
         let (loss, penalty) = model.combine(losses, &lambdas, true);
@@ -339,7 +342,8 @@ pub fn train_step(
         LossStrategy::GradNorm { .. } => 1.0,
         _ => lambdas[t],
     };
-    let TaskGradients { values, dense, input } = task_gradients(model, &leaf, &labels, &masks, &weight_of)?;
+    let TaskGradients { values, dense, input } =
+        task_gradients(model, &leaf, Some(&codes), &labels, &masks, &weight_of)?;
     let tasks = model.heads.len();
     let mut total: Vec<Vec<f32>> = model.params.ids().map(|id| vec![0.0; model.params.numel(id)]).collect();
     let mut input_total = vec![0.0f32; leaf.shape().0 * leaf.shape().1];
@@ -427,10 +431,12 @@ pub(crate) struct TaskGradients {
 }
 
 /// Each task's gradients of `weight_of(t) · L_t`: one forward and one backward per task, since
-/// dfdx's backward consumes the tape.
+/// dfdx's backward consumes the tape. With `codes`, the input's gradients are only meaningful
+/// summed per embedding id.
 pub(crate) fn task_gradients(
     model: &MultiTaskModel,
     leaf: &mtrec_model::Mat,
+    codes: Option<&InputCodes>,
     labels: &[Vec<f32>],
     masks: &[Vec<u8>],
     weight_of: &dyn Fn(usize) -> f32,
@@ -441,7 +447,7 @@ pub(crate) fn task_gradients(
         if masks[t].iter().all(|&m| m == 0) {
             continue;
         }
-        let forward = model.forward(leaf.trace(Gradients::leaky()));
+        let forward = model.forward_coded(leaf.trace(Gradients::leaky()), codes);
         let losses = model.task_losses(forward, labels, masks)?;
         out.values[t] = losses.values[t];
         let mut w = vec![0.0f32; tasks];

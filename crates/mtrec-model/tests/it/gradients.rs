@@ -121,3 +121,59 @@ fn masked_labels_contribute_neither_loss_nor_gradient() {
     changed.labels[1][0] = 1000.0;
     assert_ne!(loss_of(&model, &batch), loss_of(&model, &changed));
 }
+
+/// The trainer's coded forward ([`MultiTaskModel::forward_coded`]) against the plain one, for
+/// every architecture with first layers wide enough to run coded: the same loss, the same
+/// gradient on every dense parameter and, summed per id, on every embedding row.
+#[test]
+fn coded_forward_gives_the_same_loss_and_gradients() {
+    use mtrec_model::fused::CODED_MIN_WIDTH;
+    use mtrec_model::ArchitectureConfig as A;
+    let batch = Batch::new();
+    let wide = |layers: &[usize]| -> Vec<usize> {
+        let mut l = layers.to_vec();
+        l[0] = CODED_MIN_WIDTH;
+        l
+    };
+    for (name, mut cfg) in configs() {
+        cfg.architecture = match cfg.architecture {
+            A::SharedBottom { layers } => A::SharedBottom { layers: wide(&layers) },
+            A::SingleTask { layers } => A::SingleTask { layers: wide(&layers) },
+            A::SoftSharing { layers, alpha } => A::SoftSharing { layers: wide(&layers), alpha },
+            A::Mmoe { experts, expert_layers } => A::Mmoe { experts, expert_layers: wide(&expert_layers) },
+            A::Ple { shared_experts, task_experts, expert_layers, levels } => {
+                A::Ple { shared_experts, task_experts, expert_layers: wide(&expert_layers), levels }
+            }
+        };
+        let model = MultiTaskModel::new(&pipeline(), &cfg, 11).unwrap();
+        let data = batch.data();
+        let assembled = model.assemble(&data, &batch.rows());
+        // Every single-id slot coded, whatever its share of distinct ids in 6 rows.
+        let codes = assembled.ids.codes(&model.layout, 1.0);
+        assert_eq!(codes.blocks.len(), 3, "{name}: user, item and device are coded");
+        let run = |codes: Option<&mtrec_model::InputCodes>| {
+            let leaf = assembled.input.clone();
+            let forward = model.forward_coded(leaf.trace(Gradients::leaky()), codes);
+            let (loss, _) = model.loss(forward, &batch.labels, &batch.masks).unwrap();
+            let value = loss.array();
+            let mut grads = loss.backward();
+            let input = grads.get_or_alloc_mut(&leaf).unwrap().to_vec();
+            let dense: Vec<Vec<f32>> = model.params.ids().map(|id| model.params.grad(&mut grads, id)).collect();
+            let sparse = model.tables.sparse_grads(&model.layout, &assembled.ids, &input);
+            (value, dense, input, sparse)
+        };
+        let (loss_c, dense_c, input_c, sparse_c) = run(Some(&codes));
+        let (loss_p, dense_p, input_p, sparse_p) = run(None);
+        let near = |a: f32, b: f32| (a - b).abs() <= 1e-5 * (1.0 + b.abs());
+        assert!(near(loss_c, loss_p), "{name}: loss {loss_c} vs {loss_p}");
+        for (id, (c, p)) in model.params.ids().zip(dense_c.iter().zip(&dense_p)) {
+            assert!(c.iter().zip(p).all(|(a, b)| near(*a, *b)), "{name}: {} differs", model.params.name(id));
+        }
+        for (c, p) in sparse_c.iter().zip(&sparse_p) {
+            assert_eq!(c.ids, p.ids, "{name}: touched rows");
+            assert!(c.values.iter().zip(&p.values).all(|(a, b)| near(*a, *b)), "{name}: embedding gradients differ");
+        }
+        // The coded path ran: per row, the input's gradient is no longer the plain one.
+        assert_ne!(input_c, input_p, "{name}: the codes were not used");
+    }
+}
