@@ -453,24 +453,146 @@ fn coded_product(
         give_buffer(values);
     }
     let tile = code_tile(distinct, m, 256 << 10);
-    let add_rows = |first: usize, rows: &mut [f32]| {
-        for t0 in (0..m).step_by(tile) {
-            let t1 = (t0 + tile).min(m);
-            for (r, row) in (first..).zip(rows.chunks_exact_mut(m)) {
-                let dst = &mut row[t0..t1];
-                for (block, &start) in codes.blocks.iter().zip(&starts) {
-                    let at = (start + block.codes[r] as usize) * m;
-                    dst.iter_mut().zip(&proj[at + t0..at + t1]).for_each(|(o, p)| *o += p);
-                }
-            }
-        }
-    };
+    let plan = CodedRows { codes, starts: &starts, m, tile };
     if out.len() < PARALLEL_MIN {
-        add_rows(0, out);
+        simd(AddTo { plan: &plan, first: 0, rows: out, proj: &proj });
     } else {
-        out.par_chunks_mut(CODED_ROWS * m).enumerate().for_each(|(i, rows)| add_rows(i * CODED_ROWS, rows));
+        out.par_chunks_mut(CODED_ROWS * m)
+            .enumerate()
+            .for_each(|(i, rows)| simd(AddTo { plan: &plan, first: i * CODED_ROWS, rows, proj: &proj }));
     }
     give_buffer(proj);
+}
+
+/// Where each row's coded values sit, for the coded passes over rows.
+struct CodedRows<'a> {
+    codes: &'a InputCodes,
+    starts: &'a [usize],
+    m: usize,
+    tile: usize,
+}
+
+impl CodedRows<'_> {
+    /// Adds to `rows` (rows `first..` of the output, `m` wide) every block's product of the
+    /// row's value, `proj` holding them (`distinct x m`), column tile by column tile.
+    #[inline(always)]
+    fn add_to(&self, first: usize, rows: &mut [f32], proj: &[f32]) {
+        let m = self.m;
+        let mut at = vec![0usize; self.codes.blocks.len()];
+        for t0 in (0..m).step_by(self.tile) {
+            let t1 = (t0 + self.tile).min(m);
+            for (r, row) in (first..).zip(rows.chunks_exact_mut(m)) {
+                for ((at, block), &start) in at.iter_mut().zip(&self.codes.blocks).zip(self.starts) {
+                    *at = (start + block.codes[r] as usize) * m;
+                }
+                add_gathered(&mut row[t0..t1], proj, &at, t0);
+            }
+        }
+    }
+
+    /// Columns `t0..t1` of `go` (`n x m`) summed per block and value: `distinct x (t1 - t0)`.
+    #[inline(always)]
+    fn sum_columns(&self, go: &[f32], t0: usize, t1: usize, distinct: usize) -> Vec<f32> {
+        let width = t1 - t0;
+        let mut acc = vec![0.0f32; distinct * width];
+        let mut at = vec![0usize; self.codes.blocks.len()];
+        for (r, g) in go.chunks_exact(self.m).enumerate() {
+            for ((at, block), &start) in at.iter_mut().zip(&self.codes.blocks).zip(self.starts) {
+                *at = (start + block.codes[r] as usize) * width;
+            }
+            add_scattered(&mut acc, &at, &g[t0..t1]);
+        }
+        acc
+    }
+}
+
+/// Columns per register block of the coded adds: 64 values, eight AVX2 registers.
+const REGISTER_COLUMNS: usize = 64;
+
+/// `dst += Σ_i src[at[i] + first..][..dst.len()]`: the sum over the rows of `src` starting at
+/// `at`, of the columns from `first`, built up in registers block by block of columns and added
+/// to `dst` once.
+#[inline(always)]
+fn add_gathered(dst: &mut [f32], src: &[f32], at: &[usize], first: usize) {
+    let mut blocks = dst.chunks_exact_mut(REGISTER_COLUMNS);
+    let mut c0 = first;
+    for out in &mut blocks {
+        let mut acc = [0.0f32; REGISTER_COLUMNS];
+        for &a in at {
+            let row: &[f32; REGISTER_COLUMNS] = src[a + c0..a + c0 + REGISTER_COLUMNS].try_into().expect("a block");
+            acc.iter_mut().zip(row).for_each(|(s, x)| *s += x);
+        }
+        out.iter_mut().zip(&acc).for_each(|(o, s)| *o += s);
+        c0 += REGISTER_COLUMNS;
+    }
+    let tail = blocks.into_remainder();
+    let len = tail.len();
+    for &a in at {
+        tail.iter_mut().zip(&src[a + c0..a + c0 + len]).for_each(|(o, x)| *o += x);
+    }
+}
+
+/// `dst[at[i]..][..g.len()] += g` for every `i`, `g` held in registers block by block.
+#[inline(always)]
+fn add_scattered(dst: &mut [f32], at: &[usize], g: &[f32]) {
+    let mut blocks = g.chunks_exact(REGISTER_COLUMNS);
+    let mut c0 = 0;
+    for block in &mut blocks {
+        let block: &[f32; REGISTER_COLUMNS] = block.try_into().expect("a block");
+        for &a in at {
+            let row: &mut [f32; REGISTER_COLUMNS] =
+                (&mut dst[a + c0..a + c0 + REGISTER_COLUMNS]).try_into().expect("a block");
+            row.iter_mut().zip(block).for_each(|(d, x)| *d += x);
+        }
+        c0 += REGISTER_COLUMNS;
+    }
+    let tail = blocks.remainder();
+    for &a in at {
+        dst[a + c0..a + c0 + tail.len()].iter_mut().zip(tail).for_each(|(d, x)| *d += x);
+    }
+}
+
+/// Runs `op` compiled for the widest vector unit this CPU has (AVX2 where present), chosen at
+/// run time by pulp's safe dispatch. Strict IEEE arithmetic either way (no fused multiply-adds
+/// are formed), so results do not depend on it. `op` is a struct with an `#[inline(always)]`
+/// body rather than a closure: a closure's body is compiled as a function of its own, outside
+/// the dispatched AVX2 context, unless the inliner takes it, and it does not for large ones.
+#[inline(always)]
+fn simd<Op: pulp::WithSimd>(op: Op) -> Op::Output {
+    pulp::Arch::new().dispatch(op)
+}
+
+/// [`CodedRows::add_to`] as a dispatched op.
+struct AddTo<'a> {
+    plan: &'a CodedRows<'a>,
+    first: usize,
+    rows: &'a mut [f32],
+    proj: &'a [f32],
+}
+
+impl pulp::WithSimd for AddTo<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        self.plan.add_to(self.first, self.rows, self.proj)
+    }
+}
+
+/// [`CodedRows::sum_columns`] as a dispatched op.
+struct SumColumns<'a> {
+    plan: &'a CodedRows<'a>,
+    go: &'a [f32],
+    t0: usize,
+    t1: usize,
+    distinct: usize,
+}
+
+impl pulp::WithSimd for SumColumns<'_> {
+    type Output = Vec<f32>;
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> Vec<f32> {
+        self.plan.sum_columns(self.go, self.t0, self.t1, self.distinct)
+    }
 }
 
 /// The backward pass of [`coded_product`] for `dOut = go` (`n x m`): adds `dW` into `dw` and
@@ -525,18 +647,8 @@ fn coded_backward(
     let (distinct, starts) = (codes.distinct(), codes.starts());
     let tile = code_tile(distinct, m, 128 << 10);
     let tiles: Vec<(usize, usize)> = (0..m).step_by(tile).map(|t0| (t0, (t0 + tile).min(m))).collect();
-    let sum_tile = |&(t0, t1): &(usize, usize)| {
-        let width = t1 - t0;
-        let mut acc = vec![0.0f32; distinct * width];
-        for (r, g) in go.chunks_exact(m).enumerate() {
-            let g = &g[t0..t1];
-            for (block, &start) in codes.blocks.iter().zip(&starts) {
-                let at = (start + block.codes[r] as usize) * width;
-                acc[at..at + width].iter_mut().zip(g).for_each(|(a, g)| *a += g);
-            }
-        }
-        acc
-    };
+    let plan = CodedRows { codes, starts: &starts, m, tile };
+    let sum_tile = |&(t0, t1): &(usize, usize)| simd(SumColumns { plan: &plan, go, t0, t1, distinct });
     let parts: Vec<Vec<f32>> = if n * m < PARALLEL_MIN {
         tiles.iter().map(sum_tile).collect()
     } else {
