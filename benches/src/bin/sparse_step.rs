@@ -1,6 +1,11 @@
 //! Sparse embedding step time against vocabulary size: gather, scatter of the gradient (duplicate
 //! ids summed) and a lazy Adam step on the touched rows, for tables of 10^3 rows and of 10^7
 //! rows, alternated in one run; beside it, the fetch floor (only reading the touched rows).
+//!
+//! Two comparisons. *Own ids*: each table's ids are log-uniform over its own rows, so the 10^7
+//! batches also hold more distinct ids (about 785 of 1,024 lookups per table, against 355): more
+//! rows to update. *Same batches*: the 10^3 batches' ids, each mapped to a fixed random row of
+//! the 10^7 tables, so both sizes do exactly the same work and only the tables' size differs.
 //! `sparse_step shared` gives the 8 features one table instead of one each. Figures and
 //! command: benches/README.md.
 
@@ -22,8 +27,12 @@ struct Setup {
     tables: EmbeddingTables,
     layout: InputLayout,
     optimizer: SparseOptimizer,
+    /// Per feature, 50 batches of ids over the feature's own table.
     ids: Vec<Vec<u32>>,
 }
+
+/// Per feature, 50 batches of ids: a run cycles through them.
+type Batches = [Vec<u32>];
 
 /// `shared`: the features look up one table of `vocab` rows (a vocabulary shared between them);
 /// otherwise each has its own table of `vocab` rows.
@@ -58,15 +67,23 @@ fn setup(vocab: u32, shared: bool) -> Setup {
     Setup { tables, layout, optimizer, ids }
 }
 
+/// `ids` (ids of a `from`-row table) moved to rows of a `to`-row table: each id to its own fixed
+/// random row, so duplicates stay duplicates and distinct ids stay distinct.
+fn spread_ids(ids: &[Vec<u32>], from: u32, to: u32) -> Vec<Vec<u32>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    let rows = rand::seq::index::sample(&mut rng, to as usize, from as usize);
+    ids.iter().map(|feature| feature.iter().map(|&id| rows.index(id as usize) as u32).collect()).collect()
+}
+
 /// Mean seconds per step over `steps` steps, and the share of gather, scatter and update.
-fn time_steps(s: &mut Setup, steps: usize) -> (f64, [f64; 3]) {
+fn time_steps(s: &mut Setup, batches: &Batches, steps: usize) -> (f64, [f64; 3]) {
     let mut input = vec![0.0f32; BATCH * s.layout.width];
     let grad: Vec<f32> = (0..BATCH * s.layout.width).map(|i| ((i % 97) as f32 - 48.0) * 1e-3).collect();
     let mut phases = [0.0f64; 3];
     let started = Instant::now();
     for step in 0..steps {
         let start = (step % 50) * BATCH;
-        let cols: Vec<&[u32]> = s.ids.iter().map(|c| &c[start..start + BATCH]).collect();
+        let cols: Vec<&[u32]> = batches.iter().map(|c| &c[start..start + BATCH]).collect();
         let data: Vec<FeatureData<'_>> = cols.iter().map(|c| FeatureData::Ids(c)).collect();
         let rows: Vec<usize> = (0..BATCH).collect();
         let t = Instant::now();
@@ -85,12 +102,12 @@ fn time_steps(s: &mut Setup, steps: usize) -> (f64, [f64; 3]) {
 }
 
 /// Each table's distinct touched ids, for each of the 50 batches a run cycles through.
-fn touched_ids(s: &Setup) -> Vec<Vec<Vec<u32>>> {
+fn touched_ids(s: &Setup, batches: &Batches) -> Vec<Vec<Vec<u32>>> {
     let grad = vec![0.0f32; BATCH * s.layout.width];
     let rows: Vec<usize> = (0..BATCH).collect();
     (0..50)
         .map(|k| {
-            let cols: Vec<&[u32]> = s.ids.iter().map(|c| &c[k * BATCH..(k + 1) * BATCH]).collect();
+            let cols: Vec<&[u32]> = batches.iter().map(|c| &c[k * BATCH..(k + 1) * BATCH]).collect();
             let data: Vec<FeatureData<'_>> = cols.iter().map(|c| FeatureData::Ids(c)).collect();
             let ids = BatchIds::new(&s.layout, &data, &rows);
             s.tables.sparse_grads(&s.layout, &ids, &grad).into_iter().map(|g| g.ids).collect()
@@ -133,39 +150,49 @@ fn main() {
     let steps = 300;
     let mut small = setup(1_000, shared);
     let mut large = setup(10_000_000, shared);
-    let (small_touched, large_touched) = (touched_ids(&small), touched_ids(&large));
-    let mut ratios = Vec::new();
-    let mut floors = Vec::new();
+    let (small_ids, large_ids) = (small.ids.clone(), large.ids.clone());
+    let rows = |s: &Setup| s.tables.tables[0].rows as u32;
+    let same_ids = spread_ids(&small_ids, rows(&small), rows(&large));
+    let touched = [touched_ids(&small, &small_ids), touched_ids(&large, &large_ids), touched_ids(&large, &same_ids)];
+    let distinct: Vec<f64> = touched
+        .iter()
+        .map(|t| t.iter().map(|batch| batch.iter().map(Vec::len).sum::<usize>()).sum::<usize>() as f64 / 50.0)
+        .collect();
+    println!(
+        "distinct rows updated per step: vocab 1e3 {:.0}, vocab 1e7 own ids {:.0}, vocab 1e7 same batches {:.0}",
+        distinct[0], distinct[1], distinct[2]
+    );
+    let shares =
+        |p: [f64; 3]| format!("gather {:.0}% scatter {:.0}% update {:.0}%", p[0] * 100.0, p[1] * 100.0, p[2] * 100.0);
+    let (mut own_ratios, mut same_ratios, mut floors) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..5 {
-        let (a, pa) = time_steps(&mut small, steps);
-        let (b, pb) = time_steps(&mut large, steps);
-        let (fa, fb) =
-            (time_fetch_floor(&small, &small_touched, steps), time_fetch_floor(&large, &large_touched, steps));
-        let shares = |p: [f64; 3]| {
-            format!("gather {:.0}% scatter {:.0}% update {:.0}%", p[0] * 100.0, p[1] * 100.0, p[2] * 100.0)
-        };
+        let (a, pa) = time_steps(&mut small, &small_ids, steps);
+        let (b, pb) = time_steps(&mut large, &large_ids, steps);
+        let (c, pc) = time_steps(&mut large, &same_ids, steps);
+        let fa = time_fetch_floor(&small, &touched[0], steps);
+        let fb = time_fetch_floor(&large, &touched[1], steps);
+        let fc = time_fetch_floor(&large, &touched[2], steps);
+        println!("round {round}: vocab 1e3 {:.1} us/step ({})", a * 1e6, shares(pa));
+        println!("         vocab 1e7, own ids {:.1} us/step ({}), ratio {:.3}", b * 1e6, shares(pb), b / a);
+        println!("         vocab 1e7, same batches {:.1} us/step ({}), ratio {:.3}", c * 1e6, shares(pc), c / a);
         println!(
-            "round {round}: vocab 1e3 {:.1} us/step ({}), vocab 1e7 {:.1} us/step ({}), ratio {:.3}",
-            a * 1e6,
-            shares(pa),
-            b * 1e6,
-            shares(pb),
-            b / a
-        );
-        println!(
-            "         fetch floor: vocab 1e3 {:.1} us/step, vocab 1e7 {:.1} us/step = {:.3} of a 1e3 step",
+            "         fetch floor: vocab 1e3 {:.1} us/step, 1e7 own ids {:.1} us/step = {:.3} of a 1e3 step, \
+             1e7 same batches {:.1} us/step = {:.3}",
             fa * 1e6,
             fb * 1e6,
-            fb / a
+            fb / a,
+            fc * 1e6,
+            fc / a
         );
-        ratios.push(b / a);
-        floors.push(fb / a);
+        own_ratios.push(b / a);
+        same_ratios.push(c / a);
+        floors.push(fc / a);
     }
-    floors.sort_by(f64::total_cmp);
-    ratios.sort_by(f64::total_cmp);
-    println!("step time 1e7 / 1e3, median of 5 rounds: {:.3} (min {:.3}, max {:.3})", ratios[2], ratios[0], ratios[4]);
-    println!(
-        "fetch floor at 1e7 / step time at 1e3, median of 5 rounds: {:.3} (min {:.3}, max {:.3})",
-        floors[2], floors[0], floors[4]
-    );
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        format!("{:.3} (min {:.3}, max {:.3})", v[2], v[0], v[4])
+    };
+    println!("step time 1e7 / 1e3, same batches, median of 5 rounds: {}", median(&mut same_ratios));
+    println!("step time 1e7 / 1e3, own ids, median of 5 rounds: {}", median(&mut own_ratios));
+    println!("fetch floor at 1e7 (same batches) / step time at 1e3, median of 5 rounds: {}", median(&mut floors));
 }
