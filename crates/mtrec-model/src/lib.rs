@@ -10,7 +10,9 @@
 //! - [`fused`]: the hot path as fused ops with hand-written backward passes on dfdx's tape:
 //!   linear layers and whole MLPs / expert banks over faer's GEMM (product, bias and ReLU in
 //!   one op), and the gate's softmax with the experts' mixture; dfdx's own element-wise kernels
-//!   and its gemm 0.15 were the bottleneck (benches/README.md, "Training speed").
+//!   and its gemm 0.15 were the bottleneck (benches/README.md, "Training speed"). In training,
+//!   a wide first layer computes its embedding slots once per distinct id of the batch
+//!   ([`fused::InputCodes`], [`MultiTaskModel::forward_coded`]).
 //! - [`model`]: heads, losses and the one forward function used by training, evaluation and
 //!   serving alike.
 //! - [`io`]: weights as safetensors with stable names.
