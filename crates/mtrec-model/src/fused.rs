@@ -127,7 +127,7 @@ pub fn mlp<T: TapeKind>(x: Mat<T>, layers: &[Vec<(&Mat, &Vector)>], codes: Optio
 /// The narrowest first layer that runs coded. Narrower ones multiply fast enough that the
 /// coded passes' fixed costs (a few small products and a pass over the rows per block) lose:
 /// the small Census model (8 x 16 outputs) trained about 10% slower coded, the wide one
-/// (8 x 256) about 45% faster (benches/README.md).
+/// (8 x 256) about 1.5x faster (benches/README.md).
 pub const CODED_MIN_WIDTH: usize = 256;
 
 /// Column blocks of a layer's input whose rows take few distinct values, and which: block `j`
