@@ -273,8 +273,8 @@ impl TableGrad {
 /// Reads the first and last value of each row `ids` (rows of `dim` values, numbered from
 /// `first_row`) and nothing else: a tight loop of independent loads that brings the rows' cache
 /// lines in together, so that the copy which follows finds them cached instead of missing one
-/// row at a time. Skipped for arrays under [`TOUCH_MIN_VALUES`]. (Software prefetching in plain
-/// loads: the prefetch intrinsics are `unsafe`.)
+/// row at a time. Skipped for arrays under [`TOUCH_MIN_VALUES`]. (Prefetch instructions, through
+/// pulp's safe wrapper, did no better: benches/README.md, sparse embedding step.)
 #[inline]
 fn touch_rows(values: &[f32], dim: usize, first_row: usize, ids: &[u32]) {
     if values.len() < TOUCH_MIN_VALUES {
