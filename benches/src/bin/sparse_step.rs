@@ -6,8 +6,9 @@
 //! batches also hold more distinct ids (about 785 of 1,024 lookups per table, against 355): more
 //! rows to update. *Same batches*: the 10^3 batches' ids, each mapped to a fixed random row of
 //! the 10^7 tables, so both sizes do exactly the same work and only the tables' size differs.
-//! `sparse_step shared` gives the 8 features one table instead of one each. Figures and
-//! command: benches/README.md.
+//! `sparse_step shared` gives the 8 features one table instead of one each; a second argument,
+//! `rowwise_adagrad`, replaces lazy Adam (two moments per weight) with row-wise Adagrad (one value
+//! per row). Figures and command: benches/README.md.
 
 use std::time::Instant;
 
@@ -36,7 +37,7 @@ type Batches = [Vec<u32>];
 
 /// `shared`: the features look up one table of `vocab` rows (a vocabulary shared between them);
 /// otherwise each has its own table of `vocab` rows.
-fn setup(vocab: u32, shared: bool) -> Setup {
+fn setup(vocab: u32, shared: bool, optimizer: SparseOptimizerConfig) -> Setup {
     // FEATURES hashed categorical features, each over `vocab` buckets.
     let features: Vec<serde_json::Value> = (0..FEATURES)
         .map(|f| serde_json::json!({"name": format!("f{f}"), "column": format!("f{f}"), "side": "user",
@@ -57,7 +58,7 @@ fn setup(vocab: u32, shared: bool) -> Setup {
         EmbeddingTables::from_pipeline(&pipeline, &mut rng)
     };
     let layout = InputLayout::new(&pipeline, |f| if shared { Some(0) } else { tables.index(&format!("f{f}")) });
-    let optimizer = SparseOptimizer::new(SparseOptimizerConfig::default(), &tables);
+    let optimizer = SparseOptimizer::new(optimizer, &tables);
     // Zipf-like ids, as real traffic: a few hot rows and a long tail.
     let ids = (0..FEATURES)
         .map(|_| {
@@ -127,9 +128,12 @@ fn time_fetch_floor(s: &Setup, touched: &[Vec<Vec<u32>>], steps: usize) -> f64 {
             .zip(&s.optimizer.first)
             .zip(&s.optimizer.second)
             .map(|(((ids, table), first), second)| {
+                // The optimizer state has `dim` values per row, or one (row-wise Adagrad); the
+                // second array may be empty.
+                let state = first.len() / table.rows;
                 ids.iter()
-                    .map(|&id| id as usize * table.dim)
-                    .map(|k| table.weights[k] + first[k] + second[k])
+                    .map(|&id| id as usize)
+                    .map(|r| table.weights[r * table.dim] + first[r * state] + second.get(r * state).unwrap_or(&0.0))
                     .sum::<f32>()
             })
             .sum();
@@ -139,17 +143,25 @@ fn time_fetch_floor(s: &Setup, touched: &[Vec<Vec<u32>>], steps: usize) -> f64 {
 }
 
 fn main() {
+    let usage = |got: &str| -> ! {
+        eprintln!("usage: sparse_step [separate|shared] [lazy_adam|rowwise_adagrad] (got {got:?})");
+        std::process::exit(2);
+    };
     let shared = match std::env::args().nth(1).as_deref() {
         None | Some("separate") => false,
         Some("shared") => true,
-        Some(other) => {
-            eprintln!("usage: sparse_step [separate|shared] (got {other:?})");
-            std::process::exit(2);
+        Some(other) => usage(other),
+    };
+    let optimizer = match std::env::args().nth(2).as_deref() {
+        None | Some("lazy_adam") => SparseOptimizerConfig::default(),
+        Some("rowwise_adagrad") => {
+            SparseOptimizerConfig::RowwiseAdagrad { lr: 0.05, initial_accumulator: 0.1, eps: 1e-10 }
         }
+        Some(other) => usage(other),
     };
     let steps = 300;
-    let mut small = setup(1_000, shared);
-    let mut large = setup(10_000_000, shared);
+    let mut small = setup(1_000, shared, optimizer);
+    let mut large = setup(10_000_000, shared, optimizer);
     let (small_ids, large_ids) = (small.ids.clone(), large.ids.clone());
     let rows = |s: &Setup| s.tables.tables[0].rows as u32;
     let same_ids = spread_ids(&small_ids, rows(&small), rows(&large));

@@ -446,6 +446,21 @@ pub enum SparseOptimizerConfig {
     LazyAdam { lr: f64, beta1: f64, beta2: f64, eps: f64 },
     /// Adagrad: per-weight sum of squared gradients.
     Adagrad { lr: f64, initial_accumulator: f64, eps: f64 },
+    /// Row-wise Adagrad (FBGEMM's and TorchRec's `EXACT_ROWWISE_ADAGRAD`): one accumulator per
+    /// row, the sum over steps of the row's mean squared gradient, so the optimizer state is
+    /// 1/dim of a table instead of twice its size (Adam), and a step fetches a row's weights and
+    /// one value.
+    RowwiseAdagrad { lr: f64, initial_accumulator: f64, eps: f64 },
+}
+
+impl SparseOptimizerConfig {
+    /// Values of the first state array per table row (the second is the same or empty).
+    fn state_width(&self, dim: usize) -> usize {
+        match self {
+            SparseOptimizerConfig::RowwiseAdagrad { .. } => 1,
+            _ => dim,
+        }
+    }
 }
 
 impl Default for SparseOptimizerConfig {
@@ -454,8 +469,8 @@ impl Default for SparseOptimizerConfig {
     }
 }
 
-/// Optimizer state of every table: two buffers the size of each table (Adam's moments, or
-/// Adagrad's accumulator and nothing).
+/// Optimizer state of every table: two buffers the size of each table (Adam's moments), or
+/// Adagrad's accumulator and nothing, or row-wise Adagrad's one value per row and nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SparseOptimizer {
     pub config: SparseOptimizerConfig,
@@ -475,8 +490,13 @@ impl SparseOptimizer {
                 tables.tables.iter().map(|t| vec![0.0; size(t)]).collect(),
                 tables.tables.iter().map(|t| vec![0.0; size(t)]).collect(),
             ),
-            SparseOptimizerConfig::Adagrad { initial_accumulator, .. } => (
-                tables.tables.iter().map(|t| vec![initial_accumulator as f32; size(t)]).collect(),
+            SparseOptimizerConfig::Adagrad { initial_accumulator, .. }
+            | SparseOptimizerConfig::RowwiseAdagrad { initial_accumulator, .. } => (
+                tables
+                    .tables
+                    .iter()
+                    .map(|t| vec![initial_accumulator as f32; t.rows * config.state_width(t.dim)])
+                    .collect(),
                 tables.tables.iter().map(|_| Vec::new()).collect(),
             ),
         };
@@ -506,7 +526,11 @@ impl SparseOptimizer {
                 }
             }
             SparseOptimizerConfig::Adagrad { lr, eps, .. } => RowRule::Adagrad { lr: lr as f32, eps: eps as f32 },
+            SparseOptimizerConfig::RowwiseAdagrad { lr, eps, .. } => {
+                RowRule::RowwiseAdagrad { lr: lr as f32, eps: eps as f32 }
+            }
         };
+        let config = self.config;
         let threads = rayon::current_num_threads().max(1);
         tables
             .tables
@@ -522,8 +546,9 @@ impl SparseOptimizer {
                 // row's update is the same whatever the split, so results do not depend on it.
                 let parts = (grad.ids.len() / SPLIT_MIN_ROWS).clamp(1, threads);
                 let dim = table.dim;
+                let state = config.state_width(dim);
                 if parts == 1 {
-                    let whole = RowState { first_row: 0, dim, weights: &mut table.weights, first, second };
+                    let whole = RowState { first_row: 0, dim, state, weights: &mut table.weights, first, second };
                     whole.update(rule, l2, grad, None);
                     return;
                 }
@@ -538,11 +563,11 @@ impl SparseOptimizer {
                 let starts: Vec<usize> = std::iter::once(0).chain(bounds).chain([table.rows]).collect();
                 let jobs: Vec<_> = split_rows(&mut table.weights, &starts, dim)
                     .into_iter()
-                    .zip(split_rows(first, &starts, dim))
-                    .zip(split_rows(second, &starts, dim))
+                    .zip(split_rows(first, &starts, state))
+                    .zip(split_rows(second, &starts, state))
                     .zip(starts.iter().zip(buckets))
                     .map(|(((weights, first), second), (&first_row, touched))| {
-                        (RowState { first_row, dim, weights, first, second }, touched)
+                        (RowState { first_row, dim, state, weights, first, second }, touched)
                     })
                     .collect();
                 jobs.into_par_iter().for_each(|(state, touched)| state.update(rule, l2, grad, Some(&touched)));
@@ -566,11 +591,12 @@ fn split_rows<'a>(mut values: &'a mut [f32], starts: &[usize], dim: usize) -> Ve
         .collect()
 }
 
-/// A contiguous range of one table's rows with their optimizer state (`second` is empty for
-/// Adagrad).
+/// A contiguous range of one table's rows with their optimizer state (`state` values per row;
+/// `second` is empty for both Adagrads).
 struct RowState<'a> {
     first_row: usize,
     dim: usize,
+    state: usize,
     weights: &'a mut [f32],
     first: &'a mut [f32],
     second: &'a mut [f32],
@@ -580,22 +606,24 @@ impl RowState<'_> {
     /// Updates the rows `grad.ids[k]` for `k` in `touched`, or every row of `grad` when `touched`
     /// is `None`; all of them within this range.
     fn update(self, rule: RowRule, l2: f32, grad: &SparseGrad, touched: Option<&[u32]>) {
-        let Self { first_row, dim, weights, first, second } = self;
-        let at = |id: u32| (id as usize - first_row) * dim;
+        let Self { first_row, dim, state, weights, first, second } = self;
         // Chunk by chunk, copy the touched rows out, update them, copy them back. Each copy out
         // is a tight loop of independent row loads, so the CPU keeps many cache (and TLB) misses
         // in flight on a large table instead of stalling on one row's three arrays at a time;
         // writing a chunk back right away finds its rows, and their pages' translations, still
         // cached.
-        let copy_out = |src: &[f32], ids: &[u32], out: &mut Vec<f32>| {
+        // Rows of `width` values: `dim` for the weights, `state` for the optimizer's arrays.
+        let copy_out = |src: &[f32], width: usize, ids: &[u32], out: &mut Vec<f32>| {
             out.clear();
             for &id in ids {
-                out.extend_from_slice(&src[at(id)..at(id) + dim]);
+                let at = (id as usize - first_row) * width;
+                out.extend_from_slice(&src[at..at + width]);
             }
         };
-        let put_back = |dst: &mut [f32], ids: &[u32], local: &[f32]| {
-            for (&id, row) in ids.iter().zip(local.chunks_exact(dim)) {
-                dst[at(id)..at(id) + dim].copy_from_slice(row);
+        let put_back = |dst: &mut [f32], width: usize, ids: &[u32], local: &[f32]| {
+            for (&id, row) in ids.iter().zip(local.chunks_exact(width)) {
+                let at = (id as usize - first_row) * width;
+                dst[at..at + width].copy_from_slice(row);
             }
         };
         let adam = matches!(rule, RowRule::Adam { .. });
@@ -620,14 +648,14 @@ impl RowState<'_> {
                 }
             };
             touch_rows(weights, dim, first_row, ids);
-            touch_rows(first, dim, first_row, ids);
+            touch_rows(first, state, first_row, ids);
             if adam {
-                touch_rows(second, dim, first_row, ids);
+                touch_rows(second, state, first_row, ids);
             }
-            copy_out(weights, ids, w);
-            copy_out(first, ids, a);
+            copy_out(weights, dim, ids, w);
+            copy_out(first, state, ids, a);
             if adam {
-                copy_out(second, ids, b);
+                copy_out(second, state, ids, b);
             }
             match rule {
                 RowRule::Adam { step_size, eps, beta1, beta2 } => {
@@ -645,11 +673,19 @@ impl RowState<'_> {
                         w[i] -= lr * g / (a[i].sqrt() + eps);
                     }
                 }
+                RowRule::RowwiseAdagrad { lr, eps } => {
+                    for ((w, g), a) in w.chunks_exact_mut(dim).zip(g.chunks_exact(dim)).zip(a.iter_mut()) {
+                        let squares: f32 = w.iter().zip(g).map(|(w, g)| (g + l2 * w) * (g + l2 * w)).sum();
+                        *a += squares / dim as f32;
+                        let step = lr / (a.sqrt() + eps);
+                        w.iter_mut().zip(g).for_each(|(w, g)| *w -= step * (g + l2 * *w));
+                    }
+                }
             }
-            put_back(weights, ids, w);
-            put_back(first, ids, a);
+            put_back(weights, dim, ids, w);
+            put_back(first, state, ids, a);
             if adam {
-                put_back(second, ids, b);
+                put_back(second, state, ids, b);
             }
         }
     }
@@ -668,6 +704,7 @@ const SPLIT_MIN_ROWS: usize = 1024;
 enum RowRule {
     Adam { step_size: f32, eps: f32, beta1: f32, beta2: f32 },
     Adagrad { lr: f32, eps: f32 },
+    RowwiseAdagrad { lr: f32, eps: f32 },
 }
 
 #[cfg(test)]
@@ -854,6 +891,7 @@ mod tests {
         let configs = [
             SparseOptimizerConfig::LazyAdam { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
             SparseOptimizerConfig::Adagrad { lr: 0.1, initial_accumulator: 0.1, eps: 1e-10 },
+            SparseOptimizerConfig::RowwiseAdagrad { lr: 0.1, initial_accumulator: 0.1, eps: 1e-10 },
         ];
         for config in configs {
             let run = |threads: usize| {
@@ -885,5 +923,26 @@ mod tests {
         opt.apply(&mut t, &[SparseGrad { ids: vec![1], values: vec![2.0, 0.5] }]);
         // w -= lr * g / sqrt(g^2) = lr * sign(g).
         assert_eq!(&t.tables[0].weights[2..4], &[0.5, 1.5]);
+    }
+
+    #[test]
+    fn rowwise_adagrad_keeps_one_accumulator_per_row() {
+        let mut t = tables();
+        let config = SparseOptimizerConfig::RowwiseAdagrad { lr: 0.5, initial_accumulator: 0.0, eps: 0.0 };
+        let mut opt = SparseOptimizer::new(config, &t);
+        assert_eq!((opt.first[0].len(), opt.second[0].len()), (4, 0));
+        let grad = SparseGrad { ids: vec![1], values: vec![2.0, 0.5] };
+        opt.apply(&mut t, std::slice::from_ref(&grad));
+        // The row's mean squared gradient (4 + 0.25) / 2 = 2.125 is its accumulator; each weight
+        // moves by lr / sqrt(2.125) times its own gradient.
+        assert_eq!(opt.first[0], [0.0, 2.125, 0.0, 0.0]);
+        let step = 0.5 / 2.125f32.sqrt();
+        assert_eq!(&t.tables[0].weights[2..4], &[1.0 - step * 2.0, 2.0 - step * 0.5]);
+        opt.apply(&mut t, std::slice::from_ref(&grad));
+        let second = 0.5 / 4.25f32.sqrt();
+        assert_eq!(&t.tables[0].weights[2..4], &[1.0 - step * 2.0 - second * 2.0, 2.0 - step * 0.5 - second * 0.5]);
+        // Untouched rows and their accumulators do not move.
+        assert_eq!(&t.tables[0].weights[..2], &[0.0, 0.0]);
+        assert_eq!(opt.first[0][0], 0.0);
     }
 }

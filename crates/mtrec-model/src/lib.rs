@@ -4,7 +4,7 @@
 //!
 //! - [`params`]: the named parameter store (name -> runtime-shaped tensor) and dense Adam.
 //! - [`embedding`]: embedding tables outside the tape and their row-wise sparse optimizers
-//!   (lazy Adam, Adagrad).
+//!   (lazy Adam, Adagrad, row-wise Adagrad).
 //! - [`layout`]: where every feature sits in the input row.
 //! - [`arch`]: sharing architectures (shared-bottom, MMoE, single-task, PLE, soft sharing).
 //! - [`fused`]: the hot path as fused ops with hand-written backward passes on dfdx's tape:

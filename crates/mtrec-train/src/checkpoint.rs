@@ -77,7 +77,9 @@ fn optimizer_tensors(model: &MultiTaskModel, adam: &AdamState, sparse: &SparseOp
     for (t, table) in model.tables.tables.iter().enumerate() {
         for (kind, buf) in [("first", &sparse.first[t]), ("second", &sparse.second[t])] {
             if !buf.is_empty() {
-                out.insert(format!("sparse.{kind}/{}", table.name), (vec![table.rows, table.dim], buf.clone()));
+                // `dim` values per row, or one for row-wise Adagrad.
+                let shape = vec![table.rows, buf.len() / table.rows.max(1)];
+                out.insert(format!("sparse.{kind}/{}", table.name), (shape, buf.clone()));
             }
         }
     }
@@ -157,7 +159,15 @@ pub fn load(dir: &Path, pipeline: &FeaturePipeline, config: &TrainConfig) -> Res
         for (kind, buf) in [("first", &mut sparse.first[t]), ("second", &mut sparse.second[t])] {
             if !buf.is_empty() {
                 let k = format!("sparse.{kind}/{}", table.name);
-                *buf = tensors.get(&k).map(|t| t.1.clone()).ok_or_else(|| bad(format!("{k} is missing")))?;
+                let saved = tensors.get(&k).ok_or_else(|| bad(format!("{k} is missing")))?;
+                if saved.1.len() != buf.len() {
+                    return Err(bad(format!(
+                        "{k} holds {} values where this config's embedding optimizer keeps {}",
+                        saved.1.len(),
+                        buf.len()
+                    )));
+                }
+                buf.copy_from_slice(&saved.1);
             }
         }
     }

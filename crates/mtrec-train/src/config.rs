@@ -65,6 +65,9 @@ impl Default for TrainConfig {
 pub enum EmbeddingOptimizer {
     LazyAdam,
     Adagrad,
+    /// One accumulator per row instead of per weight (FBGEMM's `EXACT_ROWWISE_ADAGRAD`): state
+    /// 1/dim of the table's size, for very large vocabularies.
+    RowwiseAdagrad,
 }
 
 /// Stop when the monitored validation metric has not improved for `patience` epochs; the best
@@ -108,6 +111,9 @@ impl TrainConfig {
                 eps: self.adam_eps,
             },
             EmbeddingOptimizer::Adagrad => SparseOptimizerConfig::Adagrad { lr, initial_accumulator: 0.1, eps: 1e-10 },
+            EmbeddingOptimizer::RowwiseAdagrad => {
+                SparseOptimizerConfig::RowwiseAdagrad { lr, initial_accumulator: 0.1, eps: 1e-10 }
+            }
         }
     }
 

@@ -75,6 +75,34 @@ fn resuming_continues_exactly_where_the_run_stopped() {
 }
 
 #[test]
+fn rowwise_adagrad_learns_keeps_a_value_per_row_and_resumes_exactly() {
+    let data = Data::new();
+    let cfg = |epochs| mtrec_train::TrainConfig {
+        epochs,
+        embedding_optimizer: mtrec_train::config::EmbeddingOptimizer::RowwiseAdagrad,
+        embedding_learning_rate: Some(0.05),
+        early_stopping: mtrec_train::config::EarlyStopping { patience: 0, ..Default::default() },
+        ..small_config()
+    };
+    let straight = data.train("straight", cfg(2), false);
+    let auc = straight.history.epochs[1].valid["click.auc"];
+    assert!(auc > 0.55, "click AUC {auc}");
+    data.train("resumed", cfg(1), false);
+    data.train("resumed", cfg(2), true);
+    let weights = |b: &str| std::fs::read(data.path(b).join("weights.safetensors")).unwrap();
+    assert_eq!(weights("straight"), weights("resumed"));
+    // The checkpoint holds one accumulator per table row, and no second array.
+    let checkpoint = mtrec_train::train::checkpoint_dir(&data.path("straight"));
+    let bytes = std::fs::read(checkpoint.join("state.safetensors")).unwrap();
+    let tensors = mtrec_model::io::from_safetensors(&bytes, "state.safetensors").unwrap();
+    let sparse: Vec<_> = tensors.iter().filter(|(k, _)| k.starts_with("sparse.")).collect();
+    assert!(!sparse.is_empty());
+    for (name, (shape, values)) in sparse {
+        assert!(name.starts_with("sparse.first/") && shape[1] == 1 && values.len() == shape[0], "{name}: {shape:?}");
+    }
+}
+
+#[test]
 fn history_has_every_task_metric_and_the_best_epoch() {
     let data = Data::new();
     let trained = data.train("m", mtrec_train::TrainConfig { epochs: 3, ..small_config() }, false);
