@@ -230,6 +230,12 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// Reads and validates an experiment file, training nothing: the number of runs it plans
+/// (configurations × seeds).
+pub fn check(opts: &ExperimentOptions) -> Result<usize, EvalError> {
+    plan(opts).map(|(_, _, runs)| runs.len())
+}
+
 /// Runs the grid and writes `runs/<config>/seed-<s>/` bundles, `summary.json` and `summary.md`.
 pub fn run(opts: &ExperimentOptions) -> Result<ExperimentSummary, EvalError> {
     let (config, data, runs) = plan(opts)?;

@@ -262,3 +262,22 @@ fn a_bad_experiment_names_the_configuration_and_field_and_runs_nothing() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn every_shipped_experiment_file_plans_its_runs() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/experiments");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let options = mtrec_eval::experiment::ExperimentOptions {
+                data: Some(PathBuf::from("any-ingest")),
+                ..experiment_options(path.clone(), Path::new("unused"))
+            };
+            let runs = mtrec_eval::experiment::check(&options).unwrap_or_else(|e| panic!("{e}"));
+            assert!(runs > 0, "{}", path.display());
+            files += 1;
+        }
+    }
+    assert!(files >= 4, "only {files} experiment files in {}", dir.display());
+}

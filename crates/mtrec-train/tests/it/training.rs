@@ -169,3 +169,18 @@ fn early_stopping_metric_must_exist() {
     assert!(err.contains("early_stopping.metric \"click.rmse\""), "{err}");
     assert!(!data.path("x").exists());
 }
+
+#[test]
+fn every_shipped_training_config_loads_and_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let config = mtrec_train::TrainConfig::load(&path).and_then(|c| c.validate().map(|()| c));
+            config.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            files += 1;
+        }
+    }
+    assert!(files >= 6, "only {files} training configs in {}", dir.display());
+}
