@@ -14,6 +14,7 @@ use rand::Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::clean_upper_state;
 use crate::fused::{CodedBlock, InputCodes};
 use crate::layout::{InputLayout, SlotSource};
 
@@ -91,6 +92,7 @@ impl EmbeddingTables {
         let width = layout.width;
         let block = rows.len().div_ceil(rayon::current_num_threads().max(1)).max(GATHER_BLOCK_MIN);
         out.par_chunks_mut(block * width).enumerate().for_each(|(k, out)| {
+            clean_upper_state();
             let first = k * block;
             let rows = &rows[first..first + out.len() / width];
             for (slot, lookups) in layout.slots.iter().zip(&ids.slots) {
@@ -177,6 +179,7 @@ impl EmbeddingTables {
         rows: std::ops::Range<usize>,
         lookups: &[usize],
     ) -> Vec<(usize, SparseGrad)> {
+        clean_upper_state();
         let slots: Vec<_> = layout
             .slots
             .iter()
@@ -324,6 +327,10 @@ impl BatchIds {
         let slots = layout
             .slots
             .par_iter()
+            .map(|slot| {
+                clean_upper_state();
+                slot
+            })
             .map(|slot| match (&slot.source, data[slot.feature]) {
                 (SlotSource::Embedding { .. }, FeatureData::Ids(ids)) => {
                     Some(SlotLookups::Ids(rows.iter().map(|&r| ids[r]).collect()))
@@ -362,6 +369,7 @@ impl BatchIds {
             .par_iter()
             .zip(&self.slots)
             .filter_map(|(slot, lookups)| {
+                clean_upper_state();
                 let Some(SlotLookups::Ids(ids)) = lookups else { return None };
                 let mut first_rows: Vec<u32> = Vec::new();
                 let mut codes = Vec::with_capacity(ids.len());
@@ -607,6 +615,7 @@ impl RowState<'_> {
     /// is `None`; all of them within this range.
     fn update(self, rule: RowRule, l2: f32, grad: &SparseGrad, touched: Option<&[u32]>) {
         let Self { first_row, dim, state, weights, first, second } = self;
+        clean_upper_state();
         // Chunk by chunk, copy the touched rows out, update them, copy them back. Each copy out
         // is a tight loop of independent row loads, so the CPU keeps many cache (and TLB) misses
         // in flight on a large table instead of stalling on one row's three arrays at a time;

@@ -35,6 +35,7 @@ use faer::prelude::ReborrowMut;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
+use crate::cpu::clean_upper_state;
 use crate::params::{Dev, Mat, TapeKind, Vector};
 
 /// Rows per block: blocks run in parallel, and sums over blocks are added in block order, so
@@ -96,6 +97,13 @@ fn values<S: Shape, T>(t: &Tensor<S, f32, Dev, T>) -> Vec<f32> {
 /// reads it, and it runs after every consumer of the output has added its part.
 fn take_grad(grads: &mut Gradients<f32, Dev>, out: &Mat) -> Result<Vec<f32>, CpuError> {
     Ok(std::mem::take(&mut **grads.get_or_alloc_mut(out)?))
+}
+
+/// faer's `matmul`, then the vector registers' upper halves cleared on this thread
+/// ([`crate::cpu`]; the pool's threads clear theirs when their next job starts).
+fn gemm(dst: MatMut<'_, f32>, accum: Accum, lhs: MatRef<'_, f32>, rhs: MatRef<'_, f32>, alpha: f32, par: Par) {
+    matmul(dst, accum, lhs, rhs, alpha, par);
+    clean_upper_state();
 }
 
 fn gemm_par(rows: usize, inner: usize, cols: usize) -> Par {
@@ -298,7 +306,7 @@ fn chain<T: TapeKind>(x: Mat<T>, layers: &[Layer<'_>], codes: Option<&InputCodes
             for (g, (w, b)) in params[l].iter().enumerate() {
                 // dW_g = x_g^T dOut_g, db_g = column sums of dOut_g
                 let dw = grads.get_or_alloc_mut(w)?;
-                matmul(
+                gemm(
                     MatMut::from_row_major_slice_mut(&mut dw[..], k, m),
                     Accum::Add,
                     input.subcols(g * k, k).transpose(),
@@ -313,7 +321,7 @@ fn chain<T: TapeKind>(x: Mat<T>, layers: &[Layer<'_>], codes: Option<&InputCodes
             let d_in_of = |dx: &mut [f32], accum: Accum| {
                 let mut dx = MatMut::from_row_major_slice_mut(dx, n, shape.width_in());
                 for (g, w) in weights[l].iter().enumerate() {
-                    matmul(
+                    gemm(
                         dx.rb_mut().subcols_mut(g * k, k),
                         accum,
                         d_out.subcols(g * m, m),
@@ -345,7 +353,7 @@ fn product(input: &[f32], weights: &[Vec<f32>], shape: LayerShape, n: usize, out
     let mut dst = MatMut::from_row_major_slice_mut(out, n, shape.width_out());
     let lhs = MatRef::from_row_major_slice(input, n, shape.width_in());
     for (g, w) in weights.iter().enumerate() {
-        matmul(
+        gemm(
             dst.rb_mut().subcols_mut(g * m, m),
             Accum::Replace,
             lhs.subcols(g * k, k),
@@ -425,7 +433,7 @@ fn coded_product(
         par_rows(out, m, |_, row| row.fill(0.0));
     } else {
         let (xd, wd) = (pack_columns(input, k, dense, n), pack_rows(w, m, dense));
-        matmul(
+        gemm(
             MatMut::from_row_major_slice_mut(out, n, m),
             Accum::Replace,
             MatRef::from_row_major_slice(&xd, n, dense.len()),
@@ -442,7 +450,7 @@ fn coded_product(
     for (block, &start) in codes.blocks.iter().zip(&starts) {
         let (u, d) = (block.first_rows.len(), block.width);
         let values = distinct_values(input, k, block);
-        matmul(
+        gemm(
             MatMut::from_row_major_slice_mut(&mut proj[start * m..(start + u) * m], u, m),
             Accum::Replace,
             MatRef::from_row_major_slice(&values, u, d),
@@ -615,7 +623,7 @@ fn coded_backward(
         let kd = dense.len();
         let (xd, wd) = (pack_columns(input, k, dense, n), pack_rows(w, m, dense));
         let mut part = take_buffer(kd * m);
-        matmul(
+        gemm(
             MatMut::from_row_major_slice_mut(&mut part, kd, m),
             Accum::Replace,
             MatRef::from_row_major_slice(&xd, n, kd).transpose(),
@@ -627,7 +635,7 @@ fn coded_backward(
             dw[c * m..(c + 1) * m].iter_mut().zip(g).for_each(|(a, g)| *a += g);
         }
         let mut dxd = take_buffer(n * kd);
-        matmul(
+        gemm(
             MatMut::from_row_major_slice_mut(&mut dxd, n, kd),
             Accum::Replace,
             d_out,
@@ -666,7 +674,7 @@ fn coded_backward(
         let sums_j = MatRef::from_row_major_slice(&sums[start * m..(start + u) * m], u, m);
         let values = distinct_values(input, k, block);
         // dW_j += U_j^T sums_j
-        matmul(
+        gemm(
             dw_all.rb_mut().subrows_mut(block.offset, d),
             Accum::Add,
             MatRef::from_row_major_slice(&values, u, d).transpose(),
@@ -676,7 +684,7 @@ fn coded_backward(
         );
         // each distinct value's gradient, sums_j W_j^T, into its first row
         let mut du = take_buffer(u * d);
-        matmul(
+        gemm(
             MatMut::from_row_major_slice_mut(&mut du, u, d),
             Accum::Replace,
             sums_j,
@@ -699,7 +707,13 @@ fn positive(values: &[f32]) -> Vec<bool> {
     if values.len() < PARALLEL_MIN {
         values.iter().map(|&v| v > 0.0).collect()
     } else {
-        values.par_iter().map(|&v| v > 0.0).collect()
+        values
+            .par_chunks(PARALLEL_MIN)
+            .flat_map_iter(|chunk| {
+                clean_upper_state();
+                chunk.iter().map(|&v| v > 0.0)
+            })
+            .collect()
     }
 }
 
@@ -804,6 +818,7 @@ fn par_rows(buf: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync)
         return;
     }
     let block = |k: usize, rows: &mut [f32]| {
+        clean_upper_state();
         for (i, row) in rows.chunks_mut(width).enumerate() {
             f(k * BLOCK_ROWS + i, row);
         }
@@ -819,7 +834,10 @@ fn add_into(acc: &mut [f32], g: &[f32]) {
     if acc.len() < PARALLEL_MIN {
         acc.iter_mut().zip(g).for_each(|(a, g)| *a += g);
     } else {
-        acc.par_iter_mut().zip(g.par_iter()).for_each(|(a, g)| *a += g);
+        acc.par_chunks_mut(PARALLEL_MIN).zip(g.par_chunks(PARALLEL_MIN)).for_each(|(acc, g)| {
+            clean_upper_state();
+            acc.iter_mut().zip(g).for_each(|(a, g)| *a += g);
+        });
     }
 }
 
@@ -831,6 +849,7 @@ fn column_sums(g: &[f32], width: usize) -> Vec<f32> {
         return sums;
     }
     let partial = |block: &[f32]| {
+        clean_upper_state();
         let mut s = vec![0.0f32; width];
         for row in block.chunks(width) {
             s.iter_mut().zip(row).for_each(|(s, x)| *s += x);

@@ -59,6 +59,7 @@
 pub mod arch;
 pub mod bundle;
 pub mod config;
+mod cpu;
 pub mod embedding;
 pub mod error;
 pub mod fused;

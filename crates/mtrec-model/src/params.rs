@@ -232,6 +232,7 @@ impl AdamState {
                 .zip(v.par_chunks_mut(CHUNK))
                 .zip(g.par_chunks(CHUNK))
                 .for_each(|(((w, m), v), g)| {
+                    crate::cpu::clean_upper_state();
                     for i in 0..w.len() {
                         m[i] = b1 * m[i] + (1.0 - b1) * g[i];
                         v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
