@@ -44,8 +44,10 @@ const BLOCK_ROWS: usize = 64;
 /// Below this many values an element-wise pass runs on the calling thread: waking rayon's
 /// workers costs more.
 const PARALLEL_MIN: usize = 1 << 16;
-/// Below this many multiply-adds a matrix product runs on the calling thread.
-const PARALLEL_GEMM_MIN: usize = 1 << 18;
+/// Below this many multiply-adds a matrix product runs on the calling thread: handing a
+/// smaller one to the pool costs more than the second core saves (2^24 against 2^18: small
+/// Census model +7-15%, wide +0.3-5%, alternated on a 2-core Xeon; benches/README.md).
+const PARALLEL_GEMM_MIN: usize = 1 << 24;
 
 /// Freed scratch buffers kept for the next step, so that large buffers are not handed back to
 /// the OS and faulted in again (zeroed by the kernel) on every step. Bounded by
@@ -973,7 +975,8 @@ mod tests {
     #[test]
     fn linear_over_many_blocks_sums_every_row() {
         let dev = Dev::default();
-        let (n, k, m) = (1000, 90, 70);
+        let (n, k, m) = (2000, 90, 100);
+        assert!(n * k * m >= PARALLEL_GEMM_MIN && n * k >= PARALLEL_MIN, "the products must run in parallel");
         let x: Mat = dev.tensor_from_vec(vec![1.0; n * k], (n, k));
         let w: Mat = dev.tensor_from_vec(vec![0.01; k * m], (k, m));
         let b: Vector = dev.tensor_from_vec(vec![0.0; m], (m,));
