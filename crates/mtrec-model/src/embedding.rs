@@ -329,26 +329,25 @@ impl BatchIds {
             .par_iter()
             .map(|slot| {
                 clean_upper_state();
-                slot
-            })
-            .map(|slot| match (&slot.source, data[slot.feature]) {
-                (SlotSource::Embedding { .. }, FeatureData::Ids(ids)) => {
-                    Some(SlotLookups::Ids(rows.iter().map(|&r| ids[r]).collect()))
-                }
-                (SlotSource::Embedding { .. }, FeatureData::Lists { offsets, values }) => {
-                    let mut starts = Vec::with_capacity(rows.len() + 1);
-                    let mut ids = Vec::new();
-                    starts.push(0);
-                    for &r in rows {
-                        ids.extend_from_slice(&values[offsets[r]..offsets[r + 1]]);
-                        starts.push(ids.len());
+                match (&slot.source, data[slot.feature]) {
+                    (SlotSource::Embedding { .. }, FeatureData::Ids(ids)) => {
+                        Some(SlotLookups::Ids(rows.iter().map(|&r| ids[r]).collect()))
                     }
-                    Some(SlotLookups::Lists { offsets: starts, ids })
+                    (SlotSource::Embedding { .. }, FeatureData::Lists { offsets, values }) => {
+                        let mut starts = Vec::with_capacity(rows.len() + 1);
+                        let mut ids = Vec::new();
+                        starts.push(0);
+                        for &r in rows {
+                            ids.extend_from_slice(&values[offsets[r]..offsets[r + 1]]);
+                            starts.push(ids.len());
+                        }
+                        Some(SlotLookups::Lists { offsets: starts, ids })
+                    }
+                    (SlotSource::Embedding { .. }, FeatureData::Values(_)) => {
+                        panic!("feature {} has values, its slot an embedding", slot.feature)
+                    }
+                    (SlotSource::Value, _) => None,
                 }
-                (SlotSource::Embedding { .. }, FeatureData::Values(_)) => {
-                    panic!("feature {} has values, its slot an embedding", slot.feature)
-                }
-                (SlotSource::Value, _) => None,
             })
             .collect();
         Self { rows: rows.len(), slots }
@@ -492,7 +491,8 @@ pub struct SparseOptimizer {
 
 impl SparseOptimizer {
     pub fn new(config: SparseOptimizerConfig, tables: &EmbeddingTables) -> Self {
-        let size = |t: &EmbeddingTable| t.rows * t.dim;
+        // `dim` values per row, or one for row-wise Adagrad.
+        let size = |t: &EmbeddingTable| t.rows * config.state_width(t.dim);
         let (first, second) = match config {
             SparseOptimizerConfig::LazyAdam { .. } => (
                 tables.tables.iter().map(|t| vec![0.0; size(t)]).collect(),
@@ -500,11 +500,7 @@ impl SparseOptimizer {
             ),
             SparseOptimizerConfig::Adagrad { initial_accumulator, .. }
             | SparseOptimizerConfig::RowwiseAdagrad { initial_accumulator, .. } => (
-                tables
-                    .tables
-                    .iter()
-                    .map(|t| vec![initial_accumulator as f32; t.rows * config.state_width(t.dim)])
-                    .collect(),
+                tables.tables.iter().map(|t| vec![initial_accumulator as f32; size(t)]).collect(),
                 tables.tables.iter().map(|_| Vec::new()).collect(),
             ),
         };
