@@ -7,7 +7,7 @@ use dfdx::prelude::*;
 use rand::Rng;
 
 use crate::config::ArchitectureConfig;
-use crate::fused::{mix, InputCodes};
+use crate::fused::{mix, mix_gates, InputCodes};
 use crate::params::{Dev, Linear, Mat, ParamId, ParamStore, TapeKind, Taped, Vector};
 
 /// A ReLU MLP: every layer is followed by a ReLU.
@@ -272,18 +272,8 @@ impl Sharing {
             Sharing::Mmoe { experts, gates } => {
                 let mut inputs = fan_out(x, 1 + gates.len());
                 let h = experts.forward(store, inputs.remove(0), codes);
-                let width = experts.out_width(store);
-                let mut probs = Vec::with_capacity(gates.len());
-                let outs = fan_out(h, gates.len())
-                    .into_iter()
-                    .zip(gates.iter().zip(inputs))
-                    .map(|(h, (gate, gx))| {
-                        let (mixed, p) = mix(h, gate.forward(store, gx), experts.experts, width);
-                        probs.push(p);
-                        mixed
-                    })
-                    .collect();
-                (outs, probs)
+                let logits = gates.iter().zip(inputs).map(|(gate, gx)| gate.forward(store, gx)).collect();
+                mix_gates(h, logits, experts.experts, experts.out_width(store)).into_iter().unzip()
             }
             Sharing::Ple { levels } => {
                 let mut inputs = fan_out(x, tasks + 1);

@@ -250,9 +250,11 @@ fn chain<T: TapeKind>(x: Mat<T>, layers: &[Layer<'_>], codes: Option<&InputCodes
     let (x, mut tape) = x.split_tape();
     let weights: Vec<Vec<Vec<f32>>> =
         layers.iter().map(|l| l.groups.iter().map(|(w, _)| values(*w)).collect()).collect();
-    // inputs[l]: the input of layer l; active[l]: where layer l's ReLU passed its input.
+    // inputs[l]: the input of layer l. Where a ReLU passed its input is where its output is
+    // positive: inputs[l + 1] tells that for every layer but the last, whose output leaves the
+    // op (into a tensor), so its flags are kept.
     let mut inputs: Vec<Vec<f32>> = vec![values(&x)];
-    let mut active: Vec<Vec<bool>> = Vec::new();
+    let mut last_active: Vec<bool> = Vec::new();
     let mut out = Vec::new();
     for (l, (layer, shape)) in layers.iter().zip(&shapes).enumerate() {
         // Copied straight into place: through `values` each bias would take a buffer out of the
@@ -269,7 +271,9 @@ fn chain<T: TapeKind>(x: Mat<T>, layers: &[Layer<'_>], codes: Option<&InputCodes
             _ => product(&inputs[l], &weights[l], *shape, n, &mut out),
         }
         bias_act(&mut out, &bias, *shape);
-        active.push(if T::OWNS_TAPE && shape.relu { positive(&out) } else { Vec::new() });
+        if T::OWNS_TAPE && shape.relu && l + 1 == layers.len() {
+            last_active = positive(&out);
+        }
         if l + 1 < layers.len() {
             inputs.push(std::mem::take(&mut out));
         }
@@ -288,7 +292,10 @@ fn chain<T: TapeKind>(x: Mat<T>, layers: &[Layer<'_>], codes: Option<&InputCodes
         for l in (0..shapes.len()).rev() {
             let shape = shapes[l];
             if shape.relu {
-                mask_rows(&mut go, &active[l], shape.width_out());
+                match inputs.get(l + 1) {
+                    Some(output) => mask_rows(&mut go, output, |v| v > 0.0, shape.width_out()),
+                    None => mask_rows(&mut go, &last_active, |a| a, shape.width_out()),
+                }
             }
             let d_out = MatRef::from_row_major_slice(&go, n, shape.width_out());
             let input = MatRef::from_row_major_slice(&inputs[l], n, shape.width_in());
@@ -706,26 +713,26 @@ fn coded_backward(
 
 /// Where `values` is positive: where a ReLU passed its input through.
 fn positive(values: &[f32]) -> Vec<bool> {
+    let mut flags = vec![false; values.len()];
+    let pass = |(flags, values): (&mut [bool], &[f32])| {
+        clean_upper_state();
+        flags.iter_mut().zip(values).for_each(|(f, &v)| *f = v > 0.0);
+    };
     if values.len() < PARALLEL_MIN {
-        values.iter().map(|&v| v > 0.0).collect()
+        pass((&mut flags, values));
     } else {
-        values
-            .par_chunks(PARALLEL_MIN)
-            .flat_map_iter(|chunk| {
-                clean_upper_state();
-                chunk.iter().map(|&v| v > 0.0)
-            })
-            .collect()
+        flags.par_chunks_mut(PARALLEL_MIN).zip(values.par_chunks(PARALLEL_MIN)).for_each(pass);
     }
+    flags
 }
 
-/// Zeroes the gradient where the ReLU blocked its input.
-fn mask_rows(g: &mut [f32], active: &[bool], width: usize) {
+/// Zeroes the gradient where the ReLU blocked its input: where `passed` is false for the
+/// matching entry of `by` (the layer's output, or its kept flags). A select, not a branch, so
+/// that the pass vectorizes.
+fn mask_rows<A: Copy + Sync>(g: &mut [f32], by: &[A], passed: impl Fn(A) -> bool + Sync, width: usize) {
     par_rows(g, width, |r, row| {
-        for (g, a) in row.iter_mut().zip(&active[r * width..(r + 1) * width]) {
-            if !a {
-                *g = 0.0;
-            }
+        for (g, &a) in row.iter_mut().zip(&by[r * width..(r + 1) * width]) {
+            *g = if passed(a) { *g } else { 0.0 };
         }
     });
 }
@@ -735,56 +742,82 @@ fn mask_rows(g: &mut [f32], active: &[bool], width: usize) {
 /// (`B x width`, `out[b] = Σ_e p[b, e] * experts[b, e*width..(e+1)*width]` with `p` the
 /// row-wise softmax of the logits) and `p` itself, off the tape (for gate-usage reports).
 pub fn mix<T: TapeKind>(experts: Mat<T>, logits: Mat<T>, count: usize, width: usize) -> (Mat<T>, Mat) {
+    mix_gates(experts, vec![logits], count, width).pop().expect("one gate")
+}
+
+/// [`mix`] for several gates over the same experts (MMoE's one gate per task) as one op: the
+/// experts' outputs are read once, and their gradient gets every gate's part in one pass.
+/// The first mixture carries the recorded tape, the others an empty one (as [`crate::arch`]'s
+/// `fan_out`); the backward pass runs once every mixture's consumers have run theirs.
+pub fn mix_gates<T: TapeKind>(experts: Mat<T>, logits: Vec<Mat<T>>, count: usize, width: usize) -> Vec<(Mat<T>, Mat)> {
     let n = experts.shape().0;
     assert_eq!(*experts.shape(), (n, count * width), "mix: experts shape");
-    assert_eq!(*logits.shape(), (n, count), "mix: logits shape");
-    let (h, tape_h) = experts.split_tape();
-    let (z, tape_z) = logits.split_tape();
-    let mut tape = tape_h.merge(tape_z);
+    assert!(logits.iter().all(|z| *z.shape() == (n, count)), "mix: logits shape");
+    let (h, mut tape) = experts.split_tape();
     let hv = values(&h);
-    let mut pv = values(&z);
-    par_rows(&mut pv, count, |_, row| {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut total = 0.0;
-        for p in row.iter_mut() {
-            *p = (*p - max).exp();
-            total += *p;
-        }
-        row.iter_mut().for_each(|p| *p /= total);
-    });
-    let mut out = take_buffer(n * width);
-    out.fill(0.0);
-    let rows = |b: usize| (&hv[b * count * width..(b + 1) * count * width], &pv[b * count..(b + 1) * count]);
-    par_rows(&mut out, width, |b, o| {
-        let (hb, pb) = rows(b);
-        for (e, &pe) in pb.iter().enumerate() {
-            for (o, x) in o.iter_mut().zip(&hb[e * width..(e + 1) * width]) {
-                *o += pe * x;
-            }
-        }
-    });
     let dev = h.device().clone();
-    let out = dev.tensor_from_vec(out, (n, width));
-    let probs = dev.tensor_from_vec(pv.clone(), (n, count));
-    if T::OWNS_TAPE {
-        let (h_id, z_id, out_id) = (h.clone(), z.clone(), out.clone());
-        tape.add_backward_op(move |grads| {
-            let go = take_grad(grads, &out_id)?;
-            let rows = |b: usize| (&hv[b * count * width..(b + 1) * count * width], &pv[b * count..(b + 1) * count]);
-            // d experts[b, e, :] = p[b, e] * d out[b, :]
-            par_rows(grads.get_or_alloc_mut(&h_id)?, count * width, |b, dh| {
-                let (_, pb) = rows(b);
+    let mut gates = Vec::with_capacity(logits.len());
+    let mut outs = Vec::with_capacity(logits.len());
+    for z in logits {
+        let (z, tape_z) = z.split_tape();
+        tape = tape.merge(tape_z);
+        let mut pv = values(&z);
+        par_rows(&mut pv, count, |_, row| {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut total = 0.0;
+            for p in row.iter_mut() {
+                *p = (*p - max).exp();
+                total += *p;
+            }
+            row.iter_mut().for_each(|p| *p /= total);
+        });
+        let mut out = take_buffer(n * width);
+        out.fill(0.0);
+        par_rows(&mut out, width, |b, o| {
+            let hb = &hv[b * count * width..(b + 1) * count * width];
+            for (e, &pe) in pv[b * count..(b + 1) * count].iter().enumerate() {
+                for (o, x) in o.iter_mut().zip(&hb[e * width..(e + 1) * width]) {
+                    *o += pe * x;
+                }
+            }
+        });
+        let out = dev.tensor_from_vec(out, (n, width));
+        outs.push((out.clone(), dev.tensor_from_vec(pv.clone(), (n, count))));
+        gates.push((z, out, pv));
+    }
+    let mut results: Vec<(Mat<T>, Mat)> = Vec::with_capacity(outs.len());
+    if !T::OWNS_TAPE {
+        give_buffer(hv);
+        gates.into_iter().for_each(|(_, _, pv)| give_buffer(pv));
+        let mut tape = Some(tape);
+        for (out, p) in outs {
+            results.push((out.put_tape(tape.take().unwrap_or_default()), p));
+        }
+        return results;
+    }
+    let h_id = h.clone();
+    tape.add_backward_op(move |grads| {
+        let mut gos = Vec::with_capacity(gates.len());
+        for (_, out_id, _) in &gates {
+            gos.push(take_grad(grads, out_id)?);
+        }
+        // d experts[b, e, :] = Σ_g p_g[b, e] * d out_g[b, :], gates in order.
+        par_rows(grads.get_or_alloc_mut(&h_id)?, count * width, |b, dh| {
+            for ((_, _, pv), go) in gates.iter().zip(&gos) {
                 let dout = &go[b * width..(b + 1) * width];
-                for (e, &pe) in pb.iter().enumerate() {
+                for (e, &pe) in pv[b * count..(b + 1) * count].iter().enumerate() {
                     for (d, x) in dh[e * width..(e + 1) * width].iter_mut().zip(dout) {
                         *d += pe * x;
                     }
                 }
-            });
-            // d p[b, e] = <experts[b, e, :], d out[b, :]>; through the softmax,
-            // d logits[b, e] = p[b, e] * (d p[b, e] - Σ_f p[b, f] d p[b, f]).
-            par_rows(grads.get_or_alloc_mut(&z_id)?, count, |b, dz| {
-                let (hb, pb) = rows(b);
+            }
+        });
+        // d p[b, e] = <experts[b, e, :], d out[b, :]>; through the softmax,
+        // d logits[b, e] = p[b, e] * (d p[b, e] - Σ_f p[b, f] d p[b, f]).
+        for ((z_id, _, pv), go) in gates.iter().zip(&gos) {
+            par_rows(grads.get_or_alloc_mut(z_id)?, count, |b, dz| {
+                let hb = &hv[b * count * width..(b + 1) * count * width];
+                let pb = &pv[b * count..(b + 1) * count];
                 let dout = &go[b * width..(b + 1) * width];
                 // On the stack for the usual gate sizes: this runs once per row.
                 let (mut stack, mut heap) = ([0.0f32; 64], Vec::new());
@@ -802,16 +835,17 @@ pub fn mix<T: TapeKind>(experts: Mat<T>, logits: Mat<T>, count: usize, width: us
                     *d += p * (g - mean);
                 }
             });
-            give_buffer(go);
-            give_buffer(hv);
-            give_buffer(pv);
-            Ok(())
-        });
-    } else {
+        }
+        gos.into_iter().for_each(give_buffer);
+        gates.into_iter().for_each(|(_, _, pv)| give_buffer(pv));
         give_buffer(hv);
-        give_buffer(pv);
+        Ok(())
+    });
+    let mut tape = Some(tape);
+    for (out, p) in outs {
+        results.push((out.put_tape(tape.take().unwrap_or_default()), p));
     }
-    (out.put_tape(tape), probs)
+    results
 }
 
 /// Runs `f(row_index, row)` over the rows (`width` values each) of `buf`, in parallel blocks.
@@ -1088,6 +1122,36 @@ mod tests {
         let gf = (fused * u.clone()).sum::<(), _>().backward();
         let gp = (plain * u.clone()).sum::<(), _>().backward();
         for t in [&h, &logits] {
+            close(&gf.get(t).as_vec(), &gp.get(t).as_vec());
+        }
+    }
+
+    #[test]
+    fn mix_gates_matches_one_dfdx_mixture_per_gate() {
+        let dev = Dev::default();
+        let (n, count, width) = (70, 3, 4);
+        let h = filled(&dev, n, count * width, 3);
+        let logits = [filled(&dev, n, count, 5), filled(&dev, n, count, 9)];
+        let weights = [filled(&dev, n, width, 7), filled(&dev, n, width, 11)];
+        let plain_mix = |h: TapedMat, z: TapedMat| {
+            let g = z.softmax::<Axis<1>>().broadcast_like::<_, Axis<2>>(&(n, count, width));
+            (h.reshape_like(&(n, count, width)) * g).sum::<(usize, usize), Axis<1>>()
+        };
+        let traced = |t: &Mat| t.clone().trace(Gradients::leaky());
+        let fused = mix_gates(traced(&h), logits.iter().map(traced).collect(), count, width);
+        let ht = traced(&h);
+        let plain = [plain_mix(ht.with_empty_tape(), traced(&logits[0])), plain_mix(ht, traced(&logits[1]))];
+        let mut fused_loss = Vec::new();
+        for (((out, probs), plain), (z, u)) in fused.into_iter().zip(&plain).zip(logits.iter().zip(&weights)) {
+            close(&probs.as_vec(), &z.clone().softmax::<Axis<1>>().as_vec());
+            close(&out.retaped::<NoneTape>().as_vec(), &plain.retaped::<NoneTape>().as_vec());
+            fused_loss.push((out * u.clone()).sum::<(), _>());
+        }
+        let [p0, p1] = plain;
+        let [f0, f1]: [_; 2] = fused_loss.try_into().expect("two gates");
+        let gf = (f0 + f1).backward();
+        let gp = ((p0 * weights[0].clone()).sum::<(), _>() + (p1 * weights[1].clone()).sum::<(), _>()).backward();
+        for t in [&h, &logits[0], &logits[1]] {
             close(&gf.get(t).as_vec(), &gp.get(t).as_vec());
         }
     }
