@@ -315,7 +315,7 @@ fn copy_row(dst: &mut [f32], src: &[f32]) {
 /// A batch's embedding ids, read once from the dataset's columns into batch order. The
 /// columns are read at shuffled rows; the gather and the gradient scatter then both walk these
 /// ids in order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BatchIds {
     rows: usize,
     /// Per layout slot; `None` for numeric slots.
@@ -358,6 +358,34 @@ impl BatchIds {
         self.rows
     }
 
+    /// The ids of consecutive parts of a batch (read by [`BatchIds::new`] with the same layout
+    /// and data) as the ids of the whole batch, rows in part order.
+    pub fn concat(parts: &[BatchIds]) -> BatchIds {
+        let slot_count = parts.first().map_or(0, |p| p.slots.len());
+        assert!(parts.iter().all(|p| p.slots.len() == slot_count), "BatchIds::concat: parts of other layouts");
+        let slots = (0..slot_count)
+            .map(|s| {
+                let mut merged = parts[0].slots[s].clone()?;
+                for part in &parts[1..] {
+                    match (&mut merged, &part.slots[s]) {
+                        (SlotLookups::Ids(ids), Some(SlotLookups::Ids(more))) => ids.extend_from_slice(more),
+                        (
+                            SlotLookups::Lists { offsets, ids },
+                            Some(SlotLookups::Lists { offsets: more_offsets, ids: more }),
+                        ) => {
+                            let base = ids.len();
+                            offsets.extend(more_offsets[1..].iter().map(|o| o + base));
+                            ids.extend_from_slice(more);
+                        }
+                        _ => panic!("BatchIds::concat: slot {s} differs between parts"),
+                    }
+                }
+                Some(merged)
+            })
+            .collect();
+        BatchIds { rows: parts.iter().map(|p| p.rows).sum(), slots }
+    }
+
     /// Each single-id embedding slot's rows coded by distinct id (`fused::InputCodes`), for the
     /// slots where at most `max_share` of the rows hold distinct ids; list slots (pooled) and
     /// numeric ones are left out.
@@ -393,7 +421,7 @@ impl BatchIds {
 }
 
 /// One embedding slot's ids for a batch, in batch order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum SlotLookups {
     Ids(Vec<u32>),
     /// Row `b`'s ids are `ids[offsets[b]..offsets[b + 1]]`.
@@ -777,6 +805,21 @@ mod tests {
         tables.gather(&layout, &data, &batch, &batch_ids, &mut out);
         for (row, &b) in out.chunks_exact(dim).zip(&batch) {
             assert_eq!(row, tables.tables[0].row(ids[b]));
+        }
+    }
+
+    #[test]
+    fn batch_ids_of_parts_concatenate_to_the_whole_batch() {
+        let ids = [1u32, 3, 0, 2];
+        let (offsets, values) = ([0usize, 2, 2, 3, 6], [2u32, 3, 1, 0, 1, 2]);
+        let data = [FeatureData::Ids(&ids), FeatureData::Lists { offsets: &offsets, values: &values }];
+        let layout = layout_two_slots();
+        let batch = [3, 0, 2, 1];
+        let whole = BatchIds::new(&layout, &data, &batch);
+        for split in 0..=batch.len() {
+            let parts =
+                [BatchIds::new(&layout, &data, &batch[..split]), BatchIds::new(&layout, &data, &batch[split..])];
+            assert_eq!(BatchIds::concat(&parts), whole, "split at {split}");
         }
     }
 

@@ -13,6 +13,7 @@ use mtrec_model::{AdamState, Assembled, InputCodes, MultiTaskModel, OutputBias, 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, CheckpointRef};
@@ -318,25 +319,16 @@ pub fn train_step(
     seed: u64,
 ) -> Result<StepOutcome, TrainError> {
     let features = feature_data(data);
+    let lambdas: Vec<f32> =
+        model.heads.iter().enumerate().map(|(t, h)| h.weight * scale.map_or(1.0, |s| s[t] as f32)).collect();
+    if !strategy.per_task_gradients() {
+        return data_parallel_step(model, opt, data, &features, rows, &lambdas);
+    }
     let Assembled { input: leaf, ids } = model.assemble(&features, rows);
     // The input's gradient is only read summed per embedding id (`sparse_grads`), so the first
     // layers may compute per distinct id.
     let codes = model.input_codes(&ids);
     let (labels, masks) = batch_targets(data, rows);
-    let lambdas: Vec<f32> =
-        model.heads.iter().enumerate().map(|(t, h)| h.weight * scale.map_or(1.0, |s| s[t] as f32)).collect();
-    if !strategy.per_task_gradients() {
-        let forward = model.forward_coded(leaf.trace(Gradients::leaky()), Some(&codes));
-        let losses = model.task_losses(forward, &labels, &masks)?;
-        let values = losses.values.clone();
-        let (loss, penalty) = model.combine(losses, &lambdas, true);
-        let mut grads = loss.backward();
-        let input_grad = grads.get_or_alloc_mut(&leaf).expect("cpu allocation");
-        let sparse_grads = model.tables.sparse_grads(&model.layout, &ids, input_grad);
-        opt.adam.update(opt.adam_cfg, &mut model.params, &mut grads);
-        opt.sparse.apply(&mut model.tables, &sparse_grads);
-        return Ok(StepOutcome { losses: values, penalty });
-    }
 
     let weight_of = |t: usize| match strategy {
         LossStrategy::GradNorm { .. } => 1.0,
@@ -420,6 +412,137 @@ pub fn train_step(
     opt.adam.update_with(opt.adam_cfg, &mut model.params, &total);
     opt.sparse.apply(&mut model.tables, &sparse_grads);
     Ok(StepOutcome { losses: values, penalty })
+}
+
+/// The fewest rows a part of a data-parallel step gets: smaller parts spend more on each op's
+/// fixed costs than the extra thread gives back.
+const STEP_PART_MIN_ROWS: usize = 256;
+
+/// How many parts a step over `rows` rows is split into: one per thread, each of at least
+/// [`STEP_PART_MIN_ROWS`] rows.
+fn step_parts(rows: usize) -> usize {
+    rayon::current_num_threads().min(rows / STEP_PART_MIN_ROWS).max(1)
+}
+
+/// One part's forward and backward pass in a data-parallel step.
+struct PartGradients {
+    ids: mtrec_model::BatchIds,
+    /// Per dense parameter, in store order.
+    dense: Vec<Vec<f32>>,
+    /// The assembled input's gradient (summed per embedding id by `sparse_grads`).
+    input: Vec<f32>,
+    values: Vec<Option<f32>>,
+    penalty: Option<f32>,
+}
+
+/// A step with the static, uncertainty or DWA strategy, data-parallel ([`batch_gradients`]
+/// over [`step_parts`] parts).
+fn data_parallel_step(
+    model: &mut MultiTaskModel,
+    opt: &mut Optimizers<'_>,
+    data: &EncodedDataset,
+    features: &[mtrec_model::FeatureData<'_>],
+    rows: &[usize],
+    lambdas: &[f32],
+) -> Result<StepOutcome, TrainError> {
+    let g = batch_gradients(model, data, features, rows, lambdas, step_parts(rows.len()))?;
+    opt.adam.update_with(opt.adam_cfg, &mut model.params, &g.dense);
+    opt.sparse.apply(&mut model.tables, &g.sparse);
+    Ok(StepOutcome { losses: g.losses, penalty: g.penalty })
+}
+
+/// The gradients of a batch's loss (Σ λ_t L_t, + Ω), and its task losses.
+struct BatchGradients {
+    /// Per dense parameter, in store order.
+    dense: Vec<Vec<f32>>,
+    /// Per embedding table.
+    sparse: Vec<mtrec_model::embedding::SparseGrad>,
+    losses: Vec<Option<f32>>,
+    penalty: Option<f32>,
+}
+
+/// The batch's gradients from `count` consecutive parts of `rows`, each assembled, run forward
+/// and backward on its own thread (dfdx's tapes are per thread; a small model's ops are too
+/// short to share well between threads), their gradients summed in part order. Each part's
+/// task losses are weighted by its share of the batch's labeled rows, so the sum is the
+/// gradient of the whole batch's loss; Ω is taken once. Results depend on the part count
+/// (hence on the thread count, as the trainer promises), not on scheduling.
+fn batch_gradients(
+    model: &MultiTaskModel,
+    data: &EncodedDataset,
+    features: &[mtrec_model::FeatureData<'_>],
+    rows: &[usize],
+    lambdas: &[f32],
+    count: usize,
+) -> Result<BatchGradients, TrainError> {
+    let parts: Vec<&[usize]> =
+        (0..count).map(|p| &rows[p * rows.len() / count..(p + 1) * rows.len() / count]).collect();
+    let targets: Vec<_> = parts.iter().map(|part| batch_targets(data, part)).collect();
+    let labeled =
+        |masks: &[Vec<u8>]| -> Vec<usize> { masks.iter().map(|m| m.iter().filter(|&&m| m != 0).count()).collect() };
+    let part_labeled: Vec<Vec<usize>> = targets.iter().map(|(_, masks)| labeled(masks)).collect();
+    let tasks = model.heads.len();
+    let batch_labeled: Vec<usize> = (0..tasks).map(|t| part_labeled.iter().map(|l| l[t]).sum()).collect();
+    // A part without labels adds no gradient and runs no passes, but its rows still count as
+    // touched (as in one pass over the batch). The first part with labels takes Ω; a batch
+    // without any runs its first part, whose loss reports it.
+    let with_penalty = (0..count).find(|&p| part_labeled[p].iter().any(|&n| n > 0)).unwrap_or(0);
+    let share = |p: usize, t: usize| {
+        if batch_labeled[t] == 0 {
+            0.0
+        } else {
+            part_labeled[p][t] as f32 / batch_labeled[t] as f32
+        }
+    };
+    let one_part = |p: usize| -> Result<PartGradients, TrainError> {
+        let (labels, masks) = &targets[p];
+        if p != with_penalty && part_labeled[p].iter().all(|&n| n == 0) {
+            let ids = mtrec_model::BatchIds::new(&model.layout, features, parts[p]);
+            let input = vec![0.0; parts[p].len() * model.layout.width];
+            return Ok(PartGradients { ids, dense: Vec::new(), input, values: vec![None; tasks], penalty: None });
+        }
+        let Assembled { input: leaf, ids } = model.assemble(features, parts[p]);
+        // The input's gradient is only read summed per embedding id (`sparse_grads`), so the
+        // first layers may compute per distinct id.
+        let codes = model.input_codes(&ids);
+        let forward = model.forward_coded(leaf.trace(Gradients::leaky()), Some(&codes));
+        let losses = model.task_losses(forward, labels, masks)?;
+        let values = losses.values.clone();
+        let weights: Vec<f32> = (0..tasks).map(|t| lambdas[t] * share(p, t)).collect();
+        let (loss, penalty) = model.combine(losses, &weights, p == with_penalty);
+        let mut grads = loss.backward();
+        let input = std::mem::take(&mut **grads.get_or_alloc_mut(&leaf).expect("cpu allocation"));
+        let dense = model.params.ids().map(|id| model.params.grad(&mut grads, id)).collect();
+        Ok(PartGradients { ids, dense, input, values, penalty })
+    };
+    let results: Vec<PartGradients> = if count == 1 {
+        vec![one_part(0)?]
+    } else {
+        (0..count).into_par_iter().map(one_part).collect::<Result<_, _>>()?
+    };
+    let losses: Vec<Option<f32>> = (0..tasks)
+        .map(|t| {
+            results.iter().enumerate().filter_map(|(p, r)| r.values[t].map(|v| share(p, t) * v)).reduce(|a, b| a + b)
+        })
+        .collect();
+    let penalty = results[with_penalty].penalty;
+    let mut results = results.into_iter();
+    let first = results.next().expect("at least one part");
+    let (mut dense, mut input, mut ids) = (first.dense, first.input, vec![first.ids]);
+    for r in results {
+        if dense.is_empty() {
+            dense = r.dense;
+        } else if !r.dense.is_empty() {
+            for (acc, g) in dense.iter_mut().zip(&r.dense) {
+                acc.iter_mut().zip(g).for_each(|(a, g)| *a += g);
+            }
+        }
+        input.extend_from_slice(&r.input);
+        ids.push(r.ids);
+    }
+    let ids = if ids.len() == 1 { ids.pop().expect("one part") } else { mtrec_model::BatchIds::concat(&ids) };
+    let sparse = model.tables.sparse_grads(&model.layout, &ids, &input);
+    Ok(BatchGradients { dense, sparse, losses, penalty })
 }
 
 /// Per task with a label in the batch (`None` elsewhere): its loss, its gradients on every
@@ -535,4 +658,82 @@ fn run_epoch(
         .map(|(t, h)| (h.name.clone(), sums[t] / counts[t] as f64))
         .collect();
     Ok(EpochOutcome { losses, penalty: (penalty_steps > 0).then(|| penalty_sum / penalty_steps as f64) })
+}
+
+#[cfg(test)]
+mod tests {
+    use mtrec_model::{ArchitectureConfig, LossWeighting, ModelConfig};
+
+    use super::*;
+
+    fn close(a: f32, b: f32, what: &str) {
+        assert!((a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1e-2), "{what}: {a} vs {b}");
+    }
+
+    /// Cutting a batch into parts changes only rounding: the summed gradients, sparse rows and
+    /// losses match one pass over the batch, for plain, coded and soft-sharing models (Ω taken
+    /// once), with uncertainty weighting, and when a part has no labeled row at all.
+    #[test]
+    fn a_batch_in_parts_has_the_gradient_of_the_whole_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let synth = mtrec_synth::SyntheticConfig { users: 80, items: 40, rows: 1_500, seed: 4, ..Default::default() };
+        let ingest = mtrec_testkit::ingest_synthetic(dir.path(), &synth).ingest;
+        let pipeline = load_pipeline(&ingest).unwrap();
+        let mut data = load_split(&ingest, "train", &pipeline).unwrap();
+        let rows: Vec<usize> = (0..600).map(|r| (r * 7) % data.rows).collect();
+        // The first 200 rows of the batch (a whole part when cut in three) unlabeled.
+        for masks in &mut data.masks {
+            rows[..200].iter().for_each(|&r| masks[r] = 0);
+        }
+        let features = feature_data(&data);
+        let configs = [
+            ModelConfig {
+                architecture: ArchitectureConfig::Mmoe { experts: 3, expert_layers: vec![16] },
+                loss_weighting: LossWeighting::Uncertainty,
+                ..Default::default()
+            },
+            ModelConfig {
+                architecture: ArchitectureConfig::Mmoe {
+                    experts: 2,
+                    expert_layers: vec![mtrec_model::fused::CODED_MIN_WIDTH],
+                },
+                ..Default::default()
+            },
+            ModelConfig {
+                architecture: ArchitectureConfig::SoftSharing { layers: vec![16], alpha: 0.1 },
+                ..Default::default()
+            },
+        ];
+        for config in configs {
+            let name = config.architecture.name();
+            let model = MultiTaskModel::new(&pipeline, &config, 5).unwrap();
+            let lambdas: Vec<f32> = (0..model.heads.len()).map(|t| 1.0 + t as f32).collect();
+            let whole = batch_gradients(&model, &data, &features, &rows, &lambdas, 1).unwrap();
+            assert!(whole.dense.iter().flatten().any(|g| *g != 0.0), "{name}: no gradient");
+            assert_eq!(whole.penalty.is_some(), name == "soft_sharing");
+            for count in [2, 3] {
+                let parts = batch_gradients(&model, &data, &features, &rows, &lambdas, count).unwrap();
+                let what = |item: &str| format!("{name}, {count} parts: {item}");
+                for (t, (a, b)) in whole.losses.iter().zip(&parts.losses).enumerate() {
+                    close(a.unwrap(), b.unwrap(), &what(&format!("task {t} loss")));
+                }
+                assert_eq!(whole.penalty, parts.penalty, "{}", what("Ω"));
+                for (id, (a, b)) in whole.dense.iter().zip(&parts.dense).enumerate() {
+                    let scale = a.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+                    let diff = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+                    assert!(
+                        diff <= 1e-5 * scale + 1e-9,
+                        "{}: off by {diff} at scale {scale}",
+                        what(&format!("parameter {id}"))
+                    );
+                }
+                for (a, b) in whole.sparse.iter().zip(&parts.sparse) {
+                    assert_eq!(a.ids, b.ids, "{}", what("touched rows"));
+                    for (x, y) in a.values.iter().zip(&b.values) {
+                        assert!((x - y).abs() <= 1e-6, "{}: {x} vs {y}", what("embedding gradient"));
+                    }
+                }
+            }
+        }
+    }
 }
