@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use mtrec_ingest::encoded::{EncodedDataset, FeatureColumn};
 use mtrec_model::{FeatureData, MultiTaskModel, Predictions, RegressionLoss};
 use mtrec_schema::TaskType;
+use rayon::prelude::*;
 
 /// The model's view of an encoded split's feature columns.
 pub fn feature_data(data: &EncodedDataset) -> Vec<FeatureData<'_>> {
@@ -24,14 +25,16 @@ pub fn feature_views(columns: &[FeatureColumn]) -> Vec<FeatureData<'_>> {
         .collect()
 }
 
-/// Predictions for every row of `data`, in row order.
+/// Predictions for every row of `data`, in row order: batches scored in parallel (one per
+/// thread at a time, as training's parts), each exactly as it would be alone.
 pub fn predict_all(model: &MultiTaskModel, data: &EncodedDataset, batch_size: usize) -> Predictions {
     let features = feature_data(data);
     let mut all =
         Predictions { rows: 0, outputs: vec![Vec::new(); model.heads.len()], gates: vec![None; model.heads.len()] };
     let rows: Vec<usize> = (0..data.rows).collect();
-    for chunk in rows.chunks(batch_size.max(1)) {
-        let p = model.predict(&features, chunk);
+    let batches: Vec<Predictions> =
+        rows.par_chunks(batch_size.max(1)).map(|chunk| model.predict(&features, chunk)).collect();
+    for p in batches {
         all.rows += p.rows;
         for (acc, out) in all.outputs.iter_mut().zip(p.outputs) {
             acc.extend(out);

@@ -3,9 +3,10 @@
 //! Training and batch scoring of mtrec models.
 //!
 //! - [`config`]: the training configuration (a JSON file with defaults, saved in the bundle).
-//! - [`train`]: the loop: seeded shuffling, batches assembled in parallel (rayon), dense Adam
-//!   and sparse embedding steps, validation after every epoch, early stopping, checkpoints and
-//!   `--resume`, and the bundle of the best epoch.
+//! - [`train`]: the loop: seeded shuffling, data-parallel steps (one part of the batch per
+//!   thread, gradients summed in part order), dense Adam and sparse embedding steps, validation
+//!   after every epoch, early stopping, checkpoints and `--resume`, and the bundle of the best
+//!   epoch.
 //! - [`strategy`]: loss weighting and gradient strategies (static, uncertainty, DWA, GradNorm,
 //!   PCGrad), each with its reference and cost per step.
 //! - [`eval`]: scoring a split in batches and its validation metrics.
