@@ -10,7 +10,8 @@
 //!   op; products through faer, bias and ReLU in the same pass over each output, activations
 //!   kept inside the op;
 //! - [`linear`]: one layer without activation (gates, output heads);
-//! - [`mix`]: a gate's softmax and its mixture of the experts.
+//! - [`mix`]: a gate's softmax and its mixture of the experts; [`mix_gates`]: several gates
+//!   over the same experts (MMoE's one per task), reading them once.
 //!
 //! In training, the first layer over the assembled input can take [`InputCodes`]: for the
 //! embedding slots of single-id features, which id each row holds. A batch of 2,048 rows holds
