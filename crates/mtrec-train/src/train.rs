@@ -562,23 +562,34 @@ pub(crate) fn task_gradients(
     codes: Option<&InputCodes>,
     labels: &[Vec<f32>],
     masks: &[Vec<u8>],
-    weight_of: &dyn Fn(usize) -> f32,
+    weight_of: &(dyn Fn(usize) -> f32 + Sync),
 ) -> Result<TaskGradients, TrainError> {
     let tasks = model.heads.len();
+    // The tasks' passes are independent, so they run one per thread (each on its own tape);
+    // each gives the same gradients as it would alone.
+    let per_task: Vec<Option<_>> = (0..tasks)
+        .into_par_iter()
+        .map(|t| -> Result<_, TrainError> {
+            if masks[t].iter().all(|&m| m == 0) {
+                return Ok(None);
+            }
+            let forward = model.forward_coded(leaf.trace(Gradients::leaky()), codes);
+            let losses = model.task_losses(forward, labels, masks)?;
+            let value = losses.values[t];
+            let mut w = vec![0.0f32; tasks];
+            w[t] = weight_of(t);
+            let (loss, _) = model.combine(losses, &w, false);
+            let mut grads = loss.backward();
+            let input = std::mem::take(&mut **grads.get_or_alloc_mut(leaf).expect("cpu allocation"));
+            let dense = model.params.ids().map(|id| model.params.grad(&mut grads, id)).collect();
+            Ok(Some((value, dense, input)))
+        })
+        .collect::<Result<_, _>>()?;
     let mut out = TaskGradients { values: vec![None; tasks], dense: vec![None; tasks], input: vec![None; tasks] };
-    for t in 0..tasks {
-        if masks[t].iter().all(|&m| m == 0) {
-            continue;
+    for (t, pass) in per_task.into_iter().enumerate() {
+        if let Some((value, dense, input)) = pass {
+            (out.values[t], out.dense[t], out.input[t]) = (value, Some(dense), Some(input));
         }
-        let forward = model.forward_coded(leaf.trace(Gradients::leaky()), codes);
-        let losses = model.task_losses(forward, labels, masks)?;
-        out.values[t] = losses.values[t];
-        let mut w = vec![0.0f32; tasks];
-        w[t] = weight_of(t);
-        let (loss, _) = model.combine(losses, &w, false);
-        let mut grads = loss.backward();
-        out.input[t] = Some(grads.get_or_alloc_mut(leaf).expect("cpu allocation").to_vec());
-        out.dense[t] = Some(model.params.ids().map(|id| model.params.grad(&mut grads, id)).collect());
     }
     Ok(out)
 }
