@@ -8,9 +8,11 @@
 //! | `gradnorm` | Chen et al., ICML 2018 | L = Σ w_i L_i with learned w_i: after each step, with G_i = w_i ‖∇_W L_i‖ on the last shared layer W, r_i = (L_i/L_i(0)) / mean_j(L_j/L_j(0)) and the target Ḡ r_i^α (held constant), w_i moves by −lr · ∂/∂w_i Σ_j abs(G_j − Ḡ r_j^α) and the weights are renormalized to sum to K | one forward and backward **per task** (K of each) |
 //! | `pcgrad` | Yu et al., NeurIPS 2020 (gradient surgery) | per-task gradients g_i of λ_i L_i; on the shared parameters each g_i is projected, against the other tasks' original gradients in a random order, off every g_j it conflicts with (g_i · g_j < 0): g_i ← g_i − (g_i · g_j / ‖g_j‖²) g_j; the projected gradients are summed. Task-specific parameters and the embedding rows get the plain sum | one forward and backward **per task** (K of each) plus O(K² · shared parameters) for the projections |
 //!
-//! With K tasks, `gradnorm` and `pcgrad` cost about K times a `static` step: dfdx 0.13 keeps
-//! one tape per forward pass and `backward` consumes it, so each task's gradient needs its own
-//! forward pass. Where Ω (soft sharing) is part of the loss it is added once, unprojected.
+//! With K tasks, `gradnorm` and `pcgrad` do about K times a `static` step's work: dfdx 0.13
+//! keeps one tape per forward pass and `backward` consumes it, so each task's gradient needs
+//! its own forward pass. The tasks' passes run one per thread (a `static` step instead cuts its
+//! batch into one part per thread). Where Ω (soft sharing) is part of the loss it is added
+//! once, unprojected.
 //!
 //! Which parameters are shared (for PCGrad): those that receive a non-zero gradient from two or
 //! more tasks in the step: the scope group's sharing network (a task's own tower, head, gate or
