@@ -145,6 +145,15 @@ impl ParamStore {
         }
     }
 
+    /// The gradient of a parameter (zeros when it took no part in the loss), moved out of
+    /// `grads` (no copy; the parameter's entry is left empty).
+    pub fn take_grad(&self, grads: &mut Grads, id: ParamId) -> Vec<f32> {
+        match &self.entries[id.0].value {
+            Value::Matrix(m) => std::mem::take(&mut **grads.get_or_alloc_mut(m).expect("cpu allocation")),
+            Value::Vector(v) => std::mem::take(&mut **grads.get_or_alloc_mut(v).expect("cpu allocation")),
+        }
+    }
+
     /// The gradient of a parameter (zeros when it took no part in the loss).
     pub fn grad(&self, grads: &mut Grads, id: ParamId) -> Vec<f32> {
         match &self.entries[id.0].value {

@@ -512,7 +512,7 @@ fn batch_gradients(
         let (loss, penalty) = model.combine(losses, &weights, p == with_penalty);
         let mut grads = loss.backward();
         let input = std::mem::take(&mut **grads.get_or_alloc_mut(&leaf).expect("cpu allocation"));
-        let dense = model.params.ids().map(|id| model.params.grad(&mut grads, id)).collect();
+        let dense = model.params.ids().map(|id| model.params.take_grad(&mut grads, id)).collect();
         Ok(PartGradients { ids, dense, input, values, penalty })
     };
     let results: Vec<PartGradients> = if count == 1 {
@@ -581,7 +581,7 @@ pub(crate) fn task_gradients(
             let (loss, _) = model.combine(losses, &w, false);
             let mut grads = loss.backward();
             let input = std::mem::take(&mut **grads.get_or_alloc_mut(leaf).expect("cpu allocation"));
-            let dense = model.params.ids().map(|id| model.params.grad(&mut grads, id)).collect();
+            let dense = model.params.ids().map(|id| model.params.take_grad(&mut grads, id)).collect();
             Ok(Some((value, dense, input)))
         })
         .collect::<Result<_, _>>()?;
