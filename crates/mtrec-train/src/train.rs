@@ -427,7 +427,7 @@ fn step_parts(rows: usize) -> usize {
 /// One part's forward and backward pass in a data-parallel step.
 struct PartGradients {
     ids: mtrec_model::BatchIds,
-    /// Per dense parameter, in store order.
+    /// Per dense parameter, in store order; empty for a part without labels (it adds none).
     dense: Vec<Vec<f32>>,
     /// The assembled input's gradient (summed per embedding id by `sparse_grads`).
     input: Vec<f32>,
