@@ -146,19 +146,11 @@ impl ParamStore {
     }
 
     /// The gradient of a parameter (zeros when it took no part in the loss), moved out of
-    /// `grads` (no copy; the parameter's entry is left empty).
-    pub fn take_grad(&self, grads: &mut Grads, id: ParamId) -> Vec<f32> {
+    /// `grads` (no copy; the parameter's entry is left empty, so read each one once).
+    pub fn grad(&self, grads: &mut Grads, id: ParamId) -> Vec<f32> {
         match &self.entries[id.0].value {
             Value::Matrix(m) => std::mem::take(&mut **grads.get_or_alloc_mut(m).expect("cpu allocation")),
             Value::Vector(v) => std::mem::take(&mut **grads.get_or_alloc_mut(v).expect("cpu allocation")),
-        }
-    }
-
-    /// The gradient of a parameter (zeros when it took no part in the loss).
-    pub fn grad(&self, grads: &mut Grads, id: ParamId) -> Vec<f32> {
-        match &self.entries[id.0].value {
-            Value::Matrix(m) => grads.get_or_alloc_mut(m).expect("cpu allocation").to_vec(),
-            Value::Vector(v) => grads.get_or_alloc_mut(v).expect("cpu allocation").to_vec(),
         }
     }
 }
@@ -212,14 +204,8 @@ impl AdamState {
         Self { step: 0, m: zeros.clone(), v: zeros }
     }
 
-    /// One Adam step over every parameter of `store` with the gradients of one backward pass.
-    pub fn update(&mut self, cfg: &AdamConfig, store: &mut ParamStore, grads: &mut Grads) {
-        let g: Vec<Vec<f32>> = store.ids().map(|id| store.grad(grads, id)).collect();
-        self.update_with(cfg, store, &g);
-    }
-
-    /// One Adam step with explicit gradients, one per parameter in store order (for strategies
-    /// that combine several backward passes).
+    /// One Adam step with explicit gradients, one per parameter in store order (the trainer
+    /// sums them over a step's parts or combines them over tasks first).
     pub fn update_with(&mut self, cfg: &AdamConfig, store: &mut ParamStore, grads: &[Vec<f32>]) {
         assert_eq!(grads.len(), store.len(), "one gradient per parameter");
         self.step += 1;
@@ -266,7 +252,8 @@ mod tests {
         let loss = (x * store.device().tensor_from_vec(vec![3.0f32, -1.0, 0.0], (3,))).sum();
         let mut grads = loss.backward();
         let mut state = AdamState::new(&store);
-        state.update(&AdamConfig { lr: 0.1, ..Default::default() }, &mut store, &mut grads);
+        let g: Vec<Vec<f32>> = store.ids().map(|id| store.grad(&mut grads, id)).collect();
+        state.update_with(&AdamConfig { lr: 0.1, ..Default::default() }, &mut store, &g);
         let w = store.values(id);
         assert!((w[0] - 0.9).abs() < 1e-6 && (w[1] + 1.9).abs() < 1e-6 && (w[2] - 0.5).abs() < 1e-6, "{w:?}");
     }

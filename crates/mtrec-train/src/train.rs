@@ -424,15 +424,43 @@ fn step_parts(rows: usize) -> usize {
     rayon::current_num_threads().min(rows / STEP_PART_MIN_ROWS).max(1)
 }
 
-/// One part's forward and backward pass in a data-parallel step.
+/// One forward and backward pass of Σ_t weights[t] L_t (+ Ω) over an assembled input.
+struct Pass {
+    /// Each task's unweighted loss (`None`: no labeled row).
+    values: Vec<Option<f32>>,
+    /// Ω's value, where it was taken.
+    penalty: Option<f32>,
+    /// Per dense parameter, in store order.
+    dense: Vec<Vec<f32>>,
+    /// The input's gradient (with `codes`, only meaningful summed per embedding id).
+    input: Vec<f32>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_pass(
+    model: &MultiTaskModel,
+    leaf: &mtrec_model::Mat,
+    codes: Option<&InputCodes>,
+    labels: &[Vec<f32>],
+    masks: &[Vec<u8>],
+    weights: &[f32],
+    penalty: bool,
+) -> Result<Pass, TrainError> {
+    let forward = model.forward_coded(leaf.trace(Gradients::leaky()), codes);
+    let losses = model.task_losses(forward, labels, masks)?;
+    let values = losses.values.clone();
+    let (loss, penalty) = model.combine(losses, weights, penalty);
+    let mut grads = loss.backward();
+    let input = std::mem::take(&mut **grads.get_or_alloc_mut(leaf).expect("cpu allocation"));
+    let dense = model.params.ids().map(|id| model.params.grad(&mut grads, id)).collect();
+    Ok(Pass { values, penalty, dense, input })
+}
+
+/// One part of a data-parallel step: its ids, and its pass (`None` for a part without labels,
+/// which adds no gradient).
 struct PartGradients {
     ids: mtrec_model::BatchIds,
-    /// Per dense parameter, in store order; empty for a part without labels (it adds none).
-    dense: Vec<Vec<f32>>,
-    /// The assembled input's gradient (summed per embedding id by `sparse_grads`).
-    input: Vec<f32>,
-    values: Vec<Option<f32>>,
-    penalty: Option<f32>,
+    pass: Option<Pass>,
 }
 
 /// A step with the static, uncertainty or DWA strategy, data-parallel ([`batch_gradients`]
@@ -497,49 +525,56 @@ fn batch_gradients(
     let one_part = |p: usize| -> Result<PartGradients, TrainError> {
         let (labels, masks) = &targets[p];
         if p != with_penalty && part_labeled[p].iter().all(|&n| n == 0) {
-            let ids = mtrec_model::BatchIds::new(&model.layout, features, parts[p]);
-            let input = vec![0.0; parts[p].len() * model.layout.width];
-            return Ok(PartGradients { ids, dense: Vec::new(), input, values: vec![None; tasks], penalty: None });
+            return Ok(PartGradients {
+                ids: mtrec_model::BatchIds::new(&model.layout, features, parts[p]),
+                pass: None,
+            });
         }
         let Assembled { input: leaf, ids } = model.assemble(features, parts[p]);
         // The input's gradient is only read summed per embedding id (`sparse_grads`), so the
         // first layers may compute per distinct id.
         let codes = model.input_codes(&ids);
-        let forward = model.forward_coded(leaf.trace(Gradients::leaky()), Some(&codes));
-        let losses = model.task_losses(forward, labels, masks)?;
-        let values = losses.values.clone();
         let weights: Vec<f32> = (0..tasks).map(|t| lambdas[t] * share(p, t)).collect();
-        let (loss, penalty) = model.combine(losses, &weights, p == with_penalty);
-        let mut grads = loss.backward();
-        let input = std::mem::take(&mut **grads.get_or_alloc_mut(&leaf).expect("cpu allocation"));
-        let dense = model.params.ids().map(|id| model.params.take_grad(&mut grads, id)).collect();
-        Ok(PartGradients { ids, dense, input, values, penalty })
+        let pass = backward_pass(model, &leaf, Some(&codes), labels, masks, &weights, p == with_penalty)?;
+        Ok(PartGradients { ids, pass: Some(pass) })
     };
     let results: Vec<PartGradients> = if count == 1 {
         vec![one_part(0)?]
     } else {
         (0..count).into_par_iter().map(one_part).collect::<Result<_, _>>()?
     };
+    let passes = || results.iter().enumerate().filter_map(|(p, r)| r.pass.as_ref().map(|pass| (p, pass)));
     let losses: Vec<Option<f32>> = (0..tasks)
-        .map(|t| {
-            results.iter().enumerate().filter_map(|(p, r)| r.values[t].map(|v| share(p, t) * v)).reduce(|a, b| a + b)
-        })
+        .map(|t| passes().filter_map(|(p, pass)| pass.values[t].map(|v| share(p, t) * v)).reduce(|a, b| a + b))
         .collect();
-    let penalty = results[with_penalty].penalty;
-    let mut results = results.into_iter();
-    let first = results.next().expect("at least one part");
-    let (mut dense, mut input, mut ids) = (first.dense, first.input, vec![first.ids]);
-    for r in results {
-        if dense.is_empty() {
-            dense = r.dense;
-        } else if !r.dense.is_empty() {
-            for (acc, g) in dense.iter_mut().zip(&r.dense) {
-                acc.iter_mut().zip(g).for_each(|(a, g)| *a += g);
+    let penalty = results[with_penalty].pass.as_ref().and_then(|pass| pass.penalty);
+    // Dense gradients summed and input gradients concatenated in part order (the first part's
+    // moved, not copied; a part without labels adds zeros for its rows).
+    let mut dense: Option<Vec<Vec<f32>>> = None;
+    let mut input: Vec<f32> = Vec::new();
+    let mut ids = Vec::with_capacity(count);
+    for (part, r) in parts.iter().zip(results) {
+        match r.pass {
+            Some(pass) => {
+                match &mut dense {
+                    None => dense = Some(pass.dense),
+                    Some(acc) => {
+                        for (acc, g) in acc.iter_mut().zip(&pass.dense) {
+                            acc.iter_mut().zip(g).for_each(|(a, g)| *a += g);
+                        }
+                    }
+                }
+                if input.is_empty() {
+                    input = pass.input;
+                } else {
+                    input.extend_from_slice(&pass.input);
+                }
             }
+            None => input.resize(input.len() + part.len() * model.layout.width, 0.0),
         }
-        input.extend_from_slice(&r.input);
         ids.push(r.ids);
     }
+    let dense = dense.expect("the part that takes Ω always runs its pass");
     let ids = if ids.len() == 1 { ids.pop().expect("one part") } else { mtrec_model::BatchIds::concat(&ids) };
     let sparse = model.tables.sparse_grads(&model.layout, &ids, &input);
     Ok(BatchGradients { dense, sparse, losses, penalty })
@@ -573,15 +608,10 @@ pub(crate) fn task_gradients(
             if masks[t].iter().all(|&m| m == 0) {
                 return Ok(None);
             }
-            let forward = model.forward_coded(leaf.trace(Gradients::leaky()), codes);
-            let losses = model.task_losses(forward, labels, masks)?;
-            let value = losses.values[t];
             let mut w = vec![0.0f32; tasks];
             w[t] = weight_of(t);
-            let (loss, _) = model.combine(losses, &w, false);
-            let mut grads = loss.backward();
-            let input = std::mem::take(&mut **grads.get_or_alloc_mut(leaf).expect("cpu allocation"));
-            let dense = model.params.ids().map(|id| model.params.take_grad(&mut grads, id)).collect();
+            let pass = backward_pass(model, leaf, codes, labels, masks, &w, false)?;
+            let (value, dense, input) = (pass.values[t], pass.dense, pass.input);
             Ok(Some((value, dense, input)))
         })
         .collect::<Result<_, _>>()?;
