@@ -8,7 +8,11 @@
 //! the 10^7 tables, so both sizes do exactly the same work and only the tables' size differs.
 //! `sparse_step shared` gives the 8 features one table instead of one each; a second argument,
 //! `rowwise_adagrad`, replaces lazy Adam (two moments per weight) with row-wise Adagrad (one value
-//! per row). Figures and command: benches/README.md.
+//! per row); a third sets the large vocabulary (10^7 by default), to find where the step starts
+//! to slow down. Last, on one thread, each update is run a second time on the same rows, whose
+//! lines are then cached: what that second update still loses at the large size comes not from
+//! fetching rows from memory but from their spread (more pages to translate, lines held further
+//! from the core). Figures and command: benches/README.md.
 
 use std::time::Instant;
 
@@ -76,10 +80,15 @@ fn spread_ids(ids: &[Vec<u32>], from: u32, to: u32) -> Vec<Vec<u32>> {
     ids.iter().map(|feature| feature.iter().map(|&id| rows.index(id as usize) as u32).collect()).collect()
 }
 
+/// A fixed gradient of a batch's gathered input, as the dense network would hand back.
+fn input_gradient(layout: &InputLayout) -> Vec<f32> {
+    (0..BATCH * layout.width).map(|i| ((i % 97) as f32 - 48.0) * 1e-3).collect()
+}
+
 /// Mean seconds per step over `steps` steps, and the share of gather, scatter and update.
 fn time_steps(s: &mut Setup, batches: &Batches, steps: usize) -> (f64, [f64; 3]) {
     let mut input = vec![0.0f32; BATCH * s.layout.width];
-    let grad: Vec<f32> = (0..BATCH * s.layout.width).map(|i| ((i % 97) as f32 - 48.0) * 1e-3).collect();
+    let grad = input_gradient(&s.layout);
     let mut phases = [0.0f64; 3];
     let started = Instant::now();
     for step in 0..steps {
@@ -100,6 +109,29 @@ fn time_steps(s: &mut Setup, batches: &Batches, steps: usize) -> (f64, [f64; 3])
     }
     let total = started.elapsed().as_secs_f64();
     (total / steps as f64, phases.map(|p| p / total))
+}
+
+/// Mean seconds of an update, and of the same update run again at once on the same rows (their
+/// lines now cached), over `steps` steps.
+fn time_cached_update(s: &mut Setup, batches: &Batches, steps: usize) -> (f64, f64) {
+    let mut input = vec![0.0f32; BATCH * s.layout.width];
+    let grad = input_gradient(&s.layout);
+    let rows: Vec<usize> = (0..BATCH).collect();
+    let (mut first, mut again) = (0.0, 0.0);
+    for step in 0..steps {
+        let start = (step % 50) * BATCH;
+        let data: Vec<FeatureData<'_>> = batches.iter().map(|c| FeatureData::Ids(&c[start..start + BATCH])).collect();
+        let ids = BatchIds::new(&s.layout, &data, &rows);
+        s.tables.gather(&s.layout, &data, &rows, &ids, &mut input);
+        let g = s.tables.sparse_grads(&s.layout, &ids, &grad);
+        let t = Instant::now();
+        s.optimizer.apply(&mut s.tables, &g);
+        first += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        s.optimizer.apply(&mut s.tables, &g);
+        again += t.elapsed().as_secs_f64();
+    }
+    (first / steps as f64, again / steps as f64)
 }
 
 /// Each table's distinct touched ids, for each of the 50 batches a run cycles through.
@@ -144,7 +176,7 @@ fn time_fetch_floor(s: &Setup, touched: &[Vec<Vec<u32>>], steps: usize) -> f64 {
 
 fn main() {
     let usage = |got: &str| -> ! {
-        eprintln!("usage: sparse_step [separate|shared] [lazy_adam|rowwise_adagrad] (got {got:?})");
+        eprintln!("usage: sparse_step [separate|shared] [lazy_adam|rowwise_adagrad] [LARGE_VOCAB] (got {got:?})");
         std::process::exit(2);
     };
     let shared = match std::env::args().nth(1).as_deref() {
@@ -161,7 +193,12 @@ fn main() {
     };
     let steps = 300;
     let mut small = setup(1_000, shared, optimizer);
-    let mut large = setup(10_000_000, shared, optimizer);
+    let large_vocab = match std::env::args().nth(3) {
+        None => 10_000_000,
+        Some(v) => v.parse::<u32>().ok().filter(|&v| v >= 10_000).unwrap_or_else(|| usage(&v)),
+    };
+    let big = format!("{large_vocab:.0e}");
+    let mut large = setup(large_vocab, shared, optimizer);
     let (small_ids, large_ids) = (small.ids.clone(), large.ids.clone());
     let rows = |s: &Setup| s.tables.tables[0].rows as u32;
     let same_ids = spread_ids(&small_ids, rows(&small), rows(&large));
@@ -171,7 +208,7 @@ fn main() {
         .map(|t| t.iter().map(|batch| batch.iter().map(Vec::len).sum::<usize>()).sum::<usize>() as f64 / 50.0)
         .collect();
     println!(
-        "distinct rows updated per step: vocab 1e3 {:.0}, vocab 1e7 own ids {:.0}, vocab 1e7 same batches {:.0}",
+        "distinct rows updated per step: vocab 1e3 {:.0}, vocab {big} own ids {:.0}, vocab {big} same batches {:.0}",
         distinct[0], distinct[1], distinct[2]
     );
     let shares =
@@ -185,11 +222,11 @@ fn main() {
         let fb = time_fetch_floor(&large, &touched[1], steps);
         let fc = time_fetch_floor(&large, &touched[2], steps);
         println!("round {round}: vocab 1e3 {:.1} us/step ({})", a * 1e6, shares(pa));
-        println!("         vocab 1e7, own ids {:.1} us/step ({}), ratio {:.3}", b * 1e6, shares(pb), b / a);
-        println!("         vocab 1e7, same batches {:.1} us/step ({}), ratio {:.3}", c * 1e6, shares(pc), c / a);
+        println!("         vocab {big}, own ids {:.1} us/step ({}), ratio {:.3}", b * 1e6, shares(pb), b / a);
+        println!("         vocab {big}, same batches {:.1} us/step ({}), ratio {:.3}", c * 1e6, shares(pc), c / a);
         println!(
-            "         fetch floor: vocab 1e3 {:.1} us/step, 1e7 own ids {:.1} us/step = {:.3} of a 1e3 step, \
-             1e7 same batches {:.1} us/step = {:.3}",
+            "         fetch floor: vocab 1e3 {:.1} us/step, {big} own ids {:.1} us/step = {:.3} of a 1e3 step, \
+             {big} same batches {:.1} us/step = {:.3}",
             fa * 1e6,
             fb * 1e6,
             fb / a,
@@ -204,7 +241,19 @@ fn main() {
         v.sort_by(f64::total_cmp);
         format!("{:.3} (min {:.3}, max {:.3})", v[2], v[0], v[4])
     };
-    println!("step time 1e7 / 1e3, same batches, median of 5 rounds: {}", median(&mut same_ratios));
-    println!("step time 1e7 / 1e3, own ids, median of 5 rounds: {}", median(&mut own_ratios));
-    println!("fetch floor at 1e7 (same batches) / step time at 1e3, median of 5 rounds: {}", median(&mut floors));
+    println!("step time {big} / 1e3, same batches, median of 5 rounds: {}", median(&mut same_ratios));
+    println!("step time {big} / 1e3, own ids, median of 5 rounds: {}", median(&mut own_ratios));
+    println!("fetch floor at {big} (same batches) / step time at 1e3, median of 5 rounds: {}", median(&mut floors));
+    // On one thread, so that the second update runs on the core whose caches hold the rows.
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool");
+    let (small_first, small_again) = one.install(|| time_cached_update(&mut small, &small_ids, steps));
+    let (large_first, large_again) = one.install(|| time_cached_update(&mut large, &same_ids, steps));
+    println!(
+        "one thread: update, then the same update again on its cached rows: vocab 1e3 {:.1} then {:.1} us, \
+         vocab {big} same batches {:.1} then {:.1} us",
+        small_first * 1e6,
+        small_again * 1e6,
+        large_first * 1e6,
+        large_again * 1e6
+    );
 }
