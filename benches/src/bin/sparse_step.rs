@@ -80,6 +80,11 @@ fn spread_ids(ids: &[Vec<u32>], from: u32, to: u32) -> Vec<Vec<u32>> {
     ids.iter().map(|feature| feature.iter().map(|&id| rows.index(id as usize) as u32).collect()).collect()
 }
 
+/// Batch `k` of the 50 a run cycles through, as the model reads it.
+fn batch_data(batches: &Batches, k: usize) -> Vec<FeatureData<'_>> {
+    batches.iter().map(|c| FeatureData::Ids(&c[k * BATCH..(k + 1) * BATCH])).collect()
+}
+
 /// A fixed gradient of a batch's gathered input, as the dense network would hand back.
 fn input_gradient(layout: &InputLayout) -> Vec<f32> {
     (0..BATCH * layout.width).map(|i| ((i % 97) as f32 - 48.0) * 1e-3).collect()
@@ -92,9 +97,7 @@ fn time_steps(s: &mut Setup, batches: &Batches, steps: usize) -> (f64, [f64; 3])
     let mut phases = [0.0f64; 3];
     let started = Instant::now();
     for step in 0..steps {
-        let start = (step % 50) * BATCH;
-        let cols: Vec<&[u32]> = batches.iter().map(|c| &c[start..start + BATCH]).collect();
-        let data: Vec<FeatureData<'_>> = cols.iter().map(|c| FeatureData::Ids(c)).collect();
+        let data = batch_data(batches, step % 50);
         let rows: Vec<usize> = (0..BATCH).collect();
         let t = Instant::now();
         let ids = BatchIds::new(&s.layout, &data, &rows);
@@ -119,8 +122,7 @@ fn time_cached_update(s: &mut Setup, batches: &Batches, steps: usize) -> (f64, f
     let rows: Vec<usize> = (0..BATCH).collect();
     let (mut first, mut again) = (0.0, 0.0);
     for step in 0..steps {
-        let start = (step % 50) * BATCH;
-        let data: Vec<FeatureData<'_>> = batches.iter().map(|c| FeatureData::Ids(&c[start..start + BATCH])).collect();
+        let data = batch_data(batches, step % 50);
         let ids = BatchIds::new(&s.layout, &data, &rows);
         s.tables.gather(&s.layout, &data, &rows, &ids, &mut input);
         let g = s.tables.sparse_grads(&s.layout, &ids, &grad);
@@ -140,8 +142,7 @@ fn touched_ids(s: &Setup, batches: &Batches) -> Vec<Vec<Vec<u32>>> {
     let rows: Vec<usize> = (0..BATCH).collect();
     (0..50)
         .map(|k| {
-            let cols: Vec<&[u32]> = batches.iter().map(|c| &c[k * BATCH..(k + 1) * BATCH]).collect();
-            let data: Vec<FeatureData<'_>> = cols.iter().map(|c| FeatureData::Ids(c)).collect();
+            let data = batch_data(batches, k);
             let ids = BatchIds::new(&s.layout, &data, &rows);
             s.tables.sparse_grads(&s.layout, &ids, &grad).into_iter().map(|g| g.ids).collect()
         })

@@ -37,7 +37,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use crate::cpu::clean_upper_state;
-use crate::params::{Dev, Mat, TapeKind, Vector};
+use crate::params::{take_grad, Dev, Mat, TapeKind, Vector};
 
 /// Rows per block: blocks run in parallel, and sums over blocks are added in block order, so
 /// results never depend on the thread count.
@@ -94,12 +94,6 @@ fn values<S: Shape, T>(t: &Tensor<S, f32, Dev, T>) -> Vec<f32> {
     let mut buf = take_buffer(t.shape().num_elements());
     t.copy_into(&mut buf);
     buf
-}
-
-/// Moves the gradient of an op's own output out of `grads` (no copy): only this op's backward
-/// reads it, and it runs after every consumer of the output has added its part.
-fn take_grad(grads: &mut Gradients<f32, Dev>, out: &Mat) -> Result<Vec<f32>, CpuError> {
-    Ok(std::mem::take(&mut **grads.get_or_alloc_mut(out)?))
 }
 
 /// faer's `matmul`, then the vector registers' upper halves cleared on this thread
@@ -289,6 +283,8 @@ fn chain<T: TapeKind>(x: Mat<T>, layers: &[Layer<'_>], codes: Option<&InputCodes
         layers.iter().map(|l| l.groups.iter().map(|(w, b)| ((*w).clone(), (*b).clone())).collect()).collect();
     let (x_id, out_id) = (x.clone(), out.clone());
     tape.add_backward_op(move |grads| {
+        // An op's output gradient is read only by its own backward, which runs after every
+        // consumer of the output has added its part: moved out, not copied (here and below).
         let mut go = take_grad(grads, &out_id)?;
         for l in (0..shapes.len()).rev() {
             let shape = shapes[l];

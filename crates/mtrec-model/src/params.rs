@@ -14,6 +14,12 @@ pub type Mat<T = NoneTape> = Tensor<(usize, usize), f32, Dev, T>;
 pub type Vector<T = NoneTape> = Tensor<(usize,), f32, Dev, T>;
 /// Gradients of one backward pass.
 pub type Grads = Gradients<f32, Dev>;
+/// Moves the gradient of `t` out of `grads` (no copy; zeros when `t` took no part in the
+/// loss). Its entry is left empty, so each gradient is read once.
+pub fn take_grad<S: Shape, T>(grads: &mut Grads, t: &Tensor<S, f32, Dev, T>) -> Result<Vec<f32>, CpuError> {
+    Ok(std::mem::take(&mut **grads.get_or_alloc_mut(t)?))
+}
+
 /// The tape of a training forward pass.
 pub type Taped = OwnedTape<f32, Dev>;
 
@@ -146,12 +152,13 @@ impl ParamStore {
     }
 
     /// The gradient of a parameter (zeros when it took no part in the loss), moved out of
-    /// `grads` (no copy; the parameter's entry is left empty, so read each one once).
+    /// `grads` ([`take_grad`]: read each one once).
     pub fn grad(&self, grads: &mut Grads, id: ParamId) -> Vec<f32> {
         match &self.entries[id.0].value {
-            Value::Matrix(m) => std::mem::take(&mut **grads.get_or_alloc_mut(m).expect("cpu allocation")),
-            Value::Vector(v) => std::mem::take(&mut **grads.get_or_alloc_mut(v).expect("cpu allocation")),
+            Value::Matrix(m) => take_grad(grads, m),
+            Value::Vector(v) => take_grad(grads, v),
         }
+        .expect("cpu allocation")
     }
 }
 

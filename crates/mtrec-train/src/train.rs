@@ -451,7 +451,7 @@ fn backward_pass(
     let values = losses.values.clone();
     let (loss, penalty) = model.combine(losses, weights, penalty);
     let mut grads = loss.backward();
-    let input = std::mem::take(&mut **grads.get_or_alloc_mut(leaf).expect("cpu allocation"));
+    let input = mtrec_model::params::take_grad(&mut grads, leaf).expect("cpu allocation");
     let dense = model.params.ids().map(|id| model.params.grad(&mut grads, id)).collect();
     Ok(Pass { values, penalty, dense, input })
 }
@@ -610,15 +610,13 @@ pub(crate) fn task_gradients(
             }
             let mut w = vec![0.0f32; tasks];
             w[t] = weight_of(t);
-            let pass = backward_pass(model, leaf, codes, labels, masks, &w, false)?;
-            let (value, dense, input) = (pass.values[t], pass.dense, pass.input);
-            Ok(Some((value, dense, input)))
+            backward_pass(model, leaf, codes, labels, masks, &w, false).map(Some)
         })
         .collect::<Result<_, _>>()?;
     let mut out = TaskGradients { values: vec![None; tasks], dense: vec![None; tasks], input: vec![None; tasks] };
     for (t, pass) in per_task.into_iter().enumerate() {
-        if let Some((value, dense, input)) = pass {
-            (out.values[t], out.dense[t], out.input[t]) = (value, Some(dense), Some(input));
+        if let Some(pass) = pass {
+            (out.values[t], out.dense[t], out.input[t]) = (pass.values[t], Some(pass.dense), Some(pass.input));
         }
     }
     Ok(out)
