@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Scoring API speed (issue 4 §7): `mtrec serve` under a load generator on loopback
+# Scoring API speed: `mtrec serve` under a load generator on loopback
 # (benches/src/bin/serve_load.rs), side by side in the same run with in-process scoring of the
 # same model and requests (`ServingModel::score`), and with onnxruntime running the equivalent
 # model (benches/reference/serve_onnx.py; skipped unless `python3 -c "import onnxruntime"` works).
 # Census MMoE, wide and small, trained one epoch (speed does not depend on quality).
 #
 # Usage: benches/serve.sh [REPEATS] [SECONDS] [MODELS]
-#   REPEATS rounds (default 3), SECONDS measured per run (default 30, the issue's; 5 for a smoke
+#   REPEATS rounds (default 3), SECONDS measured per run (default 30; 5 for a smoke
 #   run), MODELS (default "wide small"). Every JSON result line is kept in
 #   out/serve-bench/results.jsonl (override with SERVE_BENCH_OUT).
 set -euo pipefail
@@ -15,7 +15,10 @@ repeats=${1:-3}
 seconds=${2:-30}
 models=${3:-"wide small"}
 items=100
-census=../shared/datasets/census-income-kdd/census-income.test.gz
+# The official Census-Income test file: datasets/census-income/download.sh fetches it, or point
+# CENSUS_TEST at a copy.
+census=${CENSUS_TEST:-datasets/census-income/census-income.test.gz}
+[ -f "$census" ] || { echo "$census not found: run datasets/census-income/download.sh or set CENSUS_TEST" >&2; exit 1; }
 out=${SERVE_BENCH_OUT:-out/serve-bench}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mtrec-target}"
 cargo build --release -q --workspace --bins

@@ -9,7 +9,10 @@ cd "$(dirname "$0")/.."
 repeats=${1:-3}
 threads=${2:-2}
 epochs=${3:-8}
-census=../shared/datasets/census-income-kdd/census-income.test.gz
+# The official Census-Income test file: datasets/census-income/download.sh fetches it, or point
+# CENSUS_TEST at a copy.
+census=${CENSUS_TEST:-datasets/census-income/census-income.test.gz}
+[ -f "$census" ] || { echo "$census not found: run datasets/census-income/download.sh or set CENSUS_TEST" >&2; exit 1; }
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mtrec-target}"
 cargo build --release -q --workspace --bins
 bin="$CARGO_TARGET_DIR/release/mtrec"

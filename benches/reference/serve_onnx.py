@@ -1,4 +1,4 @@
-"""onnxruntime reference for mtrec's serving benchmark (benches/serve.sh, issue 4 §7).
+"""onnxruntime reference for mtrec's serving benchmark (benches/serve.sh).
 
 Builds mtrec's Census MMoE in PyTorch from a bundle's `weights.safetensors` (tensor names:
 crates/mtrec-model/src/io.rs; the structure of benches/reference/census_torch.py), exports it to

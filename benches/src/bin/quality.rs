@@ -41,7 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global()?;
     }
     let pipeline = mtrec_ingest::encoded::load_pipeline(&args.data)?;
-    let test = mtrec_ingest::encoded::load_split(&args.data, "test", &pipeline)?;
+    let test = mtrec_ingest::encoded::load_split(&args.data, mtrec_schema::Split::Test, &pipeline)?;
     // Bayes-optimal AUC of binary tasks whose true probability is a passthrough column.
     let mut bayes = BTreeMap::new();
     for (t, task) in pipeline.tasks.iter().enumerate() {
@@ -72,7 +72,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 resume: false,
                 progress: false,
             })?;
-            let metrics = mtrec_train::eval::evaluate(&trained.model, &test, 8192).metrics;
+            let metrics: BTreeMap<String, f64> = mtrec_model::evaluate(&trained.model, &test, 8192)
+                .metrics
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
             eprintln!(
                 "{name} seed {seed}: {} epochs, best {:?}, {:.0}s: {}",
                 trained.history.epochs.len(),

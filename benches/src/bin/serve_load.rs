@@ -1,7 +1,7 @@
-//! Scoring-API benchmark (issue 4 §7): a load generator for `mtrec serve` on loopback, and the
-//! same requests scored in process through `mtrec_serve::ServingModel::score`, so the two can be
-//! compared in one run. Figures and commands: benches/README.md ("Serving"); driver:
-//! benches/serve.sh.
+//! Scoring-API benchmark: a load generator for `mtrec serve` on loopback, and the same requests
+//! scored in process through `mtrec_serve::ServingModel::score`, so the two can be compared in
+//! one run. Figures and commands: benches/README.md ("Serving: HTTP, in-process and
+//! onnxruntime"); driver: benches/serve.sh.
 //!
 //! Requests are built from raw Census rows (the CSV the model was trained from). Every Census
 //! feature is on the user side and there is no item id, so a `/v1/score` request is one person

@@ -23,7 +23,7 @@ impl Cells {
         let s = table
             .df
             .column(column)
-            .map_err(|e| IngestError::Data(format!("column {column:?}: {e}")))?
+            .map_err(|source| IngestError::Polars { what: format!("column {column:?}"), source })?
             .as_materialized_series()
             .clone();
         Ok(match s.dtype() {

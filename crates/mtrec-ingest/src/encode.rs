@@ -218,12 +218,14 @@ pub fn encode_split(
     if !pipeline.passthrough.is_empty() {
         let idx = IdxCa::from_vec("idx".into(), rows.iter().map(|&r| r as IdxSize).collect());
         for column in &pipeline.passthrough {
-            let s = table.df.column(column).map_err(|e| IngestError::Data(e.to_string()))?.as_materialized_series();
-            let taken = s.take(&idx).map_err(|e| IngestError::Data(e.to_string()))?;
+            let polars = |source| IngestError::Polars { what: format!("passthrough column {column:?}"), source };
+            let s = table.df.column(column).map_err(polars)?.as_materialized_series();
+            let taken = s.take(&idx).map_err(polars)?;
             out_columns.push(taken.with_name(columns::extra(column).into()).into());
         }
     }
-    let df = DataFrame::new(rows.len(), out_columns).map_err(|e| IngestError::Data(e.to_string()))?;
+    let df = DataFrame::new(rows.len(), out_columns)
+        .map_err(|source| IngestError::Polars { what: "assembling the encoded columns".to_owned(), source })?;
     Ok(EncodedSplit { df, summary: SplitSummary { rows: rows.len(), features: feature_counts, tasks: task_counts } })
 }
 

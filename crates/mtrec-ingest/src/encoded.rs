@@ -1,51 +1,23 @@
-//! Reading an encoded split back (`train.arrow`, ...) into plain columns, for training,
-//! prediction and evaluation. Ids are checked against their table sizes here, once, so nothing
-//! downstream can index an embedding table out of range.
+//! Reading an encoded split back (`train.arrow`, ...) into an [`EncodedDataset`], for
+//! training, prediction and evaluation. Ids are checked against their table sizes here, once,
+//! so nothing downstream can index an embedding table out of range.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use mtrec_schema::{columns, EncodedKind, FeaturePipeline, FittedFeature};
+use mtrec_schema::{columns, EncodedDataset, EncodedKind, FeatureColumn, FeaturePipeline, FittedFeature, Split};
 use polars::prelude::*;
 
 use crate::error::IngestError;
 use crate::files;
 
-/// One feature's encoded values.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FeatureColumn {
-    /// One id per row.
-    Ids(Vec<u32>),
-    /// Ids of row `r` are `values[offsets[r]..offsets[r + 1]]`.
-    Lists { offsets: Vec<usize>, values: Vec<u32> },
-    /// One number per row.
-    Values(Vec<f32>),
-}
-
-/// An encoded split in memory.
-#[derive(Debug, Clone)]
-pub struct EncodedDataset {
-    pub split: String,
-    pub rows: usize,
-    /// Aligned with `pipeline.features`.
-    pub features: Vec<FeatureColumn>,
-    /// Aligned with `pipeline.tasks`.
-    pub labels: Vec<Vec<f32>>,
-    pub masks: Vec<Vec<u8>>,
-    pub user_ids: Option<Vec<String>>,
-    pub item_ids: Option<Vec<String>>,
-    pub row_ids: Vec<u64>,
-    /// Passthrough columns (`extra.<column>`) that are numeric.
-    pub extras: BTreeMap<String, Vec<f64>>,
-}
-
 /// Reads `features.json` of an ingest directory.
 pub fn load_pipeline(dir: &Path) -> Result<FeaturePipeline, IngestError> {
-    FeaturePipeline::load(&dir.join(files::FEATURES)).map_err(|e| IngestError::Data(e.to_string()))
+    Ok(FeaturePipeline::load(&dir.join(files::FEATURES))?)
 }
 
 /// Reads split `split` of the ingest directory `dir`, checking it against `pipeline`.
-pub fn load_split(dir: &Path, split: &str, pipeline: &FeaturePipeline) -> Result<EncodedDataset, IngestError> {
+pub fn load_split(dir: &Path, split: Split, pipeline: &FeaturePipeline) -> Result<EncodedDataset, IngestError> {
     let path = dir.join(files::split(split));
     let file = std::fs::File::open(&path).map_err(|e| IngestError::read(&path, e))?;
     let df = IpcReader::new(file).finish().map_err(|e| IngestError::read(&path, e))?;
@@ -101,7 +73,7 @@ pub fn load_split(dir: &Path, split: &str, pipeline: &FeaturePipeline) -> Result
             }
         }
     }
-    Ok(EncodedDataset { split: split.to_owned(), rows, features, labels, masks, user_ids, item_ids, row_ids, extras })
+    Ok(EncodedDataset { split, rows, features, labels, masks, user_ids, item_ids, row_ids, extras })
 }
 
 /// An encoded feature's Polars column as a [`FeatureColumn`], checking every id against the

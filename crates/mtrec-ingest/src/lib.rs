@@ -28,8 +28,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use mtrec_schema::fs::StagedDir;
 use mtrec_schema::{
-    load_schema, DatasetSchema, Encoder, FeaturePipeline, FeatureType, Format, SchemaError, SplitMethod,
+    load_schema, DatasetSchema, Encoder, FeaturePipeline, FeatureType, Format, SchemaError, Split, SplitMethod,
 };
 use polars::prelude::*;
 
@@ -38,7 +39,6 @@ pub use report::IngestReport;
 
 use cells::Cells;
 use source::{FileSpan, RawTable};
-use split::Split;
 
 /// File names inside an ingest directory.
 pub mod files {
@@ -46,8 +46,8 @@ pub mod files {
     pub const SCHEMA: &str = "schema.json";
     pub const REPORT: &str = "ingest_report.json";
     /// `train.arrow`, `valid.arrow`, `test.arrow`.
-    pub fn split(name: &str) -> String {
-        format!("{name}.arrow")
+    pub fn split(split: super::Split) -> String {
+        format!("{split}.arrow")
     }
 }
 
@@ -111,18 +111,18 @@ pub fn ingest(opts: &IngestOptions) -> Result<Ingested, IngestError> {
 
     let rows = split::assign(&schema, &table)?;
     if rows[Split::Train as usize].is_empty() {
-        return Err(IngestError::Data("the train split is empty: nothing to fit the pipeline on".to_owned()));
+        return Err(IngestError::EmptyTrainSplit);
     }
     tracing::info!(seconds = started.elapsed().as_secs_f64(), rows = table.df.height(), "read and split");
     let (pipeline, stats) = fit::fit(&schema, &table, &cells, &rows[Split::Train as usize])?;
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "fitted");
     let encoder = Encoder::new(pipeline);
-    let tmp = temp_dir_beside(&opts.out)?;
+    let tmp = StagedDir::new(&opts.out).map_err(|e| IngestError::write(&opts.out, e))?;
     // Splits are encoded and written in chunks of rows (one Arrow record batch each): only
     // one chunk of encoded data is in memory at a time.
     let mut summaries = Vec::with_capacity(3);
     for split in Split::ALL {
-        let path = tmp.path().join(files::split(split.name()));
+        let path = tmp.path().join(files::split(split));
         summaries.push(write_split(&path, &encoder, &table, &cells, &rows[split as usize])?);
         tracing::info!(seconds = started.elapsed().as_secs_f64(), split = split.name(), "encoded and written");
     }
@@ -133,7 +133,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Ingested, IngestError> {
     write_json(tmp.path(), files::FEATURES, &pipeline)?;
     write_json(tmp.path(), files::SCHEMA, &schema)?;
     write_json(tmp.path(), files::REPORT, &report)?;
-    mtrec_schema::fs::replace_dir(&tmp.keep(), &opts.out).map_err(|e| IngestError::write(&opts.out, e))?;
+    tmp.commit().map_err(|e| IngestError::write(&opts.out, e))?;
     Ok(Ingested { pipeline, report })
 }
 
@@ -256,16 +256,7 @@ fn write_json(dir: &Path, name: &str, value: &impl serde::Serialize) -> Result<(
     std::fs::write(&path, text + "\n").map_err(|e| IngestError::write(&path, e))
 }
 
-/// A temporary directory beside `out` (same file system, so the final rename is atomic).
-fn temp_dir_beside(out: &Path) -> Result<tempfile::TempDir, IngestError> {
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(|e| IngestError::write(&parent, e))?;
-    tempfile::Builder::new().prefix(".mtrec-ingest-").tempdir_in(&parent).map_err(|e| IngestError::write(&parent, e))
-}
-
+/// The IPC field descriptions of `df`'s columns, for the batched Arrow writer.
 fn ipc_fields(df: &DataFrame) -> Vec<polars_arrow::io::ipc::IpcField> {
     let arrow = df.schema().to_arrow(CompatLevel::oldest());
     polars_arrow::io::ipc::write::default_ipc_fields(arrow.iter_values())

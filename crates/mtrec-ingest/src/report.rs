@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::encode::SplitSummary;
 use crate::fit::FitStats;
-use crate::split::Split;
+use mtrec_schema::Split;
 
 /// One number per split.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -4,11 +4,10 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use mtrec_schema::{CsvOptions, Format, TextRules};
+use mtrec_schema::{CsvOptions, Format, Split, TextRules};
 use polars::prelude::*;
 
 use crate::error::IngestError;
-use crate::split::Split;
 
 /// One input file's rows within the concatenated table.
 #[derive(Debug, Clone)]
@@ -52,7 +51,7 @@ pub fn expand(patterns: &[String], base: &Path) -> Result<Vec<PathBuf>, IngestEr
         let is_glob = pattern.contains(['*', '?', '[']);
         let matched: Vec<PathBuf> = if is_glob {
             let mut v: Vec<PathBuf> = glob::glob(&text)
-                .map_err(|e| IngestError::Data(format!("bad glob {pattern:?}: {e}")))?
+                .map_err(|source| IngestError::Glob { pattern: pattern.clone(), source })?
                 .filter_map(Result::ok)
                 .filter(|p| p.is_file())
                 .collect();

@@ -1,30 +1,10 @@
 //! Assigning every row to train, valid or test.
 
-use mtrec_schema::{DatasetSchema, Fractions, SplitMethod};
+use mtrec_schema::{DatasetSchema, Fractions, Split, SplitMethod};
 
 use crate::cells::Cells;
 use crate::error::IngestError;
 use crate::source::RawTable;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Split {
-    Train,
-    Valid,
-    Test,
-}
-
-impl Split {
-    pub const ALL: [Split; 3] = [Split::Train, Split::Valid, Split::Test];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Split::Train => "train",
-            Split::Valid => "valid",
-            Split::Test => "test",
-        }
-    }
-}
 
 /// A uniform number in [0, 1) from a seeded hash: stable across runs, platforms and row order.
 fn unit(bytes: &[u8], seed: u64) -> f64 {
@@ -72,7 +52,7 @@ pub fn assign(schema: &DatasetSchema, table: &RawTable) -> Result<[Vec<u32>; 3],
             }
         }
         SplitMethod::Time => {
-            let (valid_from, test_from) = schema.time_cutoffs().map_err(|e| IngestError::Data(e.to_string()))?;
+            let (valid_from, test_from) = schema.time_cutoffs()?;
             let column = schema.ids.timestamp.as_deref().expect("validated");
             let cells = Cells::of(table, column)?;
             for r in 0..n {

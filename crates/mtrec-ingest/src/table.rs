@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use mtrec_schema::{CsvOptions, Encoder, Format, Side};
+use mtrec_schema::{CsvOptions, Encoder, FeatureColumn, Format, Side};
 use polars::prelude::*;
 
 use crate::cells::Cells;
 use crate::encode::encode_feature;
-use crate::encoded::{feature_column, FeatureColumn};
+use crate::encoded::feature_column;
 use crate::error::IngestError;
 use crate::source::{self, FileSpan, RawTable};
 

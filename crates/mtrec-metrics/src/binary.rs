@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::groups::Groups;
 use crate::sort::{radix_sort_u64, sortable_key};
-use crate::Weight;
+use crate::weight::Weight;
 
 /// Unweighted AUC: scores packed with the label bit, one radix sort, one sweep.
 pub(crate) fn auc_unweighted(scores: &[f32], labels: &[f32]) -> Option<f64> {
@@ -245,10 +245,10 @@ pub fn gauc_by_user(scores: &[f32], labels: &[f32], users: &[u64]) -> Gauc {
     gauc(scores, labels, &Groups::from_ids(users))
 }
 
-/// Weighted mean binary cross-entropy, probabilities clamped to [1e-7, 1 - 1e-7] as in
-/// [`crate::logloss`]. `None` when the total weight is zero.
-pub fn weighted_logloss<W: Weight>(probs: &[f32], labels: &[f32], weights: Option<&[W]>) -> Option<f64> {
-    assert_eq!(probs.len(), labels.len(), "weighted_logloss: lengths differ");
+/// Mean binary cross-entropy of probabilities ([`binary_cross_entropy`] per row), optionally
+/// weighted. `None` when the total weight is zero.
+pub fn logloss<W: Weight>(probs: &[f32], labels: &[f32], weights: Option<&[W]>) -> Option<f64> {
+    assert_eq!(probs.len(), labels.len(), "logloss: lengths differ");
     let (mut sum, mut total) = (0.0, 0.0);
     for (i, (&p, &y)) in probs.iter().zip(labels).enumerate() {
         let w = weights.map_or(1.0, |w| w[i].value());
@@ -258,7 +258,8 @@ pub fn weighted_logloss<W: Weight>(probs: &[f32], labels: &[f32], weights: Optio
     (total > 0.0).then(|| sum / total)
 }
 
-/// Cross-entropy of one probability (clamped as in [`crate::logloss`]).
+/// Cross-entropy of one probability, clamped to [1e-7, 1 - 1e-7] so that a confident miss
+/// costs about 16 nats, not infinity.
 #[inline]
 pub fn binary_cross_entropy(p: f32, y: f32) -> f64 {
     let p = f64::from(p).clamp(1e-7, 1.0 - 1e-7);
@@ -351,22 +352,70 @@ pub fn calibration_from_bin_sums(sums: &[(f64, f64, f64)]) -> Option<Calibration
     })
 }
 
+/// Area under the ROC curve of `scores` against binary `labels` (nonzero = positive), with
+/// optional per-row `weights`. `None` when one class is absent (AUC is undefined).
+///
+/// One radix sort of scores packed with their label (or row index when weighted) into
+/// `u64`, then a sweep over tie groups; exact, including ties.
+pub fn auc(scores: &[f32], labels: &[f32], weights: Option<&[f32]>) -> Option<f64> {
+    assert_eq!(scores.len(), labels.len(), "auc: scores and labels differ in length");
+    if let Some(w) = weights {
+        assert_eq!(w.len(), scores.len(), "auc: weights and scores differ in length");
+    }
+    if scores.len() > u32::MAX as usize {
+        return auc_by_index_sort(scores, labels, weights);
+    }
+    match weights {
+        None => auc_unweighted(scores, labels),
+        Some(w) => RankedScores::new(scores).auc(labels, Some(w)),
+    }
+}
+
+/// The comparison-sort AUC for inputs too long for the packed `u32` row indices.
+fn auc_by_index_sort(scores: &[f32], labels: &[f32], weights: Option<&[f32]>) -> Option<f64> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_unstable_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let weight = |i: usize| weights.map_or(1.0, |w| f64::from(w[i]));
+    // Sweep groups of equal scores in ascending order: a positive beats every negative below
+    // its group and ties half of the negatives in it.
+    let (mut neg_below, mut area, mut pos_total) = (0.0f64, 0.0f64, 0.0f64);
+    let mut i = 0;
+    while i < order.len() {
+        let s = scores[order[i]];
+        let (mut pos, mut neg) = (0.0, 0.0);
+        while i < order.len() && scores[order[i]].total_cmp(&s).is_eq() {
+            let r = order[i];
+            if labels[r] != 0.0 {
+                pos += weight(r)
+            } else {
+                neg += weight(r)
+            }
+            i += 1;
+        }
+        area += pos * (neg_below + 0.5 * neg);
+        neg_below += neg;
+        pos_total += pos;
+    }
+    (pos_total > 0.0 && neg_below > 0.0).then(|| area / (pos_total * neg_below))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::UNWEIGHTED;
 
     #[test]
     fn ranked_auc_matches_plain_auc_and_weights_duplicate_rows() {
         let s = [0.3, 0.1, 0.3, 0.8, 0.5, 0.5, 0.2];
         let y = [1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0];
         let r = RankedScores::new(&s);
-        assert_eq!(r.auc::<f32>(&y, None), crate::auc(&s, &y, None));
+        assert_eq!(r.auc::<f32>(&y, None), auc(&s, &y, None));
         // Weight 2 on row 1 equals duplicating it.
         let w = [1u32, 2, 1, 1, 1, 1, 1];
         let (mut s2, mut y2) = (s.to_vec(), y.to_vec());
         s2.push(0.1);
         y2.push(0.0);
-        let expected = crate::auc(&s2, &y2, None).unwrap();
+        let expected = auc(&s2, &y2, None).unwrap();
         assert!((r.auc(&y, Some(&w[..])).unwrap() - expected).abs() < 1e-12);
     }
 
@@ -407,5 +456,44 @@ mod tests {
         assert_eq!(c.bins[5].mean_predicted, None);
         let expected_ece = (0.05f32 as f64 + (1.0 - 0.15f32 as f64) + (1.0 - 0.95f32 as f64)) / 3.0;
         assert!((c.ece - expected_ece).abs() < 1e-12);
+    }
+
+    // Golden values worked out by hand from the pair definition of AUC.
+    #[test]
+    fn auc_counts_pairs_and_halves_ties() {
+        // Positives 0.8, 0.4; negatives 0.6, 0.2: pairs won 2 (0.8>0.6, 0.8>0.2) + 1 (0.4>0.2) of 4.
+        assert_eq!(auc(&[0.8, 0.6, 0.4, 0.2], &[1.0, 0.0, 1.0, 0.0], None), Some(0.75));
+        // A positive tied with a negative counts half: pairs (0.5 vs 0.5) = 0.5, (0.5 vs 0.1) = 1.
+        assert_eq!(auc(&[0.5, 0.5, 0.1], &[1.0, 0.0, 0.0], None), Some(0.75));
+        // All scores equal: 0.5.
+        assert_eq!(auc(&[0.3; 4], &[1.0, 0.0, 1.0, 0.0], None), Some(0.5));
+        assert_eq!(auc(&[0.1, 0.2], &[1.0, 1.0], None), None);
+    }
+
+    #[test]
+    fn radix_path_matches_index_sort_on_large_tied_input() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        // Coarse scores so most rows tie; long enough to take the radix path.
+        let s: Vec<f32> = (0..50_000).map(|_| f32::from(rng.gen_range(0u8..200)) / 200.0).collect();
+        let y: Vec<f32> = s.iter().map(|&x| f32::from(u8::from(rng.gen::<f32>() < x))).collect();
+        let w: Vec<f32> = (0..s.len()).map(|_| rng.gen_range(0.5..2.0)).collect();
+        let fast = auc(&s, &y, None).unwrap();
+        assert!((fast - auc_by_index_sort(&s, &y, None).unwrap()).abs() < 1e-12);
+        let fast_w = auc(&s, &y, Some(&w)).unwrap();
+        assert!((fast_w - auc_by_index_sort(&s, &y, Some(&w)).unwrap()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn weighted_auc_weighs_pairs() {
+        // Positive 0.9 (w 2), positive 0.1 (w 1), negative 0.5 (w 1): won weight 2 of 3.
+        let a = auc(&[0.9, 0.1, 0.5], &[1.0, 1.0, 0.0], Some(&[2.0, 1.0, 1.0])).unwrap();
+        assert!((a - 2.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn logloss_by_hand() {
+        let l = logloss(&[0.9, 0.2], &[1.0, 0.0], UNWEIGHTED).unwrap();
+        assert!((l - (-(0.9f64.ln()) - 0.8f64.ln()) / 2.0).abs() < 1e-6);
     }
 }

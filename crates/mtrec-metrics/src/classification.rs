@@ -2,10 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Weight;
+use crate::weight::Weight;
 
 /// The predicted class of one row of probabilities: the highest probability, ties going to
-/// the highest class index (the same rule as the trainer's [`crate::multiclass`] accuracy).
+/// the highest class index. Accuracy and every served top class use this rule.
 #[inline]
 pub fn predicted_class(row: &[f32]) -> usize {
     row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
@@ -84,5 +84,12 @@ mod tests {
         assert!((m.macro_f1 - (0.5 + 2.0 / 3.0) / 3.0).abs() < 1e-12);
         assert_eq!(m.accuracy, 0.5);
         assert_eq!(predicted_class(&[0.5, 0.5]), 1);
+    }
+
+    #[test]
+    fn accuracy_and_logloss_by_hand() {
+        let m = multiclass_metrics::<f32>(&[0.7, 0.2, 0.1, 0.1, 0.3, 0.6], 3, &[0.0, 1.0], None).unwrap();
+        assert_eq!(m.accuracy, 0.5);
+        assert!((m.logloss - (-(0.7f64.ln()) - 0.3f64.ln()) / 2.0).abs() < 1e-6);
     }
 }

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::groups::Groups;
-use crate::Weight;
+use crate::weight::Weight;
 
 /// Ranking quality of one user's list.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

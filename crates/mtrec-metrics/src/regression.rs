@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Weight;
+use crate::weight::Weight;
 
 /// RMSE, MAE and R² of one regression task.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -18,8 +18,8 @@ fn close(actual: f64, expected: f64, what: &str) {
 fn auc_and_logloss_match_sklearn() {
     close(auc(&SCORE_A, &LABELS, None).unwrap(), AUC_A, "auc");
     close(auc(&SCORE_A, &LABELS, Some(&WEIGHTS)).unwrap(), AUC_A_WEIGHTED, "weighted auc");
-    close(logloss(&SCORE_A, &LABELS).unwrap(), LOGLOSS_A, "logloss");
-    close(weighted_logloss(&SCORE_A, &LABELS, Some(&WEIGHTS[..])).unwrap(), LOGLOSS_A_WEIGHTED, "weighted logloss");
+    close(logloss(&SCORE_A, &LABELS, UNWEIGHTED).unwrap(), LOGLOSS_A, "logloss");
+    close(logloss(&SCORE_A, &LABELS, Some(&WEIGHTS[..])).unwrap(), LOGLOSS_A_WEIGHTED, "weighted logloss");
 }
 
 #[test]
@@ -86,7 +86,6 @@ fn delong_matches_midrank_reference() {
 fn regression_matches_sklearn() {
     let m = regression_metrics(&REG_PRED, &REG_TARGET, UNWEIGHTED).unwrap();
     close(m.rmse, RMSE, "rmse");
-    close(rmse(&REG_PRED, &REG_TARGET).unwrap(), RMSE, "legacy rmse");
     close(m.mae, MAE, "mae");
     close(m.r2.unwrap(), R2, "r2");
     let w = regression_metrics(&REG_PRED, &REG_TARGET, Some(&REG_WEIGHTS[..])).unwrap();
@@ -101,8 +100,6 @@ fn multiclass_matches_sklearn() {
     close(m.accuracy, MC_ACCURACY, "accuracy");
     close(m.macro_f1, MC_MACRO_F1, "macro f1");
     close(m.logloss, MC_LOGLOSS, "logloss");
-    let (acc, ll) = multiclass(&MC_PROBS, 3, &MC_LABELS).unwrap();
-    assert_eq!((acc, ll), (m.accuracy, m.logloss));
 }
 
 #[test]

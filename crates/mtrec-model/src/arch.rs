@@ -41,7 +41,7 @@ impl Mlp {
 
 /// Gives the first consumer `x` itself (with its tape) and the others `x` with an empty tape:
 /// every recorded op then lives on exactly one branch, and the branches merge again in the
-/// loss (`../shared/notes/DFDX.md` §2).
+/// loss (see the crate docs, "Working with dfdx 0.13").
 pub(crate) fn fan_out<S: Shape, T: TapeKind>(x: Tensor<S, f32, Dev, T>, n: usize) -> Vec<Tensor<S, f32, Dev, T>> {
     let mut out: Vec<Tensor<S, f32, Dev, T>> = (1..n).map(|_| x.with_empty_tape()).collect();
     out.insert(0, x);

@@ -11,10 +11,10 @@
 //! Written atomically (a temporary directory renamed into place). The loader refuses a bundle
 //! whose parts disagree and says which part and why.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use mtrec_schema::{FeaturePipeline, Scope, TaskType};
+use mtrec_schema::fs::StagedDir;
+use mtrec_schema::{FeaturePipeline, History, Scope, TaskType};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -80,17 +80,36 @@ pub struct Bundle {
     pub meta: ModelMeta,
     pub pipeline: FeaturePipeline,
     pub model: MultiTaskModel,
-    pub history: serde_json::Value,
+    pub history: History,
 }
 
-/// Why a bundle cannot be loaded or written: the part and the reason.
+/// Why a bundle cannot be loaded or written: the bundle, the part at fault, and the reason as
+/// the source.
 #[derive(Debug, thiserror::Error)]
-#[error("bundle {dir}: {part}: {message}")]
+#[error("bundle {dir}: {part}")]
 pub struct BundleError {
     pub dir: PathBuf,
     pub part: &'static str,
-    pub message: String,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
 }
+
+impl BundleError {
+    fn new(dir: &Path, part: &'static str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        BundleError { dir: dir.to_owned(), part, source: source.into() }
+    }
+
+    /// Wraps an error of `part`, for `map_err`.
+    fn at<'a, E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+        dir: &'a Path,
+        part: &'static str,
+    ) -> impl FnOnce(E) -> BundleError + 'a {
+        move |e| BundleError::new(dir, part, e)
+    }
+}
+
+/// The name of a bundle's directory part in errors.
+const DIRECTORY: &str = "directory";
 
 fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
@@ -117,71 +136,58 @@ pub fn save(
     model: &MultiTaskModel,
     pipeline: &FeaturePipeline,
     mut meta: ModelMeta,
-    history: &serde_json::Value,
+    history: &History,
 ) -> Result<(), BundleError> {
-    let err = |part: &'static str, message: String| BundleError { dir: dir.to_owned(), part, message };
-    let weights = io::to_safetensors(&io::named_tensors(model), None).map_err(|e| err(WEIGHTS_FILE, e.to_string()))?;
+    let weights = io::to_safetensors(&io::named_tensors(model), None).map_err(BundleError::at(dir, WEIGHTS_FILE))?;
     meta.weights_sha256 = sha256_hex(&weights);
     meta.format_version = BUNDLE_FORMAT_VERSION;
     meta.schema_hash = pipeline.schema_hash.clone();
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(|e| err("directory", e.to_string()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".mtrec-bundle-")
-        .tempdir_in(&parent)
-        .map_err(|e| err("directory", e.to_string()))?;
+    let staged = StagedDir::new(dir).map_err(BundleError::at(dir, DIRECTORY))?;
     let write = |name: &'static str, bytes: &[u8]| {
-        std::fs::write(tmp.path().join(name), bytes).map_err(|e| err(name, e.to_string()))
+        std::fs::write(staged.path().join(name), bytes).map_err(BundleError::at(dir, name))
     };
     write(WEIGHTS_FILE, &weights)?;
     write(MODEL_FILE, pretty_json(&meta).as_bytes())?;
     write(FEATURES_FILE, pretty_json(pipeline).as_bytes())?;
     write(HISTORY_FILE, pretty_json(history).as_bytes())?;
-    mtrec_schema::fs::replace_dir(&tmp.keep(), dir).map_err(|e| err("directory", e.to_string()))
+    staged.commit().map_err(BundleError::at(dir, DIRECTORY))
 }
 
 /// Pretty JSON, newline-terminated.
 fn pretty_json(value: &impl Serialize) -> String {
-    serde_json::to_string_pretty(value).expect("bundle parts serialize")
-        + "
-"
+    serde_json::to_string_pretty(value).expect("bundle parts serialize") + "\n"
 }
 
 fn read(dir: &Path, part: &'static str) -> Result<Vec<u8>, BundleError> {
-    std::fs::read(dir.join(part)).map_err(|e| BundleError { dir: dir.to_owned(), part, message: e.to_string() })
+    std::fs::read(dir.join(part)).map_err(|e| BundleError::new(dir, part, e))
 }
 
+/// A JSON part, whose errors name the JSON path of the problem.
 fn parse<T: serde::de::DeserializeOwned>(dir: &Path, part: &'static str, bytes: &[u8]) -> Result<T, BundleError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| BundleError {
-        dir: dir.to_owned(),
-        part,
-        message: format!("{}: {}", e.path(), e.inner()),
-    })
+    serde_path_to_error::deserialize(&mut de).map_err(|e| BundleError::new(dir, part, e))
 }
 
 /// Loads and cross-checks a bundle.
 pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
-    let err = |part: &'static str, message: String| BundleError { dir: dir.to_owned(), part, message };
     let meta_bytes = read(dir, MODEL_FILE)?;
-    let version: serde_json::Value = serde_json::from_slice(&meta_bytes).map_err(|e| err(MODEL_FILE, e.to_string()))?;
+    let version: serde_json::Value = serde_json::from_slice(&meta_bytes).map_err(BundleError::at(dir, MODEL_FILE))?;
     match version.get("format_version").and_then(|v| v.as_u64()) {
         Some(v) if v == u64::from(BUNDLE_FORMAT_VERSION) => {}
         Some(v) => {
-            return Err(err(
+            return Err(BundleError::new(
+                dir,
                 MODEL_FILE,
                 format!("format_version {v} is not supported (this build reads {BUNDLE_FORMAT_VERSION})"),
             ))
         }
-        None => return Err(err(MODEL_FILE, "format_version is missing".to_owned())),
+        None => return Err(BundleError::new(dir, MODEL_FILE, "format_version is missing")),
     }
     let meta: ModelMeta = parse(dir, MODEL_FILE, &meta_bytes)?;
-    let pipeline = FeaturePipeline::load(&dir.join(FEATURES_FILE)).map_err(|e| err(FEATURES_FILE, e.to_string()))?;
+    let pipeline = FeaturePipeline::load(&dir.join(FEATURES_FILE)).map_err(BundleError::at(dir, FEATURES_FILE))?;
     if pipeline.schema_hash != meta.schema_hash {
-        return Err(err(
+        return Err(BundleError::new(
+            dir,
             FEATURES_FILE,
             format!(
                 "schema_hash {} differs from model.json's {}: the pipeline is not the one the model was trained with",
@@ -192,22 +198,23 @@ pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
     let weights = read(dir, WEIGHTS_FILE)?;
     let digest = sha256_hex(&weights);
     if digest != meta.weights_sha256 {
-        return Err(err(
+        return Err(BundleError::new(
+            dir,
             WEIGHTS_FILE,
             format!("SHA-256 {digest} differs from model.json's {}: corrupt or replaced", meta.weights_sha256),
         ));
     }
-    let mut model =
-        MultiTaskModel::new(&pipeline, &meta.model, meta.seed).map_err(|e| err(MODEL_FILE, e.to_string()))?;
+    let mut model = MultiTaskModel::new(&pipeline, &meta.model, meta.seed).map_err(BundleError::at(dir, MODEL_FILE))?;
     if task_meta(&model) != meta.tasks {
-        return Err(err(MODEL_FILE, "tasks differ from the ones features.json and the model config define".to_owned()));
+        return Err(BundleError::new(
+            dir,
+            MODEL_FILE,
+            "tasks differ from the ones features.json and the model config define",
+        ));
     }
-    let tensors = io::from_safetensors(&weights, WEIGHTS_FILE).map_err(|e| err(WEIGHTS_FILE, e.to_string()))?;
-    io::load_into(&mut model, &tensors, &dir.join(WEIGHTS_FILE)).map_err(|e| err(WEIGHTS_FILE, e.to_string()))?;
-    let history = match std::fs::read(dir.join(HISTORY_FILE)) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| err(HISTORY_FILE, e.to_string()))?,
-        Err(e) => return Err(err(HISTORY_FILE, e.to_string())),
-    };
+    let tensors = io::from_safetensors(&weights, WEIGHTS_FILE).map_err(BundleError::at(dir, WEIGHTS_FILE))?;
+    io::load_into(&mut model, &tensors, &dir.join(WEIGHTS_FILE)).map_err(BundleError::at(dir, WEIGHTS_FILE))?;
+    let history = parse(dir, HISTORY_FILE, &read(dir, HISTORY_FILE)?)?;
     Ok(Bundle { meta, pipeline, model, history })
 }
 
@@ -237,6 +244,3 @@ pub fn now_rfc3339() -> String {
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default()
 }
-
-/// Per-task metrics keyed by name, the shape `history.json` uses for one epoch.
-pub type Metrics = BTreeMap<String, f64>;

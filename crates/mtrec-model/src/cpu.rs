@@ -1,15 +1,15 @@
 //! Clearing the vector registers' upper halves between faer's matrix products and this crate's
 //! own loops.
 //!
-//! faer's matrix kernels run on AVX-512 or AVX2 where the CPU has them, and they can return with
-//! the upper halves of the vector registers still dirty. The rest of the crate is compiled for
-//! baseline x86-64, and on Intel CPUs its SSE instructions then stall merging into those dirty
-//! registers (as does every call from it into glibc's AVX `expf`): on a 2-core Xeon with
-//! AVX-512 the small Census model trained at about 188,000 samples/s, and at 340,000-370,000
-//! once the state was cleared (benches/README.md, training speed). So every product is followed
-//! by a `vzeroupper` on its thread, and every parallel job of the training and serving path
-//! starts with one, since a parallel product leaves the pool's threads dirty as well. The
-//! instruction costs a cycle or so; pulp wraps it safely. AMD's CPUs do not have the stall.
+//! faer's matrix kernels run on AVX-512 or AVX2 where the CPU has them, and they can return
+//! with the upper halves of the vector registers still dirty. The rest of the crate is compiled
+//! for baseline x86-64, and on Intel CPUs its SSE instructions then stall merging into those
+//! dirty registers (as does every call from it into glibc's AVX `expf`), which made training on
+//! a Xeon with AVX-512 markedly slower (benches/README.md, "Training speed against PyTorch:
+//! history"). So every product is followed by a `vzeroupper` on its thread, and every parallel
+//! job of the training and serving path starts with one, since a parallel product leaves the
+//! pool's threads dirty as well. The instruction costs a cycle or so; pulp wraps it safely.
+//! AMD's CPUs do not have the stall.
 
 /// `vzeroupper` on this thread where the CPU has AVX; nothing elsewhere.
 #[inline]

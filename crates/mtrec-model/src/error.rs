@@ -1,4 +1,5 @@
-//! Model errors.
+//! Model errors. A bundle's errors, which name the part of the bundle at fault, are
+//! [`crate::bundle::BundleError`].
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -11,4 +12,7 @@ pub enum ModelError {
     /// Weights that do not fit the model.
     #[error("weights {path}: {message}")]
     Weights { path: String, message: String },
+    /// Weights that are not readable or writable as safetensors.
+    #[error("weights {path}: safetensors")]
+    Safetensors { path: String, source: safetensors::SafeTensorError },
 }

@@ -55,17 +55,18 @@ pub fn to_safetensors(
         .map(|(k, shape, b)| {
             TensorView::new(Dtype::F32, shape.clone(), b)
                 .map(|v| (k.clone(), v))
-                .map_err(|e| ModelError::Weights { path: k.clone(), message: e.to_string() })
+                .map_err(|source| ModelError::Safetensors { path: k.clone(), source })
         })
         .collect::<Result<_, _>>()?;
     safetensors::serialize(views, metadata)
-        .map_err(|e| ModelError::Weights { path: String::new(), message: e.to_string() })
+        .map_err(|source| ModelError::Safetensors { path: "(all tensors)".to_owned(), source })
 }
 
 /// Reads every f32 tensor of a safetensors buffer.
-pub fn from_safetensors(bytes: &[u8], source: &str) -> Result<NamedTensors, ModelError> {
-    let err = |message: String| ModelError::Weights { path: source.to_owned(), message };
-    let st = SafeTensors::deserialize(bytes).map_err(|e| err(e.to_string()))?;
+pub fn from_safetensors(bytes: &[u8], origin: &str) -> Result<NamedTensors, ModelError> {
+    let err = |message: String| ModelError::Weights { path: origin.to_owned(), message };
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|source| ModelError::Safetensors { path: origin.to_owned(), source })?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {

@@ -10,12 +10,46 @@
 //! - [`fused`]: the hot path as fused ops with hand-written backward passes on dfdx's tape:
 //!   linear layers and whole MLPs / expert banks over faer's GEMM (product, bias and ReLU in
 //!   one op), and the gate's softmax with the experts' mixture; dfdx's own element-wise kernels
-//!   and its gemm 0.15 were the bottleneck (benches/README.md, "Training speed"). In training,
-//!   a wide first layer computes its embedding slots once per distinct id of the batch
-//!   ([`fused::InputCodes`], [`MultiTaskModel::forward_coded`]).
-//! - [`model`]: heads, losses and the one forward function used by training, evaluation and
-//!   serving alike.
+//!   and its gemm 0.15 were the bottleneck (benches/README.md, "Training speed against PyTorch:
+//!   history"). In training, a wide first layer computes its embedding slots once per distinct
+//!   id of the batch ([`fused::InputCodes`], [`MultiTaskModel::forward_coded`]).
+//! - [`model`]: heads and the one forward function used by training, evaluation and serving
+//!   alike.
+//! - [`loss`]: each task's loss, on the tape for training and as a number for validation.
+//! - [`infer`]: inference over encoded data: the model's view of encoded columns, a whole
+//!   split scored in batches, its validation metrics, the names of prediction columns.
 //! - [`io`]: weights as safetensors with stable names.
+//! - [`bundle`]: the self-contained directory training writes and everything else loads.
+//!
+//! ## Working with dfdx 0.13
+//!
+//! dfdx 0.13 is the last release on crates.io. What this crate's design relies on, checked
+//! against its sources:
+//!
+//! - **Parameters have runtime shapes** (vocabularies, feature counts and widths come from the
+//!   schema and the config), and dfdx's module system cannot hold them: its `TensorOptions`
+//!   constructors require compile-time shapes, so such a tensor cannot be registered in a
+//!   `TensorCollection`, which drives dfdx's `Adam` and its safetensors helpers. The dense
+//!   parameters therefore live in this crate's named store ([`ParamStore`], like candle's
+//!   `VarMap`), walked by the dense Adam, the checkpoints and [`io`] alike.
+//! - **Every forward pass starts from `x.trace(Gradients::leaky())`.** Starting from a
+//!   module's `alloc_grads()` would mark only that module's tensors as leaves, and the
+//!   gradients of everything else (the store's tensors, the embedding batch) would be dropped
+//!   without an error.
+//! - **A taped tensor read by several ops gives its tape to one of them** and an empty tape to
+//!   the others (`arch::fan_out`): the ops recorded before it travel with the tape, so if
+//!   every reader took an empty one their gradients would be lost; the branches merge again in
+//!   the loss. dfdx's slice backward assigns instead of adding, so a tensor with other readers
+//!   is sliced through a copy (`arch::slice_columns`).
+//! - **Embedding tables stay off the tape** ([`embedding`]): dfdx's `gather` allocates a
+//!   gradient the size of the whole table, and a dense optimizer would then update every row
+//!   every step. Ids out of a table's range would panic inside a gather, so they are checked
+//!   once, where encoded data is read.
+//! - **dfdx runs element-wise ops one at a time, each into a fresh buffer**, and a model
+//!   written op by op spends most of its time there, not in the matrix products; the hot path
+//!   is therefore a few fused ops ([`fused`]).
+//! - **dfdx's CPU kernels run on rayon's global pool**, which training's parallel parts and
+//!   serving's scoring share.
 //!
 //! ## How experts, gates and towers are fed for each scope
 //!
@@ -63,8 +97,10 @@ mod cpu;
 pub mod embedding;
 pub mod error;
 pub mod fused;
+pub mod infer;
 pub mod io;
 pub mod layout;
+pub mod loss;
 pub mod model;
 pub mod params;
 
@@ -72,5 +108,7 @@ pub use config::{ArchitectureConfig, Interactions, LossWeighting, ModelConfig, O
 pub use embedding::{BatchIds, EmbeddingTables, FeatureData, SparseOptimizer, SparseOptimizerConfig};
 pub use error::ModelError;
 pub use fused::InputCodes;
-pub use model::{Assembled, Forward, Head, Loss, MultiTaskModel, Predictions, TaskLosses};
+pub use infer::{evaluate, feature_views, predict_all, Evaluation};
+pub use loss::Loss;
+pub use model::{Assembled, Forward, Head, MultiTaskModel, Predictions, TaskLosses};
 pub use params::{AdamConfig, AdamState, Dev, Mat, ParamStore};

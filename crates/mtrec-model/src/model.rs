@@ -11,13 +11,11 @@ use crate::embedding::{BatchIds, EmbeddingTables, FeatureData};
 use crate::error::ModelError;
 use crate::fused::{InputCodes, CODED_MIN_WIDTH};
 use crate::layout::InputLayout;
+use crate::loss::{task_loss, Loss};
 use crate::params::{Dev, Linear, Mat, ParamId, ParamStore, TapeKind, Taped};
 
 /// A slot is coded when at most this share of a batch's rows hold distinct ids.
 const CODED_MAX_DISTINCT_SHARE: f64 = 0.25;
-
-/// A scalar loss on the training tape.
-pub type Loss = Tensor<(), f32, Dev, Taped>;
 
 /// One task's head.
 #[derive(Debug, Clone, PartialEq)]
@@ -292,7 +290,7 @@ impl MultiTaskModel {
                 values.push(None);
                 losses.push(z.sum::<(), _>() * 0.0);
             } else {
-                let l = task_loss(&dev, head, z, &labels[t], &masks[t], self.config.regression_loss);
+                let l = task_loss(&dev, head.kind, z, &labels[t], &masks[t], self.config.regression_loss);
                 values.push(Some(l.array()));
                 losses.push(l);
             }
@@ -389,39 +387,6 @@ fn scope_name(scope: Scope) -> &'static str {
         Scope::Pair => "pair",
         Scope::User => "user",
         Scope::Item => "item",
-    }
-}
-
-/// The masked mean loss of one task (at least one row of the batch is labeled).
-fn task_loss(dev: &Dev, head: &Head, z: Mat<Taped>, labels: &[f32], mask: &[u8], regression: RegressionLoss) -> Loss {
-    let n = labels.len();
-    let count = mask.iter().filter(|&&m| m != 0).count();
-    let inv = 1.0 / count as f32;
-    let m: Mat = dev.tensor_from_vec(mask.iter().map(|&m| f32::from(m)).collect(), (n, 1));
-    match head.kind {
-        TaskType::Binary => {
-            let y: Mat = dev.tensor_from_vec(labels.to_vec(), (n, 1));
-            (z.bce_with_logits(y) * m).sum::<(), _>() * inv
-        }
-        TaskType::Regression => {
-            let y: Mat = dev.tensor_from_vec(labels.to_vec(), (n, 1));
-            let e = match regression {
-                RegressionLoss::Mse => (z - y).square(),
-                RegressionLoss::Huber { delta } => z.huber_error(y, delta),
-            };
-            (e * m).sum::<(), _>() * inv
-        }
-        TaskType::Multiclass => {
-            let c = head.outputs;
-            let mut target = vec![0.0f32; n * c];
-            for (r, (&y, &keep)) in labels.iter().zip(mask).enumerate() {
-                if keep != 0 {
-                    target[r * c + y as usize] = 1.0;
-                }
-            }
-            let target: Mat = dev.tensor_from_vec(target, (n, c));
-            (z.log_softmax::<Axis<1>>() * target).sum::<(), _>() * (-inv)
-        }
     }
 }
 

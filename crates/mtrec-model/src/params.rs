@@ -1,6 +1,7 @@
 //! The named parameter store of the dense network (name -> runtime-shaped dfdx tensor) and the
 //! dense Adam optimizer that walks it. dfdx 0.13's module system cannot hold runtime shapes
-//! (see `../shared/notes/DFDX.md`), so parameters live here, like candle's `VarMap`.
+//! (see the crate docs, "Working with dfdx 0.13"), so parameters live here, like candle's
+//! `VarMap`.
 
 use dfdx::prelude::*;
 use rand::Rng;

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use mtrec_report::*;
+use mtrec_schema::MetricKey;
 
 /// A small deterministic generator (xorshift64*) so the demo needs no RNG crate.
 struct Rng(u64);
@@ -23,6 +24,7 @@ fn sigmoid(x: f64) -> f32 {
 }
 
 fn history(monitor: &str, start: f64, gain: f64) -> History {
+    let monitor: MetricKey = monitor.parse().expect("a metric key");
     let epochs = (0..6)
         .map(|e| {
             let progress = 1.0 - (-(e as f64) / 2.0).exp();
@@ -33,17 +35,18 @@ fn history(monitor: &str, start: f64, gain: f64) -> History {
                     ("like".to_owned(), 0.55 - 0.08 * progress),
                 ]),
                 valid: BTreeMap::from([
-                    (monitor.to_owned(), start + gain * progress),
-                    ("loss".to_owned(), 1.2 - 0.2 * progress),
+                    (monitor.clone(), start + gain * progress),
+                    (MetricKey::Loss, 1.2 - 0.2 * progress),
                 ]),
                 seconds: 3.0,
                 samples_per_second: 120_000.0,
                 gradient_cosine: BTreeMap::from([("click|like".to_owned(), 0.4 - 0.3 * progress)]),
+                ..Default::default()
             }
         })
         .collect();
     History {
-        monitor: monitor.to_owned(),
+        monitor,
         best_epoch: Some(5),
         epochs,
         label_correlation: BTreeMap::from([("click|like".to_owned(), 0.31)]),
@@ -56,10 +59,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rng = Rng(0x5EED);
     let (users, per_user) = (400usize, 25usize);
     let tasks = vec![
-        TaskInfo { name: "click".into(), kind: TaskKind::Binary, scope: Scope::Pair },
-        TaskInfo { name: "like".into(), kind: TaskKind::Binary, scope: Scope::Pair },
-        TaskInfo { name: "watch_time".into(), kind: TaskKind::Regression, scope: Scope::Pair },
-        TaskInfo {
+        ReportTask { name: "click".into(), kind: TaskKind::Binary, scope: Scope::Pair },
+        ReportTask { name: "like".into(), kind: TaskKind::Binary, scope: Scope::Pair },
+        ReportTask { name: "watch_time".into(), kind: TaskKind::Regression, scope: Scope::Pair },
+        ReportTask {
             name: "age_band".into(),
             kind: TaskKind::Multiclass { classes: vec!["<25".into(), "25-45".into(), ">45".into()] },
             scope: Scope::User,

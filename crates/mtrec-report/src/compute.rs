@@ -13,9 +13,10 @@
 use std::collections::BTreeMap;
 
 use mtrec_metrics::{self as metrics, BootstrapOptions, Groups, MetricPair, RankedScores, UserRanking, UNWEIGHTED};
+use mtrec_schema::{Metric, Scope};
 
 use crate::error::ReportError;
-use crate::input::{EvalRows, ModelScores, ReportOptions, Scope, TaskInfo, TaskKind};
+use crate::input::{EvalRows, ModelScores, ReportOptions, ReportTask, TaskKind};
 use crate::report::*;
 
 /// The evaluation units of one task.
@@ -30,7 +31,7 @@ struct Units {
 }
 
 impl Units {
-    fn new(rows: &EvalRows, t: usize, task: &TaskInfo) -> Units {
+    fn new(rows: &EvalRows, t: usize, task: &ReportTask) -> Units {
         let labeled_rows: Vec<usize> = (0..rows.len()).filter(|&r| rows.masks[t][r] != 0).collect();
         let all_labels = &rows.labels[t];
         let entity = match task.scope {
@@ -93,40 +94,30 @@ struct Prepared {
 }
 
 /// Whether GAUC and ranking metrics apply: binary pair tasks evaluated per row.
-fn per_user_metrics(task: &TaskInfo, units: &Units) -> bool {
+fn per_user_metrics(task: &ReportTask, units: &Units) -> bool {
     task.kind == TaskKind::Binary && task.scope == Scope::Pair && units.evaluated == Evaluated::PerRow
 }
 
-/// Metric names of a task in report order, with their better direction.
-fn metric_names(task: &TaskInfo, units: &Units) -> Vec<(&'static str, Option<bool>)> {
+/// The metrics of a task, in report order.
+fn metric_names(task: &ReportTask, units: &Units) -> Vec<Metric> {
     match task.kind {
         TaskKind::Binary => {
-            let mut names = vec![("auc", Some(true))];
+            let mut names = vec![Metric::Auc];
             if per_user_metrics(task, units) {
-                names.push(("gauc", Some(true)));
+                names.push(Metric::Gauc);
             }
-            names.extend([("logloss", Some(false)), ("ece", Some(false)), ("mean_predicted", None)]);
+            names.extend([Metric::Logloss, Metric::Ece, Metric::MeanPredicted]);
             if per_user_metrics(task, units) {
-                names.extend([("ndcg", Some(true)), ("recall", Some(true)), ("mrr", Some(true))]);
+                names.extend([Metric::Ndcg, Metric::Recall, Metric::Mrr]);
             }
             names
         }
-        TaskKind::Regression => vec![("rmse", Some(false)), ("mae", Some(false)), ("r2", Some(true))],
-        TaskKind::Multiclass { .. } => {
-            vec![("accuracy", Some(true)), ("macro_f1", Some(true)), ("logloss", Some(false))]
-        }
+        TaskKind::Regression => vec![Metric::Rmse, Metric::Mae, Metric::R2],
+        TaskKind::Multiclass { .. } => vec![Metric::Accuracy, Metric::MacroF1, Metric::Logloss],
     }
 }
 
-fn primary_metric(kind: &TaskKind) -> &'static str {
-    match kind {
-        TaskKind::Binary => "auc",
-        TaskKind::Regression => "rmse",
-        TaskKind::Multiclass { .. } => "logloss",
-    }
-}
-
-fn prepare(task: &TaskInfo, units: &Units, output: &[f32], options: &ReportOptions) -> Prepared {
+fn prepare(task: &ReportTask, units: &Units, output: &[f32], options: &ReportOptions) -> Prepared {
     let preds = units.gather(output, task.kind.width());
     let binary = task.kind == TaskKind::Binary;
     let per_user = per_user_metrics(task, units);
@@ -141,7 +132,7 @@ fn prepare(task: &TaskInfo, units: &Units, output: &[f32], options: &ReportOptio
 
 /// Metric values in `metric_names` order, under unit and cluster multiplicities.
 fn metric_values(
-    task: &TaskInfo,
+    task: &ReportTask,
     units: &Units,
     model: &Prepared,
     unit_weights: Option<&[u32]>,
@@ -157,7 +148,7 @@ fn metric_values(
                 values.push(metrics::gauc_from_parts(user_auc, &units.clusters, cluster_weights).gauc);
             }
             let calibration = metrics::calibration(&model.preds, labels, unit_weights, options.ece_bins);
-            values.push(metrics::weighted_logloss(&model.preds, labels, unit_weights));
+            values.push(metrics::logloss(&model.preds, labels, unit_weights));
             values.push(calibration.as_ref().map(|c| c.ece));
             values.push(calibration.as_ref().map(|c| c.mean_predicted));
             if let Some(user_ranking) = &model.user_ranking {
@@ -183,7 +174,7 @@ fn metric_values(
 }
 
 /// The single-model evaluation of one task.
-fn task_eval(rows: &EvalRows, task: &TaskInfo, units: &Units, model: &Prepared, options: &ReportOptions) -> TaskEval {
+fn task_eval(rows: &EvalRows, task: &ReportTask, units: &Units, model: &Prepared, options: &ReportOptions) -> TaskEval {
     let names = metric_names(task, units);
     let values = metric_values(task, units, model, None, None, options);
     let mut eval = TaskEval {
@@ -194,7 +185,7 @@ fn task_eval(rows: &EvalRows, task: &TaskInfo, units: &Units, model: &Prepared, 
         labeled_rows: units.labeled_rows.len(),
         masked_rows: rows.len() - units.labeled_rows.len(),
         units: units.len(),
-        metrics: names.iter().zip(values).map(|((name, _), v)| ((*name).to_owned(), v)).collect::<BTreeMap<_, _>>(),
+        metrics: names.into_iter().zip(values).collect::<BTreeMap<_, _>>(),
         calibration: None,
         roc: Vec::new(),
         gauc_users: None,
@@ -213,7 +204,7 @@ fn task_eval(rows: &EvalRows, task: &TaskInfo, units: &Units, model: &Prepared, 
             eval.roc = ranked
                 .roc_curve(&units.labels, options.roc_points)
                 .into_iter()
-                .map(|p| RocPoint { threshold: finite(p.threshold), fpr: p.fpr, tpr: p.tpr })
+                .map(|p| ReportRocPoint { threshold: finite(p.threshold), fpr: p.fpr, tpr: p.tpr })
                 .collect();
         }
     }
@@ -236,7 +227,7 @@ fn length_check(what: impl FnOnce() -> String, expected: usize, actual: usize) -
     }
 }
 
-fn validate_rows(rows: &EvalRows, tasks: &[TaskInfo], options: &ReportOptions) -> Result<(), ReportError> {
+fn validate_rows(rows: &EvalRows, tasks: &[ReportTask], options: &ReportOptions) -> Result<(), ReportError> {
     let n = rows.len();
     length_check(|| "rows.item".into(), n, rows.item.len())?;
     length_check(|| "rows.labels (tasks)".into(), tasks.len(), rows.labels.len())?;
@@ -280,7 +271,7 @@ fn validate_rows(rows: &EvalRows, tasks: &[TaskInfo], options: &ReportOptions) -
 /// Checks a model's shapes; a baseline (`allow_missing`) may leave tasks empty.
 fn validate_model(
     rows: &EvalRows,
-    tasks: &[TaskInfo],
+    tasks: &[ReportTask],
     model: &ModelScores,
     allow_missing: bool,
 ) -> Result<(), ReportError> {
@@ -310,8 +301,12 @@ fn validate_model(
     Ok(())
 }
 
-fn model_info(model: &ModelScores) -> ModelInfo {
-    ModelInfo { name: model.name.clone(), description: model.description.clone(), provenance: model.provenance.clone() }
+fn model_info(model: &ModelScores) -> ReportedModel {
+    ReportedModel {
+        name: model.name.clone(),
+        description: model.description.clone(),
+        provenance: model.provenance.clone(),
+    }
 }
 
 fn entropy(weights: impl Iterator<Item = f64>) -> f64 {
@@ -319,7 +314,7 @@ fn entropy(weights: impl Iterator<Item = f64>) -> f64 {
 }
 
 /// Gate usage per task over the task's labeled rows.
-fn expert_usage(rows: &EvalRows, tasks: &[TaskInfo], model: &ModelScores) -> Vec<ExpertUsage> {
+fn expert_usage(rows: &EvalRows, tasks: &[ReportTask], model: &ModelScores) -> Vec<ExpertUsage> {
     let n = rows.len();
     model
         .gates
@@ -354,7 +349,7 @@ fn expert_usage(rows: &EvalRows, tasks: &[TaskInfo], model: &ModelScores) -> Vec
 /// Evaluates one model on every task.
 pub fn evaluate(
     rows: &EvalRows,
-    tasks: &[TaskInfo],
+    tasks: &[ReportTask],
     model: &ModelScores,
     options: &ReportOptions,
 ) -> Result<EvalReport, ReportError> {
@@ -393,7 +388,7 @@ fn is_improvement(delta: f64, higher_is_better: bool) -> bool {
 /// `baseline` (whose empty task outputs mean "no baseline for this task").
 pub fn compare(
     rows: &EvalRows,
-    tasks: &[TaskInfo],
+    tasks: &[ReportTask],
     a: &ModelScores,
     b: &ModelScores,
     baseline: Option<&ModelScores>,
@@ -442,11 +437,11 @@ pub fn compare(
         let metric_comparisons: Vec<MetricComparison> = names
             .iter()
             .zip(&boot)
-            .map(|(&(name, higher_is_better), result)| {
-                let (va, vb) = (eval_a.metrics[name], eval_b.metrics[name]);
+            .map(|(&metric, result)| {
+                let (va, vb) = (eval_a.metrics[&metric], eval_b.metrics[&metric]);
                 MetricComparison {
-                    metric: name.to_owned(),
-                    higher_is_better,
+                    metric,
+                    higher_is_better: metric.higher_is_better(),
                     a: va,
                     b: vb,
                     delta: va.zip(vb).map(|(x, y)| y - x),
@@ -471,12 +466,12 @@ pub fn compare(
                 ci_low: finite(d.ci_low),
                 ci_high: finite(d.ci_high),
             });
-        let primary = primary_metric(&task.kind);
+        let primary = Metric::primary(task.kind.task_type());
         let primary_row = metric_comparisons.iter().find(|m| m.metric == primary).expect("primary metric is listed");
         let higher_is_better = primary_row.higher_is_better.expect("primary metrics have a direction");
         let (verdict_p_value, verdict_test) = match &delong {
-            Some(d) if d.p_value.is_some() => (d.p_value, "delong"),
-            _ => (primary_row.p_value, "bootstrap"),
+            Some(d) if d.p_value.is_some() => (d.p_value, VerdictTest::Delong),
+            _ => (primary_row.p_value, VerdictTest::Bootstrap),
         };
         let verdict = match (primary_row.delta, verdict_p_value) {
             (Some(delta), Some(p)) if p < options.alpha && delta != 0.0 => {
@@ -490,7 +485,7 @@ pub fn compare(
         };
         let multitask_gain = baseline.filter(|base| !base.outputs[t].is_empty()).map(|base| {
             let prep_base = prepare(task, &units, &base.outputs[t], options);
-            let index = names.iter().position(|(n, _)| *n == primary).expect("primary metric is listed");
+            let index = names.iter().position(|&n| n == primary).expect("primary metric is listed");
             let base_value = metric_values(task, &units, &prep_base, None, None, options)[index];
             let gain = |m: Option<f64>| {
                 let (m, base) = (m?, base_value?);
@@ -498,7 +493,7 @@ pub fn compare(
                 finite(raw / base.abs())
             };
             MultitaskGain {
-                metric: primary.to_owned(),
+                metric: primary,
                 baseline: base_value,
                 a_gain: gain(primary_row.a),
                 b_gain: gain(primary_row.b),
@@ -510,10 +505,10 @@ pub fn compare(
             scope: task.scope,
             evaluated: units.evaluated,
             units: units.len(),
-            primary_metric: primary.to_owned(),
+            primary_metric: primary,
             verdict,
             verdict_p_value,
-            verdict_test: verdict_test.to_owned(),
+            verdict_test,
             metrics: metric_comparisons,
             delong,
             multitask_gain,

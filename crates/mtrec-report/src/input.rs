@@ -1,9 +1,8 @@
-//! Inputs: the shared evaluation rows, task descriptions, one model's scores, the trainer's
-//! `history.json`, and report options.
+//! Inputs: the shared evaluation rows, task descriptions, one model's scores (with the
+//! trainer's [`History`]), and report options.
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Deserializer, Serialize};
+use mtrec_schema::{History, Scope, TaskType};
+use serde::{Deserialize, Serialize};
 
 /// The rows every model is scored on.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -59,23 +58,20 @@ impl TaskKind {
             TaskKind::Multiclass { .. } => "multiclass",
         }
     }
-}
 
-/// What one label describes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    /// A (user, item) interaction.
-    Pair,
-    /// A property of the user.
-    User,
-    /// A property of the item.
-    Item,
+    /// The schema's task type of this kind.
+    pub fn task_type(&self) -> TaskType {
+        match self {
+            TaskKind::Binary => TaskType::Binary,
+            TaskKind::Regression => TaskType::Regression,
+            TaskKind::Multiclass { .. } => TaskType::Multiclass,
+        }
+    }
 }
 
 /// One task of the model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskInfo {
+pub struct ReportTask {
     pub name: String,
     pub kind: TaskKind,
     pub scope: Scope,
@@ -99,46 +95,6 @@ pub struct ModelScores {
     pub history: Option<History>,
 }
 
-/// The trainer's `history.json`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct History {
-    /// The early-stopping metric, e.g. `click.auc`.
-    pub monitor: String,
-    pub best_epoch: Option<usize>,
-    pub epochs: Vec<EpochRecord>,
-    /// Pearson's r between two tasks' labels on the train split, keyed `"a|b"`.
-    #[serde(default)]
-    pub label_correlation: BTreeMap<String, f64>,
-}
-
-/// One epoch of [`History`]. A `null` metric (non-finite when written) reads as NaN.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    /// Mean training loss per task.
-    #[serde(deserialize_with = "nullable_map")]
-    pub train_loss: BTreeMap<String, f64>,
-    /// Validation metrics, `<task>.<metric>` and `loss`.
-    #[serde(deserialize_with = "nullable_map")]
-    pub valid: BTreeMap<String, f64>,
-    #[serde(default, deserialize_with = "nullable_f64")]
-    pub seconds: f64,
-    #[serde(default, deserialize_with = "nullable_f64")]
-    pub samples_per_second: f64,
-    /// Cosine similarity of two tasks' gradients on their shared parameters, keyed `"a|b"`.
-    #[serde(default, deserialize_with = "nullable_map")]
-    pub gradient_cosine: BTreeMap<String, f64>,
-}
-
-fn nullable_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D::Error> {
-    let raw: BTreeMap<String, Option<f64>> = Deserialize::deserialize(d)?;
-    Ok(raw.into_iter().map(|(k, v)| (k, v.unwrap_or(f64::NAN))).collect())
-}
-
-fn nullable_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
-}
-
 /// Knobs of a report.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -159,22 +115,5 @@ pub struct ReportOptions {
 impl Default for ReportOptions {
     fn default() -> Self {
         ReportOptions { bootstrap_replicates: 1000, seed: 0, ranking_k: 10, ece_bins: 10, alpha: 0.05, roc_points: 200 }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn history_json_of_the_trainer_deserializes() {
-        let json = r#"{"monitor": "click.auc", "best_epoch": 3, "epochs": [{"epoch": 1,
-            "train_loss": {"click": 0.41}, "valid": {"click.auc": 0.71, "click.logloss": 0.5, "loss": null},
-            "seconds": 3.2, "samples_per_second": 100000.0}]}"#;
-        let h: History = serde_json::from_str(json).unwrap();
-        assert_eq!((h.monitor.as_str(), h.best_epoch, h.epochs.len()), ("click.auc", Some(3), 1));
-        assert_eq!(h.epochs[0].valid["click.auc"], 0.71);
-        assert!(h.epochs[0].valid["loss"].is_nan());
-        assert_eq!(h.epochs[0].train_loss["click"], 0.41);
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Offline evaluation and A/B reports for mtrec models, from plain arrays.
 //!
-//! - [`input`]: [`EvalRows`] (users, items, per-task labels and masks), [`TaskInfo`],
+//! - [`input`]: [`EvalRows`] (users, items, per-task labels and masks), [`ReportTask`],
 //!   [`ModelScores`] (per-task outputs, MMoE gates, the trainer's [`History`]) and
 //!   [`ReportOptions`].
 //! - [`compute`]: [`evaluate`] one model, or [`compare`] two on the same rows: every metric
@@ -23,6 +23,7 @@ pub mod report;
 
 pub use compute::{compare, evaluate};
 pub use error::ReportError;
-pub use input::{EpochRecord, EvalRows, History, ModelScores, ReportOptions, Scope, TaskInfo, TaskKind};
+pub use input::{EvalRows, ModelScores, ReportOptions, ReportTask, TaskKind};
+pub use mtrec_schema::{EpochRecord, History, Metric, Scope};
 pub use render::{render_html, render_markdown, ReportRef};
 pub use report::*;

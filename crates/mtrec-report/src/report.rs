@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use mtrec_schema::{History, Metric, Scope};
 use serde::{Deserialize, Serialize};
 
-use crate::input::{History, ReportOptions, Scope};
+use crate::input::ReportOptions;
 
 /// Version of the JSON layout; bumped on incompatible changes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -18,7 +19,7 @@ pub(crate) fn finite(x: f64) -> Option<f64> {
 
 /// Who made the scores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelInfo {
+pub struct ReportedModel {
     pub name: String,
     pub description: String,
     pub provenance: serde_json::Value,
@@ -38,7 +39,7 @@ pub enum Evaluated {
 
 /// One point of a ROC curve; `threshold` is `null` for the first point (+inf).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct RocPoint {
+pub struct ReportRocPoint {
     pub threshold: Option<f64>,
     pub fpr: f64,
     pub tpr: f64,
@@ -73,12 +74,12 @@ pub struct TaskEval {
     pub masked_rows: usize,
     /// Rows, users or items evaluated (see `evaluated`).
     pub units: usize,
-    /// Metric name -> value; the names per kind are listed in `REPORT.md`.
-    pub metrics: BTreeMap<String, Option<f64>>,
+    /// Metric -> value; the metrics per kind are listed in `REPORT.md`.
+    pub metrics: BTreeMap<Metric, Option<f64>>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub calibration: Option<CalibrationReport>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub roc: Vec<RocPoint>,
+    pub roc: Vec<ReportRocPoint>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub gauc_users: Option<UserCoverage>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -105,7 +106,7 @@ pub struct EvalReport {
     pub format_version: u32,
     /// Always `eval`.
     pub report: String,
-    pub model: ModelInfo,
+    pub model: ReportedModel,
     pub options: ReportOptions,
     pub rows: usize,
     pub tasks: Vec<TaskEval>,
@@ -133,10 +134,30 @@ impl Verdict {
     }
 }
 
+/// The test behind a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictTest {
+    /// DeLong's test of two correlated AUCs.
+    Delong,
+    /// The paired cluster bootstrap.
+    Bootstrap,
+}
+
+impl VerdictTest {
+    /// The JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictTest::Delong => "delong",
+            VerdictTest::Bootstrap => "bootstrap",
+        }
+    }
+}
+
 /// One metric of A against B.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricComparison {
-    pub metric: String,
+    pub metric: Metric,
     /// `null` for metrics without a better direction (e.g. mean prediction).
     pub higher_is_better: Option<bool>,
     pub a: Option<f64>,
@@ -169,7 +190,7 @@ pub struct DelongReport {
 /// `(base - m) / |base|` otherwise.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MultitaskGain {
-    pub metric: String,
+    pub metric: Metric,
     pub baseline: Option<f64>,
     pub a_gain: Option<f64>,
     pub b_gain: Option<f64>,
@@ -183,13 +204,12 @@ pub struct TaskComparison {
     pub scope: Scope,
     pub evaluated: Evaluated,
     pub units: usize,
-    /// `auc` (binary), `rmse` (regression) or `logloss` (multiclass).
-    pub primary_metric: String,
+    /// [`Metric::primary`]: `auc` (binary), `rmse` (regression) or `logloss` (multiclass).
+    pub primary_metric: Metric,
     pub verdict: Verdict,
     /// The p-value behind the verdict: DeLong's for AUC, else the bootstrap's.
     pub verdict_p_value: Option<f64>,
-    /// `delong` or `bootstrap`.
-    pub verdict_test: String,
+    pub verdict_test: VerdictTest,
     pub metrics: Vec<MetricComparison>,
     pub delong: Option<DelongReport>,
     pub multitask_gain: Option<MultitaskGain>,
@@ -218,9 +238,9 @@ pub struct AbReport {
     pub format_version: u32,
     /// Always `ab`.
     pub report: String,
-    pub model_a: ModelInfo,
-    pub model_b: ModelInfo,
-    pub baseline: Option<ModelInfo>,
+    pub model_a: ReportedModel,
+    pub model_b: ReportedModel,
+    pub baseline: Option<ReportedModel>,
     pub options: ReportOptions,
     pub rows: usize,
     pub tasks: Vec<TaskComparison>,

@@ -19,13 +19,13 @@ fn sigmoid(x: f64) -> f32 {
 /// 200 users x 20 rows; tasks: `click` and `like` (binary pair), `spend` (regression pair),
 /// `segment` (binary user scope, constant per user). B is much better on click and much
 /// worse on like.
-fn fixture() -> (EvalRows, Vec<TaskInfo>, ModelScores, ModelScores) {
+fn fixture() -> (EvalRows, Vec<ReportTask>, ModelScores, ModelScores) {
     let mut rng = Lcg(99);
     let tasks = vec![
-        TaskInfo { name: "click".into(), kind: TaskKind::Binary, scope: Scope::Pair },
-        TaskInfo { name: "like".into(), kind: TaskKind::Binary, scope: Scope::Pair },
-        TaskInfo { name: "spend".into(), kind: TaskKind::Regression, scope: Scope::Pair },
-        TaskInfo { name: "segment".into(), kind: TaskKind::Binary, scope: Scope::User },
+        ReportTask { name: "click".into(), kind: TaskKind::Binary, scope: Scope::Pair },
+        ReportTask { name: "like".into(), kind: TaskKind::Binary, scope: Scope::Pair },
+        ReportTask { name: "spend".into(), kind: TaskKind::Regression, scope: Scope::Pair },
+        ReportTask { name: "segment".into(), kind: TaskKind::Binary, scope: Scope::User },
     ];
     let mut rows = EvalRows { labels: vec![Vec::new(); 4], masks: vec![Vec::new(); 4], ..Default::default() };
     let mut a = ModelScores { name: "A".into(), outputs: vec![Vec::new(); 4], ..Default::default() };
@@ -71,7 +71,7 @@ fn seesaw_and_verdicts_when_b_wins_one_task_and_loses_another() {
     let r = compare(&rows, &tasks, &a, &b, None, &options()).unwrap();
     assert_eq!(r.tasks[0].verdict, Verdict::BBetter);
     assert_eq!(r.tasks[1].verdict, Verdict::BWorse);
-    assert_eq!(r.tasks[0].verdict_test, "delong");
+    assert_eq!(r.tasks[0].verdict_test, mtrec_report::VerdictTest::Delong);
     assert!(r.tasks[0].verdict_p_value.unwrap() < 1e-6);
     assert!(r.seesaw);
     assert_eq!(
@@ -81,7 +81,7 @@ fn seesaw_and_verdicts_when_b_wins_one_task_and_loses_another() {
     // Identical spend predictions: no difference, zero delta.
     assert_eq!(r.tasks[2].verdict, Verdict::NoSignificantDifference);
     let auc = &r.tasks[0].metrics[0];
-    assert_eq!(auc.metric, "auc");
+    assert_eq!(auc.metric, Metric::Auc);
     let (low, high) = (auc.ci_low.unwrap(), auc.ci_high.unwrap());
     assert!(0.0 < low && low < auc.delta.unwrap() && auc.delta.unwrap() < high);
 }
@@ -111,7 +111,7 @@ fn constant_per_user_task_is_evaluated_per_user() {
     let means: Vec<f32> = (0..200).map(|u| a.outputs[3][u * 20..(u + 1) * 20].iter().sum::<f32>() / 20.0).collect();
     let labels: Vec<f32> = (0..200).map(|u| rows.labels[3][u * 20]).collect();
     let expected = mtrec_metrics::auc(&means, &labels, None).unwrap();
-    assert!((r.tasks[3].metrics["auc"].unwrap() - expected).abs() < 1e-6);
+    assert!((r.tasks[3].metrics[&Metric::Auc].unwrap() - expected).abs() < 1e-6);
     // One user whose label varies makes the task per-row.
     rows.labels[3][1] = 1.0 - rows.labels[3][1];
     let r = evaluate(&rows, &tasks, &a, &options()).unwrap();

@@ -35,15 +35,15 @@ pub enum Lookup {
 
 /// Something a record's encoding had to assume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Warning {
+pub struct RecordWarning {
     /// The record field (raw column) concerned.
     pub field: String,
-    pub kind: WarningKind,
+    pub kind: RecordWarningKind,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum WarningKind {
+pub enum RecordWarningKind {
     /// The field was absent and encoded as null (numerics: filled).
     Missing,
     /// A category not in the vocabulary, mapped to the OOV id.
@@ -54,7 +54,7 @@ pub enum WarningKind {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EncodedRecord {
     pub values: Vec<EncodedValue>,
-    pub warnings: Vec<Warning>,
+    pub warnings: Vec<RecordWarning>,
 }
 
 /// A compiled pipeline.
@@ -178,10 +178,11 @@ impl Encoder {
             let raw = record.get(&feature.column);
             let (value, lookup) = self.encode_field(f, raw)?;
             if raw.is_none() {
-                warnings.push(Warning { field: feature.column.clone(), kind: WarningKind::Missing });
+                warnings.push(RecordWarning { field: feature.column.clone(), kind: RecordWarningKind::Missing });
             }
             if lookup == Lookup::Oov {
-                warnings.push(Warning { field: feature.column.clone(), kind: WarningKind::OutOfVocabulary });
+                warnings
+                    .push(RecordWarning { field: feature.column.clone(), kind: RecordWarningKind::OutOfVocabulary });
             }
             values.push(value);
         }

@@ -1,6 +1,7 @@
 //! # mtrec-schema
 //!
 //! The leaf crate of mtrec, shared by every other crate; it knows nothing of Polars or tensors.
+//! It holds the dataset schema and the typed artifacts the stages hand each other.
 //!
 //! - [`spec`]: the declarative dataset schema a user writes (`schemas/*.json`), whose JSON
 //!   Schema (`schemas/dataset.schema.json`) is generated from these types by [`json_schema`].
@@ -8,20 +9,32 @@
 //! - [`pipeline`]: the fitted feature pipeline saved as `features.json` by ingestion.
 //! - [`encode`]: the encoder of raw cells and raw JSON records, used by ingestion for every cell
 //!   and by serving for every request, so training and serving encode identically.
+//! - [`encoded`]: an encoded split in memory ([`EncodedDataset`]), the [`Split`] names, and
+//!   the encoded columns the model reads.
+//! - [`metric`]: metric names ([`Metric`], [`MetricKey`]): direction and the primary metric
+//!   of each task kind, shared by training, reports and experiment summaries.
+//! - [`history`]: the trainer's `history.json` ([`History`]).
+//! - [`fs`]: atomic writes of files and directories, used by every writer of artifacts.
 //!
 //! Id conventions of every categorical table: 0 is out-of-vocabulary, 1 is null, known
 //! categories (and hash or numeric buckets) start at 2.
 
 pub mod encode;
+pub mod encoded;
 pub mod error;
 pub mod fs;
+pub mod history;
+pub mod metric;
 pub mod pipeline;
 pub mod spec;
 pub mod validate;
 pub mod value;
 
-pub use encode::{split_tokens, EncodedRecord, EncodedValue, Encoder, Lookup, Warning, WarningKind};
-pub use error::{CellError, LoadError, PipelineError, SchemaError};
+pub use encode::{split_tokens, EncodedRecord, EncodedValue, Encoder, Lookup, RecordWarning, RecordWarningKind};
+pub use encoded::{EncodedDataset, FeatureColumn, Split, UnknownSplit};
+pub use error::{error_chain, CellError, PipelineError, SchemaError, SchemaFileError};
+pub use history::{task_pair_key, EpochRecord, GateStats, History};
+pub use metric::{Metric, MetricKey, UnknownMetric};
 pub use pipeline::{
     EncodedKind, FeaturePipeline, FittedFeature, FittedTask, IdMapping, NumericTransform, Scale, TextRules, Transform,
     FIRST_ID, NULL_ID, OOV_ID, PIPELINE_FORMAT_VERSION,

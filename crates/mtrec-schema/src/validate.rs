@@ -6,13 +6,13 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::error::{LoadError, SchemaError};
+use crate::error::{SchemaError, SchemaFileError};
 use crate::spec::{DatasetSchema, FeatureSpec, FeatureType, Fill, Normalize, SplitMethod, TaskType};
 
 /// Reads, parses and validates a schema file.
-pub fn load_schema(path: &Path) -> Result<DatasetSchema, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: path.to_owned(), source })?;
-    parse_schema(&text).map_err(|error| LoadError::Invalid { path: path.to_owned(), error })
+pub fn load_schema(path: &Path) -> Result<DatasetSchema, SchemaFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SchemaFileError::Io { path: path.to_owned(), source })?;
+    parse_schema(&text).map_err(|error| SchemaFileError::Invalid { path: path.to_owned(), error })
 }
 
 /// Parses and validates a schema from JSON text.

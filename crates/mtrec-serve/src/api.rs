@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The media type of Arrow IPC streams.
+pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
 /// Raw fields of a user, an item or a context, keyed by source column (as in the training
 /// data). A user or item may carry its id as `id` or under the schema's id column.
 pub type Record = serde_json::Map<String, serde_json::Value>;

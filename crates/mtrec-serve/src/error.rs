@@ -1,5 +1,7 @@
 //! The one error shape of the API, and the errors of loading a model for serving.
 
+use std::path::PathBuf;
+
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -58,11 +60,13 @@ impl IntoResponse for ApiError {
 
 /// Why a bundle or a feature table cannot be served.
 #[derive(Debug, thiserror::Error)]
-pub enum LoadError {
+pub enum ModelLoadError {
     #[error(transparent)]
     Bundle(#[from] mtrec_model::bundle::BundleError),
-    #[error("feature table: {0}")]
+    #[error("feature table")]
     Table(#[from] mtrec_ingest::IngestError),
+    #[error("self-test of bundle {bundle}: encoding a missing feature")]
+    NullEncoding { bundle: PathBuf, source: mtrec_schema::CellError },
     #[error("self-test of bundle {bundle}: {message}")]
-    SelfTest { bundle: String, message: String },
+    SelfTest { bundle: PathBuf, message: String },
 }

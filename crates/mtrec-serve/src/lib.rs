@@ -23,6 +23,6 @@ pub mod openapi;
 pub mod scoring;
 pub mod server;
 
-pub use error::{ApiError, LoadError};
+pub use error::{ApiError, ModelLoadError};
 pub use scoring::{Limits, ServingModel, TablePaths};
 pub use server::{app, run, AppState, ServeConfig};

@@ -4,10 +4,10 @@
 use schemars::generate::SchemaSettings;
 use serde_json::{json, Value};
 
+use crate::api::ARROW_STREAM;
 use crate::api::{
     BatchRequest, ErrorBody, ModelInfo, ReloadRequest, ReloadResponse, ScoreRequest, ScoreResponse, Status,
 };
-use crate::server::ARROW_STREAM;
 
 /// The spec as JSON.
 pub fn spec() -> Value {

@@ -21,8 +21,7 @@ use crate::error::ApiError;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::scoring::{Limits, ServingModel, TablePaths};
 
-/// The media type of Arrow IPC streams.
-pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+pub use crate::api::ARROW_STREAM;
 
 /// Everything `mtrec serve` is configured with.
 #[derive(Debug, Clone)]
@@ -101,7 +100,8 @@ impl AppState {
         let dir =
             bundle.or_else(|| previous.as_ref().map(|m| m.dir.clone())).unwrap_or_else(|| self.config.bundle.clone());
         let tables = self.config.tables.clone();
-        let loaded = run_cpu(move || ServingModel::load(&dir, &tables).map_err(|e| e.to_string())).await;
+        let loaded =
+            run_cpu(move || ServingModel::load(&dir, &tables).map_err(|e| mtrec_schema::error_chain(&e))).await;
         match loaded {
             Ok(Ok(model)) => {
                 let current = model.model_ref.clone();

@@ -1,10 +1,15 @@
 //! # mtrec-testkit
 //!
 //! Fixtures for integration tests (a dev-dependency only): the synthetic log of a config,
-//! written as Parquet and ingested with `schemas/synthetic.json`, as a user would.
+//! written as Parquet and ingested with `schemas/synthetic.json`, as a user would; and bundles
+//! of untrained models, for tests of what reads bundles without training one.
 
 use std::path::{Path, PathBuf};
 
+use mtrec_ingest::encoded::{load_pipeline, load_split};
+use mtrec_model::bundle::{self, ModelMeta};
+use mtrec_model::{ModelConfig, MultiTaskModel};
+use mtrec_schema::{EpochRecord, History, MetricKey, Split};
 use polars::prelude::DataFrame;
 
 /// A generated and ingested synthetic log.
@@ -37,4 +42,35 @@ pub fn ingest_synthetic(dir: &Path, config: &mtrec_synth::SyntheticConfig) -> Sy
     })
     .expect("ingesting the synthetic log");
     SyntheticIngest { raw, parquet, ingest }
+}
+
+/// Writes to `out` the bundle of an untrained model of `config` on the ingest directory
+/// `ingest`: weights initialized with `seed`, output biases at the train split's priors, and a
+/// history of one epoch holding the model's validation metrics, as a trained bundle's has.
+/// For tests of what reads bundles (serving, reports), which need no training.
+pub fn untrained_bundle(ingest: &Path, out: &Path, config: &ModelConfig, seed: u64) -> PathBuf {
+    let pipeline = load_pipeline(ingest).expect("an ingest directory");
+    let train = load_split(ingest, Split::Train, &pipeline).expect("the train split");
+    let valid = load_split(ingest, Split::Valid, &pipeline).expect("the valid split");
+    let mut model = MultiTaskModel::new(&pipeline, config, seed).expect("a valid model config");
+    model.init_output_biases(&train.labels, &train.masks);
+    let mut history = History::new(MetricKey::Loss);
+    history
+        .epochs
+        .push(EpochRecord { valid: mtrec_model::evaluate(&model, &valid, 8192).metrics, ..Default::default() });
+    history.best_epoch = Some(0);
+    let meta = ModelMeta {
+        format_version: bundle::BUNDLE_FORMAT_VERSION,
+        architecture: config.architecture.name().to_owned(),
+        model: config.clone(),
+        tasks: bundle::task_meta(&model),
+        dataset: pipeline.dataset.clone(),
+        schema_hash: pipeline.schema_hash.clone(),
+        weights_sha256: String::new(),
+        seed,
+        training: serde_json::json!({ "untrained": true }),
+        provenance: bundle::provenance(ingest, train.rows, Some(0), 0, 1),
+    };
+    bundle::save(out, &model, &pipeline, meta, &history).expect("writing the bundle");
+    out.to_owned()
 }

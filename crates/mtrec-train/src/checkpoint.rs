@@ -2,19 +2,25 @@
 //! model so far, written atomically after every epoch beside the bundle
 //! (`<bundle>.checkpoint/`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use mtrec_model::{io, AdamState, MultiTaskModel, SparseOptimizer};
-use mtrec_schema::FeaturePipeline;
+use mtrec_schema::fs::StagedDir;
+use mtrec_schema::{FeaturePipeline, History};
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
+use crate::error::TrainError;
 use crate::strategy::StrategyState;
-use crate::train::History;
-use crate::TrainError;
 
 const STATE_FILE: &str = "checkpoint.json";
 const TENSORS_FILE: &str = "state.safetensors";
+
+/// The checkpoint directory of a bundle path: `<bundle>.checkpoint` beside it.
+pub fn checkpoint_dir(bundle: &Path) -> PathBuf {
+    let name = bundle.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bundle".to_owned());
+    bundle.with_file_name(format!("{name}.checkpoint"))
+}
 
 /// The training state to save, borrowed: saving every epoch must not copy the tables and
 /// their optimizer moments first.
@@ -107,23 +113,24 @@ pub fn save(
         best_value_bits: ck.best.map(|(v, _)| v.to_bits()),
         strategy: ck.strategy.clone(),
     };
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let fail = |e: std::io::Error| TrainError::Io { path: dir.to_owned(), message: e.to_string() };
-    std::fs::create_dir_all(parent).map_err(fail)?;
-    let tmp = tempfile::Builder::new().prefix(".mtrec-checkpoint-").tempdir_in(parent).map_err(fail)?;
-    std::fs::write(tmp.path().join(TENSORS_FILE), bytes).map_err(fail)?;
-    std::fs::write(tmp.path().join(STATE_FILE), serde_json::to_string_pretty(&state).expect("state serializes"))
+    let fail = |source: std::io::Error| TrainError::WriteCheckpoint { path: dir.to_owned(), source };
+    let staged = StagedDir::new(dir).map_err(fail)?;
+    std::fs::write(staged.path().join(TENSORS_FILE), bytes).map_err(fail)?;
+    std::fs::write(staged.path().join(STATE_FILE), serde_json::to_string_pretty(&state).expect("state serializes"))
         .map_err(fail)?;
-    mtrec_schema::fs::replace_dir(&tmp.keep(), dir).map_err(fail)
+    staged.commit().map_err(fail)
 }
 
 /// Loads a checkpoint written for the same pipeline and an equivalent config (only `epochs`
 /// and early-stopping settings may change between runs).
 pub fn load(dir: &Path, pipeline: &FeaturePipeline, config: &TrainConfig) -> Result<Checkpoint, TrainError> {
     let bad = |m: String| TrainError::Checkpoint { path: dir.to_owned(), message: m };
-    let state: State =
-        serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).map_err(|e| bad(format!("{STATE_FILE}: {e}")))?)
-            .map_err(|e| bad(format!("{STATE_FILE}: {e}")))?;
+    let unreadable = |file: &str| {
+        let path = dir.join(file);
+        move |e: Box<dyn std::error::Error + Send + Sync>| TrainError::ReadCheckpoint { path, source: e }
+    };
+    let state_bytes = std::fs::read(dir.join(STATE_FILE)).map_err(|e| unreadable(STATE_FILE)(e.into()))?;
+    let state: State = serde_json::from_slice(&state_bytes).map_err(|e| unreadable(STATE_FILE)(e.into()))?;
     if state.schema_hash != pipeline.schema_hash {
         return Err(bad("it was written for another feature pipeline (schema hash differs)".to_owned()));
     }
@@ -133,7 +140,7 @@ pub fn load(dir: &Path, pipeline: &FeaturePipeline, config: &TrainConfig) -> Res
             "its training config differs from this run's (only epochs and early_stopping may change)".to_owned()
         ));
     }
-    let bytes = std::fs::read(dir.join(TENSORS_FILE)).map_err(|e| bad(format!("{TENSORS_FILE}: {e}")))?;
+    let bytes = std::fs::read(dir.join(TENSORS_FILE)).map_err(|e| unreadable(TENSORS_FILE)(e.into()))?;
     let tensors = io::from_safetensors(&bytes, TENSORS_FILE)?;
     let mut model = MultiTaskModel::new(pipeline, &config.model_config(), config.seed)?;
     io::load_into(&mut model, &strip("model/", &tensors), dir)?;

@@ -1,9 +1,13 @@
 //! The training configuration: a documented file (JSON) with defaults, saved into every bundle.
 
-use mtrec_model::{LossWeighting, ModelConfig, SparseOptimizerConfig};
+use std::path::Path;
 
-use crate::strategy::LossStrategy;
+use mtrec_model::{LossWeighting, ModelConfig, SparseOptimizerConfig};
+use mtrec_schema::MetricKey;
 use serde::{Deserialize, Serialize};
+
+use crate::error::TrainError;
+use crate::strategy::LossStrategy;
 
 /// Everything `mtrec train` needs besides the data. Every field has a default, so `{}` is a
 /// valid config.
@@ -75,9 +79,10 @@ pub enum EmbeddingOptimizer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EarlyStopping {
-    /// `loss` (the weighted validation loss), or `<task>.<metric>` with metric one of `auc`,
-    /// `logloss`, `rmse`, `accuracy`.
-    pub metric: String,
+    /// `loss` (the weighted validation loss), or `<task>.<metric>` with one of the task's
+    /// validation metrics: `auc` or `logloss` (binary), `rmse` (regression), `accuracy` or
+    /// `logloss` (multiclass).
+    pub metric: MetricKey,
     /// Epochs without improvement before stopping (0: never stop early).
     pub patience: usize,
     /// Smallest change that counts as an improvement.
@@ -86,7 +91,7 @@ pub struct EarlyStopping {
 
 impl Default for EarlyStopping {
     fn default() -> Self {
-        Self { metric: "loss".to_owned(), patience: 2, min_delta: 0.0 }
+        Self { metric: MetricKey::Loss, patience: 2, min_delta: 0.0 }
     }
 }
 
@@ -118,12 +123,12 @@ impl TrainConfig {
     }
 
     /// Reads a config file (JSON), naming the JSON path of any problem.
-    pub fn load(path: &std::path::Path) -> Result<Self, crate::TrainError> {
+    pub fn load(path: &Path) -> Result<Self, TrainError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| crate::TrainError::Config(format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|source| TrainError::ReadConfig { path: path.to_owned(), source: source.into() })?;
         let mut de = serde_json::Deserializer::from_str(&text);
         serde_path_to_error::deserialize(&mut de)
-            .map_err(|e| crate::TrainError::Config(format!("{}: {}: {}", path.display(), e.path(), e.inner())))
+            .map_err(|source| TrainError::ReadConfig { path: path.to_owned(), source: source.into() })
     }
 
     /// The model configuration this training builds: `model`, with uncertainty weighting when
@@ -136,13 +141,13 @@ impl TrainConfig {
         model
     }
 
-    pub fn validate(&self) -> Result<(), crate::TrainError> {
-        let bad = |m: &str| Err(crate::TrainError::Config(m.to_owned()));
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |m: &str| Err(TrainError::Config(m.to_owned()));
         let strategy = self.loss_strategy;
         if self.model.loss_weighting == LossWeighting::Uncertainty
             && !matches!(strategy, LossStrategy::Static | LossStrategy::Uncertainty)
         {
-            return Err(crate::TrainError::Config(format!(
+            return Err(TrainError::Config(format!(
                 "model.loss_weighting \"uncertainty\" cannot be combined with loss_strategy {:?}: use one of them",
                 strategy.name()
             )));

@@ -10,42 +10,29 @@
 //!   where both are labeled (binary and regression tasks; a multiclass label is a class index,
 //!   not a quantity).
 //!
-//! Pairs are keyed `"<task a>|<task b>"` with `a` before `b` in task order.
+//! Pairs are keyed by [`task_pair_key`]: `"<task a>|<task b>"` with `a` before `b` in task
+//! order.
 
 use std::collections::BTreeMap;
 
-use mtrec_ingest::encoded::EncodedDataset;
-use mtrec_model::{MultiTaskModel, Predictions};
-use mtrec_schema::TaskType;
-use serde::{Deserialize, Serialize};
+use mtrec_model::{feature_views, MultiTaskModel, Predictions};
+use mtrec_schema::{task_pair_key, EncodedDataset, GateStats, TaskType};
 
-use crate::eval::feature_data;
-use crate::train::{batch_targets, shared_parameters, task_gradients};
-use crate::TrainError;
+use crate::error::TrainError;
+use crate::step::task_gradients;
 
 /// Rows of the diagnostic batch.
 pub const DIAGNOSTIC_ROWS: usize = 1024;
-
-/// One task's gate statistics.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExpertUsage {
-    pub mean_weight: Vec<f64>,
-    pub mean_entropy: f64,
-}
-
-fn pair_key(a: &str, b: &str) -> String {
-    format!("{a}|{b}")
-}
 
 /// Cosine similarity between every two tasks' gradients on their common dense parameters
 /// (pairs whose gradients do not both reach a shared parameter are left out).
 pub fn gradient_cosines(model: &MultiTaskModel, data: &EncodedDataset) -> Result<BTreeMap<String, f64>, TrainError> {
     let rows: Vec<usize> = (0..data.rows.min(DIAGNOSTIC_ROWS)).collect();
-    let features = feature_data(data);
+    let features = feature_views(&data.features);
     let leaf = model.assemble(&features, &rows).input;
-    let (labels, masks) = batch_targets(data, &rows);
+    let (labels, masks) = data.targets(&rows);
     let grads = task_gradients(model, &leaf, None, &labels, &masks, &|_| 1.0)?;
-    let shared = shared_parameters(&grads.dense);
+    let shared = grads.shared_parameters();
     let mut out = BTreeMap::new();
     let tasks = model.heads.len();
     for a in 0..tasks {
@@ -61,7 +48,7 @@ pub fn gradient_cosines(model: &MultiTaskModel, data: &EncodedDataset) -> Result
                 }
             }
             if na > 0.0 && nb > 0.0 {
-                out.insert(pair_key(&model.heads[a].name, &model.heads[b].name), dot / (na.sqrt() * nb.sqrt()));
+                out.insert(task_pair_key(&model.heads[a].name, &model.heads[b].name), dot / (na.sqrt() * nb.sqrt()));
             }
         }
     }
@@ -69,7 +56,7 @@ pub fn gradient_cosines(model: &MultiTaskModel, data: &EncodedDataset) -> Result
 }
 
 /// Each gated task's mean gate weight per expert and mean gate entropy over `predictions`.
-pub fn expert_usage(model: &MultiTaskModel, predictions: &Predictions) -> BTreeMap<String, ExpertUsage> {
+pub fn expert_usage(model: &MultiTaskModel, predictions: &Predictions) -> BTreeMap<String, GateStats> {
     let mut out = BTreeMap::new();
     for (head, gates) in model.heads.iter().zip(&predictions.gates) {
         let Some(g) = gates else { continue };
@@ -87,7 +74,7 @@ pub fn expert_usage(model: &MultiTaskModel, predictions: &Predictions) -> BTreeM
         }
         let n = predictions.rows as f64;
         mean_weight.iter_mut().for_each(|m| *m /= n);
-        out.insert(head.name.clone(), ExpertUsage { mean_weight, mean_entropy: entropy / n });
+        out.insert(head.name.clone(), GateStats { mean_weight, mean_entropy: entropy / n });
     }
     out
 }
@@ -105,7 +92,7 @@ pub fn label_correlations(model: &MultiTaskModel, data: &EncodedDataset) -> BTre
                 .map(|r| (f64::from(data.labels[a][r]), f64::from(data.labels[b][r])))
                 .collect();
             if let Some(r) = pearson(&both) {
-                out.insert(pair_key(&model.heads[a].name, &model.heads[b].name), r);
+                out.insert(task_pair_key(&model.heads[a].name, &model.heads[b].name), r);
             }
         }
     }

@@ -1,48 +1,38 @@
 //! # mtrec-train
 //!
-//! Training and batch scoring of mtrec models.
+//! Training of mtrec models, and experiment grids of training runs.
 //!
 //! - [`config`]: the training configuration (a JSON file with defaults, saved in the bundle).
-//! - [`train`]: the loop: seeded shuffling, data-parallel steps (one part of the batch per
-//!   thread, gradients summed in part order), dense Adam and sparse embedding steps, validation
-//!   after every epoch, early stopping, checkpoints and `--resume`, and the bundle of the best
-//!   epoch.
+//! - [`train`]: the loop: seeded shuffling, steps, validation after every epoch, early stopping,
+//!   checkpoints and `--resume`, and the bundle of the best epoch.
+//! - [`step`]: one step: data-parallel forward and backward passes (one part of the batch per
+//!   thread, gradients summed in part order) or per-task passes, the gradients taken out of
+//!   dfdx's tape, dense Adam and sparse embedding updates.
 //! - [`strategy`]: loss weighting and gradient strategies (static, uncertainty, DWA, GradNorm,
-//!   PCGrad), each with its reference and cost per step.
-//! - [`eval`]: scoring a split in batches and its validation metrics.
-//! - [`predict`]: `mtrec predict`, every task's output per row.
+//!   PCGrad), each with its reference and cost per step, and how each combines the tasks'
+//!   gradients.
+//! - [`history`]: what a run records in `history.json` (the type itself is
+//!   [`mtrec_schema::History`]): the monitored metric and the epoch line.
+//! - [`diagnostics`]: task relatedness (gradient cosines, expert usage, label correlation).
+//! - [`checkpoint`]: the state `--resume` continues from.
+//! - [`experiment`]: `mtrec experiment`, a grid of configurations × seeds and its summary.
+//! - [`error`]: what can go wrong ([`TrainError`]).
+//!
+//! Validation metrics and batch scoring are the model's ([`mtrec_model::infer`]), so that
+//! prediction, evaluation and serving use them without depending on this crate.
 
 pub mod checkpoint;
 pub mod config;
 pub mod diagnostics;
-pub mod eval;
-pub mod predict;
+pub mod error;
+pub mod experiment;
+mod gradients;
+pub mod history;
+pub mod step;
 pub mod strategy;
 pub mod train;
 
-use std::path::PathBuf;
-
 pub use config::TrainConfig;
+pub use error::TrainError;
 pub use strategy::LossStrategy;
-pub use train::{train, History, TrainOptions, Trained};
-
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    #[error("training config: {0}")]
-    Config(String),
-    #[error(transparent)]
-    Data(#[from] mtrec_ingest::IngestError),
-    #[error(transparent)]
-    Model(#[from] mtrec_model::ModelError),
-    #[error(transparent)]
-    Bundle(#[from] mtrec_model::bundle::BundleError),
-    /// Data that does not belong with the bundle or model at hand.
-    #[error("{0}")]
-    Incompatible(String),
-    #[error("checkpoint {path}: {message}")]
-    Checkpoint { path: PathBuf, message: String },
-    #[error("{path}: {message}")]
-    Io { path: PathBuf, message: String },
-    #[error("training diverged in epoch {epoch}: the loss of task {task:?} is not finite (lower the learning rate)")]
-    Diverged { epoch: usize, task: String },
-}
+pub use train::{train, TrainOptions, Trained};

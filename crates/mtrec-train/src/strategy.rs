@@ -20,9 +20,16 @@
 //! [`mtrec_model::MultiTaskModel::gradnorm_params`]: its group's last shared layer, or the
 //! task's own last layer where the architecture shares none (single-task, soft sharing).
 
+use std::collections::BTreeMap;
+
+use mtrec_model::MultiTaskModel;
+use mtrec_schema::History;
+use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
+
+use crate::gradients::{add_scaled, TaskGradients};
 
 /// `loss_strategy` in the training config.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
@@ -57,6 +64,136 @@ impl LossStrategy {
     /// Whether a step needs one backward pass per task.
     pub fn per_task_gradients(&self) -> bool {
         matches!(self, LossStrategy::GradNorm { .. } | LossStrategy::Pcgrad)
+    }
+
+    /// The weight of task loss L_t in its own backward pass, given its λ_t: GradNorm's passes
+    /// are unweighted (its learned weights apply when the gradients are combined).
+    pub(crate) fn pass_weight(&self, lambda: f32) -> f32 {
+        match self {
+            LossStrategy::GradNorm { .. } => 1.0,
+            _ => lambda,
+        }
+    }
+
+    /// DWA's task weights for `epoch` from the history's mean training losses (multiplying
+    /// each λ), `None` for the other strategies.
+    pub(crate) fn epoch_weights(&self, model: &MultiTaskModel, history: &History) -> Option<Vec<f64>> {
+        let LossStrategy::Dwa { temperature } = *self else { return None };
+        let n = history.epochs.len();
+        let losses = |back: usize| -> Vec<Option<f64>> {
+            model
+                .heads
+                .iter()
+                .map(|h| n.checked_sub(back).and_then(|e| history.epochs[e].train_loss.get(&h.name).copied()))
+                .collect()
+        };
+        Some(dwa_weights(&losses(1), &losses(2), temperature))
+    }
+
+    /// The task weights to record for an epoch: DWA's for the epoch, GradNorm's as they stand,
+    /// none for the other strategies.
+    pub(crate) fn recorded_weights(
+        &self,
+        model: &MultiTaskModel,
+        dwa: Option<&[f64]>,
+        state: &StrategyState,
+    ) -> BTreeMap<String, f64> {
+        let named = |w: &[f64]| model.heads.iter().zip(w).map(|(h, w)| (h.name.clone(), *w)).collect();
+        match (dwa, self) {
+            (Some(w), _) => named(w),
+            (None, LossStrategy::GradNorm { .. }) if !state.weights.is_empty() => named(&state.weights),
+            _ => BTreeMap::new(),
+        }
+    }
+
+    /// GradNorm's or PCGrad's step gradient from each task's gradients: per dense parameter,
+    /// and on the assembled input (`input_len` values). GradNorm weighs each task by its
+    /// learned weight, then updates the weights from this step's losses and gradient norms
+    /// (they apply from the next step); PCGrad projects conflicting gradients on the shared
+    /// parameters (in an order drawn from `step_seed`) and sums the rest.
+    pub(crate) fn combine(
+        &self,
+        state: &mut StrategyState,
+        model: &MultiTaskModel,
+        grads: &TaskGradients,
+        input_len: usize,
+        step_seed: u64,
+    ) -> (Vec<Vec<f32>>, Vec<f32>) {
+        let mut dense: Vec<Vec<f32>> = model.params.ids().map(|id| vec![0.0; model.params.numel(id)]).collect();
+        let mut input = vec![0.0f32; input_len];
+        match *self {
+            LossStrategy::GradNorm { alpha, lr } => {
+                gradnorm_combine(state, model, grads, &mut dense, &mut input, alpha, lr)
+            }
+            LossStrategy::Pcgrad => pcgrad_combine(grads, &mut dense, &mut input, step_seed),
+            other => unreachable!("{} takes one backward pass per batch", other.name()),
+        }
+        (dense, input)
+    }
+}
+
+/// GradNorm's combination and weight update; see [`LossStrategy::combine`].
+fn gradnorm_combine(
+    state: &mut StrategyState,
+    model: &MultiTaskModel,
+    grads: &TaskGradients,
+    dense: &mut [Vec<f32>],
+    input: &mut [f32],
+    alpha: f64,
+    lr: f64,
+) {
+    let tasks = model.heads.len();
+    if state.weights.len() != tasks {
+        state.weights = vec![1.0; tasks];
+        state.initial_losses = vec![None; tasks];
+    }
+    for t in 0..tasks {
+        if let (Some(d), Some(i)) = (&grads.dense[t], &grads.input[t]) {
+            let c = state.weights[t] as f32;
+            for (acc, g) in dense.iter_mut().zip(d) {
+                add_scaled(acc, g, c);
+            }
+            add_scaled(input, i, c);
+        }
+    }
+    let mut norms = vec![None; tasks];
+    let mut ratios = vec![None; tasks];
+    for t in 0..tasks {
+        let (Some(d), Some(l)) = (&grads.dense[t], grads.values[t]) else { continue };
+        let l = f64::from(l);
+        let l0 = *state.initial_losses[t].get_or_insert(l);
+        let sq: f64 = model.gradnorm_params(t).iter().flat_map(|id| &d[id.0]).map(|g| f64::from(*g).powi(2)).sum();
+        norms[t] = Some(sq.sqrt());
+        ratios[t] = (l0 > 0.0).then(|| l / l0);
+    }
+    gradnorm_update(&mut state.weights, &norms, &ratios, alpha, lr);
+}
+
+/// PCGrad's combination; see [`LossStrategy::combine`].
+fn pcgrad_combine(grads: &TaskGradients, dense: &mut [Vec<f32>], input: &mut [f32], step_seed: u64) {
+    let present = grads.present();
+    let shared = grads.shared_parameters();
+    let flat: Vec<Vec<f32>> = present
+        .iter()
+        .map(|&t| {
+            let d = grads.dense[t].as_ref().expect("present");
+            shared.iter().flat_map(|&p| d[p].iter().copied()).collect()
+        })
+        .collect();
+    let projected = pcgrad_project(&flat, &mut StdRng::seed_from_u64(step_seed));
+    for (k, &t) in present.iter().enumerate() {
+        let d = grads.dense[t].as_ref().expect("present");
+        let mut at = 0;
+        for p in 0..dense.len() {
+            if shared.binary_search(&p).is_ok() {
+                let len = dense[p].len();
+                add_scaled(&mut dense[p], &projected[k][at..at + len], 1.0);
+                at += len;
+            } else {
+                add_scaled(&mut dense[p], &d[p], 1.0);
+            }
+        }
+        add_scaled(input, grads.input[t].as_ref().expect("present"), 1.0);
     }
 }
 

@@ -60,7 +60,7 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ExperimentArgs {
-    /// Experiment file (JSON; see crates/mtrec-eval/src/experiment.rs and configs/).
+    /// Experiment file (JSON; see crates/mtrec-train/src/experiment.rs and configs/).
     #[arg(long)]
     config: PathBuf,
     /// Output directory: runs/<config>/seed-<s>/ bundles, summary.json, summary.md.
@@ -119,7 +119,7 @@ struct ReportArgs {
     #[arg(long)]
     data: PathBuf,
     #[arg(long, default_value = "test")]
-    split: String,
+    split: mtrec_schema::Split,
     /// Output directory for report.html, report.md and report.json.
     #[arg(long)]
     out: PathBuf,
@@ -146,7 +146,7 @@ impl ReportArgs {
     fn options(&self) -> mtrec_eval::EvalOptions {
         mtrec_eval::EvalOptions {
             data: self.data.clone(),
-            split: self.split.clone(),
+            split: self.split,
             batch_size: self.batch_size,
             report: mtrec_report::ReportOptions {
                 bootstrap_replicates: self.bootstrap,
@@ -269,7 +269,7 @@ struct PredictArgs {
     #[arg(long)]
     data: PathBuf,
     #[arg(long, default_value = "test")]
-    split: String,
+    split: mtrec_schema::Split,
     /// Output file: .parquet or .arrow.
     #[arg(long)]
     out: PathBuf,
@@ -417,7 +417,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => {
             init_threads(args.threads)?;
             let bundle = mtrec_model::bundle::load(&args.bundle)?;
-            let rows = mtrec_train::predict::predict(&bundle, &args.data, &args.split, &args.out, args.batch_size)?;
+            let rows = mtrec_eval::predict::predict(&bundle, &args.data, args.split, &args.out, args.batch_size)?;
             println!("wrote {} ({rows} rows)", args.out.display());
             Ok(())
         }
@@ -442,7 +442,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Experiment(args) => {
-            let summary = mtrec_eval::experiment::run(&mtrec_eval::experiment::ExperimentOptions {
+            let summary = mtrec_train::experiment::run(&mtrec_train::experiment::ExperimentOptions {
                 config_path: args.config,
                 data: args.data,
                 parallel: args.parallel,
@@ -450,7 +450,7 @@ fn run(cli: Cli) -> Result<()> {
                 force: args.force,
                 progress: true,
             })?;
-            print!("{}", mtrec_eval::experiment::render_markdown(&summary));
+            print!("{}", mtrec_train::experiment::render_markdown(&summary));
             println!("wrote {}", args.out.display());
             Ok(())
         }
@@ -494,8 +494,7 @@ fn print_verdicts(report: &mtrec_report::AbReport) {
         let Some(m) = t.metrics.iter().find(|m| m.metric == t.primary_metric) else { continue };
         let ci = format!("[{}, {}]", num(m.ci_low), num(m.ci_high));
         let p = t.verdict_p_value.map_or_else(|| "-".to_owned(), |p| format!("{p:.2e}"));
-        let verdict =
-            serde_json::to_value(t.verdict).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let verdict = t.verdict.as_str();
         println!(
             "{:<14} {:<8} {:>8} {:>8} {:>9}  {:<22} {:>9}  {verdict}",
             t.task,
@@ -521,8 +520,8 @@ fn init_threads(threads: usize) -> Result<()> {
 }
 
 /// Every task's validation metrics at the best epoch.
-fn print_validation(history: &mtrec_train::History) {
-    let Some(best) = history.best_epoch.and_then(|b| history.epochs.iter().find(|e| e.epoch == b)) else {
+fn print_validation(history: &mtrec_schema::History) {
+    let Some(best) = history.best() else {
         return;
     };
     println!("best epoch {} of {} (monitor: {})", best.epoch + 1, history.epochs.len(), history.monitor);
@@ -583,7 +582,7 @@ fn quickstart(args: &QuickstartArgs) -> Result<()> {
     let report_dir = args.out.join("ab-report");
     let opts = mtrec_eval::EvalOptions {
         data: ingest_dir.clone(),
-        split: "test".to_owned(),
+        split: mtrec_schema::Split::Test,
         batch_size: 4096,
         report: mtrec_report::ReportOptions::default(),
         force: true,

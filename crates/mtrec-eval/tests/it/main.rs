@@ -1,10 +1,14 @@
-//! Integration tests of mtrec-eval: `eval` and `ab` on small trained bundles, end to end.
+//! Integration tests of mtrec-eval: `eval`, `ab` and `predict` on small trained bundles, end to
+//! end. The bundles are trained (the reports show training histories and task relatedness), so
+//! the trainer is a dev-dependency only.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use mtrec_eval::predict::predict;
 use mtrec_eval::{ab, eval, EvalError, EvalOptions};
 use mtrec_model::ArchitectureConfig;
+use mtrec_schema::Split;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -47,7 +51,7 @@ fn fixture() -> &'static Fixture {
 fn options() -> EvalOptions {
     EvalOptions {
         data: fixture().ingest.clone(),
-        split: "test".to_owned(),
+        split: mtrec_schema::Split::Test,
         batch_size: 512,
         report: mtrec_report::ReportOptions { bootstrap_replicates: 200, ..Default::default() },
         force: false,
@@ -151,7 +155,7 @@ fn bundles_of_another_pipeline_are_refused_and_nothing_is_written() {
     let leftovers: Vec<_> = std::fs::read_dir(&fx.root)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".mtrec-report-"))
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".mtrec-"))
         .collect();
     assert!(leftovers.is_empty(), "no temporary directory is left behind");
 }
@@ -179,105 +183,59 @@ fn the_html_report_renders_in_headless_chromium() {
     assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
 }
 
-fn experiment_options(config_path: PathBuf, out: &Path) -> mtrec_eval::experiment::ExperimentOptions {
-    mtrec_eval::experiment::ExperimentOptions {
-        config_path,
-        data: None,
-        parallel: None,
-        out: out.to_owned(),
+#[test]
+fn predict_writes_every_task_for_every_row() {
+    let fx = fixture();
+    let bundle = mtrec_model::bundle::load(&fx.mmoe).unwrap();
+    let out = fx.root.join("pred.parquet");
+    let rows = predict(&bundle, &fx.ingest, Split::Test, &out, 1000).unwrap();
+    let df = polars::prelude::ParquetReader::new(std::fs::File::open(&out).unwrap()).finish().unwrap();
+    use polars::prelude::SerReader;
+    assert_eq!(df.height(), rows);
+    for c in [
+        "id.row",
+        "id.user",
+        "id.item",
+        "pred.click",
+        "label.click",
+        "mask.click",
+        "pred.dwell",
+        "pred.item_quality",
+        "prob.item_quality.low",
+        "gate.click.0",
+        "gate.click.2",
+    ] {
+        assert!(df.column(c).is_ok(), "{c} missing");
+    }
+    let p = df.column("pred.click").unwrap().f32().unwrap().clone();
+    assert!(p.into_no_null_iter().all(|x| (0.0..=1.0).contains(&x)));
+}
+
+#[test]
+fn predict_refuses_data_encoded_with_another_pipeline_or_format() {
+    let fx = fixture();
+    let bundle = mtrec_model::bundle::load(&fx.mmoe).unwrap();
+    // The same rows, ingested with a schema that differs only in an embedding dimension.
+    let mut schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/synthetic.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    schema["defaults"]["embedding_dim"] = serde_json::json!(4);
+    std::fs::write(fx.root.join("other.json"), schema.to_string()).unwrap();
+    mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
+        schema: fx.root.join("other.json"),
+        input: vec![fx.root.join("log.parquet").to_string_lossy().into_owned()],
+        out: fx.root.join("other"),
         force: false,
-        progress: false,
-    }
-}
-
-fn write_experiment(name: &str, json: serde_json::Value) -> PathBuf {
-    let path = fixture().root.join(name);
-    std::fs::write(&path, json.to_string()).unwrap();
-    path
-}
-
-#[test]
-fn experiment_runs_the_grid_and_summarizes_over_seeds() {
-    let fx = fixture();
-    let config = write_experiment(
-        "experiment.json",
-        serde_json::json!({
-            "data": "ingest",
-            "base": { "epochs": 1, "batch_size": 256, "model": { "tower_layers": [8] } },
-            "architectures": {
-                "single_task": { "model": { "architecture": { "type": "single_task", "layers": [8] } } },
-                "shared_bottom": { "model": { "architecture": { "type": "shared_bottom", "layers": [16] } } }
-            },
-            "seeds": [1, 2],
-            "baseline": "single_task",
-            "parallel": 2
-        }),
-    );
-    let out = fx.root.join("experiment");
-    let options = experiment_options(config, &out);
-    let summary = mtrec_eval::experiment::run(&options).unwrap();
-    assert_eq!(summary.runs.len(), 4);
-    let names: Vec<&str> = summary.configs.iter().map(|c| c.config.as_str()).collect();
-    assert_eq!(names, ["single_task", "shared_bottom"]);
-    for c in &summary.configs {
-        let auc = c.metrics["click.auc"];
-        assert_eq!(auc.runs, 2);
-        assert!(auc.ci95.is_some_and(|h| h >= 0.0), "{auc:?}");
-        let runs: Vec<f64> =
-            summary.runs.iter().filter(|r| r.config == c.config).map(|r| r.metrics["click.auc"]).collect();
-        assert!((auc.mean - (runs[0] + runs[1]) / 2.0).abs() < 1e-12);
-    }
-    assert_eq!(summary.configs[0].multitask_gain["click"], 0.0, "the baseline's gain over itself");
-    assert!(summary.configs[1].multitask_gain.contains_key("item_quality"));
-    assert!(names.contains(&summary.best.as_str()));
-    for dir in ["runs/single_task/seed-1", "runs/shared_bottom/seed-2"] {
-        assert!(out.join(dir).join("weights.safetensors").exists(), "{dir}");
-        assert!(!out.join(format!("{dir}.checkpoint")).exists(), "finished runs keep no checkpoint");
-    }
-    let markdown = std::fs::read_to_string(out.join("summary.md")).unwrap();
-    assert!(markdown.contains("| shared_bottom") && markdown.contains("click auc"), "{markdown}");
-    // Seeds are deterministic: the same grid again gives the same numbers.
-    let again =
-        mtrec_eval::experiment::run(&mtrec_eval::experiment::ExperimentOptions { force: true, ..options }).unwrap();
-    assert_eq!(serde_json::to_string(&again.configs).unwrap(), serde_json::to_string(&summary.configs).unwrap());
-}
-
-#[test]
-fn a_bad_experiment_names_the_configuration_and_field_and_runs_nothing() {
-    let fx = fixture();
-    let config = write_experiment(
-        "bad-experiment.json",
-        serde_json::json!({
-            "data": "ingest",
-            "architectures": { "mmoe": { "model": { "architecture": { "type": "mmoe", "experts": "eight", "expert_layers": [8] } } } },
-            "seeds": [1]
-        }),
-    );
-    let out = fx.root.join("bad-experiment");
-    let options = experiment_options(config, &out);
-    let message = mtrec_eval::experiment::run(&options).unwrap_err().to_string();
-    assert!(
-        message.contains("configuration \"mmoe\": model.architecture") && message.contains("\"eight\""),
-        "{message}"
-    );
+    })
+    .unwrap();
+    let out = fx.root.join("refused-pred.parquet");
+    let err = predict(&bundle, &fx.root.join("other"), Split::Test, &out, 1000).unwrap_err().to_string();
+    assert!(err.contains("was encoded with another feature pipeline than the bundle's"), "{err}");
     assert!(!out.exists());
-}
-
-#[test]
-fn every_shipped_experiment_file_plans_its_runs() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/experiments");
-    let mut files = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "json") {
-            let options = mtrec_eval::experiment::ExperimentOptions {
-                data: Some(PathBuf::from("any-ingest")),
-                ..experiment_options(path.clone(), Path::new("unused"))
-            };
-            let runs = mtrec_eval::experiment::check(&options).unwrap_or_else(|e| panic!("{e}"));
-            assert!(runs > 0, "{}", path.display());
-            files += 1;
-        }
-    }
-    assert!(files >= 4, "only {files} experiment files in {}", dir.display());
+    let csv = fx.root.join("pred.csv");
+    let err = predict(&bundle, &fx.ingest, Split::Test, &csv, 1000).unwrap_err().to_string();
+    assert!(err.contains("pred.csv: unknown output format"), "{err}");
+    assert!(!csv.exists());
 }

@@ -55,12 +55,12 @@ impl Fixture {
 
     /// Ingests, expecting failure; checks nothing was left behind and returns the message.
     pub fn ingest_err(&self, input: &[PathBuf]) -> String {
-        let err = self.ingest(input).expect_err("ingest should fail").to_string();
+        let err = mtrec_schema::error_chain(&self.ingest(input).expect_err("ingest should fail"));
         assert!(!self.path("out").exists(), "a failed ingest left its output directory: {err}");
         let leftovers: Vec<_> = std::fs::read_dir(self.dir.path())
             .unwrap()
             .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().starts_with(".mtrec-ingest-"))
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".mtrec-"))
             .collect();
         assert!(leftovers.is_empty(), "temporary output left behind: {leftovers:?}");
         err

@@ -78,7 +78,7 @@ fn ingest_is_deterministic_and_refuses_to_overwrite_without_force() {
     let fx = Fixture::new();
     fx.ingest(&[]).unwrap();
     let first = std::fs::read(fx.path("out/train.arrow")).unwrap();
-    let err = fx.ingest(&[]).unwrap_err().to_string();
+    let err = mtrec_schema::error_chain(&fx.ingest(&[]).unwrap_err());
     assert!(err.contains("already exists"), "{err}");
     mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
         schema: fx.path("interactions.json"),
@@ -200,20 +200,20 @@ fn encoded_splits_read_back_into_columns() {
     let ingested = fx.ingest(&[]).unwrap();
     let out = fx.path("out");
     let pipeline = mtrec_ingest::encoded::load_pipeline(&out).unwrap();
-    let ds = mtrec_ingest::encoded::load_split(&out, "valid", &pipeline).unwrap();
+    let ds = mtrec_ingest::encoded::load_split(&out, mtrec_schema::Split::Valid, &pipeline).unwrap();
     assert_eq!(ds.rows, ingested.report.rows.valid);
     assert_eq!(ds.features.len(), pipeline.features.len());
     let tags = pipeline.features.iter().position(|f| f.name == "tags").unwrap();
-    let mtrec_ingest::encoded::FeatureColumn::Lists { offsets, .. } = &ds.features[tags] else {
-        panic!("tags is a list")
-    };
+    let mtrec_schema::FeatureColumn::Lists { offsets, .. } = &ds.features[tags] else { panic!("tags is a list") };
     assert_eq!(offsets.len(), ds.rows + 1);
     assert_eq!(ds.user_ids.as_ref().unwrap().len(), ds.rows);
 
     // A pipeline whose table is smaller than the data's ids is refused, not indexed out of range.
     let mut small = pipeline.clone();
     small.vocabularies.get_mut("items").unwrap().truncate(1);
-    let err = mtrec_ingest::encoded::load_split(&out, "train", &small).unwrap_err().to_string();
+    let err = mtrec_schema::error_chain(
+        &mtrec_ingest::encoded::load_split(&out, mtrec_schema::Split::Train, &small).unwrap_err(),
+    );
     assert!(err.contains("is outside its table of 3 ids"), "{err}");
 }
 

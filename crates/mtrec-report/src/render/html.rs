@@ -2,9 +2,12 @@
 
 use std::fmt::Write;
 
+use mtrec_schema::{EpochRecord, MetricKey};
+
 use super::svg::{heat_color, Plot};
 use super::{
-    escape_html as esc, fmt_delta, fmt_gain, fmt_p, fmt_value, ModelView, ReportRef, TaskView, View, MODEL_COLORS,
+    escape_html as esc, fmt_delta, fmt_gain, fmt_p, fmt_value, metric_label, ModelView, ReportRef, TaskView, View,
+    MODEL_COLORS,
 };
 use crate::report::{MetricComparison, Verdict};
 
@@ -90,26 +93,20 @@ fn badge(v: Verdict) -> String {
 
 fn summary_table(h: &mut String, view: &View<'_>) {
     h.push_str("<section class=\"card\"><h3>Verdicts</h3><table><tr><th>task</th><th>primary metric</th><th>A</th><th>B</th><th>Δ (B−A)</th><th>95% CI</th><th>p</th><th>test</th><th>verdict</th></tr>");
-    for c in view.tasks.iter().filter_map(|t| t.comparison) {
-        let m = c.metrics.iter().find(|m| m.metric == c.primary_metric);
-        let (ci_low, ci_high) = match (&c.delong, m) {
-            (Some(d), _) if c.verdict_test == "delong" => (d.ci_low, d.ci_high),
-            (_, Some(m)) => (m.ci_low, m.ci_high),
-            _ => (None, None),
-        };
+    for row in view.verdict_rows() {
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>[{}, {}]</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&c.task),
-            c.primary_metric,
-            fmt_value(m.and_then(|m| m.a)),
-            fmt_value(m.and_then(|m| m.b)),
-            fmt_delta(m.and_then(|m| m.delta)),
-            fmt_delta(ci_low),
-            fmt_delta(ci_high),
-            fmt_p(c.verdict_p_value),
-            c.verdict_test,
-            badge(c.verdict)
+            esc(row.task),
+            row.metric,
+            fmt_value(row.a),
+            fmt_value(row.b),
+            fmt_delta(row.delta),
+            fmt_delta(row.ci.0),
+            fmt_delta(row.ci.1),
+            fmt_p(row.p),
+            row.test.as_str(),
+            badge(row.verdict)
         );
     }
     h.push_str("</table></section>");
@@ -137,7 +134,7 @@ fn task_section(h: &mut String, view: &View<'_>, task: &TaskView<'_>) {
                 let _ = write!(
                     h,
                     "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>[{}, {}]</td><td>{}</td></tr>",
-                    metric_label(&m.metric, view.ranking_k),
+                    metric_label(m.metric, view.ranking_k),
                     fmt_value(m.a),
                     fmt_value(m.b),
                     fmt_delta(m.delta),
@@ -158,14 +155,14 @@ fn task_section(h: &mut String, view: &View<'_>, task: &TaskView<'_>) {
                     fmt_value(d.z),
                     fmt_p(d.p_value),
                     badge(c.verdict),
-                    c.verdict_test
+                    c.verdict_test.as_str()
                 );
             } else {
                 let _ = write!(
                     h,
                     "<p class=\"meta\">Verdict {} by {} on {}.</p>",
                     badge(c.verdict),
-                    c.verdict_test,
+                    c.verdict_test.as_str(),
                     c.primary_metric
                 );
             }
@@ -183,7 +180,8 @@ fn task_section(h: &mut String, view: &View<'_>, task: &TaskView<'_>) {
         None => {
             h.push_str("<table><tr><th>metric</th><th>value</th></tr>");
             for (name, v) in &first.metrics {
-                let _ = write!(h, "<tr><td>{}</td><td>{}</td></tr>", metric_label(name, view.ranking_k), fmt_value(*v));
+                let _ =
+                    write!(h, "<tr><td>{}</td><td>{}</td></tr>", metric_label(*name, view.ranking_k), fmt_value(*v));
             }
             h.push_str("</table>");
         }
@@ -197,13 +195,6 @@ fn task_section(h: &mut String, view: &View<'_>, task: &TaskView<'_>) {
         h.push_str(&delta_chart(&c.metrics, &c.task, view.ranking_k));
     }
     h.push_str("</div></section>");
-}
-
-fn metric_label(name: &str, k: usize) -> String {
-    match name {
-        "ndcg" | "recall" => format!("{name}@{k}"),
-        _ => name.to_owned(),
-    }
 }
 
 fn model_legend<'a>(view: &'a View<'_>) -> Vec<(&'a str, &'static str)> {
@@ -278,7 +269,7 @@ fn delta_chart(metrics: &[MetricComparison], task: &str, k: usize) -> String {
                 _ => "#9aa3b2",
             };
             DeltaRow {
-                label: metric_label(&m.metric, k),
+                label: metric_label(m.metric, k),
                 delta: relative(m.delta, m.a),
                 low: relative(m.ci_low, m.a),
                 high: relative(m.ci_high, m.a),
@@ -477,8 +468,8 @@ fn training_section(h: &mut String, view: &View<'_>) {
         return;
     }
     h.push_str("<h2>Training curves</h2><section class=\"card\"><div class=\"charts\">");
-    let monitor = histories[0].0.history.map(|h| h.monitor.clone()).unwrap_or_default();
-    let series = |value: &dyn Fn(&crate::input::EpochRecord) -> f64| -> Vec<Series<'_>> {
+    let monitor = histories[0].0.history.map_or(MetricKey::Loss, |h| h.monitor.clone());
+    let series = |value: &dyn Fn(&EpochRecord) -> f64| -> Vec<Series<'_>> {
         histories
             .iter()
             .map(|(m, color)| {
@@ -502,7 +493,7 @@ fn training_section(h: &mut String, view: &View<'_>) {
                 h,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&m.info.name),
-                esc(&hist.monitor),
+                esc(&hist.monitor.to_string()),
                 hist.best_epoch.map_or("—".to_owned(), |b| b.to_string()),
                 hist.epochs.len(),
                 fmt_value(last.filter(|v| v.is_finite()))

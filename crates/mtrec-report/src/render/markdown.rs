@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{fmt_delta, fmt_gain, fmt_p, fmt_value, ReportRef, View};
+use super::{fmt_delta, fmt_gain, fmt_p, fmt_value, metric_label, ReportRef, View};
 
 /// Escapes text for a Markdown table cell (pipes, HTML, emphasis characters).
 fn md(s: &str) -> String {
@@ -46,20 +46,21 @@ pub fn render_markdown<'a>(report: impl Into<ReportRef<'a>>) -> String {
         } else {
             m.push_str("\nNo seesaw.\n");
         }
-        m.push_str("\n## Verdicts\n\n| task | primary | A | B | Δ (B−A) | p | test | verdict |\n|---|---|---|---|---|---|---|---|\n");
-        for c in view.tasks.iter().filter_map(|t| t.comparison) {
-            let p = c.metrics.iter().find(|x| x.metric == c.primary_metric);
+        m.push_str("\n## Verdicts\n\n| task | primary metric | A | B | Δ (B−A) | 95% CI | p | test | verdict |\n|---|---|---|---|---|---|---|---|---|\n");
+        for row in view.verdict_rows() {
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                md(&c.task),
-                c.primary_metric,
-                fmt_value(p.and_then(|x| x.a)),
-                fmt_value(p.and_then(|x| x.b)),
-                fmt_delta(p.and_then(|x| x.delta)),
-                fmt_p(c.verdict_p_value),
-                c.verdict_test,
-                c.verdict.as_str()
+                "| {} | {} | {} | {} | {} | [{}, {}] | {} | {} | {} |",
+                md(row.task),
+                row.metric,
+                fmt_value(row.a),
+                fmt_value(row.b),
+                fmt_delta(row.delta),
+                fmt_delta(row.ci.0),
+                fmt_delta(row.ci.1),
+                fmt_p(row.p),
+                row.test.as_str(),
+                row.verdict.as_str()
             );
         }
     }
@@ -84,7 +85,7 @@ pub fn render_markdown<'a>(report: impl Into<ReportRef<'a>>) -> String {
                     let _ = writeln!(
                         m,
                         "| {} | {} | {} | {} | [{}, {}] | {} |",
-                        x.metric,
+                        metric_label(x.metric, view.ranking_k),
                         fmt_value(x.a),
                         fmt_value(x.b),
                         fmt_delta(x.delta),
@@ -118,7 +119,7 @@ pub fn render_markdown<'a>(report: impl Into<ReportRef<'a>>) -> String {
             None => {
                 m.push_str("| metric | value |\n|---|---|\n");
                 for (name, v) in &e.metrics {
-                    let _ = writeln!(m, "| {name} | {} |", fmt_value(*v));
+                    let _ = writeln!(m, "| {} | {} |", metric_label(*name, view.ranking_k), fmt_value(*v));
                 }
             }
         }
@@ -181,9 +182,9 @@ pub fn render_markdown<'a>(report: impl Into<ReportRef<'a>>) -> String {
             m,
             "\n## Training: {}\n\nmonitor `{}`, best epoch {}\n\n| epoch | valid {} | train loss (sum) | seconds |\n|---|---|---|---|",
             md(&model.info.name),
-            md(&h.monitor),
+            md(&h.monitor.to_string()),
             h.best_epoch.map_or("—".to_owned(), |b| b.to_string()),
-            md(&h.monitor)
+            md(&h.monitor.to_string())
         );
         for e in &h.epochs {
             let valid = e.valid.get(&h.monitor).copied().filter(|v| v.is_finite());

@@ -10,8 +10,9 @@ mod svg;
 pub use html::render_html;
 pub use markdown::render_markdown;
 
-use crate::input::History;
-use crate::report::{AbReport, EvalReport, ExpertUsage, ModelInfo, TaskComparison, TaskEval};
+use mtrec_schema::{History, Metric};
+
+use crate::report::{AbReport, EvalReport, ExpertUsage, ReportedModel, TaskComparison, TaskEval, Verdict, VerdictTest};
 
 /// A report of either kind, for the renderers.
 #[derive(Debug, Clone, Copy)]
@@ -37,7 +38,7 @@ pub(crate) const MODEL_COLORS: [&str; 2] = ["#2f6db5", "#d9731a"];
 
 /// One model's slice of a view.
 pub(crate) struct ModelView<'a> {
-    pub info: &'a ModelInfo,
+    pub info: &'a ReportedModel,
     pub label: &'static str,
     pub experts: &'a [ExpertUsage],
     pub history: Option<&'a History>,
@@ -53,7 +54,7 @@ pub(crate) struct View<'a> {
     pub title: String,
     pub rows: usize,
     pub models: Vec<ModelView<'a>>,
-    pub baseline: Option<&'a ModelInfo>,
+    pub baseline: Option<&'a ReportedModel>,
     pub tasks: Vec<TaskView<'a>>,
     pub seesaw: Option<(bool, &'a [String], &'a [String])>,
     pub alpha: f64,
@@ -102,6 +103,58 @@ impl<'a> View<'a> {
                 ranking_k: r.options.ranking_k,
             },
         }
+    }
+}
+
+/// One row of the verdict table, the same in every rendering: the task's primary metric for A
+/// and B, the delta, the interval and p-value of the test behind the verdict (DeLong's for
+/// AUC, else the bootstrap's), and the verdict.
+pub(crate) struct VerdictRow<'a> {
+    pub task: &'a str,
+    pub metric: Metric,
+    pub a: Option<f64>,
+    pub b: Option<f64>,
+    pub delta: Option<f64>,
+    pub ci: (Option<f64>, Option<f64>),
+    pub p: Option<f64>,
+    pub test: VerdictTest,
+    pub verdict: Verdict,
+}
+
+impl View<'_> {
+    /// The verdict table's rows (none for a one-model view).
+    pub(crate) fn verdict_rows(&self) -> Vec<VerdictRow<'_>> {
+        self.tasks
+            .iter()
+            .filter_map(|t| t.comparison)
+            .map(|c| {
+                let m = c.metrics.iter().find(|m| m.metric == c.primary_metric);
+                let ci = match (&c.delong, m) {
+                    (Some(d), _) if c.verdict_test == VerdictTest::Delong => (d.ci_low, d.ci_high),
+                    (_, Some(m)) => (m.ci_low, m.ci_high),
+                    _ => (None, None),
+                };
+                VerdictRow {
+                    task: &c.task,
+                    metric: c.primary_metric,
+                    a: m.and_then(|m| m.a),
+                    b: m.and_then(|m| m.b),
+                    delta: m.and_then(|m| m.delta),
+                    ci,
+                    p: c.verdict_p_value,
+                    test: c.verdict_test,
+                    verdict: c.verdict,
+                }
+            })
+            .collect()
+    }
+}
+
+/// A metric's label: NDCG and recall with their cut-off `k`.
+pub(crate) fn metric_label(metric: Metric, k: usize) -> String {
+    match metric {
+        Metric::Ndcg | Metric::Recall => format!("{metric}@{k}"),
+        _ => metric.to_string(),
     }
 }
 

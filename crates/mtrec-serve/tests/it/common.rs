@@ -1,4 +1,7 @@
-//! One small trained bundle shared by every test of the binary, and request helpers.
+//! One small bundle shared by every test of the binary, and request helpers. Serving reads
+//! bundles and never trains, so the bundles are untrained models (their weights from a seed,
+//! their output biases at the train split's priors): what the API computes does not depend on
+//! how good the weights are.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -27,7 +30,7 @@ pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| s.spawn(f).join().unwrap())
 }
 
-/// Generated, ingested and trained once per test binary.
+/// Generated and ingested once per test binary.
 pub fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| off_runtime(build))
@@ -39,31 +42,13 @@ fn build() -> Fixture {
         let root = dir.path().to_owned();
         let cfg = mtrec_synth::SyntheticConfig { users: 120, items: 60, rows: 3_000, seed: 5, ..Default::default() };
         let mtrec_testkit::SyntheticIngest { raw, ingest, .. } = mtrec_testkit::ingest_synthetic(&root, &cfg);
-        let train = |name: &str, seed: u64| {
-            let config = mtrec_train::TrainConfig {
-                epochs: 1,
-                batch_size: 256,
-                seed,
-                model: mtrec_model::ModelConfig {
-                    architecture: mtrec_model::ArchitectureConfig::Mmoe { experts: 3, expert_layers: vec![16] },
-                    tower_layers: vec![8],
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
-            let out = root.join(name);
-            mtrec_train::train(&mtrec_train::TrainOptions {
-                data: ingest.clone(),
-                config,
-                out: out.clone(),
-                resume: false,
-                progress: false,
-            })
-            .unwrap();
-            out
+        let config = mtrec_model::ModelConfig {
+            architecture: mtrec_model::ArchitectureConfig::Mmoe { experts: 3, expert_layers: vec![16] },
+            tower_layers: vec![8],
+            ..Default::default()
         };
-        let bundle = train("bundle", 1);
-        let bundle_b = train("bundle-b", 2);
+        let bundle = mtrec_testkit::untrained_bundle(&ingest, &root.join("bundle"), &config, 1);
+        let bundle_b = mtrec_testkit::untrained_bundle(&ingest, &root.join("bundle-b"), &config, 2);
         Fixture { _dir: dir, root, raw, ingest, bundle, bundle_b }
     }
 }

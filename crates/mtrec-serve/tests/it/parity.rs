@@ -1,27 +1,41 @@
-//! Train/serve parity: every row of the test split scored through the router equals
-//! `mtrec predict`'s scores of the same rows (to 1e-6), as JSON and as Arrow.
+//! Train/serve parity: every row of the test split scored through the router equals the
+//! model's own scores of the encoded rows (what `mtrec predict` writes), to 1e-6, as JSON and
+//! as Arrow.
 
 use std::io::Cursor;
 
 use mtrec_ingest::encoded::{load_pipeline, load_split};
-use mtrec_schema::TaskType;
+use mtrec_model::infer::{columns, prediction_columns, PredictionValues};
+use mtrec_schema::{Split, TaskType};
 use polars::prelude::*;
 
 use crate::common::{fixture, pair_record, post_json, send, state};
 
 const TOLERANCE: f32 = 1e-6;
 
-/// `mtrec predict` of the test split: the Arrow IPC file it writes, read back.
+/// The bundle's scores of the encoded test split, as `mtrec predict` writes them: the row's ids
+/// and every task's prediction columns.
 fn predicted() -> DataFrame {
     crate::common::off_runtime(predicted_here)
 }
 
 fn predicted_here() -> DataFrame {
     let fx = fixture();
-    let out = fx.root.join("test-predictions.arrow");
     let bundle = mtrec_model::bundle::load(&fx.bundle).unwrap();
-    mtrec_train::predict::predict(&bundle, &fx.ingest, "test", &out, 128).unwrap();
-    IpcReader::new(std::fs::File::open(&out).unwrap()).finish().unwrap()
+    let test = load_split(&fx.ingest, Split::Test, &bundle.pipeline).unwrap();
+    let predictions = mtrec_model::predict_all(&bundle.model, &test, 128);
+    let tasks: Vec<usize> = (0..bundle.model.heads.len()).collect();
+    let mut out = vec![
+        Column::new("id.user".into(), test.user_ids.clone().unwrap()),
+        Column::new("id.item".into(), test.item_ids.clone().unwrap()),
+    ];
+    for (name, values) in prediction_columns(&bundle.model, &predictions.outputs, &tasks, test.rows) {
+        out.push(match values {
+            PredictionValues::Numbers(v) => Column::new(name.into(), v),
+            PredictionValues::Classes(v) => Column::new(name.into(), v),
+        });
+    }
+    DataFrame::new(test.rows, out).unwrap()
 }
 
 fn f32_column(df: &DataFrame, name: &str) -> Vec<f32> {
@@ -39,7 +53,7 @@ async fn json_batch_scores_equal_predict_on_every_test_row() {
     let model = state.model().unwrap();
     let expected = predicted();
     let pipeline = load_pipeline(&fx.ingest).unwrap();
-    let test = load_split(&fx.ingest, "test", &pipeline).unwrap();
+    let test = load_split(&fx.ingest, Split::Test, &pipeline).unwrap();
     assert!(test.rows > 100, "the test split is too small to mean much: {}", test.rows);
     let rows: Vec<serde_json::Value> = test.row_ids.iter().map(|&r| pair_record(&model, &fx.raw, r as usize)).collect();
     let answer = post_json(&state, "/v1/score/batch", &serde_json::json!({ "rows": rows })).await;
@@ -52,7 +66,7 @@ async fn json_batch_scores_equal_predict_on_every_test_row() {
         match head.kind {
             TaskType::Multiclass => {
                 for class in &head.classes {
-                    let column = f32_column(&expected, &mtrec_train::predict::prob_column(&head.name, class));
+                    let column = f32_column(&expected, &columns::prob(&head.name, class));
                     for (r, result) in results.iter().enumerate() {
                         let served = result["scores"][&head.name]["probabilities"][class].as_f64().unwrap() as f32;
                         assert_close(&format!("row {r} {}.{class}", head.name), served, column[r]);
@@ -62,7 +76,7 @@ async fn json_batch_scores_equal_predict_on_every_test_row() {
             }
             kind => {
                 let key = if kind == TaskType::Binary { "probability" } else { "value" };
-                let column = f32_column(&expected, &mtrec_train::predict::pred_column(&head.name));
+                let column = f32_column(&expected, &columns::pred(&head.name));
                 for (r, result) in results.iter().enumerate() {
                     let served = result["scores"][&head.name][key].as_f64().unwrap() as f32;
                     assert_close(&format!("row {r} {}", head.name), served, column[r]);
@@ -83,7 +97,7 @@ async fn one_user_requests_equal_predict() {
     let click = f32_column(&expected, "pred.click");
     let high_value = f32_column(&expected, "pred.high_value");
     let pipeline = load_pipeline(&fx.ingest).unwrap();
-    let test = load_split(&fx.ingest, "test", &pipeline).unwrap();
+    let test = load_split(&fx.ingest, Split::Test, &pipeline).unwrap();
     // /v1/score takes one context for all items: one request per row, for the first 40 rows.
     for (r, &raw_row) in test.row_ids.iter().enumerate().take(40) {
         let pair = pair_record(&model, &fx.raw, raw_row as usize);
@@ -106,7 +120,7 @@ async fn arrow_batch_scores_equal_predict() {
     let state = state();
     let expected = predicted();
     let pipeline = load_pipeline(&fx.ingest).unwrap();
-    let test = load_split(&fx.ingest, "test", &pipeline).unwrap();
+    let test = load_split(&fx.ingest, Split::Test, &pipeline).unwrap();
     let idx = IdxCa::from_vec("idx".into(), test.row_ids.iter().map(|&r| r as IdxSize).collect());
     let mut rows = fx.raw.take(&idx).unwrap();
     let mut body = Vec::new();

@@ -108,13 +108,12 @@ fn a_table_without_its_id_column_is_refused_with_the_file_named() {
     std::fs::write(&path, "region,age_bucket\nx,y\n").unwrap();
     let err =
         mtrec_serve::ServingModel::load(&fx.bundle, &TablePaths { user: Some(path.clone()), item: None }).unwrap_err();
-    let message = err.to_string();
+    let message = mtrec_schema::error_chain(&err);
     assert!(message.contains("no-id.csv") && message.contains("user_id"), "{message}");
 
     let path = fx.root.join("dup.csv");
     std::fs::write(&path, "user_id,region\nu1,x\nu1,y\n").unwrap();
-    let message = mtrec_serve::ServingModel::load(&fx.bundle, &TablePaths { user: Some(path), item: None })
-        .unwrap_err()
-        .to_string();
+    let err = mtrec_serve::ServingModel::load(&fx.bundle, &TablePaths { user: Some(path), item: None }).unwrap_err();
+    let message = mtrec_schema::error_chain(&err);
     assert!(message.contains("row 2") && message.contains("repeats row 1"), "{message}");
 }

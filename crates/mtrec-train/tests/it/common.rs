@@ -48,3 +48,8 @@ pub fn small_config() -> TrainConfig {
         ..Default::default()
     }
 }
+
+/// A validation metric's key, e.g. `click.auc`.
+pub fn key(text: &str) -> mtrec_schema::MetricKey {
+    text.parse().unwrap()
+}

@@ -2,6 +2,7 @@
 
 mod bundle;
 mod common;
+mod experiments;
 mod quality;
 mod strategies;
 mod training;

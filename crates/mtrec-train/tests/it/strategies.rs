@@ -6,7 +6,7 @@ use mtrec_train::{LossStrategy, TrainConfig};
 
 use crate::common::{small_config, Data};
 
-fn run(data: &Data, name: &str, architecture: A, strategy: LossStrategy) -> mtrec_train::History {
+fn run(data: &Data, name: &str, architecture: A, strategy: LossStrategy) -> mtrec_schema::History {
     let mut cfg = TrainConfig {
         epochs: 3,
         loss_strategy: strategy,

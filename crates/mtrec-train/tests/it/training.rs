@@ -29,7 +29,7 @@ fn data_parallel_steps_are_deterministic() {
     assert_eq!(meta["provenance"]["threads"], 2);
     let one =
         rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| data.train("one", config(), false));
-    let auc = |t: &mtrec_train::Trained| t.history.epochs.last().unwrap().valid["click.auc"];
+    let auc = |t: &mtrec_train::Trained| t.history.epochs.last().unwrap().valid[&crate::common::key("click.auc")];
     // Rounding differs from one pass (here: the weights do, valid click AUC 0.566 both ways).
     assert!(auc(&a) > 0.55 && (auc(&a) - auc(&one)).abs() < 0.01, "click AUC {} (one pass: {})", auc(&a), auc(&one));
 }
@@ -52,7 +52,7 @@ fn a_coded_first_layer_trains_deterministically() {
     data.train("b", wide(), false);
     let weights = |b: &str| std::fs::read(data.path(b).join("weights.safetensors")).unwrap();
     assert_eq!(weights("a"), weights("b"));
-    let auc = a.history.epochs.last().unwrap().valid["click.auc"];
+    let auc = a.history.epochs.last().unwrap().valid[&crate::common::key("click.auc")];
     // 2 epochs of 4,000 rows: the small config reaches 0.559 here, the same MMoE one unit too
     // narrow to run coded (2 x 127) 0.548, this one 0.584.
     assert!(auc > 0.55, "click AUC {auc}");
@@ -106,14 +106,14 @@ fn rowwise_adagrad_learns_keeps_a_value_per_row_and_resumes_exactly() {
         ..small_config()
     };
     let straight = data.train("straight", cfg(2), false);
-    let auc = straight.history.epochs[1].valid["click.auc"];
+    let auc = straight.history.epochs[1].valid[&crate::common::key("click.auc")];
     assert!(auc > 0.55, "click AUC {auc}");
     data.train("resumed", cfg(1), false);
     data.train("resumed", cfg(2), true);
     let weights = |b: &str| std::fs::read(data.path(b).join("weights.safetensors")).unwrap();
     assert_eq!(weights("straight"), weights("resumed"));
     // The checkpoint holds one accumulator per table row, and no second array.
-    let checkpoint = mtrec_train::train::checkpoint_dir(&data.path("straight"));
+    let checkpoint = mtrec_train::checkpoint::checkpoint_dir(&data.path("straight"));
     let bytes = std::fs::read(checkpoint.join("state.safetensors")).unwrap();
     let tensors = mtrec_model::io::from_safetensors(&bytes, "state.safetensors").unwrap();
     let sparse: Vec<_> = tensors.iter().filter(|(k, _)| k.starts_with("sparse.")).collect();
@@ -139,10 +139,10 @@ fn history_has_every_task_metric_and_the_best_epoch() {
         "item_quality.logloss",
         "loss",
     ] {
-        assert!(first.contains_key(key), "{key} missing from {first:?}");
+        assert!(first.contains_key(&crate::common::key(key)), "{key} missing from {first:?}");
     }
     let best = h.best_epoch.unwrap();
-    let losses: Vec<f64> = h.epochs.iter().map(|e| e.valid["loss"]).collect();
+    let losses: Vec<f64> = h.epochs.iter().map(|e| e.valid[&crate::common::key("loss")]).collect();
     let min = losses.iter().copied().fold(f64::INFINITY, f64::min);
     assert_eq!(losses[best], min, "the best epoch has the lowest validation loss: {losses:?}");
     // Training lowers the training loss of the pair task.
@@ -177,7 +177,7 @@ fn history_records_task_relatedness() {
 fn early_stopping_metric_must_exist() {
     let data = Data::new();
     let mut cfg = small_config();
-    cfg.early_stopping.metric = "click.rmse".to_owned();
+    cfg.early_stopping.metric = "click.rmse".parse().unwrap();
     let err = mtrec_train::train(&mtrec_train::TrainOptions {
         data: data.ingest(),
         config: cfg,

@@ -34,12 +34,15 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use mtrec_metrics::{mean_ci95, MeanCi};
-use mtrec_schema::TaskType;
-use mtrec_train::train::higher_is_better;
+use mtrec_schema::fs::write_file;
+use mtrec_schema::{EncodedDataset, Metric, MetricKey, Split};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::EvalError;
+use crate::checkpoint;
+use crate::config::TrainConfig;
+use crate::error::TrainError;
+use crate::train::{train, TrainOptions};
 
 /// The experiment file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -68,15 +71,15 @@ pub struct ExperimentConfig {
     pub threads_per_run: usize,
     /// The split the summary is computed on.
     #[serde(default = "test_split")]
-    pub split: String,
+    pub split: Split,
 }
 
 fn one() -> usize {
     1
 }
 
-fn test_split() -> String {
-    "test".to_owned()
+fn test_split() -> Split {
+    Split::Test
 }
 
 /// One finished run.
@@ -90,8 +93,8 @@ pub struct RunResult {
     pub epochs_run: usize,
     pub best_epoch: Option<usize>,
     pub seconds: f64,
-    /// `<task>.<metric>` on the summary split.
-    pub metrics: BTreeMap<String, f64>,
+    /// Every task's validation metrics on the summary split.
+    pub metrics: BTreeMap<MetricKey, f64>,
 }
 
 /// One configuration over its seeds.
@@ -100,8 +103,8 @@ pub struct ConfigSummary {
     pub config: String,
     pub architecture: String,
     pub strategy: Option<String>,
-    /// `<task>.<metric>` → mean and 95% CI over seeds.
-    pub metrics: BTreeMap<String, MeanCi>,
+    /// Each metric's mean and 95% CI over seeds.
+    pub metrics: BTreeMap<MetricKey, MeanCi>,
     /// Per task: the relative change of the primary metric's mean over the baseline's, signed
     /// so that positive is better (absent without a baseline).
     pub multitask_gain: BTreeMap<String, f64>,
@@ -114,10 +117,10 @@ pub struct ConfigSummary {
 pub struct ExperimentSummary {
     pub format_version: u32,
     pub data: PathBuf,
-    pub split: String,
+    pub split: Split,
     pub seeds: Vec<u64>,
-    /// Task → its primary metric (`auc`, `rmse` or `accuracy`).
-    pub primary_metrics: BTreeMap<String, String>,
+    /// Task → its primary metric ([`Metric::primary`]: `auc`, `rmse` or `logloss`).
+    pub primary_metrics: BTreeMap<String, Metric>,
     pub baseline: Option<String>,
     pub configs: Vec<ConfigSummary>,
     /// The configuration with the best mean rank.
@@ -144,18 +147,19 @@ struct Run {
     architecture: String,
     strategy: Option<String>,
     seed: u64,
-    train: mtrec_train::TrainConfig,
+    train: TrainConfig,
 }
 
 /// Reads the experiment file and resolves every run's training config (all are validated
 /// before anything runs).
-fn plan(opts: &ExperimentOptions) -> Result<(ExperimentConfig, PathBuf, Vec<Run>), EvalError> {
+fn plan(opts: &ExperimentOptions) -> Result<(ExperimentConfig, PathBuf, Vec<Run>), TrainError> {
     let path = &opts.config_path;
-    let bad = |message: String| EvalError::Config(format!("{}: {message}", path.display()));
-    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let bad = |message: String| TrainError::Experiment { path: path.clone(), message };
+    let unreadable =
+        |source: Box<dyn std::error::Error + Send + Sync>| TrainError::ReadExperiment { path: path.clone(), source };
+    let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.into()))?;
     let mut de = serde_json::Deserializer::from_str(&text);
-    let config: ExperimentConfig =
-        serde_path_to_error::deserialize(&mut de).map_err(|e| bad(format!("{}: {}", e.path(), e.inner())))?;
+    let config: ExperimentConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| unreadable(e.into()))?;
     let data = match (&opts.data, &config.data) {
         (Some(d), _) => d.clone(),
         (None, Some(d)) => path.parent().unwrap_or(Path::new(".")).join(d),
@@ -191,8 +195,8 @@ fn plan(opts: &ExperimentOptions) -> Result<(ExperimentConfig, PathBuf, Vec<Run>
                     merge_patch(&mut merged, p);
                 }
                 merge_patch(&mut merged, &serde_json::json!({ "seed": seed, "threads": config.threads_per_run }));
-                let train: mtrec_train::TrainConfig = serde_path_to_error::deserialize(merged)
-                    .map_err(|e| bad(format!("configuration {name:?}: {}: {}", e.path(), e.inner())))?;
+                let train: TrainConfig = serde_path_to_error::deserialize(merged)
+                    .map_err(|e| bad(format!("configuration {name:?}: {e}")))?;
                 train.validate().map_err(|e| bad(format!("configuration {name:?}: {e}")))?;
                 runs.push(Run {
                     config: name.clone(),
@@ -232,27 +236,26 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 
 /// Reads and validates an experiment file, training nothing: the number of runs it plans
 /// (configurations × seeds).
-pub fn check(opts: &ExperimentOptions) -> Result<usize, EvalError> {
+pub fn check(opts: &ExperimentOptions) -> Result<usize, TrainError> {
     plan(opts).map(|(_, _, runs)| runs.len())
 }
 
 /// Runs the grid and writes `runs/<config>/seed-<s>/` bundles, `summary.json` and `summary.md`.
-pub fn run(opts: &ExperimentOptions) -> Result<ExperimentSummary, EvalError> {
+pub fn run(opts: &ExperimentOptions) -> Result<ExperimentSummary, TrainError> {
     let (config, data, runs) = plan(opts)?;
     if opts.out.exists() && !opts.force {
-        return Err(EvalError::OutputExists { path: opts.out.clone() });
+        return Err(TrainError::OutputExists { path: opts.out.clone() });
     }
     if opts.out.exists() {
-        std::fs::remove_dir_all(&opts.out)
-            .map_err(|e| EvalError::Write { path: opts.out.clone(), message: e.to_string() })?;
+        std::fs::remove_dir_all(&opts.out).map_err(|source| TrainError::Write { path: opts.out.clone(), source })?;
     }
     let pipeline = mtrec_ingest::encoded::load_pipeline(&data)?;
-    let eval_split = mtrec_ingest::encoded::load_split(&data, &config.split, &pipeline)?;
+    let eval_split = mtrec_ingest::encoded::load_split(&data, config.split, &pipeline)?;
     let parallel = opts.parallel.unwrap_or(config.parallel).max(1);
     let total = runs.len();
     let queue = Mutex::new(runs.into_iter().enumerate());
     let results: Mutex<Vec<(usize, RunResult)>> = Mutex::new(Vec::with_capacity(total));
-    let failure: Mutex<Option<EvalError>> = Mutex::new(None);
+    let failure: Mutex<Option<TrainError>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..parallel {
             scope.spawn(|| loop {
@@ -287,26 +290,18 @@ pub fn run(opts: &ExperimentOptions) -> Result<ExperimentSummary, EvalError> {
     let mut results = results.into_inner().expect("no panics hold the lock");
     results.sort_by_key(|(i, _)| *i);
     let runs: Vec<RunResult> = results.into_iter().map(|(_, r)| r).collect();
-    let primary = primary_metrics(&pipeline);
+    let primary = pipeline.tasks.iter().map(|t| (t.name.clone(), Metric::primary(t.kind))).collect();
     let summary = summarize(&config, data, primary, runs);
     write_summary(&opts.out, &summary)?;
     Ok(summary)
 }
 
-fn run_one(
-    run: &Run,
-    data: &Path,
-    out: &Path,
-    eval_split: &mtrec_ingest::encoded::EncodedDataset,
-) -> Result<RunResult, EvalError> {
+fn run_one(run: &Run, data: &Path, out: &Path, eval_split: &EncodedDataset) -> Result<RunResult, TrainError> {
     let bundle = out.join("runs").join(&run.config).join(format!("seed-{}", run.seed));
     let started = Instant::now();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(run.train.threads)
-        .build()
-        .map_err(|e| EvalError::Config(format!("starting a thread pool: {e}")))?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(run.train.threads).build()?;
     let trained = pool.install(|| {
-        mtrec_train::train(&mtrec_train::TrainOptions {
+        train(&TrainOptions {
             data: data.to_owned(),
             config: run.train.clone(),
             out: bundle.clone(),
@@ -315,9 +310,8 @@ fn run_one(
         })
     })?;
     // The run is complete: its resume checkpoint (weights and optimizer state) is dead weight.
-    let _ = std::fs::remove_dir_all(mtrec_train::train::checkpoint_dir(&bundle));
-    let evaluation =
-        pool.install(|| mtrec_train::eval::evaluate(&trained.model, eval_split, run.train.eval_batch_size));
+    let _ = std::fs::remove_dir_all(checkpoint::checkpoint_dir(&bundle));
+    let evaluation = pool.install(|| mtrec_model::evaluate(&trained.model, eval_split, run.train.eval_batch_size));
     Ok(RunResult {
         config: run.config.clone(),
         architecture: run.architecture.clone(),
@@ -327,30 +321,14 @@ fn run_one(
         epochs_run: trained.history.epochs.len(),
         best_epoch: trained.history.best_epoch,
         seconds: started.elapsed().as_secs_f64(),
-        metrics: evaluation.metrics.into_iter().filter(|(k, _)| k != "loss").collect(),
+        metrics: evaluation.metrics.into_iter().filter(|(k, _)| *k != MetricKey::Loss).collect(),
     })
-}
-
-/// Each task's primary metric and whether higher is better.
-fn primary_metrics(pipeline: &mtrec_schema::FeaturePipeline) -> BTreeMap<String, String> {
-    pipeline
-        .tasks
-        .iter()
-        .map(|t| {
-            let metric = match t.kind {
-                TaskType::Binary => "auc",
-                TaskType::Regression => "rmse",
-                TaskType::Multiclass => "accuracy",
-            };
-            (t.name.clone(), metric.to_owned())
-        })
-        .collect()
 }
 
 fn summarize(
     config: &ExperimentConfig,
     data: PathBuf,
-    primary: BTreeMap<String, String>,
+    primary: BTreeMap<String, Metric>,
     runs: Vec<RunResult>,
 ) -> ExperimentSummary {
     let mut names: Vec<(String, String, Option<String>)> = Vec::new();
@@ -362,7 +340,7 @@ fn summarize(
     let mut configs: Vec<ConfigSummary> = names
         .into_iter()
         .map(|(name, architecture, strategy)| {
-            let mut values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+            let mut values: BTreeMap<MetricKey, Vec<f64>> = BTreeMap::new();
             for r in runs.iter().filter(|r| r.config == name) {
                 for (k, v) in &r.metrics {
                     values.entry(k.clone()).or_default().push(*v);
@@ -384,23 +362,22 @@ fn summarize(
         let base: Vec<ConfigSummary> = configs.iter().filter(|c| &c.architecture == baseline).cloned().collect();
         for c in &mut configs {
             let Some(b) = base.iter().find(|b| b.strategy == c.strategy) else { continue };
-            for (task, metric) in &primary {
-                let key = format!("{task}.{metric}");
+            for (task, &metric) in &primary {
+                let key = MetricKey::task(task, metric);
                 if let (Some(x), Some(y)) = (c.metrics.get(&key), b.metrics.get(&key)) {
-                    let sign = if higher_is_better(&key) { 1.0 } else { -1.0 };
+                    let sign = if key.higher_is_better() { 1.0 } else { -1.0 };
                     c.multitask_gain.insert(task.clone(), sign * (x.mean - y.mean) / y.mean.abs());
                 }
             }
         }
     }
     // Mean rank over tasks on the primary metric (ties share the better rank).
-    for (task, metric) in &primary {
-        let key = format!("{task}.{metric}");
+    for (task, &metric) in &primary {
+        let key = MetricKey::task(task, metric);
         let means: Vec<Option<f64>> = configs.iter().map(|c| c.metrics.get(&key).map(|m| m.mean)).collect();
         for (i, c) in configs.iter_mut().enumerate() {
             let Some(x) = means[i] else { continue };
-            let better =
-                means.iter().flatten().filter(|&&y| if higher_is_better(&key) { y > x } else { y < x }).count();
+            let better = means.iter().flatten().filter(|&&y| key.improves(y, x, 0.0)).count();
             c.mean_rank += (better + 1) as f64 / primary.len() as f64;
         }
     }
@@ -409,7 +386,7 @@ fn summarize(
     ExperimentSummary {
         format_version: 1,
         data,
-        split: config.split.clone(),
+        split: config.split,
         seeds: config.seeds.clone(),
         primary_metrics: primary,
         baseline: config.baseline.clone(),
@@ -446,7 +423,7 @@ pub fn render_markdown(s: &ExperimentSummary) -> String {
         let marker = if c.config == s.best { " **(best)**" } else { "" };
         md += &format!("| {}{marker} |", c.config);
         for (task, metric) in &s.primary_metrics {
-            match c.metrics.get(&format!("{task}.{metric}")) {
+            match c.metrics.get(&MetricKey::task(task, *metric)) {
                 Some(m) => {
                     md += &format!(" {:.4} ± {} |", m.mean, m.ci95.map_or("n/a".to_owned(), |h| format!("{h:.4}")))
                 }
@@ -462,15 +439,11 @@ pub fn render_markdown(s: &ExperimentSummary) -> String {
     md
 }
 
-fn write_summary(out: &Path, summary: &ExperimentSummary) -> Result<(), EvalError> {
+fn write_summary(out: &Path, summary: &ExperimentSummary) -> Result<(), TrainError> {
     let write = |name: &str, text: String| {
         let path = out.join(name);
-        let tmp = out.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| EvalError::Write { path: path.clone(), message: e.to_string() })
+        write_file(&path, text.as_bytes()).map_err(|source| TrainError::Write { path, source })
     };
-    std::fs::create_dir_all(out).map_err(|e| EvalError::Write { path: out.to_owned(), message: e.to_string() })?;
     write("summary.json", serde_json::to_string_pretty(summary).expect("summaries serialize") + "\n")?;
     write("summary.md", render_markdown(summary))
 }

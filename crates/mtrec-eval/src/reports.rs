@@ -1,0 +1,101 @@
+//! `mtrec eval` and `mtrec ab`: the reports of one model, or of two on the same rows, written
+//! as HTML, Markdown and JSON into a directory, atomically.
+
+use std::path::{Path, PathBuf};
+
+use mtrec_model::bundle::{self, Bundle};
+use mtrec_report::{AbReport, EvalReport, ReportOptions, ReportRef};
+use mtrec_schema::fs::StagedDir;
+use mtrec_schema::{EncodedDataset, Split};
+
+use crate::error::EvalError;
+use crate::scores::{check_same_pipeline, eval_rows, load_bundle_split, model_scores, task_infos};
+
+/// Report file names inside the output directory.
+pub mod files {
+    pub const HTML: &str = "report.html";
+    pub const MARKDOWN: &str = "report.md";
+    pub const JSON: &str = "report.json";
+}
+
+/// What to score and how to report it.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// Ingest directory (`mtrec ingest` output).
+    pub data: PathBuf,
+    pub split: Split,
+    pub batch_size: usize,
+    pub report: ReportOptions,
+    /// Replace an existing output directory.
+    pub force: bool,
+}
+
+/// `mtrec eval`: one model's report, written to `out`.
+pub fn eval(bundle_dir: &Path, opts: &EvalOptions, out: &Path) -> Result<EvalReport, EvalError> {
+    check_out(out, opts.force)?;
+    let bundle = bundle::load(bundle_dir)?;
+    let data = load_data(&bundle, bundle_dir, opts)?;
+    let tasks = task_infos(&bundle);
+    let scores = model_scores(&bundle, bundle_dir, &data, &tasks, opts.batch_size, true)?;
+    let report = mtrec_report::evaluate(&eval_rows(&data), &tasks, &scores, &opts.report)?;
+    write_reports(out, ReportRef::from(&report), &serde_json::to_value(&report).expect("reports serialize"))?;
+    Ok(report)
+}
+
+/// `mtrec ab`: models A and B (and a single-task baseline, when given) on the same rows.
+pub fn ab(
+    a_dir: &Path,
+    b_dir: &Path,
+    baseline_dir: Option<&Path>,
+    opts: &EvalOptions,
+    out: &Path,
+) -> Result<AbReport, EvalError> {
+    check_out(out, opts.force)?;
+    let a = bundle::load(a_dir)?;
+    let b = bundle::load(b_dir)?;
+    let data = load_data(&a, a_dir, opts)?;
+    check_same_pipeline(&a, a_dir, &b, b_dir)?;
+    let tasks = task_infos(&a);
+    let a_scores = model_scores(&a, a_dir, &data, &tasks, opts.batch_size, true)?;
+    let b_scores = model_scores(&b, b_dir, &data, &tasks, opts.batch_size, true)?;
+    let baseline = match baseline_dir {
+        Some(dir) => {
+            let base = bundle::load(dir)?;
+            check_same_pipeline(&a, a_dir, &base, dir)?;
+            Some(model_scores(&base, dir, &data, &tasks, opts.batch_size, false)?)
+        }
+        None => None,
+    };
+    let report =
+        mtrec_report::compare(&eval_rows(&data), &tasks, &a_scores, &b_scores, baseline.as_ref(), &opts.report)?;
+    write_reports(out, ReportRef::from(&report), &serde_json::to_value(&report).expect("reports serialize"))?;
+    Ok(report)
+}
+
+fn check_out(out: &Path, force: bool) -> Result<(), EvalError> {
+    if out.exists() && !force {
+        return Err(EvalError::OutputExists { path: out.to_owned() });
+    }
+    Ok(())
+}
+
+fn load_data(bundle: &Bundle, dir: &Path, opts: &EvalOptions) -> Result<EncodedDataset, EvalError> {
+    load_bundle_split(bundle, &opts.data, opts.split).map_err(|e| match e {
+        EvalError::Incompatible(message) => EvalError::Incompatible(format!("bundle {}: {message}", dir.display())),
+        other => other,
+    })
+}
+
+/// Writes the three reports into a temporary sibling of `out`, then renames it into place.
+fn write_reports(out: &Path, report: ReportRef<'_>, json: &serde_json::Value) -> Result<(), EvalError> {
+    let fail = |source| EvalError::Write { path: out.to_owned(), source };
+    let staged = StagedDir::new(out).map_err(fail)?;
+    let write = |name: &str, text: String| {
+        let path = staged.path().join(name);
+        std::fs::write(&path, text).map_err(|source| EvalError::Write { path: out.join(name), source })
+    };
+    write(files::JSON, serde_json::to_string_pretty(json).expect("a JSON value serializes") + "\n")?;
+    write(files::MARKDOWN, mtrec_report::render_markdown(report))?;
+    write(files::HTML, mtrec_report::render_html(report))?;
+    staged.commit().map_err(fail)
+}

@@ -1,0 +1,161 @@
+//! Inference over encoded data, shared by prediction, evaluation, validation and serving: the
+//! model's view of encoded columns, scoring a whole split through the one forward function,
+//! the validation metrics of a split, and the names of prediction columns.
+
+use std::collections::BTreeMap;
+
+use mtrec_schema::{EncodedDataset, FeatureColumn, Metric, MetricKey, TaskType};
+use rayon::prelude::*;
+
+use crate::embedding::FeatureData;
+use crate::loss::mean_task_loss;
+use crate::model::{MultiTaskModel, Predictions};
+
+impl<'a> From<&'a FeatureColumn> for FeatureData<'a> {
+    fn from(column: &'a FeatureColumn) -> Self {
+        match column {
+            FeatureColumn::Ids(ids) => FeatureData::Ids(ids),
+            FeatureColumn::Lists { offsets, values } => FeatureData::Lists { offsets, values },
+            FeatureColumn::Values(v) => FeatureData::Values(v),
+        }
+    }
+}
+
+/// The model's view of encoded feature columns (a split's, or a request's).
+pub fn feature_views(columns: &[FeatureColumn]) -> Vec<FeatureData<'_>> {
+    columns.iter().map(FeatureData::from).collect()
+}
+
+/// Predictions for every row of `data`, in row order: batches scored in parallel (one per
+/// thread at a time, as training's parts), each exactly as it would be alone.
+pub fn predict_all(model: &MultiTaskModel, data: &EncodedDataset, batch_size: usize) -> Predictions {
+    let features = feature_views(&data.features);
+    let mut all =
+        Predictions { rows: 0, outputs: vec![Vec::new(); model.heads.len()], gates: vec![None; model.heads.len()] };
+    let rows: Vec<usize> = (0..data.rows).collect();
+    let batches: Vec<Predictions> =
+        rows.par_chunks(batch_size.max(1)).map(|chunk| model.predict(&features, chunk)).collect();
+    for p in batches {
+        all.rows += p.rows;
+        for (acc, out) in all.outputs.iter_mut().zip(p.outputs) {
+            acc.extend(out);
+        }
+        for (acc, g) in all.gates.iter_mut().zip(p.gates) {
+            if let Some(g) = g {
+                acc.get_or_insert_with(Vec::new).extend(g);
+            }
+        }
+    }
+    all
+}
+
+/// Predictions of a split and the validation metrics over them.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub predictions: Predictions,
+    /// Every task's [`Metric::validation`] metrics over its labeled rows (AUC is left out where
+    /// only one class occurs), and [`MetricKey::Loss`]: Σ λ_i L_i over each task's labeled
+    /// rows. Tasks without a labeled row have none.
+    pub metrics: BTreeMap<MetricKey, f64>,
+}
+
+/// Scores `data` and computes every task's validation metrics over its labeled rows.
+pub fn evaluate(model: &MultiTaskModel, data: &EncodedDataset, batch_size: usize) -> Evaluation {
+    let predictions = predict_all(model, data, batch_size);
+    let mut metrics = BTreeMap::new();
+    let mut loss = 0.0;
+    for (t, head) in model.heads.iter().enumerate() {
+        let keep: Vec<usize> = (0..data.rows).filter(|&r| data.masks[t][r] != 0).collect();
+        if keep.is_empty() {
+            continue;
+        }
+        let y: Vec<f32> = keep.iter().map(|&r| data.labels[t][r]).collect();
+        let width = head.outputs;
+        let out = &predictions.outputs[t];
+        let p: Vec<f32> = keep.iter().flat_map(|&r| out[r * width..(r + 1) * width].iter().copied()).collect();
+        let unweighted = mtrec_metrics::UNWEIGHTED;
+        for &metric in Metric::validation(head.kind) {
+            let value = match (head.kind, metric) {
+                (TaskType::Binary, Metric::Auc) => mtrec_metrics::auc(&p, &y, None),
+                (TaskType::Binary, Metric::Logloss) => mtrec_metrics::logloss(&p, &y, unweighted),
+                (TaskType::Regression, Metric::Rmse) => {
+                    mtrec_metrics::regression_metrics(&p, &y, unweighted).map(|m| m.rmse)
+                }
+                (TaskType::Multiclass, Metric::Accuracy) => {
+                    mtrec_metrics::multiclass_metrics(&p, width, &y, unweighted).map(|m| m.accuracy)
+                }
+                (TaskType::Multiclass, Metric::Logloss) => {
+                    mtrec_metrics::multiclass_metrics(&p, width, &y, unweighted).map(|m| m.logloss)
+                }
+                (kind, metric) => unreachable!("{metric} is not a validation metric of a {kind:?} task"),
+            };
+            if let Some(value) = value {
+                metrics.insert(MetricKey::task(&head.name, metric), value);
+            }
+        }
+        let task_loss = mean_task_loss(head.kind, model.config.regression_loss, &p, &y).expect("labeled rows");
+        loss += f64::from(head.weight) * task_loss;
+    }
+    metrics.insert(MetricKey::Loss, loss);
+    Evaluation { predictions, metrics }
+}
+
+/// Names of the columns that hold predictions, in `mtrec predict`'s files and the scoring
+/// API's Arrow answers.
+pub mod columns {
+    /// Task `task`'s score: `pred.<task>` (probability, value, or top class).
+    pub fn pred(task: &str) -> String {
+        format!("pred.{task}")
+    }
+
+    /// One class probability of a multiclass task: `prob.<task>.<class>`.
+    pub fn prob(task: &str, class: &str) -> String {
+        format!("prob.{task}.{class}")
+    }
+
+    /// An MMoE or PLE gate weight: `gate.<task>.<expert>`.
+    pub fn gate(task: &str, expert: usize) -> String {
+        format!("gate.{task}.{expert}")
+    }
+}
+
+/// One task's outputs as the columns a prediction file or an Arrow answer holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PredictionValues {
+    Numbers(Vec<f32>),
+    Classes(Vec<String>),
+}
+
+/// The prediction columns of `tasks` (indices into `model.heads`) for `rows` rows of
+/// `outputs` (per task, `rows x outputs`): `pred.<task>` (probability, value or top class)
+/// and, for multiclass tasks, `prob.<task>.<class>` per class.
+pub fn prediction_columns(
+    model: &MultiTaskModel,
+    outputs: &[Vec<f32>],
+    tasks: &[usize],
+    rows: usize,
+) -> Vec<(String, PredictionValues)> {
+    let mut out = Vec::new();
+    for &t in tasks {
+        let head = &model.heads[t];
+        let values = &outputs[t][..rows * head.outputs];
+        match head.kind {
+            TaskType::Binary | TaskType::Regression => {
+                out.push((columns::pred(&head.name), PredictionValues::Numbers(values.to_vec())));
+            }
+            TaskType::Multiclass => {
+                let c = head.outputs;
+                let top = values
+                    .chunks_exact(c)
+                    .map(|row| head.classes[mtrec_metrics::predicted_class(row)].clone())
+                    .collect();
+                out.push((columns::pred(&head.name), PredictionValues::Classes(top)));
+                for (k, class) in head.classes.iter().enumerate() {
+                    let probs = values.chunks_exact(c).map(|row| row[k]).collect();
+                    out.push((columns::prob(&head.name, class), PredictionValues::Numbers(probs)));
+                }
+            }
+        }
+    }
+    out
+}

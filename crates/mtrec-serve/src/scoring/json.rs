@@ -1,0 +1,220 @@
+//! Scoring JSON requests: `/v1/score` (one user and context, many items) and the JSON form of
+//! `/v1/score/batch` (independent rows). Each feature of each entity comes from the request,
+//! else its feature table, else the null encoding (see the module above).
+
+use mtrec_ingest::table::FeatureTable;
+use mtrec_schema::{Lookup, RawValue, Side};
+
+use super::columns::ColumnBuilder;
+use super::warnings::Warnings;
+use super::{side_index, Limits, ServingModel};
+use crate::api::{BatchRequest, PairScores, Record, ScoreRequest, ScoreResponse, WarningKind};
+use crate::error::ApiError;
+
+impl ServingModel {
+    /// `POST /v1/score`: one user, many items, one forward pass.
+    pub fn score(&self, request: &ScoreRequest, limits: &Limits) -> Result<ScoreResponse, ApiError> {
+        let tasks = self.select_tasks(&request.tasks)?;
+        let n = request.items.len();
+        if n == 0 {
+            return Err(ApiError::unprocessable("no_items", "`items` is empty").with_field("items"));
+        }
+        if n > limits.max_items {
+            return Err(ApiError::unprocessable(
+                "too_many_items",
+                format!("{n} items is more than this server's limit of {}", limits.max_items),
+            )
+            .with_field("items"));
+        }
+        let mut warnings = Warnings::default();
+        let user = Entity::new(self, Side::User, &request.user, "user", "user", None, &mut warnings);
+        let context = Entity::new(self, Side::Context, &request.context, "context", "context", None, &mut warnings);
+        let items: Vec<Entity<'_>> = request
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                Entity::new(self, Side::Item, item, &format!("items[{i}]"), "items[]", Some(i), &mut warnings)
+            })
+            .collect();
+        let features = &self.encoder.pipeline().features;
+        let mut columns = Vec::with_capacity(features.len());
+        for (f, feature) in features.iter().enumerate() {
+            let mut column = ColumnBuilder::new(feature.encoded_kind(), n);
+            match feature.side {
+                Side::Item => {
+                    for item in &items {
+                        item.push(self, f, &mut column, &mut warnings)?;
+                    }
+                }
+                side => {
+                    let entity = if side == Side::User { &user } else { &context };
+                    let mut one = ColumnBuilder::new(feature.encoded_kind(), 1);
+                    entity.push(self, f, &mut one, &mut warnings)?;
+                    let one = one.finish();
+                    for _ in 0..n {
+                        column.push_from(&one, 0);
+                    }
+                }
+            }
+            columns.push(column.finish());
+        }
+        let outputs = self.forward(&columns, n);
+        let results = (0..n)
+            .map(|r| PairScores {
+                item_id: items[r].id.cloned(),
+                user_id: None,
+                scores: self.pair_outputs(&outputs, &tasks, r),
+            })
+            .collect();
+        Ok(ScoreResponse { model: self.model_ref.clone(), results, warnings: warnings.finish() })
+    }
+
+    /// `POST /v1/score/batch` with a JSON body: independent rows, one forward pass.
+    pub fn score_batch(&self, request: &BatchRequest, limits: &Limits) -> Result<ScoreResponse, ApiError> {
+        let tasks = self.select_tasks(&request.tasks)?;
+        let n = request.rows.len();
+        self.check_rows(n, limits)?;
+        let mut warnings = Warnings::default();
+        let mut entities = Vec::with_capacity(n);
+        for (r, row) in request.rows.iter().enumerate() {
+            let user = Entity::new(
+                self,
+                Side::User,
+                &row.user,
+                &format!("rows[{r}].user"),
+                "rows[].user",
+                Some(r),
+                &mut warnings,
+            );
+            let item = Entity::new(
+                self,
+                Side::Item,
+                &row.item,
+                &format!("rows[{r}].item"),
+                "rows[].item",
+                Some(r),
+                &mut warnings,
+            );
+            let context = Entity::new(
+                self,
+                Side::Context,
+                &row.context,
+                &format!("rows[{r}].context"),
+                "rows[].context",
+                Some(r),
+                &mut warnings,
+            );
+            entities.push([user, item, context]);
+        }
+        let features = &self.encoder.pipeline().features;
+        let mut columns = Vec::with_capacity(features.len());
+        for (f, feature) in features.iter().enumerate() {
+            let mut column = ColumnBuilder::new(feature.encoded_kind(), n);
+            for row in &entities {
+                row[side_index(feature.side)].push(self, f, &mut column, &mut warnings)?;
+            }
+            columns.push(column.finish());
+        }
+        let outputs = self.forward(&columns, n);
+        let results = (0..n)
+            .map(|r| PairScores {
+                item_id: entities[r][1].id.cloned(),
+                user_id: entities[r][0].id.cloned(),
+                scores: self.pair_outputs(&outputs, &tasks, r),
+            })
+            .collect();
+        Ok(ScoreResponse { model: self.model_ref.clone(), results, warnings: warnings.finish() })
+    }
+}
+
+/// A user, item or context object of a request, with its feature-table row.
+struct Entity<'a> {
+    record: &'a Record,
+    /// The id as sent (for echoing back).
+    id: Option<&'a serde_json::Value>,
+    /// The side's id column, when the schema has one.
+    id_column: Option<&'a str>,
+    table: Option<&'a FeatureTable>,
+    table_row: Option<usize>,
+    /// `items[3]`: the prefix of this entity's field paths in errors.
+    path: String,
+    /// `items[]`: the prefix of its field paths in aggregated warnings.
+    warn_path: &'static str,
+    index: Option<usize>,
+}
+
+impl<'a> Entity<'a> {
+    fn new(
+        model: &'a ServingModel,
+        side: Side,
+        record: &'a Record,
+        path: &str,
+        warn_path: &'static str,
+        index: Option<usize>,
+        warnings: &mut Warnings,
+    ) -> Self {
+        let pipeline = model.encoder.pipeline();
+        let (id_column, table) = match side {
+            Side::User => (pipeline.ids.user.as_deref(), model.user_table.as_ref()),
+            Side::Item => (pipeline.ids.item.as_deref(), model.item_table.as_ref()),
+            Side::Context => (None, None),
+        };
+        let id = id_column.and_then(|c| record.get(c)).or_else(|| record.get("id")).filter(|v| !v.is_null());
+        let key = id.and_then(RawValue::from_json).and_then(|v| pipeline.text.apply(v).category_key());
+        let table_row = match (table, &key) {
+            (Some(t), Some(k)) => {
+                let row = t.row(k);
+                if row.is_none() {
+                    warnings.add(format!("{warn_path}.id"), WarningKind::UnknownId, index);
+                }
+                row
+            }
+            _ => None,
+        };
+        let columns = &model.side_columns[side_index(side)];
+        for field in record.keys() {
+            if field != "id" && Some(field.as_str()) != id_column && !columns.contains(field) {
+                warnings.add(format!("{warn_path}.{field}"), WarningKind::IgnoredField, index);
+            }
+        }
+        Self { record, id, id_column, table, table_row, path: path.to_owned(), warn_path, index }
+    }
+
+    /// Encodes feature `f` of this entity into `column` (request, else table, else null).
+    fn push(
+        &self,
+        model: &ServingModel,
+        f: usize,
+        column: &mut ColumnBuilder,
+        warnings: &mut Warnings,
+    ) -> Result<(), ApiError> {
+        let feature = &model.encoder.pipeline().features[f];
+        let mut value = self.record.get(&feature.column);
+        if value.is_none() && self.id_column == Some(feature.column.as_str()) {
+            value = self.id;
+        }
+        if let Some(value) = value.filter(|v| !v.is_null()) {
+            let (encoded, lookup) = model
+                .encoder
+                .encode_field(f, Some(value))
+                .map_err(|e| ApiError::invalid_field(format!("{}.{}", self.path, e.column), e.message))?;
+            if lookup == Lookup::Oov {
+                warnings.add(
+                    format!("{}.{}", self.warn_path, feature.column),
+                    WarningKind::OutOfVocabulary,
+                    self.index,
+                );
+            }
+            column.push(&encoded);
+            return Ok(());
+        }
+        if let Some((values, row)) = self.table.and_then(|t| t.frame.features[f].as_ref()).zip(self.table_row) {
+            column.push_from(values, row);
+            return Ok(());
+        }
+        column.push(&model.null_values[f]);
+        warnings.add(format!("{}.{}", self.warn_path, feature.column), WarningKind::Missing, self.index);
+        Ok(())
+    }
+}

@@ -1,0 +1,259 @@
+//! A bundle made ready to serve: the model, its encoder and the feature tables, and the scoring
+//! of JSON and Arrow requests. Everything here is synchronous CPU work; the server runs it off
+//! the async workers.
+//!
+//! How a pair's features are found, for each feature of the model:
+//! 1. the request's object of the feature's side (`user`, `item` or `context`), by the feature's
+//!    source column (a user's or item's id may also be given as `id`);
+//! 2. when absent or null there, the user (item) feature table, by the user's (item's) id;
+//! 3. otherwise the feature is encoded as null, exactly as a null cell in training, and a
+//!    `missing` warning says so.
+//!
+//! A request's path: [`json`] (or [`arrow`]) finds and encodes each feature into encoded
+//! columns ([`columns`]), noting what it had to assume ([`warnings`]); one forward pass scores
+//! every row through the model's one forward function; the outputs become the answer.
+
+mod arrow;
+mod columns;
+mod json;
+mod warnings;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use mtrec_ingest::table::{load_feature_table, FeatureTable};
+use mtrec_model::bundle::{self, Bundle};
+use mtrec_model::infer::feature_views;
+use mtrec_schema::{EncodedValue, Encoder, FeatureColumn, Side, TaskType, Transform};
+
+use crate::api::{FeatureInfo, ModelInfo, ModelRef, Record, ScoreRequest, TableInfo, TaskInfo, TaskOutput};
+use crate::error::{ApiError, ModelLoadError};
+
+/// Request size limits (beyond the body size, which the router enforces).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most items in one `/v1/score` request.
+    pub max_items: usize,
+    /// Most rows in one `/v1/score/batch` request.
+    pub max_batch_rows: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_items: 1_000, max_batch_rows: 100_000 }
+    }
+}
+
+/// Where the feature tables come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TablePaths {
+    pub user: Option<PathBuf>,
+    pub item: Option<PathBuf>,
+}
+
+/// A loaded, self-tested bundle with its feature tables.
+#[derive(Debug)]
+pub struct ServingModel {
+    pub dir: PathBuf,
+    pub bundle: Bundle,
+    pub encoder: Encoder,
+    pub user_table: Option<FeatureTable>,
+    pub item_table: Option<FeatureTable>,
+    pub model_ref: ModelRef,
+    pub loaded_at: String,
+    /// Each feature's encoding of a null cell: the default of a missing feature.
+    null_values: Vec<EncodedValue>,
+    /// Per side, the source columns of its features (a request field outside these is ignored).
+    side_columns: [HashSet<String>; 3],
+}
+
+fn side_index(side: Side) -> usize {
+    match side {
+        Side::User => 0,
+        Side::Item => 1,
+        Side::Context => 2,
+    }
+}
+
+/// A unit enum's serde name (`binary`, `user`, `out_of_vocabulary`).
+pub(crate) fn snake(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+impl ServingModel {
+    /// Loads the bundle at `dir` and the feature tables, then scores a request of two empty
+    /// items as a self-test: a model that cannot answer is never served.
+    pub fn load(dir: &Path, tables: &TablePaths) -> Result<Self, ModelLoadError> {
+        let bundle = bundle::load(dir)?;
+        let encoder = Encoder::new(bundle.pipeline.clone());
+        let user_table = tables.user.as_deref().map(|p| load_feature_table(p, &encoder, Side::User)).transpose()?;
+        let item_table = tables.item.as_deref().map(|p| load_feature_table(p, &encoder, Side::Item)).transpose()?;
+        let null_values = (0..encoder.pipeline().features.len())
+            .map(|f| encoder.encode_field(f, None).map(|(v, _)| v))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| ModelLoadError::NullEncoding { bundle: dir.to_owned(), source })?;
+        let mut side_columns: [HashSet<String>; 3] = Default::default();
+        for f in &encoder.pipeline().features {
+            side_columns[side_index(f.side)].insert(f.column.clone());
+        }
+        let name =
+            dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| bundle.meta.dataset.clone());
+        let model_ref = ModelRef { name, version: bundle.meta.weights_sha256.chars().take(12).collect() };
+        let model = Self {
+            dir: dir.to_owned(),
+            bundle,
+            encoder,
+            user_table,
+            item_table,
+            model_ref,
+            loaded_at: mtrec_model::bundle::now_rfc3339(),
+            null_values,
+            side_columns,
+        };
+        model.self_test()?;
+        Ok(model)
+    }
+
+    fn self_test(&self) -> Result<(), ModelLoadError> {
+        let request = ScoreRequest {
+            user: Record::new(),
+            context: Record::new(),
+            items: vec![Record::new(), Record::new()],
+            tasks: None,
+        };
+        let fail = |message: String| ModelLoadError::SelfTest { bundle: self.dir.clone(), message };
+        let response = self.score(&request, &Limits::default()).map_err(|e| fail(e.message))?;
+        for pair in &response.results {
+            for (task, output) in &pair.scores {
+                let finite = match output {
+                    TaskOutput::Binary { probability } => probability.is_finite(),
+                    TaskOutput::Regression { value } => value.is_finite(),
+                    TaskOutput::Multiclass { probabilities, .. } => probabilities.values().all(|p| p.is_finite()),
+                };
+                if !finite {
+                    return Err(fail(format!("task {task:?} gives a non-finite output")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `GET /v1/models`.
+    pub fn info(&self) -> ModelInfo {
+        let meta = &self.bundle.meta;
+        let pipeline = self.encoder.pipeline();
+        let tasks = meta
+            .tasks
+            .iter()
+            .map(|t| TaskInfo {
+                name: t.name.clone(),
+                kind: snake(&t.kind),
+                scope: snake(&t.scope),
+                classes: t.classes.clone(),
+            })
+            .collect();
+        let features = pipeline
+            .features
+            .iter()
+            .map(|f| FeatureInfo {
+                name: f.name.clone(),
+                field: f.column.clone(),
+                side: snake(&f.side),
+                kind: match f.transform {
+                    Transform::Categorical { .. } => "categorical",
+                    Transform::MultiCategorical { .. } => "multi_categorical",
+                    Transform::Numeric { .. } => "numeric",
+                    Transform::Bucketized { .. } => "bucketized",
+                }
+                .to_owned(),
+            })
+            .collect();
+        let table_info = |t: &FeatureTable| TableInfo {
+            path: t.path.display().to_string(),
+            rows: t.len(),
+            features: t.feature_names(&self.encoder).into_iter().map(str::to_owned).collect(),
+        };
+        ModelInfo {
+            model: self.model_ref.clone(),
+            architecture: meta.architecture.clone(),
+            dataset: meta.dataset.clone(),
+            created_at: meta.provenance.created_at.clone(),
+            loaded_at: self.loaded_at.clone(),
+            bundle: self.dir.display().to_string(),
+            tasks,
+            features,
+            training_metrics: self
+                .bundle
+                .history
+                .best_or_last()
+                .map(|e| e.valid.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+                .unwrap_or_default(),
+            user_table: self.user_table.as_ref().map(table_info),
+            item_table: self.item_table.as_ref().map(table_info),
+        }
+    }
+
+    /// The indices of the requested tasks (all when `None`).
+    fn select_tasks(&self, tasks: &Option<Vec<String>>) -> Result<Vec<usize>, ApiError> {
+        let heads = &self.bundle.model.heads;
+        let Some(names) = tasks else { return Ok((0..heads.len()).collect()) };
+        if names.is_empty() {
+            return Err(
+                ApiError::unprocessable("no_tasks", "`tasks` is empty: omit it to get every task").with_field("tasks")
+            );
+        }
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                heads.iter().position(|h| &h.name == name).ok_or_else(|| {
+                    let known: Vec<&str> = heads.iter().map(|h| h.name.as_str()).collect();
+                    ApiError::unprocessable(
+                        "unknown_task",
+                        format!("unknown task {name:?} (tasks: {})", known.join(", ")),
+                    )
+                    .with_field(format!("tasks[{i}]"))
+                })
+            })
+            .collect()
+    }
+
+    fn check_rows(&self, n: usize, limits: &Limits) -> Result<(), ApiError> {
+        if n == 0 {
+            return Err(ApiError::unprocessable("no_rows", "the batch has no rows").with_field("rows"));
+        }
+        if n > limits.max_batch_rows {
+            return Err(ApiError::unprocessable(
+                "too_many_rows",
+                format!("{n} rows is more than this server's limit of {}", limits.max_batch_rows),
+            )
+            .with_field("rows"));
+        }
+        Ok(())
+    }
+
+    /// The model's one forward function over encoded columns: per task, `n x outputs`.
+    fn forward(&self, columns: &[FeatureColumn], n: usize) -> Vec<Vec<f32>> {
+        let rows: Vec<usize> = (0..n).collect();
+        self.bundle.model.predict(&feature_views(columns), &rows).outputs
+    }
+
+    fn pair_outputs(&self, outputs: &[Vec<f32>], tasks: &[usize], r: usize) -> BTreeMap<String, TaskOutput> {
+        tasks
+            .iter()
+            .map(|&t| {
+                let head = &self.bundle.model.heads[t];
+                let out = &outputs[t][r * head.outputs..(r + 1) * head.outputs];
+                let value = match head.kind {
+                    TaskType::Binary => TaskOutput::Binary { probability: out[0] },
+                    TaskType::Regression => TaskOutput::Regression { value: out[0] },
+                    TaskType::Multiclass => TaskOutput::Multiclass {
+                        probabilities: head.classes.iter().cloned().zip(out.iter().copied()).collect(),
+                        top_class: head.classes[mtrec_metrics::predicted_class(out)].clone(),
+                    },
+                };
+                (head.name.clone(), value)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,63 @@
+//! What the trainer records about a run, in [`History`] (`history.json`): the monitored
+//! metric and its best epoch, and the line printed per epoch.
+
+use mtrec_model::MultiTaskModel;
+use mtrec_schema::{EpochRecord, History, Metric, MetricKey};
+
+use crate::error::TrainError;
+
+/// Checks that `monitor` is computed on the valid split of `model`: the loss, or one of a
+/// task's [`Metric::validation`] metrics.
+pub(crate) fn check_monitor(monitor: &MetricKey, model: &MultiTaskModel) -> Result<(), TrainError> {
+    let MetricKey::Task { task, metric } = monitor else { return Ok(()) };
+    let Some(head) = model.heads.iter().find(|h| &h.name == task) else {
+        let tasks: Vec<&str> = model.heads.iter().map(|h| h.name.as_str()).collect();
+        return Err(TrainError::Config(format!(
+            "early_stopping.metric \"{monitor}\": no task {task:?} (tasks: {})",
+            tasks.join(", ")
+        )));
+    };
+    let valid = Metric::validation(head.kind);
+    if valid.contains(metric) {
+        return Ok(());
+    }
+    let names: Vec<String> = valid.iter().map(|m| format!("{task}.{m}")).collect();
+    Err(TrainError::Config(format!(
+        "early_stopping.metric \"{monitor}\" is not computed on the valid split: use \"loss\" or one of {}",
+        names.join(", ")
+    )))
+}
+
+/// Epochs since the best one (all of them before a best exists).
+pub(crate) fn epochs_since_best(history: &History) -> usize {
+    let run = history.epochs.len();
+    history.best_epoch.map_or(run, |b| run.saturating_sub(b + 1))
+}
+
+/// The progress line of an epoch.
+pub(crate) fn epoch_line(record: &EpochRecord, monitor: &MetricKey) -> String {
+    let valid: Vec<String> = record.valid.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+    format!(
+        "epoch {} ({:.1}s, {:.0} samples/s; monitor {monitor}): {}",
+        record.epoch + 1,
+        record.seconds,
+        record.samples_per_second,
+        valid.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_since_best_counts_from_the_kept_epoch() {
+        let mut h = History::new(MetricKey::Loss);
+        h.epochs = (0..4).map(|epoch| EpochRecord { epoch, ..Default::default() }).collect();
+        assert_eq!(epochs_since_best(&h), 4);
+        h.best_epoch = Some(1);
+        assert_eq!(epochs_since_best(&h), 2);
+        h.best_epoch = Some(3);
+        assert_eq!(epochs_since_best(&h), 0);
+    }
+}
