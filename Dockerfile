@@ -1,7 +1,7 @@
 # Multi-stage build of the mtrec binary.
 #   docker build -t mtrec .
-# The build stage compiles the whole workspace once (about 30 minutes on 2 cores, mostly
-# Polars); the runtime stage is Debian slim with the binary, the schemas and curl for the
+# The build stage compiles the whole workspace once (15-40 minutes on 2 cores depending on the
+# CPU, mostly Polars; README.md); the runtime stage is Debian slim with the binary, the schemas and curl for the
 # healthcheck.
 
 FROM rust:1.95-bookworm AS build

@@ -72,7 +72,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 resume: false,
                 progress: false,
             })?;
-            let metrics: BTreeMap<String, f64> = mtrec_model::evaluate(&trained.model, &test, 8192)
+            let metrics: BTreeMap<String, f64> = mtrec_model::validation_metrics(&trained.model, &test, 8192)
                 .metrics
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))

@@ -67,7 +67,7 @@ impl TableFormat {
 
 /// Writes a frame as Parquet (`.parquet`) or Arrow IPC (`.arrow`, `.ipc`, `.feather`),
 /// atomically.
-pub fn write_table(df: &mut DataFrame, out: &Path) -> Result<(), EvalError> {
+fn write_table(df: &mut DataFrame, out: &Path) -> Result<(), EvalError> {
     let format = TableFormat::of(out)?;
     let io_error = |source| EvalError::Write { path: out.to_owned(), source };
     let mut staged = StagedFile::new(out).map_err(io_error)?;

@@ -110,11 +110,11 @@ pub fn ingest(opts: &IngestOptions) -> Result<Ingested, IngestError> {
     check_dtypes(&schema, format, &cells, &referrer)?;
 
     let rows = split::assign(&schema, &table)?;
-    if rows[Split::Train as usize].is_empty() {
+    if rows[Split::Train.index()].is_empty() {
         return Err(IngestError::EmptyTrainSplit);
     }
     tracing::info!(seconds = started.elapsed().as_secs_f64(), rows = table.df.height(), "read and split");
-    let (pipeline, stats) = fit::fit(&schema, &table, &cells, &rows[Split::Train as usize])?;
+    let (pipeline, stats) = fit::fit(&schema, &table, &cells, &rows[Split::Train.index()])?;
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "fitted");
     let encoder = Encoder::new(pipeline);
     let tmp = StagedDir::new(&opts.out).map_err(|e| IngestError::write(&opts.out, e))?;
@@ -123,7 +123,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Ingested, IngestError> {
     let mut summaries = Vec::with_capacity(3);
     for split in Split::ALL {
         let path = tmp.path().join(files::split(split));
-        summaries.push(write_split(&path, &encoder, &table, &cells, &rows[split as usize])?);
+        summaries.push(write_split(&path, &encoder, &table, &cells, &rows[split.index()])?);
         tracing::info!(seconds = started.elapsed().as_secs_f64(), split = split.name(), "encoded and written");
     }
     let summaries: [encode::SplitSummary; 3] = summaries.try_into().expect("three splits");

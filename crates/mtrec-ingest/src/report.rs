@@ -99,7 +99,7 @@ pub fn build(
     stats: &FitStats,
     seconds: f64,
 ) -> IngestReport {
-    let at = |s: Split| &splits[s as usize];
+    let at = |s: Split| &splits[s.index()];
     let features = pipeline
         .features
         .iter()

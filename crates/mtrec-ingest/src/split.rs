@@ -25,7 +25,7 @@ fn by_fraction(u: f64, f: &Fractions) -> Split {
 pub fn assign(schema: &DatasetSchema, table: &RawTable) -> Result<[Vec<u32>; 3], IngestError> {
     let n = table.df.height();
     let mut out: [Vec<u32>; 3] = Default::default();
-    let mut push = |row: usize, s: Split| out[s as usize].push(row as u32);
+    let mut push = |row: usize, s: Split| out[s.index()].push(row as u32);
     let spec = &schema.split;
     match spec.method {
         SplitMethod::Files => {

@@ -66,11 +66,6 @@ pub fn multiclass_metrics<W: Weight>(
     Some(MulticlassMetrics { accuracy: correct / total, macro_f1: f1_sum / present as f64, logloss: loss / total })
 }
 
-/// Macro-F1; see [`MulticlassMetrics::macro_f1`].
-pub fn macro_f1(probs: &[f32], classes: usize, labels: &[f32]) -> Option<f64> {
-    multiclass_metrics::<f32>(probs, classes, labels, None).map(|m| m.macro_f1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,10 +41,10 @@ pub use bootstrap::{
     paired_cluster_bootstrap, paired_cluster_bootstrap_many, BootstrapError, BootstrapOptions, BootstrapResult,
     MetricPair, Resample,
 };
-pub use classification::{macro_f1, multiclass_metrics, predicted_class, MulticlassMetrics};
+pub use classification::{multiclass_metrics, predicted_class, MulticlassMetrics};
 pub use delong::{delong_test, DelongTest};
 pub use groups::Groups;
 pub use ranking::{per_user_ranking, ranking, ranking_from_parts, RankingMetrics, UserRanking};
-pub use regression::{mae, r2, regression_metrics, RegressionMetrics};
+pub use regression::{regression_metrics, RegressionMetrics};
 pub use seeds::{mean_ci95, MeanCi};
 pub use weight::{Weight, UNWEIGHTED};

@@ -6,9 +6,9 @@ pub enum ModelError {
     /// A model configuration that cannot be built.
     #[error("model config: {0}")]
     Config(String),
-    /// Data the model cannot use.
-    #[error("{0}")]
-    Data(String),
+    /// A batch without a labeled row for any task: there is no loss to take.
+    #[error("the batch has no labeled row for any task")]
+    NoLabels,
     /// Weights that do not fit the model.
     #[error("weights {path}: {message}")]
     Weights { path: String, message: String },

@@ -51,7 +51,7 @@ pub fn predict_all(model: &MultiTaskModel, data: &EncodedDataset, batch_size: us
 
 /// Predictions of a split and the validation metrics over them.
 #[derive(Debug, Clone)]
-pub struct Evaluation {
+pub struct Validation {
     pub predictions: Predictions,
     /// Every task's [`Metric::validation`] metrics over its labeled rows (AUC is left out where
     /// only one class occurs), and [`MetricKey::Loss`]: Σ λ_i L_i over each task's labeled
@@ -59,11 +59,14 @@ pub struct Evaluation {
     pub metrics: BTreeMap<MetricKey, f64>,
 }
 
-/// Scores `data` and computes every task's validation metrics over its labeled rows.
-pub fn evaluate(model: &MultiTaskModel, data: &EncodedDataset, batch_size: usize) -> Evaluation {
+/// Scores `data` and computes every task's validation metrics over its labeled rows: what the
+/// trainer monitors on the valid split after every epoch, and experiments report on the test
+/// split.
+pub fn validation_metrics(model: &MultiTaskModel, data: &EncodedDataset, batch_size: usize) -> Validation {
     let predictions = predict_all(model, data, batch_size);
     let mut metrics = BTreeMap::new();
     let mut loss = 0.0;
+    let unweighted = mtrec_metrics::UNWEIGHTED;
     for (t, head) in model.heads.iter().enumerate() {
         let keep: Vec<usize> = (0..data.rows).filter(|&r| data.masks[t][r] != 0).collect();
         if keep.is_empty() {
@@ -73,31 +76,30 @@ pub fn evaluate(model: &MultiTaskModel, data: &EncodedDataset, batch_size: usize
         let width = head.outputs;
         let out = &predictions.outputs[t];
         let p: Vec<f32> = keep.iter().flat_map(|&r| out[r * width..(r + 1) * width].iter().copied()).collect();
-        let unweighted = mtrec_metrics::UNWEIGHTED;
-        for &metric in Metric::validation(head.kind) {
-            let value = match (head.kind, metric) {
-                (TaskType::Binary, Metric::Auc) => mtrec_metrics::auc(&p, &y, None),
-                (TaskType::Binary, Metric::Logloss) => mtrec_metrics::logloss(&p, &y, unweighted),
-                (TaskType::Regression, Metric::Rmse) => {
-                    mtrec_metrics::regression_metrics(&p, &y, unweighted).map(|m| m.rmse)
-                }
-                (TaskType::Multiclass, Metric::Accuracy) => {
-                    mtrec_metrics::multiclass_metrics(&p, width, &y, unweighted).map(|m| m.accuracy)
-                }
-                (TaskType::Multiclass, Metric::Logloss) => {
-                    mtrec_metrics::multiclass_metrics(&p, width, &y, unweighted).map(|m| m.logloss)
-                }
-                (kind, metric) => unreachable!("{metric} is not a validation metric of a {kind:?} task"),
-            };
+        let values: Vec<(Metric, Option<f64>)> = match head.kind {
+            TaskType::Binary => vec![
+                (Metric::Auc, mtrec_metrics::auc(&p, &y, None)),
+                (Metric::Logloss, mtrec_metrics::logloss(&p, &y, unweighted)),
+            ],
+            TaskType::Regression => {
+                vec![(Metric::Rmse, mtrec_metrics::regression_metrics(&p, &y, unweighted).map(|m| m.rmse))]
+            }
+            TaskType::Multiclass => {
+                let m = mtrec_metrics::multiclass_metrics(&p, width, &y, unweighted);
+                vec![(Metric::Accuracy, m.map(|m| m.accuracy)), (Metric::Logloss, m.map(|m| m.logloss))]
+            }
+        };
+        debug_assert!(values.iter().map(|(m, _)| *m).eq(Metric::validation(head.kind).iter().copied()));
+        for (metric, value) in values {
             if let Some(value) = value {
                 metrics.insert(MetricKey::task(&head.name, metric), value);
             }
         }
-        let task_loss = mean_task_loss(head.kind, model.config.regression_loss, &p, &y).expect("labeled rows");
+        let task_loss = mean_task_loss(head.kind, width, model.config.regression_loss, &p, &y).expect("labeled rows");
         loss += f64::from(head.weight) * task_loss;
     }
     metrics.insert(MetricKey::Loss, loss);
-    Evaluation { predictions, metrics }
+    Validation { predictions, metrics }
 }
 
 /// Names of the columns that hold predictions, in `mtrec predict`'s files and the scoring

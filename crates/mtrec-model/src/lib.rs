@@ -108,7 +108,7 @@ pub use config::{ArchitectureConfig, Interactions, LossWeighting, ModelConfig, O
 pub use embedding::{BatchIds, EmbeddingTables, FeatureData, SparseOptimizer, SparseOptimizerConfig};
 pub use error::ModelError;
 pub use fused::InputCodes;
-pub use infer::{evaluate, feature_views, predict_all, Evaluation};
+pub use infer::{feature_views, predict_all, validation_metrics, Validation};
 pub use loss::Loss;
 pub use model::{Assembled, Forward, Head, MultiTaskModel, Predictions, TaskLosses};
 pub use params::{AdamConfig, AdamState, Dev, Mat, ParamStore};

@@ -57,12 +57,17 @@ pub(crate) fn task_loss(
 /// binary tasks (binary cross-entropy), values for regression (`regression`), class
 /// probabilities (`labels.len() x classes`) for multiclass (cross-entropy of the true class).
 /// `None` without labels.
-pub fn mean_task_loss(kind: TaskType, regression: RegressionLoss, outputs: &[f32], labels: &[f32]) -> Option<f64> {
+pub fn mean_task_loss(
+    kind: TaskType,
+    classes: usize,
+    regression: RegressionLoss,
+    outputs: &[f32],
+    labels: &[f32],
+) -> Option<f64> {
     match kind {
         TaskType::Binary => mtrec_metrics::logloss(outputs, labels, mtrec_metrics::UNWEIGHTED),
         TaskType::Regression => regression.mean(outputs, labels),
         TaskType::Multiclass => {
-            let classes = outputs.len().checked_div(labels.len()).unwrap_or(1).max(1);
             mtrec_metrics::multiclass_metrics(outputs, classes, labels, mtrec_metrics::UNWEIGHTED).map(|m| m.logloss)
         }
     }
@@ -108,12 +113,12 @@ mod tests {
 
         let labels = [1.0f32, 0.0, 1.0, 1.0];
         let probs: Vec<f32> = logits.iter().map(|z| 1.0 / (1.0 + (-z).exp())).collect();
-        let plain = mean_task_loss(TaskType::Binary, RegressionLoss::Mse, &kept(&probs), &kept(&labels)).unwrap();
+        let plain = mean_task_loss(TaskType::Binary, 1, RegressionLoss::Mse, &kept(&probs), &kept(&labels)).unwrap();
         close(taped(TaskType::Binary, 1, logits.to_vec(), &labels, RegressionLoss::Mse), plain, "binary");
 
         let targets = [0.5f32, -0.7, 9.0, 3.0];
         for loss in [RegressionLoss::Mse, RegressionLoss::Huber { delta: 1.0 }] {
-            let plain = mean_task_loss(TaskType::Regression, loss, &kept(&logits), &kept(&targets)).unwrap();
+            let plain = mean_task_loss(TaskType::Regression, 1, loss, &kept(&logits), &kept(&targets)).unwrap();
             close(taped(TaskType::Regression, 1, logits.to_vec(), &targets, loss), plain, &format!("{loss:?}"));
         }
         // Hand-computed Huber (δ = 1) over the kept rows: errors -0.2, -0.5, -3.0.
@@ -131,7 +136,7 @@ mod tests {
             .collect();
         let kept_probs: Vec<f32> =
             probs.chunks(2).zip(&mask).filter(|(_, &m)| m != 0).flat_map(|(p, _)| p.to_vec()).collect();
-        let plain = mean_task_loss(TaskType::Multiclass, RegressionLoss::Mse, &kept_probs, &kept(&classes)).unwrap();
+        let plain = mean_task_loss(TaskType::Multiclass, 2, RegressionLoss::Mse, &kept_probs, &kept(&classes)).unwrap();
         close(taped(TaskType::Multiclass, 2, z, &classes, RegressionLoss::Mse), plain, "multiclass");
     }
 }

@@ -296,7 +296,7 @@ impl MultiTaskModel {
             }
         }
         if values.iter().all(Option::is_none) {
-            return Err(ModelError::Data("the batch has no labeled row for any task".to_owned()));
+            return Err(ModelError::NoLabels);
         }
         Ok(TaskLosses { losses, values })
     }

@@ -23,6 +23,15 @@ pub enum Split {
 impl Split {
     pub const ALL: [Split; 3] = [Split::Train, Split::Valid, Split::Test];
 
+    /// The split's position in [`Split::ALL`]: an index into per-split arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Split::Train => 0,
+            Split::Valid => 1,
+            Split::Test => 2,
+        }
+    }
+
     /// `train`, `valid` or `test`: the split's name in files, flags and configs.
     pub fn name(self) -> &'static str {
         match self {
@@ -99,7 +108,8 @@ mod tests {
 
     #[test]
     fn splits_parse_print_and_serialize_by_name() {
-        for split in Split::ALL {
+        for (k, split) in Split::ALL.into_iter().enumerate() {
+            assert_eq!(split.index(), k);
             assert_eq!(split.name().parse::<Split>(), Ok(split));
             assert_eq!(serde_json::to_value(split).unwrap(), serde_json::json!(split.name()));
         }

@@ -52,18 +52,14 @@ pub struct CellError {
     pub message: String,
 }
 
-/// An error and its sources on one line, `outer: inner: innermost`: how an error reads where
-/// only text travels (an API answer, a log line). A source whose message the outer one
-/// already contains is not repeated.
+/// An error and its sources on one line, `outer: inner: innermost`, as the `mtrec` binary
+/// prints them: how an error reads where only text travels (an API answer, a log line).
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut line = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {
-        let text = e.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
+        line.push_str(": ");
+        line.push_str(&e.to_string());
         source = e.source();
     }
     line

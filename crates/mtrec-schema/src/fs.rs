@@ -52,9 +52,14 @@ pub struct StagedFile {
 }
 
 impl StagedFile {
-    /// A fresh temporary file beside `out`.
+    /// A fresh temporary file beside `out`, with the permissions a plain `File::create` gives
+    /// (read and write for all, less the umask) rather than a temporary file's owner-only ones.
     pub fn new(out: &Path) -> std::io::Result<Self> {
-        let tmp = tempfile::Builder::new().prefix(".mtrec-").tempfile_in(parent_of(out)?)?;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".mtrec-");
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let tmp = builder.tempfile_in(parent_of(out)?)?;
         Ok(StagedFile { tmp, out: out.to_owned() })
     }
 
@@ -145,5 +150,19 @@ mod tests {
         write_file(&path, b"new").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
         assert_eq!(names(root.path()), ["f.json"]);
+    }
+
+    /// A staged file ends with the permissions of a file written directly, not a temporary
+    /// file's owner-only ones.
+    #[cfg(unix)]
+    #[test]
+    fn a_staged_file_has_the_permissions_of_a_plain_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let (plain, staged) = (root.path().join("plain"), root.path().join("staged"));
+        std::fs::write(&plain, "x").unwrap();
+        write_file(&staged, b"x").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&staged), mode(&plain));
     }
 }

@@ -23,7 +23,7 @@ pub struct History {
     pub best_epoch: Option<usize>,
     pub epochs: Vec<EpochRecord>,
     /// Pearson's r between two tasks' labels on the train split, keyed by [`task_pair_key`].
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "nullable_map")]
     pub label_correlation: BTreeMap<String, f64>,
 }
 
@@ -45,7 +45,7 @@ impl History {
 }
 
 /// One epoch's record. Values that were not finite when written are `null` in the JSON and
-/// read back as NaN.
+/// read back as NaN, here and in every number of a history.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     pub epoch: usize,
@@ -63,7 +63,7 @@ pub struct EpochRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub penalty: Option<f64>,
     /// The loss strategy's task weights at the end of the epoch (DWA, GradNorm).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "nullable_map")]
     pub loss_weights: BTreeMap<String, f64>,
     /// Cosine similarity of two tasks' gradients on the parameters they share, at the end of
     /// the epoch, keyed by [`task_pair_key`].
@@ -78,7 +78,9 @@ pub struct EpochRecord {
 /// (nats) of the gate's distribution per row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GateStats {
+    #[serde(deserialize_with = "nullable_vec")]
     pub mean_weight: Vec<f64>,
+    #[serde(deserialize_with = "nullable_f64")]
     pub mean_entropy: f64,
 }
 
@@ -89,6 +91,11 @@ where
 {
     let raw: BTreeMap<K, Option<f64>> = Deserialize::deserialize(d)?;
     Ok(raw.into_iter().map(|(k, v)| (k, v.unwrap_or(f64::NAN))).collect())
+}
+
+fn nullable_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    let raw: Vec<Option<f64>> = Deserialize::deserialize(d)?;
+    Ok(raw.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
 }
 
 fn nullable_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
@@ -105,16 +112,20 @@ mod tests {
         let json = r#"{"monitor": "click.auc", "best_epoch": 0, "epochs": [{"epoch": 0,
             "train_loss": {"click": 0.41}, "valid": {"click.auc": 0.71, "click.logloss": 0.5, "loss": null},
             "seconds": 3.2, "samples_per_second": 100000.0,
-            "expert_usage": {"click": {"mean_weight": [0.25, 0.75], "mean_entropy": 0.56}}}]}"#;
+            "loss_weights": {"click": null},
+            "expert_usage": {"click": {"mean_weight": [0.25, null], "mean_entropy": null}}}],
+            "label_correlation": {"click|buy": null}}"#;
         let h: History = serde_json::from_str(json).unwrap();
         assert_eq!(h.monitor, MetricKey::task("click", Metric::Auc));
         let best = h.best().unwrap();
         assert_eq!(best.valid[&MetricKey::task("click", Metric::Auc)], 0.71);
         assert!(best.valid[&MetricKey::Loss].is_nan());
-        assert_eq!(best.expert_usage["click"].mean_weight, [0.25, 0.75]);
+        let gate = &best.expert_usage["click"];
+        assert!(gate.mean_weight[0] == 0.25 && gate.mean_weight[1].is_nan() && gate.mean_entropy.is_nan());
+        assert!(best.loss_weights["click"].is_nan() && h.label_correlation["click|buy"].is_nan());
         let written = serde_json::to_value(&h).unwrap();
         assert_eq!(written["epochs"][0]["valid"]["loss"], serde_json::Value::Null);
-        assert!(written.get("label_correlation").is_none(), "empty maps are left out: {written}");
+        assert!(written["epochs"][0].get("gradient_cosine").is_none(), "empty maps are left out: {written}");
     }
 
     #[test]

@@ -183,7 +183,7 @@ impl MetricKey {
         }
     }
 
-    /// The key as text in three parts, compared without allocating.
+    /// The key as text, in three parts.
     fn parts(&self) -> [&str; 3] {
         match self {
             MetricKey::Loss => ["loss", "", ""],
@@ -216,11 +216,8 @@ impl FromStr for MetricKey {
 /// Keys order as their text does, so maps keyed by them read as their JSON does.
 impl Ord for MetricKey {
     fn cmp(&self, other: &Self) -> Ordering {
-        let bytes = |k: &MetricKey| k.parts().into_iter().flat_map(str::bytes).collect::<Vec<u8>>();
-        match (self, other) {
-            (MetricKey::Task { task: a, metric: m }, MetricKey::Task { task: b, metric: n }) if a == b => m.cmp(n),
-            _ => bytes(self).cmp(&bytes(other)),
-        }
+        let (a, b) = (self.parts(), other.parts());
+        a.iter().flat_map(|p| p.bytes()).cmp(b.iter().flat_map(|p| p.bytes()))
     }
 }
 

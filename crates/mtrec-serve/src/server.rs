@@ -16,12 +16,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 
-use crate::api::{BatchRequest, ReloadRequest, ReloadResponse, ScoreRequest, ScoreResponse, Status};
+use crate::api::{BatchRequest, ReloadRequest, ReloadResponse, ScoreRequest, ScoreResponse, Status, ARROW_STREAM};
 use crate::error::ApiError;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::scoring::{Limits, ServingModel, TablePaths};
-
-pub use crate::api::ARROW_STREAM;
 
 /// Everything `mtrec serve` is configured with.
 #[derive(Debug, Clone)]

@@ -321,7 +321,11 @@ fn write_parquet_round_trips_and_leaves_no_temp_file() {
     assert!(df.equals_missing(&back));
     let entries: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert_eq!(entries.len(), 1, "temp file left behind");
-    // Under a regular file, no directory can be made.
+    // Missing directories are made; under a regular file, none can be.
+    let nested = dir.join("a/b/log.parquet");
+    write_parquet(&mut df, &nested).unwrap();
+    assert!(nested.exists());
+    std::fs::remove_dir_all(dir.join("a")).unwrap();
     let err = write_parquet(&mut df, &path.join("x.parquet")).unwrap_err();
     assert!(matches!(err, SynthError::Io { .. }), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();

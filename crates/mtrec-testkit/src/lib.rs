@@ -55,9 +55,10 @@ pub fn untrained_bundle(ingest: &Path, out: &Path, config: &ModelConfig, seed: u
     let mut model = MultiTaskModel::new(&pipeline, config, seed).expect("a valid model config");
     model.init_output_biases(&train.labels, &train.masks);
     let mut history = History::new(MetricKey::Loss);
-    history
-        .epochs
-        .push(EpochRecord { valid: mtrec_model::evaluate(&model, &valid, 8192).metrics, ..Default::default() });
+    history.epochs.push(EpochRecord {
+        valid: mtrec_model::validation_metrics(&model, &valid, 8192).metrics,
+        ..Default::default()
+    });
     history.best_epoch = Some(0);
     let meta = ModelMeta {
         format_version: bundle::BUNDLE_FORMAT_VERSION,
@@ -69,7 +70,7 @@ pub fn untrained_bundle(ingest: &Path, out: &Path, config: &ModelConfig, seed: u
         weights_sha256: String::new(),
         seed,
         training: serde_json::json!({ "untrained": true }),
-        provenance: bundle::provenance(ingest, train.rows, Some(0), 0, 1),
+        provenance: bundle::provenance(ingest, train.rows, Some(0), 1, 1),
     };
     bundle::save(out, &model, &pipeline, meta, &history).expect("writing the bundle");
     out.to_owned()

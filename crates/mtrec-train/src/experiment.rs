@@ -311,7 +311,8 @@ fn run_one(run: &Run, data: &Path, out: &Path, eval_split: &EncodedDataset) -> R
     })?;
     // The run is complete: its resume checkpoint (weights and optimizer state) is dead weight.
     let _ = std::fs::remove_dir_all(checkpoint::checkpoint_dir(&bundle));
-    let evaluation = pool.install(|| mtrec_model::evaluate(&trained.model, eval_split, run.train.eval_batch_size));
+    let validation =
+        pool.install(|| mtrec_model::validation_metrics(&trained.model, eval_split, run.train.eval_batch_size));
     Ok(RunResult {
         config: run.config.clone(),
         architecture: run.architecture.clone(),
@@ -321,7 +322,7 @@ fn run_one(run: &Run, data: &Path, out: &Path, eval_split: &EncodedDataset) -> R
         epochs_run: trained.history.epochs.len(),
         best_epoch: trained.history.best_epoch,
         seconds: started.elapsed().as_secs_f64(),
-        metrics: evaluation.metrics.into_iter().filter(|(k, _)| *k != MetricKey::Loss).collect(),
+        metrics: validation.metrics.into_iter().filter(|(k, _)| *k != MetricKey::Loss).collect(),
     })
 }
 

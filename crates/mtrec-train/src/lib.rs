@@ -5,14 +5,15 @@
 //! - [`config`]: the training configuration (a JSON file with defaults, saved in the bundle).
 //! - [`train`]: the loop: seeded shuffling, steps, validation after every epoch, early stopping,
 //!   checkpoints and `--resume`, and the bundle of the best epoch.
-//! - [`step`]: one step: data-parallel forward and backward passes (one part of the batch per
+//! - `step`: one step: data-parallel forward and backward passes (one part of the batch per
 //!   thread, gradients summed in part order) or per-task passes, the gradients taken out of
-//!   dfdx's tape, dense Adam and sparse embedding updates.
+//!   dfdx's tape, dense Adam and sparse embedding updates; `gradients`: the per-task gradients
+//!   the strategies combine.
 //! - [`strategy`]: loss weighting and gradient strategies (static, uncertainty, DWA, GradNorm,
 //!   PCGrad), each with its reference and cost per step, and how each combines the tasks'
 //!   gradients.
-//! - [`history`]: what a run records in `history.json` (the type itself is
-//!   [`mtrec_schema::History`]): the monitored metric and the epoch line.
+//! - `monitor`: the early-stopping monitor over the run's [`mtrec_schema::History`]
+//!   (`history.json`) and the line printed per epoch.
 //! - [`diagnostics`]: task relatedness (gradient cosines, expert usage, label correlation).
 //! - [`checkpoint`]: the state `--resume` continues from.
 //! - [`experiment`]: `mtrec experiment`, a grid of configurations × seeds and its summary.
@@ -27,8 +28,8 @@ pub mod diagnostics;
 pub mod error;
 pub mod experiment;
 mod gradients;
-pub mod history;
-pub mod step;
+mod monitor;
+mod step;
 pub mod strategy;
 pub mod train;
 

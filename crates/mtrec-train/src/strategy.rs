@@ -17,8 +17,9 @@
 //! Which parameters are shared (for PCGrad): those that receive a non-zero gradient from two or
 //! more tasks in the step: the scope group's sharing network (a task's own tower, head, gate or
 //! PLE experts of the last level receive only its own). GradNorm's W for each task is
-//! [`mtrec_model::MultiTaskModel::gradnorm_params`]: its group's last shared layer, or the
-//! task's own last layer where the architecture shares none (single-task, soft sharing).
+//! [`mtrec_model::MultiTaskModel::gradnorm_params`]: its group's last shared layer, or, where
+//! the architecture shares none (single-task, soft sharing), the first layer of the task's tower
+//! (its head without a tower).
 
 use std::collections::BTreeMap;
 
@@ -75,7 +76,7 @@ impl LossStrategy {
         }
     }
 
-    /// DWA's task weights for `epoch` from the history's mean training losses (multiplying
+    /// DWA's task weights for the next epoch from the history's mean training losses (multiplying
     /// each λ), `None` for the other strategies.
     pub(crate) fn epoch_weights(&self, model: &MultiTaskModel, history: &History) -> Option<Vec<f64>> {
         let LossStrategy::Dwa { temperature } = *self else { return None };

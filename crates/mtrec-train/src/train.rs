@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use mtrec_ingest::encoded::{load_pipeline, load_split};
 use mtrec_model::bundle::{self, ModelMeta};
-use mtrec_model::{evaluate, AdamState, MultiTaskModel, OutputBias, SparseOptimizer};
+use mtrec_model::{validation_metrics, AdamState, MultiTaskModel, OutputBias, SparseOptimizer};
 use mtrec_schema::{EncodedDataset, EpochRecord, History, Split};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -17,7 +17,7 @@ use crate::checkpoint::{self, CheckpointRef};
 use crate::config::TrainConfig;
 use crate::diagnostics;
 use crate::error::TrainError;
-use crate::history::{check_monitor, epoch_line, epochs_since_best};
+use crate::monitor::{check_monitor, epoch_line, epochs_since_best};
 use crate::step::{train_step, Optimizers};
 use crate::strategy::StrategyState;
 
@@ -98,9 +98,9 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
         let epoch_out = run_epoch(&mut model, &mut opt, &train_set, cfg, epoch, dwa.as_deref(), opts.progress)?;
         let seconds = started.elapsed().as_secs_f64();
         let gradient_cosine = diagnostics::gradient_cosines(&model, &train_set)?;
-        let evaluation = evaluate(&model, &valid_set, cfg.eval_batch_size);
-        let expert_usage = diagnostics::expert_usage(&model, &evaluation.predictions);
-        let valid = evaluation.metrics;
+        let validation = validation_metrics(&model, &valid_set, cfg.eval_batch_size);
+        let expert_usage = diagnostics::expert_usage(&model, &validation.predictions);
+        let valid = validation.metrics;
         let value = *valid.get(monitor).ok_or_else(|| TrainError::MonitorMissing {
             monitor: monitor.clone(),
             available: valid.keys().map(ToString::to_string).collect::<Vec<_>>().join(", "),

@@ -546,7 +546,8 @@ fn quickstart(args: &QuickstartArgs) -> Result<()> {
     println!("== 1/5 generate synthetic data");
     generate(&cfg, &data)?;
     let schema = args.out.join("synthetic.schema.json");
-    std::fs::write(&schema, SYNTHETIC_SCHEMA).with_context(|| format!("writing {}", schema.display()))?;
+    mtrec_schema::fs::write_file(&schema, SYNTHETIC_SCHEMA.as_bytes())
+        .with_context(|| format!("writing {}", schema.display()))?;
     println!("\n== 2/5 ingest");
     let ingest_dir = args.out.join("ingest");
     let ingested = mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {

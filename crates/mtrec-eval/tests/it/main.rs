@@ -99,6 +99,14 @@ fn ab_writes_three_reports_with_every_task_and_the_baseline() {
     let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(markdown.contains("## Task relatedness: mmoe"), "{markdown}");
     assert!(markdown.contains("| click |") && markdown.contains(r"item\_quality"));
+    // The verdict table shows the same rows in both renderings, with the test's interval.
+    let verdicts = markdown.split("## Verdicts").nth(1).unwrap().split("\n\n").nth(1).unwrap();
+    for task in &report.tasks {
+        let row = verdicts.lines().find(|l| l.starts_with(&format!("| {} |", task.task.replace('_', r"\_"))));
+        let row = row.unwrap_or_else(|| panic!("no verdict row for {} in {verdicts}", task.task));
+        assert!(row.contains(" | [") && row.ends_with(&format!("| {} |", task.verdict.as_str())), "{row}");
+        assert!(html.contains(&format!("<td>{}</td><td>{}</td>", task.task, task.primary_metric)), "{}", task.task);
+    }
 }
 
 #[test]

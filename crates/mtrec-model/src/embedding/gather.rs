@@ -86,8 +86,9 @@ pub(super) fn touch_rows(values: &[f32], dim: usize, first_row: usize, ids: &[u3
     std::hint::black_box(sum);
 }
 
-/// Arrays of fewer values (1 MiB of `f32`, twice a core's L2 here) are not touched first: they
-/// stay cached, and the extra loads would only cost.
+/// Arrays of fewer values (1 MiB of `f32`, about twice a core's L2 cache on the machines the
+/// benchmarks ran on) are not touched first: they stay cached, and the extra loads would only
+/// cost.
 const TOUCH_MIN_VALUES: usize = 1 << 18;
 
 /// Fewest rows a thread gathers: below this, waking another thread costs more than it saves.

@@ -2,11 +2,10 @@
 //!
 //! dfdx's `gather` backward allocates a gradient the size of the whole table, and a dense
 //! optimizer would then touch every row each step (see the crate docs, "Working with dfdx
-//! 0.13"). Instead the
-//! rows of a batch are copied into a fresh leaf tensor (`gather`), the dense network runs on the
-//! tape, and the leaf's gradient is scattered back to the rows it came from, duplicate ids
-//! summed (`sparse_grads`), for a lazy Adam or Adagrad step on those rows only. The cost of a
-//! step is O(batch x features x dim), whatever the vocabulary size.
+//! 0.13"). Instead the rows of a batch are copied into a fresh leaf tensor (`gather`), the dense
+//! network runs on the tape, and the leaf's gradient is scattered back to the rows it came from,
+//! duplicate ids summed (`sparse_grads`), for a lazy Adam or Adagrad step on those rows only. The
+//! cost of a step is O(batch x features x dim), whatever the vocabulary size.
 //!
 //! A batch's path, one file each: [`batch_ids`] reads the batch's ids from the encoded columns
 //! once; [`gather`] copies (or pools) their rows into the input; [`scatter`] sums the input's

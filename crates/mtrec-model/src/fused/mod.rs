@@ -1,10 +1,11 @@
 //! Fused ops with hand-written backward passes, recorded on dfdx's tape.
-//!  dfdx 0.13 runs every element-wise op through a generic strided index, single-threaded, and
+//!
+//! dfdx 0.13 runs every element-wise op through a generic strided index, single-threaded, and
 //! allocates a fresh buffer per op; its matrix products use gemm 0.15, measurably slower than
 //! faer's on the CPUs we train on (benches/README.md, "Training speed against PyTorch:
 //! history"). The ops here are the model's hot path, one file each:
 //!
-//! - [`chain`]: [`mlp`], a whole ReLU MLP, or an expert bank (the experts' first layers as one
+//! - [`layers`]: [`mlp`], a whole ReLU MLP, or an expert bank (the experts' first layers as one
 //!   product, each deeper layer of all experts as one grouped product over their column
 //!   blocks), as one op; products through faer, bias and ReLU in the same pass over each
 //!   output, activations kept inside the op; and [`linear`], one layer without activation
@@ -33,14 +34,14 @@
 //! copy each (dfdx gives no borrowed view of a tensor's data); scratch buffers come from a small
 //! bounded pool.
 
-pub mod chain;
 pub mod coded;
 pub mod gates;
 mod kernels;
+pub mod layers;
 mod pool;
 #[cfg(test)]
 mod test_support;
 
-pub use chain::{linear, mlp};
 pub use coded::{CodedBlock, InputCodes, CODED_MIN_WIDTH};
 pub use gates::{mix, mix_gates};
+pub use layers::{linear, mlp};

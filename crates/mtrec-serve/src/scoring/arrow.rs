@@ -11,7 +11,7 @@ use mtrec_model::infer::{prediction_columns, PredictionValues};
 use mtrec_schema::Side;
 use polars::prelude::*;
 
-use super::columns::ColumnBuilder;
+use super::column_builder::ColumnBuilder;
 use super::warnings::Warnings;
 use super::{Limits, ServingModel};
 use crate::api::{ApiWarning, WarningKind};
@@ -111,6 +111,6 @@ fn arrow_error(e: IngestError) -> ApiError {
         IngestError::Cell { row, column, message, .. } => {
             ApiError::invalid_field(format!("rows[{}].{column}", row.saturating_sub(1)), message)
         }
-        other => ApiError::new(StatusCode::BAD_REQUEST, "invalid_arrow", other.to_string()),
+        other => ApiError::new(StatusCode::BAD_REQUEST, "invalid_arrow", mtrec_schema::error_chain(&other)),
     }
 }

@@ -1,11 +1,11 @@
 //! Scoring JSON requests: `/v1/score` (one user and context, many items) and the JSON form of
 //! `/v1/score/batch` (independent rows). Each feature of each entity comes from the request,
-//! else its feature table, else the null encoding (see the module above).
+//! else its feature table, else the null encoding (the order [`super`] describes).
 
 use mtrec_ingest::table::FeatureTable;
 use mtrec_schema::{Lookup, RawValue, Side};
 
-use super::columns::ColumnBuilder;
+use super::column_builder::ColumnBuilder;
 use super::warnings::Warnings;
 use super::{side_index, Limits, ServingModel};
 use crate::api::{BatchRequest, PairScores, Record, ScoreRequest, ScoreResponse, WarningKind};

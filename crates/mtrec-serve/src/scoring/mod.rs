@@ -9,12 +9,13 @@
 //! 3. otherwise the feature is encoded as null, exactly as a null cell in training, and a
 //!    `missing` warning says so.
 //!
-//! A request's path: [`json`] (or [`arrow`]) finds and encodes each feature into encoded
-//! columns ([`columns`]), noting what it had to assume ([`warnings`]); one forward pass scores
-//! every row through the model's one forward function; the outputs become the answer.
+//! A request's path, one file each: `json` (or `arrow`) finds and encodes each feature into
+//! encoded columns (`column_builder`), noting what it had to assume (`warnings`); one forward
+//! pass scores every row through the model's one forward function; the outputs become the
+//! answer.
 
 mod arrow;
-mod columns;
+mod column_builder;
 mod json;
 mod warnings;
 
@@ -186,7 +187,7 @@ impl ServingModel {
                 .bundle
                 .history
                 .best_or_last()
-                .map(|e| e.valid.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+                .map(|e| e.valid.iter().filter(|(_, v)| v.is_finite()).map(|(k, v)| (k.to_string(), *v)).collect())
                 .unwrap_or_default(),
             user_table: self.user_table.as_ref().map(table_info),
             item_table: self.item_table.as_ref().map(table_info),

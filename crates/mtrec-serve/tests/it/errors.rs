@@ -48,9 +48,9 @@ async fn bad_batch_requests_name_the_row() {
     let answer = post_json(&state, "/v1/score/batch", &serde_json::json!({"rows": []})).await;
     assert_eq!((answer.status.as_u16(), answer.error_code()), (422, "no_rows".to_owned()));
     let answer =
-        send(&state, "POST", "/v1/score/batch", Some(mtrec_serve::server::ARROW_STREAM), b"not arrow".to_vec()).await;
+        send(&state, "POST", "/v1/score/batch", Some(mtrec_serve::api::ARROW_STREAM), b"not arrow".to_vec()).await;
     assert_eq!((answer.status.as_u16(), answer.error_code()), (400, "invalid_arrow".to_owned()));
-    let answer = send(&state, "POST", "/v1/score", Some(mtrec_serve::server::ARROW_STREAM), b"x".to_vec()).await;
+    let answer = send(&state, "POST", "/v1/score", Some(mtrec_serve::api::ARROW_STREAM), b"x".to_vec()).await;
     assert_eq!((answer.status.as_u16(), answer.error_code()), (415, "unsupported_media_type".to_owned()));
 }
 
@@ -151,4 +151,21 @@ async fn every_path_of_the_spec_is_routed() {
             assert!(![404, 405].contains(&answer.status.as_u16()), "{method} {path}: {}", answer.status);
         }
     }
+}
+
+/// An Arrow body whose column cannot be read as its feature says: the answer names the body
+/// and the reason, not the body alone.
+#[tokio::test]
+async fn an_unreadable_arrow_column_is_answered_with_its_reason() {
+    use polars::prelude::*;
+    let state = state();
+    let inner = Series::new("".into(), [Series::new("".into(), [1i64, 2])]);
+    let nested = Series::new("recent_items".into(), [inner]);
+    let mut df = DataFrame::new(1, vec![nested.into()]).unwrap();
+    let mut body = Vec::new();
+    IpcStreamWriter::new(&mut body).finish(&mut df).unwrap();
+    let answer = send(&state, "POST", "/v1/score/batch", Some(mtrec_serve::api::ARROW_STREAM), body).await;
+    assert_eq!((answer.status.as_u16(), answer.error_code()), (400, "invalid_arrow".to_owned()));
+    let message = answer.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.starts_with("request body: ") && message.len() > "request body: ".len() + 10, "{message}");
 }

@@ -126,10 +126,10 @@ async fn arrow_batch_scores_equal_predict() {
     let mut body = Vec::new();
     IpcStreamWriter::new(&mut body).finish(&mut rows).unwrap();
     let answer =
-        send(&state, "POST", "/v1/score/batch?tasks=click,item_quality", Some(mtrec_serve::server::ARROW_STREAM), body)
+        send(&state, "POST", "/v1/score/batch?tasks=click,item_quality", Some(mtrec_serve::api::ARROW_STREAM), body)
             .await;
     assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
-    assert_eq!(answer.content_type, mtrec_serve::server::ARROW_STREAM);
+    assert_eq!(answer.content_type, mtrec_serve::api::ARROW_STREAM);
     assert!(answer.headers.contains_key("x-mtrec-model-version"));
     let served = IpcStreamReader::new(Cursor::new(answer.body)).finish().unwrap();
     assert_eq!(served.height(), test.rows);

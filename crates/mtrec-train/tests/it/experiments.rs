@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use mtrec_schema::Metric;
+
 use crate::common::{key, Data};
 
 fn experiment_options(config_path: PathBuf, out: &Path) -> mtrec_train::experiment::ExperimentOptions {
@@ -55,6 +57,18 @@ fn experiment_runs_the_grid_and_summarizes_over_seeds() {
         assert!((auc.mean - (runs[0] + runs[1]) / 2.0).abs() < 1e-12);
     }
     assert_eq!(summary.configs[0].multitask_gain["click"], 0.0, "the baseline's gain over itself");
+    // Each task is judged by its primary metric, the one the A/B verdicts use.
+    let primary: Vec<(&str, Metric)> = summary.primary_metrics.iter().map(|(t, m)| (t.as_str(), *m)).collect();
+    assert_eq!(
+        primary,
+        [
+            ("click", Metric::Auc),
+            ("convert", Metric::Auc),
+            ("dwell", Metric::Rmse),
+            ("high_value", Metric::Auc),
+            ("item_quality", Metric::Logloss)
+        ]
+    );
     assert!(summary.configs[1].multitask_gain.contains_key("item_quality"));
     assert!(names.contains(&summary.best.as_str()));
     for dir in ["runs/single_task/seed-1", "runs/shared_bottom/seed-2"] {

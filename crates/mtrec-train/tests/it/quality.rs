@@ -27,7 +27,7 @@ fn mmoe_click_auc_is_close_to_the_bayes_optimal_auc() {
     .unwrap();
     let pipeline = mtrec_ingest::encoded::load_pipeline(&ingest).unwrap();
     let test = mtrec_ingest::encoded::load_split(&ingest, mtrec_schema::Split::Test, &pipeline).unwrap();
-    let evaluation = mtrec_model::evaluate(&trained.model, &test, 8192);
+    let evaluation = mtrec_model::validation_metrics(&trained.model, &test, 8192);
     let click = pipeline.tasks.iter().position(|t| t.name == "click").unwrap();
     let truth: Vec<f32> = test.extras["p_click"].iter().map(|&p| p as f32).collect();
     let bayes = mtrec_metrics::auc(&truth, &test.labels[click], None).unwrap();

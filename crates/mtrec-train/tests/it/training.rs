@@ -30,7 +30,7 @@ fn data_parallel_steps_are_deterministic() {
     let one =
         rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| data.train("one", config(), false));
     let auc = |t: &mtrec_train::Trained| t.history.epochs.last().unwrap().valid[&crate::common::key("click.auc")];
-    // Rounding differs from one pass (here: the weights do, valid click AUC 0.566 both ways).
+    // Rounding differs from one pass (the weights do), so the AUCs agree only to a tolerance.
     assert!(auc(&a) > 0.55 && (auc(&a) - auc(&one)).abs() < 0.01, "click AUC {} (one pass: {})", auc(&a), auc(&one));
 }
 
@@ -53,8 +53,7 @@ fn a_coded_first_layer_trains_deterministically() {
     let weights = |b: &str| std::fs::read(data.path(b).join("weights.safetensors")).unwrap();
     assert_eq!(weights("a"), weights("b"));
     let auc = a.history.epochs.last().unwrap().valid[&crate::common::key("click.auc")];
-    // 2 epochs of 4,000 rows: the small config reaches 0.559 here, the same MMoE one unit too
-    // narrow to run coded (2 x 127) 0.548, this one 0.584.
+    // 2 epochs of 4,000 rows: clearly above chance, as the uncoded models of this size are.
     assert!(auc > 0.55, "click AUC {auc}");
 }
 

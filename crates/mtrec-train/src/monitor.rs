@@ -1,5 +1,5 @@
-//! What the trainer records about a run, in [`History`] (`history.json`): the monitored
-//! metric and its best epoch, and the line printed per epoch.
+//! The early-stopping monitor over a run's [`History`] (`history.json`): which metric may be
+//! monitored, the epochs since the best one, and the line printed per epoch.
 
 use mtrec_model::MultiTaskModel;
 use mtrec_schema::{EpochRecord, History, Metric, MetricKey};
