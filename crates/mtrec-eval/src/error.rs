@@ -14,6 +14,8 @@ pub enum EvalError {
     /// A bundle that cannot be compared on this data or with the other bundle.
     #[error("{0}")]
     Incompatible(String),
+    #[error("the {split} split of {data} is empty: there is nothing to evaluate")]
+    EmptySplit { data: PathBuf, split: mtrec_schema::Split },
     #[error("output {path} already exists (pass --force to replace it)")]
     OutputExists { path: PathBuf },
     #[error("{path}: unknown output format: use .parquet, or .arrow (.ipc, .feather) for Arrow IPC")]

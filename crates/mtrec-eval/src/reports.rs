@@ -79,11 +79,16 @@ fn check_out(out: &Path, force: bool) -> Result<(), EvalError> {
     Ok(())
 }
 
+/// The split to report on, which must hold rows.
 fn load_data(bundle: &Bundle, dir: &Path, opts: &EvalOptions) -> Result<EncodedDataset, EvalError> {
-    load_bundle_split(bundle, &opts.data, opts.split).map_err(|e| match e {
+    let data = load_bundle_split(bundle, &opts.data, opts.split).map_err(|e| match e {
         EvalError::Incompatible(message) => EvalError::Incompatible(format!("bundle {}: {message}", dir.display())),
         other => other,
-    })
+    })?;
+    if data.rows == 0 {
+        return Err(EvalError::EmptySplit { data: opts.data.clone(), split: opts.split });
+    }
+    Ok(data)
 }
 
 /// Writes the three reports into a temporary sibling of `out`, then renames it into place.

@@ -14,25 +14,23 @@ use crate::error::EvalError;
 /// feature pipeline so that the model reads the ids it was trained on.
 pub fn load_bundle_split(bundle: &Bundle, data: &Path, split: Split) -> Result<EncodedDataset, EvalError> {
     let pipeline = load_pipeline(data)?;
-    if pipeline != bundle.pipeline {
+    if let Some(difference) = pipeline.difference(&bundle.pipeline) {
         return Err(EvalError::Incompatible(format!(
-            "{} was encoded with another feature pipeline than the bundle's (schema hash {} vs {}); ingest the data with the bundle's features.json",
+            "{} was encoded with another feature pipeline than the bundle's ({difference}, the data's against the \
+             bundle's); ingest the data with the bundle's features.json",
             data.display(),
-            pipeline.schema_hash,
-            bundle.pipeline.schema_hash
         )));
     }
     Ok(load_split(data, split, &pipeline)?)
 }
 
 pub(crate) fn check_same_pipeline(a: &Bundle, a_dir: &Path, other: &Bundle, other_dir: &Path) -> Result<(), EvalError> {
-    if a.pipeline != other.pipeline {
+    if let Some(difference) = a.pipeline.difference(&other.pipeline) {
         return Err(EvalError::Incompatible(format!(
-            "bundles {} and {} were trained on different feature pipelines (schema hash {} vs {}): they cannot score the same encoded rows",
+            "bundles {} and {} were trained on different feature pipelines ({difference}): they cannot score the \
+             same encoded rows",
             a_dir.display(),
             other_dir.display(),
-            a.pipeline.schema_hash,
-            other.pipeline.schema_hash
         )));
     }
     Ok(())

@@ -20,6 +20,8 @@ pub struct FeatureCounts {
     /// Categorical values (tokens for multi-categorical) looked up, and how many were OOV.
     pub values: usize,
     pub oov: usize,
+    /// Numbers that were infinite or beyond `f32`'s range, encoded like nulls.
+    pub non_finite: usize,
 }
 
 /// Counts gathered while encoding one task of one split.
@@ -52,6 +54,7 @@ impl SplitSummary {
             a.null_rows += b.null_rows;
             a.values += b.values;
             a.oov += b.oov;
+            a.non_finite += b.non_finite;
         }
         for (a, b) in self.tasks.iter_mut().zip(other.tasks) {
             a.labeled += b.labeled;
@@ -89,6 +92,7 @@ pub(crate) fn encode_feature(
         match lookup {
             Lookup::Null => counts.null_rows += 1,
             Lookup::Oov => counts.oov += 1,
+            Lookup::NonFinite => counts.non_finite += 1,
             Lookup::Known => {}
         }
         counts.values += n_values;
@@ -110,11 +114,9 @@ pub(crate) fn encode_feature(
         EncodedKind::Value => {
             let mut values = Vec::with_capacity(rows.len());
             for &r in rows {
-                let raw = cells.get(r as usize);
-                if table.text.apply(raw).is_null() {
-                    counts.null_rows += 1;
-                }
-                let (v, _) = encoder.encode_scalar(f, raw).map_err(|e| cell_err(table, r as usize, e))?;
+                let (v, lookup) =
+                    encoder.encode_scalar(f, cells.get(r as usize)).map_err(|e| cell_err(table, r as usize, e))?;
+                tally(lookup, 0);
                 let EncodedValue::Value(x) = v else { unreachable!("a numeric feature encodes to a value") };
                 values.push(x);
             }
@@ -202,12 +204,12 @@ pub fn encode_split(
     }
     if let Some(column) = &pipeline.ids.timestamp {
         let c = &cells[column];
+        let (unit, format) =
+            (pipeline.ids.timestamp_unit.unwrap_or_default(), pipeline.ids.timestamp_format.as_deref());
         let mut ts = Vec::with_capacity(rows.len());
         for &r in rows {
-            let v =
-                pipeline.text.apply(c.get(r as usize)).as_number().map_err(|e| {
-                    table.cell_error(r as usize, column, format!("cannot parse {:?} as a timestamp", e.0))
-                })?;
+            let v = mtrec_schema::timestamp_seconds(pipeline.text.apply(c.get(r as usize)), unit, format)
+                .map_err(|message| table.cell_error(r as usize, column, message))?;
             ts.push(v);
         }
         out_columns.push(Series::new(columns::TIMESTAMP.into(), ts).into());

@@ -18,6 +18,11 @@ use crate::source::RawTable;
 pub struct FitStats {
     /// Distinct train values of each hashed feature, by feature name.
     pub hashed_distinct: HashMap<String, HashSet<String>>,
+    /// Numeric features whose transformed train values are all equal (within a relative 1e-12),
+    /// by feature name, with that value.
+    pub constant: BTreeMap<String, f64>,
+    /// Vocabularies cut to their `max_size`: name -> distinct train values before the cut.
+    pub truncated_vocabularies: BTreeMap<String, usize>,
 }
 
 /// Calls `f` with every category key of feature cell `row` (one for a categorical, the tokens
@@ -71,7 +76,7 @@ pub fn fit(
             groups.entry(DatasetSchema::vocabulary_name(f)).or_default().push(i);
         }
     }
-    let vocabularies: Vec<(String, Vec<String>)> = groups
+    let vocabularies: Vec<(String, Vec<String>, Option<usize>)> = groups
         .par_iter()
         .map(|(name, members)| {
             let mut counts: foldhash::HashMap<String, u64> = foldhash::HashMap::default();
@@ -97,15 +102,26 @@ pub fn fit(
             let vocab = spec_vocabulary(&schema.features[members[0]]);
             let mut entries: Vec<(String, u64)> = counts.into_iter().filter(|(_, c)| *c >= vocab.min_count).collect();
             entries.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            let distinct = entries.len();
             if let Some(max) = vocab.max_size {
                 entries.truncate(max);
             }
-            Ok((name.clone(), entries.into_iter().map(|(k, _)| k).collect()))
+            let truncated = (entries.len() < distinct).then_some(distinct);
+            Ok((name.clone(), entries.into_iter().map(|(k, _)| k).collect(), truncated))
         })
-        .collect::<Result<_, IngestError>>()?;
+        .collect::<Result<Vec<(String, Vec<String>, Option<usize>)>, IngestError>>()?;
 
     let mut stats = FitStats::default();
-    let features: Vec<(FittedFeature, Option<HashSet<String>>)> = schema
+    let vocabularies: Vec<(String, Vec<String>)> = vocabularies
+        .into_iter()
+        .map(|(name, vocab, truncated)| {
+            if let Some(distinct) = truncated {
+                stats.truncated_vocabularies.insert(name.clone(), distinct);
+            }
+            (name, vocab)
+        })
+        .collect();
+    let features: Vec<(FittedFeature, Fitted)> = schema
         .features
         .par_iter()
         .enumerate()
@@ -113,9 +129,12 @@ pub fn fit(
         .collect::<Result<_, _>>()?;
     let features = features
         .into_iter()
-        .map(|(f, distinct)| {
-            if let Some(d) = distinct {
+        .map(|(f, fitted)| {
+            if let Some(d) = fitted.hashed_distinct {
                 stats.hashed_distinct.insert(f.name.clone(), d);
+            }
+            if let Some(value) = fitted.constant {
+                stats.constant.insert(f.name.clone(), value);
             }
             f
         })
@@ -152,6 +171,15 @@ fn spec_vocabulary(f: &FeatureSpec) -> mtrec_schema::VocabularySpec {
     f.vocabulary.clone().unwrap_or_default()
 }
 
+/// What fitting one feature learned besides its transform.
+#[derive(Default)]
+struct Fitted {
+    /// A hashed feature's distinct train values.
+    hashed_distinct: Option<HashSet<String>>,
+    /// A numeric feature's one transformed train value, when it has only one.
+    constant: Option<f64>,
+}
+
 fn fit_feature(
     schema: &DatasetSchema,
     table: &RawTable,
@@ -159,14 +187,14 @@ fn fit_feature(
     train: &[u32],
     i: usize,
     spec: &FeatureSpec,
-) -> Result<(FittedFeature, Option<HashSet<String>>), IngestError> {
+) -> Result<(FittedFeature, Fitted), IngestError> {
     let column = &cells[spec.column()];
     let text = &table.text;
     let ids = || match &spec.hashing {
         Some(h) => IdMapping::Hashing { buckets: h.buckets, seed: h.seed },
         None => IdMapping::Vocabulary { vocabulary: DatasetSchema::vocabulary_name(spec) },
     };
-    let mut distinct = None;
+    let mut fitted = Fitted::default();
     if spec.hashing.is_some() {
         let mut set = HashSet::new();
         for &r in train {
@@ -179,7 +207,7 @@ fn fit_feature(
         if set.is_empty() && spec.kind == FeatureType::Categorical {
             return Err(all_null_error(table, i, spec));
         }
-        distinct = Some(set);
+        fitted.hashed_distinct = Some(set);
     }
     let transform = match spec.kind {
         FeatureType::Categorical => Transform::Categorical { ids: ids(), embedding_dim: schema.embedding_dim(spec) },
@@ -189,13 +217,25 @@ fn fit_feature(
             embedding_dim: schema.embedding_dim(spec),
             pooling: spec.pooling.unwrap_or(Pooling::Mean),
         },
-        FeatureType::Numeric => fit_numeric(schema, table, column, train, i, spec)?,
+        FeatureType::Numeric => {
+            let (transform, constant) = fit_numeric(schema, table, column, train, i, spec)?;
+            fitted.constant = constant;
+            transform
+        }
     };
-    let fitted =
+    let feature =
         FittedFeature { name: spec.name.clone(), column: spec.column().to_owned(), side: spec.side, transform };
-    Ok((fitted, distinct))
+    Ok((feature, fitted))
 }
 
+/// A numeric feature's transform, fitted on the train rows (nulls, and numbers that are
+/// infinite or beyond `f32`, are filled), and its one transformed value when all are equal.
+///
+/// A feature constant on train cannot be scaled by its spread, which is zero (or rounding
+/// residue, about 1e-16 of the value): it is shifted by its value and not scaled (a scale of
+/// 1 for `standardize`, a range of 1 for `min_max`), so that values met later stay in
+/// proportion instead of being multiplied by 10^16. Constant means equal within a relative
+/// 1e-12.
 fn fit_numeric(
     schema: &DatasetSchema,
     table: &RawTable,
@@ -203,16 +243,15 @@ fn fit_numeric(
     train: &[u32],
     i: usize,
     spec: &FeatureSpec,
-) -> Result<Transform, IngestError> {
+) -> Result<(Transform, Option<f64>), IngestError> {
     let mut raw: Vec<f64> = Vec::with_capacity(train.len());
     let mut nulls = 0usize;
     for &r in train {
-        match table.text.apply(column.get(r as usize)).as_number() {
-            Ok(Some(x)) => raw.push(x),
-            Ok(None) => nulls += 1,
-            Err(e) => {
-                return Err(table.cell_error(r as usize, spec.column(), format!("cannot parse {:?} as a number", e.0)))
-            }
+        let value = table.text.apply(column.get(r as usize));
+        match mtrec_schema::encode::finite_number(value, spec.column()) {
+            Ok((Some(x), _)) => raw.push(x),
+            Ok((None, _)) => nulls += 1,
+            Err(e) => return Err(table.cell_error(r as usize, spec.column(), e.message)),
         }
     }
     if raw.is_empty() {
@@ -233,32 +272,36 @@ fn fit_numeric(
     // Statistics are over the transformed train values, nulls filled.
     let mut values: Vec<f64> = raw.iter().map(|&x| numeric.apply(Some(x))).collect();
     values.extend(std::iter::repeat_n(numeric.apply(None), nulls));
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let constant = (max - min <= CONSTANT_RELATIVE_SPREAD * min.abs().max(max.abs())).then_some(min);
     if let Some(b) = &spec.bucketize {
         let boundaries = match (&b.boundaries, b.quantiles) {
             (Some(bounds), _) => bounds.clone(),
             (None, Some(q)) => quantile_boundaries(&mut values, q),
             (None, None) => unreachable!("validated: bucketize has boundaries or quantiles"),
         };
-        return Ok(Transform::Bucketized { numeric, boundaries, embedding_dim: schema.embedding_dim(spec) });
+        let transform = Transform::Bucketized { numeric, boundaries, embedding_dim: schema.embedding_dim(spec) };
+        return Ok((transform, constant));
     }
     let n = values.len() as f64;
-    let scale = match spec.normalize.unwrap_or_default() {
-        Normalize::None => Scale::None,
-        Normalize::Standardize => {
+    let scale = match (spec.normalize.unwrap_or_default(), constant) {
+        (Normalize::None, _) => Scale::None,
+        (Normalize::Standardize, Some(value)) => Scale::Standardize { mean: value, std: 1.0 },
+        (Normalize::Standardize, None) => {
             let mean = values.iter().sum::<f64>() / n;
             let var = values.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
-            // A constant feature would divide by zero: keep it centred at 0 instead.
-            let std = if var > 0.0 { var.sqrt() } else { 1.0 };
-            Scale::Standardize { mean, std }
+            Scale::Standardize { mean, std: var.sqrt() }
         }
-        Normalize::MinMax => {
-            let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-            let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            Scale::MinMax { min, max: if max > min { max } else { min + 1.0 } }
-        }
+        (Normalize::MinMax, Some(value)) => Scale::MinMax { min: value, max: value + 1.0 },
+        (Normalize::MinMax, None) => Scale::MinMax { min, max },
     };
-    Ok(Transform::Numeric { numeric, scale })
+    Ok((Transform::Numeric { numeric, scale }, constant))
 }
+
+/// The spread, relative to the values' magnitude, under which a numeric feature is constant on
+/// train: the rounding residue of summing equal values is about 1e-16 of them.
+const CONSTANT_RELATIVE_SPREAD: f64 = 1e-12;
 
 /// Boundaries of `q` equal-frequency buckets: the values at ranks `k * n / q` (k = 1 .. q-1),
 /// deduplicated, so a bucket boundary never splits equal values.

@@ -93,7 +93,8 @@ pub fn ingest(opts: &IngestOptions) -> Result<Ingested, IngestError> {
     let mut files = Vec::with_capacity(inputs.len());
     let mut start = 0;
     for (path, format, split) in &inputs {
-        let df = source::read_file(path, *format, &schema.source.csv, &needed, &referrer)?;
+        let timestamp = schema.ids.timestamp.as_deref().map(|c| (c, schema.ids.timestamp_unit.unwrap_or_default()));
+        let df = source::read_file(path, *format, &schema.source.csv, &needed, &referrer, timestamp)?;
         files.push(FileSpan { path: path.clone(), start, rows: df.height(), split: *split });
         start += df.height();
         frames.push(df);
@@ -109,7 +110,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Ingested, IngestError> {
         needed.iter().map(|c| Ok((c.clone(), Cells::of(&table, c)?))).collect::<Result<_, IngestError>>()?;
     check_dtypes(&schema, format, &cells, &referrer)?;
 
-    let rows = split::assign(&schema, &table)?;
+    let (rows, split_warnings) = split::assign(&schema, &table)?;
     if rows[Split::Train.index()].is_empty() {
         return Err(IngestError::EmptyTrainSplit);
     }
@@ -129,7 +130,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Ingested, IngestError> {
     let summaries: [encode::SplitSummary; 3] = summaries.try_into().expect("three splits");
     let pipeline = encoder.pipeline().clone();
     let sources = table.files.iter().map(|f| f.path.display().to_string()).collect();
-    let report = report::build(&pipeline, sources, &summaries, &stats, started.elapsed().as_secs_f64());
+    let report = report::build(&pipeline, sources, &summaries, &stats, split_warnings, started.elapsed().as_secs_f64());
     write_json(tmp.path(), files::FEATURES, &pipeline)?;
     write_json(tmp.path(), files::SCHEMA, &schema)?;
     write_json(tmp.path(), files::REPORT, &report)?;

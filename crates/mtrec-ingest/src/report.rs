@@ -6,9 +6,10 @@ use std::fmt;
 use mtrec_schema::{FeaturePipeline, IdMapping, TaskType, Transform};
 use serde::Serialize;
 
+use mtrec_schema::Split;
+
 use crate::encode::SplitSummary;
 use crate::fit::FitStats;
-use mtrec_schema::Split;
 
 /// One number per split.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -39,6 +40,10 @@ pub struct IngestReport {
     pub rows: PerSplit<usize>,
     pub features: Vec<FeatureReport>,
     pub tasks: Vec<TaskReport>,
+    /// What the data made the pipeline assume or leave out, in words (`mtrec ingest` prints
+    /// them): constant or truncated features, non-finite numbers, tasks without labels or with
+    /// one class, empty splits.
+    pub warnings: Vec<String>,
     pub seconds: f64,
 }
 
@@ -56,6 +61,13 @@ pub struct FeatureReport {
     pub oov_rate: Option<PerSplit<f64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hashing: Option<HashReport>,
+    /// Numeric features: numbers that were infinite or beyond `f32`'s range, encoded like nulls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub non_finite: Option<PerSplit<usize>>,
+    /// Numeric features: the one value the feature takes on train (after fill, clip and log1p),
+    /// when it is constant there; it is then shifted, not scaled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constant_on_train: Option<f64>,
 }
 
 /// Hash collisions of a hashed feature, over its distinct train values.
@@ -97,9 +109,22 @@ pub fn build(
     sources: Vec<String>,
     splits: &[SplitSummary; 3],
     stats: &FitStats,
+    mut warnings: Vec<String>,
     seconds: f64,
 ) -> IngestReport {
     let at = |s: Split| &splits[s.index()];
+    for split in [Split::Valid, Split::Test] {
+        if at(split).rows == 0 {
+            warnings.push(format!(
+                "the {split} split is empty{}",
+                if split == Split::Valid {
+                    ": training runs every epoch without early stopping and keeps the last"
+                } else {
+                    ": there is nothing to evaluate on it"
+                }
+            ));
+        }
+    }
     let features = pipeline
         .features
         .iter()
@@ -133,6 +158,37 @@ pub fn build(
                 }
                 _ => None,
             };
+            let numeric = matches!(feature.transform, Transform::Numeric { .. } | Transform::Bucketized { .. });
+            let non_finite = numeric.then(|| PerSplit::from_fn(|s| counts(s).non_finite));
+            if let Some(n) = non_finite.as_ref().filter(|n| n.train + n.valid + n.test > 0) {
+                warnings.push(format!(
+                    "feature {:?}: {} number(s) infinite or beyond f32's range read as null (train {}, valid {}, test {})",
+                    feature.name,
+                    n.train + n.valid + n.test,
+                    n.train,
+                    n.valid,
+                    n.test
+                ));
+            }
+            let constant_on_train = stats.constant.get(&feature.name).copied();
+            if let Some(value) = constant_on_train {
+                warnings.push(format!(
+                    "feature {:?}: constant on the train split ({value}): it carries no information; it is shifted \
+                     by that value and not scaled",
+                    feature.name
+                ));
+            }
+            if let Transform::Categorical { ids: IdMapping::Vocabulary { vocabulary }, .. }
+            | Transform::MultiCategorical { ids: IdMapping::Vocabulary { vocabulary }, .. } = &feature.transform
+            {
+                let known = pipeline.vocabularies.get(vocabulary).map_or(0, Vec::len);
+                if known == 1 {
+                    warnings.push(format!(
+                        "feature {:?}: one category on the train split: it carries no information",
+                        feature.name
+                    ));
+                }
+            }
             FeatureReport {
                 name: feature.name.clone(),
                 kind,
@@ -140,15 +196,48 @@ pub fn build(
                 null_rate: PerSplit::from_fn(|s| ratio(counts(s).null_rows, counts(s).rows)),
                 oov_rate: categorical.then(|| PerSplit::from_fn(|s| ratio(counts(s).oov, counts(s).values))),
                 hashing,
+                non_finite,
+                constant_on_train,
             }
         })
         .collect();
+    for (vocabulary, distinct) in &stats.truncated_vocabularies {
+        let kept = pipeline.vocabularies.get(vocabulary).map_or(0, Vec::len);
+        warnings.push(format!(
+            "vocabulary {vocabulary:?}: the {kept} most frequent of {distinct} train values kept (max_size); the \
+             others map to the out-of-vocabulary id"
+        ));
+    }
     let tasks = pipeline
         .tasks
         .iter()
         .enumerate()
         .map(|(t, task)| {
             let counts = |s: Split| &at(s).tasks[t];
+            let train = counts(Split::Train);
+            if train.labeled == 0 {
+                warnings.push(format!(
+                    "task {:?}: no labeled row in the train split: it is not trained (its head keeps its \
+                     initial weights)",
+                    task.name
+                ));
+            } else if task.kind == TaskType::Binary
+                && (train.label_sum == 0.0 || train.label_sum == train.labeled as f64)
+            {
+                warnings.push(format!(
+                    "task {:?}: every labeled train row is {}: the model can only learn the base rate",
+                    task.name,
+                    if train.label_sum == 0.0 { "negative" } else { "positive" }
+                ));
+            }
+            for split in [Split::Valid, Split::Test] {
+                if counts(split).labeled == 0 && at(split).rows > 0 {
+                    warnings.push(format!(
+                        "task {:?}: no labeled row in the {split} split: its metrics there are undefined",
+                        task.name
+                    ));
+                }
+            }
             TaskReport {
                 name: task.name.clone(),
                 kind: task.kind,
@@ -175,6 +264,7 @@ pub fn build(
         rows: PerSplit::from_fn(|s| at(s).rows),
         features,
         tasks,
+        warnings,
         seconds,
     }
 }
@@ -227,6 +317,10 @@ impl fmt::Display for IngestReport {
                 cell(Split::Test)
             )?;
         }
-        write!(out, "(binary: positive rate; regression: mean; multiclass: mean class index; see ingest_report.json)")
+        write!(out, "(binary: positive rate; regression: mean; multiclass: mean class index; see ingest_report.json)")?;
+        for w in &self.warnings {
+            write!(out, "\nwarning: {w}")?;
+        }
+        Ok(())
     }
 }

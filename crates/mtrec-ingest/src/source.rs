@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use mtrec_schema::{CsvOptions, Format, Split, TextRules};
+use mtrec_schema::{CsvOptions, Format, Split, TextRules, TimestampUnit};
 use polars::prelude::*;
 
 use crate::error::IngestError;
@@ -102,12 +102,17 @@ pub(crate) fn scan(path: &Path, format: Format) -> Result<LazyFrame, IngestError
 
 /// Reads one file, keeping `needed` columns (all of which must exist; `referrers` gives, per
 /// needed column, the schema path that asked for it, for the error message).
+/// Reads the `needed` columns of one file and casts them to the canonical dtypes. With
+/// `timestamp` (the event-time column and the unit of its numbers), a numeric event-time column
+/// is converted to seconds here; date-time columns become seconds in [`canonicalize`], and
+/// date-time text is parsed where it is read ([`mtrec_schema::timestamp_seconds`]).
 pub fn read_file(
     path: &Path,
     format: Format,
     csv: &CsvOptions,
     needed: &[String],
     referrers: &dyn Fn(&str) -> String,
+    timestamp: Option<(&str, TimestampUnit)>,
 ) -> Result<DataFrame, IngestError> {
     let df = match format {
         Format::Csv => read_csv(path, csv)?,
@@ -128,6 +133,16 @@ pub fn read_file(
         return Err(IngestError::EmptyFile { path: path.to_owned() });
     }
     let mut df = df.select(needed.iter().map(String::as_str)).map_err(|e| IngestError::read(path, e))?;
+    if let Some((column, unit)) = timestamp.filter(|(_, unit)| *unit != TimestampUnit::Seconds) {
+        if let Ok(c) = df.column(column) {
+            if c.dtype().is_primitive_numeric() {
+                let numbers =
+                    c.as_materialized_series().cast(&DataType::Float64).map_err(|e| IngestError::read(path, e))?;
+                let seconds = (&numbers / unit.per_second()).with_name(column.into());
+                df.with_column(seconds.into()).map_err(|e| IngestError::read(path, e))?;
+            }
+        }
+    }
     canonicalize(&mut df).map_err(|e| IngestError::read(path, e))?;
     Ok(df)
 }

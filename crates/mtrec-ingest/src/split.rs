@@ -1,6 +1,6 @@
 //! Assigning every row to train, valid or test.
 
-use mtrec_schema::{DatasetSchema, Fractions, Split, SplitMethod};
+use mtrec_schema::{timestamp_seconds, DatasetSchema, Fractions, Split, SplitMethod, TimestampUnit};
 
 use crate::cells::Cells;
 use crate::error::IngestError;
@@ -21,8 +21,11 @@ fn by_fraction(u: f64, f: &Fractions) -> Split {
     }
 }
 
-/// Row indices of each split, in source order.
-pub fn assign(schema: &DatasetSchema, table: &RawTable) -> Result<[Vec<u32>; 3], IngestError> {
+/// Row indices of each split, in source order, and what a reader should know about them (a
+/// time split that leaves the valid or test split empty says why). A time split that leaves
+/// the train split empty is an error that says why.
+pub fn assign(schema: &DatasetSchema, table: &RawTable) -> Result<([Vec<u32>; 3], Vec<String>), IngestError> {
+    let mut warnings = Vec::new();
     let n = table.df.height();
     let mut out: [Vec<u32>; 3] = Default::default();
     let mut push = |row: usize, s: Split| out[s.index()].push(row as u32);
@@ -54,14 +57,15 @@ pub fn assign(schema: &DatasetSchema, table: &RawTable) -> Result<[Vec<u32>; 3],
         SplitMethod::Time => {
             let (valid_from, test_from) = schema.time_cutoffs()?;
             let column = schema.ids.timestamp.as_deref().expect("validated");
+            let unit = schema.ids.timestamp_unit.unwrap_or_default();
+            let format = schema.ids.timestamp_format.as_deref();
             let cells = Cells::of(table, column)?;
+            let (mut first, mut last) = (f64::INFINITY, f64::NEG_INFINITY);
             for r in 0..n {
-                let t = table
-                    .text
-                    .apply(cells.get(r))
-                    .as_number()
-                    .map_err(|e| table.cell_error(r, column, format!("cannot parse {:?} as a timestamp", e.0)))?
+                let t = timestamp_seconds(table.text.apply(cells.get(r)), unit, format)
+                    .map_err(|message| table.cell_error(r, column, message))?
                     .ok_or_else(|| table.cell_error(r, column, "the timestamp is null"))?;
+                (first, last) = (first.min(t), last.max(t));
                 push(
                     r,
                     if t < valid_from {
@@ -73,9 +77,40 @@ pub fn assign(schema: &DatasetSchema, table: &RawTable) -> Result<[Vec<u32>; 3],
                     },
                 );
             }
+            let empty: Vec<Split> = Split::ALL.into_iter().filter(|s| out[s.index()].is_empty()).collect();
+            if !empty.is_empty() {
+                let why = time_range_note(first, last, valid_from, test_from, unit);
+                if empty.contains(&Split::Train) {
+                    return Err(IngestError::Data(format!("the time split leaves the train split empty: {why}")));
+                }
+                for split in empty {
+                    warnings.push(format!("the time split leaves the {split} split empty: {why}"));
+                }
+            }
         }
     }
-    Ok(out)
+    Ok((out, warnings))
+}
+
+/// The timestamps seen and the cut-offs, as dates, with a hint when the numbers look like
+/// another unit than the schema's.
+fn time_range_note(first: f64, last: f64, valid_from: f64, test_from: f64, unit: TimestampUnit) -> String {
+    let date = |t: f64| {
+        chrono::DateTime::from_timestamp(t.floor() as i64, 0)
+            .map_or_else(|| format!("{t} s"), |d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    };
+    let mut note = format!(
+        "timestamps run from {} to {}, valid_from is {} and test_from {}",
+        date(first),
+        date(last),
+        date(valid_from),
+        date(test_from)
+    );
+    // 10^11 seconds is after the year 5000: such numbers are finer units read as seconds.
+    if unit == TimestampUnit::Seconds && last > 1e11 {
+        note.push_str("; the timestamps look like milliseconds or finer: set ids.timestamp_unit");
+    }
+    note
 }
 
 #[cfg(test)]

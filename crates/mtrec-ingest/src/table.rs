@@ -22,6 +22,9 @@ pub struct EncodedFrame {
     pub rows: usize,
     /// Aligned with `pipeline.features`.
     pub features: Vec<Option<FeatureColumn>>,
+    /// Aligned with `pipeline.features`: numbers that were infinite or beyond `f32`'s range,
+    /// encoded like nulls.
+    pub non_finite: Vec<usize>,
 }
 
 /// Encodes every feature of `encoder`'s pipeline that `wanted` accepts and whose source column
@@ -44,6 +47,7 @@ pub fn encode_frame(
     let all_rows: Vec<u32> = (0..rows as u32).collect();
     let mut cells: HashMap<&str, Cells> = HashMap::new();
     let mut features = Vec::with_capacity(pipeline.features.len());
+    let mut non_finite = vec![0; pipeline.features.len()];
     for (f, feature) in pipeline.features.iter().enumerate() {
         if !wanted(f) || table.df.column(&feature.column).is_err() {
             features.push(None);
@@ -52,12 +56,13 @@ pub fn encode_frame(
         if !cells.contains_key(feature.column.as_str()) {
             cells.insert(&feature.column, Cells::of(&table, &feature.column)?);
         }
-        let (column, _) = encode_feature(encoder, &table, &cells[feature.column.as_str()], f, &all_rows)?;
+        let (column, counts) = encode_feature(encoder, &table, &cells[feature.column.as_str()], f, &all_rows)?;
+        non_finite[f] = counts.non_finite;
         let column = feature_column(column.as_materialized_series(), feature, pipeline.cardinality(feature))
             .map_err(|e| IngestError::read(origin, e))?;
         features.push(Some(column));
     }
-    Ok(EncodedFrame { rows, features })
+    Ok(EncodedFrame { rows, features, non_finite })
 }
 
 /// The id keys of column `column` of `df` (canonicalized like the `id.user` / `id.item`
@@ -157,7 +162,7 @@ pub fn load_feature_table(path: &Path, encoder: &Encoder, side: Side) -> Result<
             needed.push(c.to_owned());
         }
     }
-    let df = source::read_file(path, format, &csv, &needed, &|c| format!("feature table column {c:?}"))?;
+    let df = source::read_file(path, format, &csv, &needed, &|c| format!("feature table column {c:?}"), None)?;
     let keys = id_keys(encoder, &df, &id_column, path)?;
     let mut index = HashMap::with_capacity(keys.len());
     for (r, key) in keys.into_iter().enumerate() {

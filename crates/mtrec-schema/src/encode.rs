@@ -25,12 +25,15 @@ pub enum EncodedValue {
     Value(f32),
 }
 
-/// How a category was resolved.
+/// How a value was resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
     Known,
+    /// A category not in the vocabulary: the out-of-vocabulary id.
     Oov,
     Null,
+    /// A number that is infinite or beyond `f32`'s range: encoded like a null (filled).
+    NonFinite,
 }
 
 /// Something a record's encoding had to assume.
@@ -48,6 +51,8 @@ pub enum RecordWarningKind {
     Missing,
     /// A category not in the vocabulary, mapped to the OOV id.
     OutOfVocabulary,
+    /// A number that is infinite or beyond `f32`'s range, encoded as null (filled).
+    NonFinite,
 }
 
 /// A record's encoding: one value per feature, in pipeline order.
@@ -129,12 +134,12 @@ impl Encoder {
                 Ok((EncodedValue::Ids(ids), lookup))
             }
             Transform::Numeric { numeric, scale } => {
-                let x = number(value, &feature.column)?;
-                Ok((EncodedValue::Value(scale.apply(numeric.apply(x))), Lookup::Known))
+                let (x, lookup) = finite_number(value, &feature.column)?;
+                Ok((EncodedValue::Value(scale.apply(numeric.apply(x))), lookup))
             }
             Transform::Bucketized { numeric, boundaries, .. } => {
-                let x = number(value, &feature.column)?;
-                Ok((EncodedValue::Id(bucket_id(boundaries, numeric.apply(x))), Lookup::Known))
+                let (x, lookup) = finite_number(value, &feature.column)?;
+                Ok((EncodedValue::Id(bucket_id(boundaries, numeric.apply(x))), lookup))
             }
         }
     }
@@ -180,9 +185,13 @@ impl Encoder {
             if raw.is_none() {
                 warnings.push(RecordWarning { field: feature.column.clone(), kind: RecordWarningKind::Missing });
             }
-            if lookup == Lookup::Oov {
-                warnings
-                    .push(RecordWarning { field: feature.column.clone(), kind: RecordWarningKind::OutOfVocabulary });
+            match lookup {
+                Lookup::Oov => warnings
+                    .push(RecordWarning { field: feature.column.clone(), kind: RecordWarningKind::OutOfVocabulary }),
+                Lookup::NonFinite => {
+                    warnings.push(RecordWarning { field: feature.column.clone(), kind: RecordWarningKind::NonFinite })
+                }
+                Lookup::Known | Lookup::Null => {}
             }
             values.push(value);
         }
@@ -276,10 +285,19 @@ pub fn split_tokens<'a>(
     split.into_iter().flatten().map(|t| text.cell(t)).chain(single).filter(|t| !t.is_null() && *t != RawValue::Str(""))
 }
 
-fn number(value: RawValue<'_>, column: &str) -> Result<Option<f64>, CellError> {
-    value
+/// The number of a numeric feature's cell, and how it was resolved: `None` with
+/// [`Lookup::Null`] for a null, and with [`Lookup::NonFinite`] for an infinite number or one
+/// beyond `f32`'s range (the model computes in `f32`), which is encoded like a null. NaN reads
+/// as null, as everywhere.
+pub fn finite_number(value: RawValue<'_>, column: &str) -> Result<(Option<f64>, Lookup), CellError> {
+    let x = value
         .as_number()
-        .map_err(|e| CellError { column: column.to_owned(), message: format!("cannot parse {:?} as a number", e.0) })
+        .map_err(|e| CellError { column: column.to_owned(), message: format!("cannot parse {:?} as a number", e.0) })?;
+    Ok(match x {
+        None => (None, Lookup::Null),
+        Some(x) if !x.is_finite() || x.abs() > f64::from(f32::MAX) => (None, Lookup::NonFinite),
+        Some(x) => (Some(x), Lookup::Known),
+    })
 }
 
 fn json_type(v: &serde_json::Value) -> &'static str {
@@ -295,6 +313,19 @@ fn json_type(v: &serde_json::Value) -> &'static str {
 
 fn keys(values: &[serde_json::Value]) -> HashSet<String> {
     values.iter().filter_map(json_key).collect()
+}
+
+/// Whether a set of keys given in a schema (label values, mask values) holds `key`, a boolean
+/// and its number counting as one value: `[1]` holds `true`, `[true]` holds 1.
+fn contains(set: &HashSet<String>, key: &str) -> bool {
+    let alias = match key {
+        "true" => Some("1"),
+        "false" => Some("0"),
+        "1" => Some("true"),
+        "0" => Some("false"),
+        _ => None,
+    };
+    set.contains(key) || alias.is_some_and(|a| set.contains(a))
 }
 
 /// A task's label definition, compiled.
@@ -336,11 +367,11 @@ impl LabelRule {
         match self.kind {
             TaskType::Binary => {
                 if let Some(pos) = &self.positive {
-                    if pos.contains(key.as_ref()) {
+                    if contains(pos, &key) {
                         return Ok(Some(1.0));
                     }
                     return match &self.negative {
-                        Some(neg) if !neg.contains(key.as_ref()) => Err(format!(
+                        Some(neg) if !contains(neg, &key) => Err(format!(
                             "label value {key:?} is neither positive ({}) nor negative ({})",
                             list(pos.iter()),
                             list(neg.iter())
@@ -405,10 +436,11 @@ impl ConditionRule {
 
     fn holds(&self, value: RawValue<'_>) -> Result<bool, String> {
         let Some(key) = value.category_key() else { return Ok(false) };
-        if self.is_in.as_ref().is_some_and(|s| !s.contains(key.as_ref())) {
+        let member = |set: &HashSet<String>| contains(set, &key);
+        if self.is_in.as_ref().is_some_and(|s| !member(s)) {
             return Ok(false);
         }
-        if self.not_in.as_ref().is_some_and(|s| s.contains(key.as_ref())) {
+        if self.not_in.as_ref().is_some_and(member) {
             return Ok(false);
         }
         if self.bounds.iter().any(|(b, _)| b.is_some()) {

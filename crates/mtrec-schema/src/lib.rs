@@ -15,6 +15,7 @@
 //!   of each task kind, shared by training, reports and experiment summaries.
 //! - [`history`]: the trainer's `history.json` ([`History`]).
 //! - [`fs`]: atomic writes of files and directories, used by every writer of artifacts.
+//! - [`timestamp`]: event times as seconds, whichever way a log writes them.
 //!
 //! Id conventions of every categorical table: 0 is out-of-vocabulary, 1 is null, known
 //! categories (and hash or numeric buckets) start at 2.
@@ -27,6 +28,7 @@ pub mod history;
 pub mod metric;
 pub mod pipeline;
 pub mod spec;
+pub mod timestamp;
 pub mod validate;
 pub mod value;
 
@@ -40,6 +42,7 @@ pub use pipeline::{
     FIRST_ID, NULL_ID, OOV_ID, PIPELINE_FORMAT_VERSION,
 };
 pub use spec::*;
+pub use timestamp::{timestamp_seconds, TimestampUnit};
 pub use validate::{load_schema, parse_schema};
 pub use value::RawValue;
 

@@ -235,6 +235,15 @@ impl FeaturePipeline {
         self.features.iter().find(|f| f.name == name)
     }
 
+    /// The first place where this pipeline and `other` differ, as `path: this vs other` (a
+    /// feature's path names the feature), `None` when they are equal: what a refusal to mix
+    /// data and a model of different pipelines should say.
+    pub fn difference(&self, other: &FeaturePipeline) -> Option<String> {
+        let a = serde_json::to_value(self).expect("pipelines serialize");
+        let b = serde_json::to_value(other).expect("pipelines serialize");
+        first_difference(&a, &b, String::new())
+    }
+
     /// Reads `features.json`, refusing an unknown format version.
     pub fn load(path: &Path) -> Result<Self, PipelineError> {
         let text =
@@ -268,6 +277,37 @@ impl FeaturePipeline {
             }
         }
         Ok(())
+    }
+}
+
+/// The first path at which two JSON values differ, with both values.
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value, path: String) -> Option<String> {
+    use serde_json::Value;
+    let at = |key: &str| if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") };
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (key, va) in x {
+                match y.get(key) {
+                    Some(vb) => {
+                        if let Some(d) = first_difference(va, vb, at(key)) {
+                            return Some(d);
+                        }
+                    }
+                    None => return Some(format!("{}: {va} vs absent", at(key))),
+                }
+            }
+            y.iter().find(|(key, _)| !x.contains_key(*key)).map(|(key, vb)| format!("{}: absent vs {vb}", at(key)))
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            for (i, (va, vb)) in x.iter().zip(y).enumerate() {
+                let name = va.get("name").and_then(Value::as_str).map(|n| format!(" ({n:?})")).unwrap_or_default();
+                if let Some(d) = first_difference(va, vb, format!("{path}[{i}]{name}")) {
+                    return Some(d);
+                }
+            }
+            (x.len() != y.len()).then(|| format!("{path}: {} entries vs {}", x.len(), y.len()))
+        }
+        _ => (a != b).then(|| format!("{path}: {a} vs {b}")),
     }
 }
 
@@ -307,5 +347,63 @@ mod tests {
         assert_eq!(rules.cell("  ? "), RawValue::Null);
         assert_eq!(rules.cell("   "), RawValue::Null);
         assert_eq!(rules.cell(" Male "), RawValue::Str("Male"));
+    }
+
+    fn with_scale(mean: f64, std: f64) -> FeaturePipeline {
+        let numeric = NumericTransform { fill: mean, clip: [None, None], log1p: false };
+        FeaturePipeline {
+            format_version: PIPELINE_FORMAT_VERSION,
+            dataset: "d".into(),
+            schema_hash: "h".into(),
+            ids: Ids::default(),
+            text: TextRules::default(),
+            features: vec![FittedFeature {
+                name: "age".into(),
+                column: "age".into(),
+                side: Side::User,
+                transform: Transform::Numeric { numeric, scale: Scale::Standardize { mean, std } },
+            }],
+            vocabularies: BTreeMap::from([("region".to_owned(), vec!["r1".to_owned(), "r2".to_owned()])]),
+            tasks: Vec::new(),
+            passthrough: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_difference_names_the_feature_the_statistic_and_both_values() {
+        let a = with_scale(0.5, 1.1102230246251565e-16);
+        assert_eq!(a.difference(&a.clone()), None);
+        let b = with_scale(0.5, 1.1102230246251563e-16);
+        assert_eq!(
+            a.difference(&b).unwrap(),
+            "features[0] (\"age\").transform.scale.std: 1.1102230246251565e-16 vs 1.1102230246251563e-16"
+        );
+        let mut c = a.clone();
+        c.vocabularies.get_mut("region").unwrap().reverse();
+        assert_eq!(a.difference(&c).unwrap(), "vocabularies.region[0]: \"r1\" vs \"r2\"");
+        c.vocabularies.get_mut("region").unwrap().push("r3".into());
+        assert!(a.difference(&c).unwrap().starts_with("vocabularies.region[0]"));
+    }
+
+    proptest::proptest! {
+        /// Every finite f64 (subnormals and extremes included) survives a write and a read of a
+        /// pipeline exactly, so a copied pipeline compares and hashes equal to its original.
+        #[test]
+        fn fitted_statistics_survive_a_json_round_trip(
+            mean in proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO,
+            std in proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL,
+        ) {
+            for (mean, std) in [(mean, std.abs()), (f64::MAX, f64::MIN_POSITIVE), (f64::MIN, 5e-324), (-0.0, f64::EPSILON)] {
+                let p = with_scale(mean, std);
+                let text = serde_json::to_string_pretty(&p).unwrap();
+                let back: FeaturePipeline = serde_json::from_str(&text).unwrap();
+                proptest::prop_assert_eq!(back.difference(&p), None);
+                proptest::prop_assert_eq!(serde_json::to_string_pretty(&back).unwrap(), text);
+                let Transform::Numeric { scale: Scale::Standardize { mean: m, std: s }, .. } = back.features[0].transform else {
+                    unreachable!("a numeric feature")
+                };
+                proptest::prop_assert_eq!((m.to_bits(), s.to_bits()), (mean.to_bits(), std.to_bits()));
+            }
+        }
     }
 }

@@ -140,10 +140,19 @@ pub struct Ids {
     /// Column holding the item id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item: Option<String>,
-    /// Column holding the event time: a number (epoch seconds or any monotone unit) or a
-    /// timestamp; needed for the `time` split.
+    /// Column holding the event time: a number (epoch seconds, or `timestamp_unit`), a date-time
+    /// column, or date-time text (RFC 3339 / ISO 8601, `YYYY-MM-DD HH:MM:SS`, `YYYY-MM-DD`, or
+    /// `timestamp_format`); needed for the `time` split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<String>,
+    /// The unit of numeric timestamps and numeric time cut-offs: `seconds` (the default),
+    /// `milliseconds`, `microseconds` or `nanoseconds` since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_unit: Option<crate::timestamp::TimestampUnit>,
+    /// How date-time text is written, in chrono's strftime syntax (e.g. `%d/%m/%Y %H:%M`), when
+    /// it is none of the default forms. Without an offset (`%z`) times are UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_format: Option<String>,
 }
 
 /// Defaults for every feature.

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{SchemaError, SchemaFileError};
 use crate::spec::{DatasetSchema, FeatureSpec, FeatureType, Fill, Normalize, SplitMethod, TaskType};
+use crate::value::RawValue;
 
 /// Reads, parses and validates a schema file.
 pub fn load_schema(path: &Path) -> Result<DatasetSchema, SchemaFileError> {
@@ -386,8 +387,7 @@ impl DatasetSchema {
                 if self.ids.timestamp.is_none() {
                     return Err(SchemaError::new("ids.timestamp", "required by split method \"time\""));
                 }
-                let valid = cutoff("split.valid_from", s.valid_from.as_ref())?;
-                let test = cutoff("split.test_from", s.test_from.as_ref())?;
+                let (valid, test) = self.time_cutoffs()?;
                 if valid > test {
                     return Err(SchemaError::new("split.test_from", "must not be before valid_from"));
                 }
@@ -400,6 +400,16 @@ impl DatasetSchema {
                 }
             }
         }
+        if self.ids.timestamp.is_none() {
+            for (field, set) in [
+                ("ids.timestamp_unit", self.ids.timestamp_unit.is_some()),
+                ("ids.timestamp_format", self.ids.timestamp_format.is_some()),
+            ] {
+                if set {
+                    return Err(SchemaError::new(field, "applies to ids.timestamp, which is not set"));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -407,25 +417,25 @@ impl DatasetSchema {
     /// for dates and RFC 3339 times.
     pub fn time_cutoffs(&self) -> Result<(f64, f64), SchemaError> {
         Ok((
-            cutoff("split.valid_from", self.split.valid_from.as_ref())?,
-            cutoff("split.test_from", self.split.test_from.as_ref())?,
+            self.cutoff("split.valid_from", self.split.valid_from.as_ref())?,
+            self.cutoff("split.test_from", self.split.test_from.as_ref())?,
         ))
     }
-}
 
-fn cutoff(path: &str, value: Option<&serde_json::Value>) -> Result<f64, SchemaError> {
-    let Some(value) = value else {
-        return Err(SchemaError::new(path, "required by split method \"time\""));
-    };
-    if let Some(x) = value.as_f64() {
-        return Ok(x);
+    /// A time cut-off in seconds: a number in `ids.timestamp_unit`, or a date-time.
+    fn cutoff(&self, path: &str, value: Option<&serde_json::Value>) -> Result<f64, SchemaError> {
+        let Some(value) = value else {
+            return Err(SchemaError::new(path, "required by split method \"time\""));
+        };
+        let unit = self.ids.timestamp_unit.unwrap_or_default();
+        if let Some(x) = value.as_f64() {
+            return Ok(x / unit.per_second());
+        }
+        let text =
+            value.as_str().ok_or_else(|| SchemaError::new(path, "must be a number, a date or an RFC 3339 time"))?;
+        match crate::timestamp::timestamp_seconds(RawValue::Str(text), unit, None) {
+            Ok(Some(t)) => Ok(t),
+            _ => Err(SchemaError::new(path, format!("{text:?} is not a date (YYYY-MM-DD) or an RFC 3339 time"))),
+        }
     }
-    let text = value.as_str().ok_or_else(|| SchemaError::new(path, "must be a number, a date or an RFC 3339 time"))?;
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(t.timestamp() as f64);
-    }
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp() as f64);
-    }
-    Err(SchemaError::new(path, format!("{text:?} is not a date (YYYY-MM-DD) or an RFC 3339 time")))
 }

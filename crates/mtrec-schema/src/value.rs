@@ -38,14 +38,15 @@ impl<'a> RawValue<'a> {
         matches!(self, RawValue::Null) || matches!(self, RawValue::Float(f) if f.is_nan())
     }
 
-    /// The text a category is keyed by: strings as they are, integers in decimal, floats in their
-    /// shortest round-trip form with integral values written as integers (`1.0` -> `"1"`), so a
-    /// CSV cell `1`, a Parquet integer 1 and a JSON number 1.0 are the same category.
-    /// `None` for null.
+    /// The text a category is keyed by: strings as they are (but `true` and `false` in any case
+    /// as `true` and `false`), integers in decimal, floats in their shortest round-trip form with
+    /// integral values written as integers (`1.0` -> `"1"`), booleans as `true` and `false`. So a
+    /// CSV cell `1`, a Parquet integer 1 and a JSON number 1.0 are the same category, and so are
+    /// a CSV cell `True` (as pandas writes it) and a Parquet boolean. `None` for null.
     pub fn category_key(&self) -> Option<Cow<'a, str>> {
         match *self {
             RawValue::Null => None,
-            RawValue::Str(s) => Some(Cow::Borrowed(s)),
+            RawValue::Str(s) => Some(boolean_word(s).map_or(Cow::Borrowed(s), Cow::Borrowed)),
             RawValue::Int(i) => Some(Cow::Owned(i.to_string())),
             RawValue::Float(f) if f.is_nan() => None,
             RawValue::Float(f) => Some(Cow::Owned(float_key(f))),
@@ -58,7 +59,7 @@ impl<'a> RawValue<'a> {
     pub fn with_key<R>(&self, f: impl FnOnce(Option<&str>) -> R) -> R {
         match *self {
             RawValue::Null => f(None),
-            RawValue::Str(s) => f(Some(s)),
+            RawValue::Str(s) => f(Some(boolean_word(s).unwrap_or(s))),
             RawValue::Int(i) => f(Some(itoa::Buffer::new().format(i))),
             RawValue::Float(x) if x.is_nan() => f(None),
             RawValue::Float(x) if x.fract() == 0.0 && x.abs() < 9.007_199_254_740_992e15 => {
@@ -69,8 +70,8 @@ impl<'a> RawValue<'a> {
         }
     }
 
-    /// The value as a number; text is parsed (surrounding whitespace ignored), booleans are 0/1.
-    /// `Ok(None)` for null (and NaN).
+    /// The value as a number; text is parsed (surrounding whitespace ignored), booleans and the
+    /// words `true` and `false` in any case are 1 and 0. `Ok(None)` for null (and NaN).
     pub fn as_number(&self) -> Result<Option<f64>, NotANumber> {
         match *self {
             RawValue::Null => Ok(None),
@@ -83,10 +84,24 @@ impl<'a> RawValue<'a> {
                 match t.parse::<f64>() {
                     Ok(f) if f.is_nan() => Ok(None),
                     Ok(f) => Ok(Some(f)),
-                    Err(_) => Err(NotANumber(s.to_owned())),
+                    Err(_) => match boolean_word(t) {
+                        Some(word) => Ok(Some(if word == "true" { 1.0 } else { 0.0 })),
+                        None => Err(NotANumber(s.to_owned())),
+                    },
                 }
             }
         }
+    }
+}
+
+/// `"true"` or `"false"` when `s` is that word in any case (`True`, `FALSE`), else `None`.
+pub fn boolean_word(s: &str) -> Option<&'static str> {
+    if s.eq_ignore_ascii_case("true") {
+        Some("true")
+    } else if s.eq_ignore_ascii_case("false") {
+        Some("false")
+    } else {
+        None
     }
 }
 
@@ -124,6 +139,17 @@ mod tests {
         assert_eq!(RawValue::Null.category_key(), None);
         let json: serde_json::Value = serde_json::json!(2.0);
         assert_eq!(json_key(&json).unwrap(), "2");
+    }
+
+    #[test]
+    fn boolean_words_in_any_case_are_booleans() {
+        for (text, key, number) in [("True", "true", 1.0), ("FALSE", "false", 0.0), ("true", "true", 1.0)] {
+            assert_eq!(RawValue::Str(text).category_key().unwrap(), key);
+            assert_eq!(RawValue::Str(text).with_key(|k| k.map(str::to_owned)).unwrap(), key);
+            assert_eq!(RawValue::Str(text).as_number(), Ok(Some(number)));
+            assert_eq!(RawValue::Str(text).category_key(), RawValue::Bool(number == 1.0).category_key());
+        }
+        assert_eq!(RawValue::Str("Truth").category_key().unwrap(), "Truth");
     }
 
     #[test]

@@ -95,6 +95,9 @@ pub enum WarningKind {
     UnknownId,
     /// A field that is no feature of that side (e.g. an item feature sent in `user`): ignored.
     IgnoredField,
+    /// A number that is infinite or beyond `f32`'s range (e.g. `"inf"`, `1e300`): encoded as
+    /// null, as ingestion does.
+    NonFinite,
 }
 
 /// One warning, aggregated over the items or rows it applies to.

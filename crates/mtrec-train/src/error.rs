@@ -26,6 +26,8 @@ pub enum TrainError {
     Bundle(#[from] mtrec_model::bundle::BundleError),
     #[error("early_stopping.metric \"{monitor}\" is not computed on the valid split (computed: {available})")]
     MonitorMissing { monitor: MetricKey, available: String },
+    #[error("early_stopping.metric \"{monitor}\" is undefined on the valid split ({reason}): monitor another metric")]
+    MonitorUndefined { monitor: MetricKey, reason: String },
     #[error("training diverged in epoch {epoch}: the loss of task {task:?} is not finite (lower the learning rate)")]
     Diverged { epoch: usize, task: String },
     #[error("no epoch was run")]

@@ -2,7 +2,7 @@
 //! monitored, the epochs since the best one, and the line printed per epoch.
 
 use mtrec_model::MultiTaskModel;
-use mtrec_schema::{EpochRecord, History, Metric, MetricKey};
+use mtrec_schema::{EncodedDataset, EpochRecord, History, Metric, MetricKey, TaskType};
 
 use crate::error::TrainError;
 
@@ -26,6 +26,30 @@ pub(crate) fn check_monitor(monitor: &MetricKey, model: &MultiTaskModel) -> Resu
         "early_stopping.metric \"{monitor}\" is not computed on the valid split: use \"loss\" or one of {}",
         names.join(", ")
     )))
+}
+
+/// Why `monitor` cannot be computed on `valid`, when it cannot: no task (or not its task) has a
+/// labeled row there, or its task's labeled rows are all one class and it is an AUC. Early
+/// stopping must not follow a metric that is undefined.
+pub(crate) fn undefined_on(monitor: &MetricKey, model: &MultiTaskModel, valid: &EncodedDataset) -> Option<String> {
+    let labeled = |t: usize| -> Vec<f32> {
+        valid.masks[t].iter().zip(&valid.labels[t]).filter(|(&m, _)| m != 0).map(|(_, &y)| y).collect()
+    };
+    match monitor {
+        MetricKey::Loss => (0..model.heads.len())
+            .all(|t| labeled(t).is_empty())
+            .then(|| "no task has a labeled row in the valid split".to_owned()),
+        MetricKey::Task { task, metric } => {
+            let t = model.heads.iter().position(|h| &h.name == task)?;
+            let labels = labeled(t);
+            if labels.is_empty() {
+                return Some(format!("task {task:?} has no labeled row in the valid split"));
+            }
+            let one_class = labels.iter().all(|&y| (y != 0.0) == (labels[0] != 0.0));
+            (model.heads[t].kind == TaskType::Binary && *metric == Metric::Auc && one_class)
+                .then(|| format!("every labeled row of task {task:?} in the valid split is of one class"))
+        }
+    }
 }
 
 /// Epochs since the best one (all of them before a best exists).

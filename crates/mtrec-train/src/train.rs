@@ -17,7 +17,7 @@ use crate::checkpoint::{self, CheckpointRef};
 use crate::config::TrainConfig;
 use crate::diagnostics;
 use crate::error::TrainError;
-use crate::monitor::{check_monitor, epoch_line, epochs_since_best};
+use crate::monitor::{check_monitor, epoch_line, epochs_since_best, undefined_on};
 use crate::step::{train_step, Optimizers};
 use crate::strategy::StrategyState;
 
@@ -58,6 +58,16 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
     }
     let monitor = &cfg.early_stopping.metric;
     check_monitor(monitor, &model)?;
+    // Without a valid split there is nothing to monitor: every epoch runs and the last is kept.
+    let validating = valid_set.rows > 0;
+    if !validating {
+        tracing::warn!("the valid split is empty: training runs every epoch without early stopping and keeps the last");
+        if opts.progress {
+            eprintln!("warning: the valid split is empty: every epoch runs and the last one is kept");
+        }
+    } else if let Some(reason) = undefined_on(monitor, &model, &valid_set) {
+        return Err(TrainError::MonitorUndefined { monitor: monitor.clone(), reason });
+    }
     let mut adam = AdamState::new(&model.params);
     let mut sparse = SparseOptimizer::new(cfg.sparse(), &model.tables).with_l2(cfg.embedding_l2 as f32);
     let mut history = History {
@@ -98,19 +108,24 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
         let epoch_out = run_epoch(&mut model, &mut opt, &train_set, cfg, epoch, dwa.as_deref(), opts.progress)?;
         let seconds = started.elapsed().as_secs_f64();
         let gradient_cosine = diagnostics::gradient_cosines(&model, &train_set)?;
-        let validation = validation_metrics(&model, &valid_set, cfg.eval_batch_size);
-        let expert_usage = diagnostics::expert_usage(&model, &validation.predictions);
-        let valid = validation.metrics;
-        let value = *valid.get(monitor).ok_or_else(|| TrainError::MonitorMissing {
-            monitor: monitor.clone(),
-            available: valid.keys().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-        })?;
-        let improved = match &best {
-            None => true,
-            Some((b, _)) => monitor.improves(value, *b, cfg.early_stopping.min_delta),
+        let (valid, expert_usage, value) = if validating {
+            let validation = validation_metrics(&model, &valid_set, cfg.eval_batch_size);
+            let expert_usage = diagnostics::expert_usage(&model, &validation.predictions);
+            let valid = validation.metrics;
+            let value = *valid.get(monitor).ok_or_else(|| TrainError::MonitorMissing {
+                monitor: monitor.clone(),
+                available: valid.keys().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            })?;
+            (valid, expert_usage, Some(value))
+        } else {
+            (BTreeMap::new(), BTreeMap::new(), None)
+        };
+        let improved = match (&best, value) {
+            (Some((b, _)), Some(value)) => monitor.improves(value, *b, cfg.early_stopping.min_delta),
+            _ => true,
         };
         if improved {
-            best = Some((value, model.clone()));
+            best = Some((value.unwrap_or(f64::NAN), model.clone()));
             history.best_epoch = Some(epoch);
             since_best = 0;
         } else {

@@ -146,3 +146,57 @@ fn serve_refuses_a_broken_bundle_before_binding() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("model.json"), "the error names the missing part: {}", text(&o));
 }
+
+/// A log whose user-side numeric columns are constant on the train split, end to end: the
+/// bundle trained on an ingest predicts, evaluates and compares on that same ingest (its copy
+/// of the fitted pipeline is the ingest's, to the last bit), and serves finite outputs, also
+/// for values that differ from the constant.
+#[test]
+fn a_log_with_constant_columns_trains_predicts_evaluates_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mtrec-ingest/tests/data");
+    let mut schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("interactions.json")).unwrap()).unwrap();
+    // `age` standardized (the fixture min-max scales it) and constant.
+    schema["features"][1] =
+        serde_json::json!({ "name": "age", "side": "user", "type": "numeric", "normalize": "standardize" });
+    std::fs::write(dir.path().join("interactions.json"), schema.to_string()).unwrap();
+    let csv = std::fs::read_to_string(fixture.join("interactions.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap().to_owned();
+    let age = header.split(',').position(|c| c == "age").unwrap();
+    let rows: Vec<String> = lines
+        .map(|l| {
+            let mut cells: Vec<&str> = l.split(',').collect();
+            cells[age] = "0.1";
+            cells.join(",")
+        })
+        .collect();
+    std::fs::write(
+        dir.path().join("interactions.csv"),
+        [header].into_iter().chain(rows).collect::<Vec<_>>().join("\n"),
+    )
+    .unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let run = |args: &[&str]| {
+        let o = mtrec(args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        text(&o)
+    };
+    let ingested = run(&["ingest", "--schema", &path("interactions.json"), "--out", &path("ing")]);
+    assert!(ingested.contains("warning: feature \"age\": constant on the train split"), "{ingested}");
+    run(&["train", "--data", &path("ing"), "--out", &path("b"), "--epochs", "2", "--quiet"]);
+    run(&["predict", "--bundle", &path("b"), "--data", &path("ing"), "--out", &path("p.parquet")]);
+    run(&["eval", "--bundle", &path("b"), "--data", &path("ing"), "--out", &path("eval")]);
+    run(&["ab", "--a", &path("b"), "--b", &path("b"), "--data", &path("ing"), "--out", &path("ab")]);
+
+    let model = mtrec_serve::ServingModel::load(&dir.path().join("b"), &Default::default()).unwrap();
+    for age in [serde_json::json!(0.1), serde_json::json!(0.1001), serde_json::json!(37), serde_json::json!("1e300")] {
+        let request: mtrec_serve::api::ScoreRequest =
+            serde_json::from_value(serde_json::json!({"user": {"age": age}, "items": [{}]})).unwrap();
+        let answer = model.score(&request, &mtrec_serve::Limits::default()).unwrap();
+        let scores = serde_json::to_value(&answer.results[0].scores).unwrap();
+        let click = scores["click"]["probability"].as_f64().unwrap();
+        assert!(click > 0.0 && click < 1.0, "age {age}: {scores}");
+    }
+}

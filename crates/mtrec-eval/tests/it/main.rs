@@ -156,9 +156,9 @@ fn bundles_of_another_pipeline_are_refused_and_nothing_is_written() {
     std::fs::write(&path, pipeline.to_string()).unwrap();
     let out = fx.root.join("refused");
     let err = ab(&fx.mmoe, &other, None, &options(), &out).unwrap_err();
-    assert!(err.to_string().contains("different feature pipelines"), "{err}");
+    assert!(err.to_string().contains("different feature pipelines (vocabularies.region[0]: "), "{err}");
     let err = eval(&other, &options(), &out).unwrap_err();
-    assert!(err.to_string().contains("another feature pipeline"), "{err}");
+    assert!(err.to_string().contains("another feature pipeline than the bundle's (vocabularies.region[0]: "), "{err}");
     assert!(!out.exists());
     let leftovers: Vec<_> = std::fs::read_dir(&fx.root)
         .unwrap()
@@ -246,4 +246,30 @@ fn predict_refuses_data_encoded_with_another_pipeline_or_format() {
     let err = predict(&bundle, &fx.ingest, Split::Test, &csv, 1000).unwrap_err().to_string();
     assert!(err.contains("pred.csv: unknown output format"), "{err}");
     assert!(!csv.exists());
+}
+
+/// An empty split has nothing to evaluate: the report is refused, naming the split and the data.
+#[test]
+fn an_empty_split_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mtrec-ingest/tests/data");
+    let mut schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("interactions.json")).unwrap()).unwrap();
+    schema["split"]["fractions"] = serde_json::json!({"train": 0.7, "valid": 0.3, "test": 0.0});
+    std::fs::write(dir.path().join("interactions.json"), schema.to_string()).unwrap();
+    std::fs::copy(fixture.join("interactions.csv"), dir.path().join("interactions.csv")).unwrap();
+    let ingest = dir.path().join("ingest");
+    mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
+        schema: dir.path().join("interactions.json"),
+        input: Vec::new(),
+        out: ingest.clone(),
+        force: false,
+    })
+    .unwrap();
+    let config = mtrec_model::ModelConfig::default();
+    let bundle = mtrec_testkit::untrained_bundle(&ingest, &dir.path().join("b"), &config, 1);
+    let options = EvalOptions { data: ingest.clone(), ..options() };
+    let err = eval(&bundle, &options, &dir.path().join("report")).unwrap_err().to_string();
+    assert_eq!(err, format!("the test split of {} is empty: there is nothing to evaluate", ingest.display()));
+    assert!(!dir.path().join("report").exists());
 }

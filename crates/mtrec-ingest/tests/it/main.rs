@@ -2,5 +2,7 @@
 
 mod bad_input;
 mod common;
+mod degenerate;
 mod outputs;
 mod parity;
+mod twins;

@@ -63,7 +63,12 @@ impl ServingModel {
         let user_rows = lookup(&self.user_table, &user_keys);
         let item_rows = lookup(&self.item_table, &item_keys);
         let mut columns = Vec::with_capacity(pipeline.features.len());
+        // Features reading the same column (a number and its buckets) warn once for it.
+        let mut counted = std::collections::HashSet::new();
         for (f, feature) in pipeline.features.iter().enumerate() {
+            if counted.insert(feature.column.as_str()) {
+                warnings.add_count(format!("rows[].{}", feature.column), WarningKind::NonFinite, frame.non_finite[f]);
+            }
             let (table, rows) = match feature.side {
                 Side::User => (self.user_table.as_ref(), &user_rows),
                 Side::Item => (self.item_table.as_ref(), &item_rows),

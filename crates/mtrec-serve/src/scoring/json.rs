@@ -199,12 +199,13 @@ impl<'a> Entity<'a> {
                 .encoder
                 .encode_field(f, Some(value))
                 .map_err(|e| ApiError::invalid_field(format!("{}.{}", self.path, e.column), e.message))?;
-            if lookup == Lookup::Oov {
-                warnings.add(
-                    format!("{}.{}", self.warn_path, feature.column),
-                    WarningKind::OutOfVocabulary,
-                    self.index,
-                );
+            let kind = match lookup {
+                Lookup::Oov => Some(WarningKind::OutOfVocabulary),
+                Lookup::NonFinite => Some(WarningKind::NonFinite),
+                Lookup::Known | Lookup::Null => None,
+            };
+            if let Some(kind) = kind {
+                warnings.add(format!("{}.{}", self.warn_path, feature.column), kind, self.index);
             }
             column.push(&encoded);
             return Ok(());

@@ -28,6 +28,13 @@ impl Warnings {
         *count += 1;
     }
 
+    /// Adds `count` occurrences of a warning whose rows are not known one by one.
+    pub(super) fn add_count(&mut self, field: String, kind: WarningKind, count: usize) {
+        if count > 0 {
+            self.by_field.entry((field, kind)).or_default().0 += count;
+        }
+    }
+
     pub(super) fn finish(self) -> Vec<ApiWarning> {
         self.by_field
             .into_iter()

@@ -169,3 +169,27 @@ async fn an_unreadable_arrow_column_is_answered_with_its_reason() {
     let message = answer.json()["error"]["message"].as_str().unwrap().to_owned();
     assert!(message.starts_with("request body: ") && message.len() > "request body: ".len() + 10, "{message}");
 }
+
+/// Numbers a model cannot use (infinite, beyond f32, NaN) are scored as nulls, as ingestion
+/// reads them, with a warning naming the items; huge but finite numbers are scored as given.
+#[tokio::test]
+async fn extreme_numbers_are_scored_as_nulls_with_a_warning() {
+    let state = state();
+    let items = serde_json::json!([
+        {"price": "inf"}, {"price": 1e300}, {"price": "-Infinity"}, {"price": "NaN"}, {"price": 3.0e38}, {}
+    ]);
+    let answer = post_json(&state, "/v1/score", &serde_json::json!({"user": {}, "items": items})).await;
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    let body = answer.json();
+    let probability = |i: usize| body["results"][i]["scores"]["click"]["probability"].as_f64().unwrap();
+    for i in 0..6 {
+        assert!(probability(i).is_finite(), "item {i}: {body}");
+    }
+    // Infinite and beyond f32: the same score as a missing price (the last item).
+    for i in 0..3 {
+        assert_eq!(probability(i), probability(5), "item {i}");
+    }
+    let warning = body["warnings"].as_array().unwrap().iter().find(|w| w["kind"] == "non_finite").unwrap();
+    assert_eq!((warning["field"].as_str(), warning["count"].as_u64()), (Some("items[].price"), Some(3)));
+    assert_eq!(warning["indices"], serde_json::json!([0, 1, 2]));
+}

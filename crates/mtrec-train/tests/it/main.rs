@@ -2,6 +2,7 @@
 
 mod bundle;
 mod common;
+mod degenerate;
 mod experiments;
 mod quality;
 mod strategies;

@@ -1,0 +1,88 @@
+//! Training on degenerate data: an empty valid split, and a monitored metric the valid split
+//! cannot define.
+
+use std::path::{Path, PathBuf};
+
+use mtrec_train::{TrainConfig, TrainError, TrainOptions};
+
+/// Ingests mtrec-ingest's small CSV fixture into `dir/ingest`, its schema and text edited.
+fn fixture_ingest(dir: &Path, schema: impl FnOnce(&mut serde_json::Value), csv: impl Fn(&str) -> String) -> PathBuf {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mtrec-ingest/tests/data");
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("interactions.json")).unwrap()).unwrap();
+    schema(&mut spec);
+    std::fs::write(dir.join("interactions.json"), spec.to_string()).unwrap();
+    std::fs::write(dir.join("interactions.csv"), csv(&std::fs::read_to_string(data.join("interactions.csv")).unwrap()))
+        .unwrap();
+    let out = dir.join("ingest");
+    mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
+        schema: dir.join("interactions.json"),
+        input: Vec::new(),
+        out: out.clone(),
+        force: false,
+    })
+    .unwrap();
+    out
+}
+
+fn config(epochs: usize) -> TrainConfig {
+    serde_json::from_value(serde_json::json!({
+        "epochs": epochs, "batch_size": 16,
+        "model": {"architecture": {"type": "shared_bottom", "layers": [8]}, "tower_layers": [4]}
+    }))
+    .unwrap()
+}
+
+fn train(data: &Path, out: &Path, config: TrainConfig) -> Result<mtrec_train::Trained, TrainError> {
+    mtrec_train::train(&TrainOptions {
+        data: data.to_owned(),
+        config,
+        out: out.to_owned(),
+        resume: false,
+        progress: false,
+    })
+}
+
+#[test]
+fn an_empty_valid_split_trains_every_epoch_and_keeps_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture_ingest(
+        dir.path(),
+        |s| s["split"]["fractions"] = serde_json::json!({"train": 0.8, "valid": 0.0, "test": 0.2}),
+        str::to_owned,
+    );
+    let trained = train(&data, &dir.path().join("b"), config(3)).unwrap();
+    assert_eq!(trained.history.epochs.len(), 3, "no early stopping without a valid split");
+    assert_eq!(trained.history.best_epoch, Some(2), "the last epoch is kept");
+    assert!(trained.history.epochs.iter().all(|e| e.valid.is_empty()), "nothing is made up for the valid split");
+}
+
+#[test]
+fn a_monitor_the_valid_split_cannot_define_is_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every row clicked: the valid split's click labels are one class, so its AUC is undefined.
+    let data = fixture_ingest(
+        dir.path(),
+        |_| {},
+        |csv| {
+            let mut lines = csv.lines();
+            let header = lines.next().unwrap();
+            let k = header.split(',').position(|c| c == "clicked").unwrap();
+            let rows = lines.map(|l| {
+                let mut cells: Vec<&str> = l.split(',').collect();
+                cells[k] = "1";
+                cells.join(",")
+            });
+            std::iter::once(header.to_owned()).chain(rows).collect::<Vec<_>>().join("\n")
+        },
+    );
+    let mut cfg = config(2);
+    cfg.early_stopping.metric = "click.auc".parse().unwrap();
+    let out = dir.path().join("b");
+    let err = train(&data, &out, cfg).unwrap_err().to_string();
+    assert!(err.contains("\"click.auc\" is undefined on the valid split") && err.contains("one class"), "{err}");
+    assert!(!out.exists());
+    // The loss stays defined and is the default monitor: the same data trains.
+    let trained = train(&data, &out, config(2)).unwrap();
+    assert!(!trained.history.epochs[0].valid.contains_key(&"click.auc".parse().unwrap()), "undefined, so absent");
+}
