@@ -1,12 +1,14 @@
 //! `mtrec predict`: every task's output for every row of an encoded split, written as Parquet
 //! or Arrow IPC with the row's ids, labels and masks (what offline evaluation reads).
+//! Regression predictions and labels are in the label's units; a label learned as `ln(1 + y)`
+//! also has its training-scale columns, `pred.<task>.log1p` and `label.<task>.log1p`.
 
 use std::path::Path;
 
 use mtrec_model::bundle::Bundle;
 use mtrec_model::infer::{columns as output, prediction_columns, PredictionValues};
 use mtrec_schema::fs::StagedFile;
-use mtrec_schema::{columns, Split};
+use mtrec_schema::{columns, Split, TaskType};
 use polars::prelude::*;
 
 use crate::EvalError;
@@ -29,10 +31,20 @@ pub fn predict(bundle: &Bundle, data: &Path, split: Split, out: &Path, batch_siz
         for (name, values) in prediction_columns(model, &p.outputs, &[t], n) {
             cols.push(match values {
                 PredictionValues::Numbers(v) => Series::new(name.into(), v).into(),
+                PredictionValues::LabelUnits(v) => Series::new(name.into(), v).into(),
                 PredictionValues::Classes(v) => Series::new(name.into(), v).into(),
             });
         }
-        cols.push(Series::new(columns::label(&head.name).into(), ds.labels[t].clone()).into());
+        let label = columns::label(&head.name);
+        if head.kind == TaskType::Regression {
+            let label_units: Vec<f64> = ds.labels[t].iter().map(|&y| head.to_label_units(y)).collect();
+            cols.push(Series::new(label.as_str().into(), label_units).into());
+            if head.label_log1p {
+                cols.push(Series::new(format!("{label}.log1p").into(), ds.labels[t].clone()).into());
+            }
+        } else {
+            cols.push(Series::new(label.into(), ds.labels[t].clone()).into());
+        }
         cols.push(Series::new(columns::mask(&head.name).into(), ds.masks[t].clone()).into());
         if let Some(g) = &p.gates[t] {
             let e = g.len() / n.max(1);

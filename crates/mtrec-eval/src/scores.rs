@@ -46,7 +46,7 @@ fn task_info(h: &mtrec_model::Head) -> ReportTask {
         name: h.name.clone(),
         kind: match h.kind {
             TaskType::Binary => TaskKind::Binary,
-            TaskType::Regression => TaskKind::Regression,
+            TaskType::Regression => TaskKind::Regression { label_log1p: h.label_log1p },
             TaskType::Multiclass => TaskKind::Multiclass { classes: h.classes.clone() },
         },
         scope: h.scope,

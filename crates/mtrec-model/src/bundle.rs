@@ -59,6 +59,10 @@ pub struct TaskMeta {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<String>,
     pub weight: f32,
+    /// A regression learned as `ln(1 + y)`: its residual variance on the valid split (training
+    /// scale), for the mean in the label's units ([`crate::Head::label_mean`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub residual_variance: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +130,7 @@ pub fn task_meta(model: &MultiTaskModel) -> Vec<TaskMeta> {
             outputs: h.outputs,
             classes: h.classes.clone(),
             weight: h.weight,
+            residual_variance: h.residual_variance,
         })
         .collect()
 }
@@ -205,6 +210,11 @@ pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
         ));
     }
     let mut model = MultiTaskModel::new(&pipeline, &meta.model, meta.seed).map_err(BundleError::at(dir, MODEL_FILE))?;
+    // The tasks' structure must match what features.json and the config define; what training
+    // measured (the residual variances) comes from model.json.
+    for (head, task) in model.heads.iter_mut().zip(&meta.tasks) {
+        head.residual_variance = task.residual_variance;
+    }
     if task_meta(&model) != meta.tasks {
         return Err(BundleError::new(
             dir,

@@ -102,12 +102,38 @@ pub fn validation_metrics(model: &MultiTaskModel, data: &EncodedDataset, batch_s
     Validation { predictions, metrics }
 }
 
+impl MultiTaskModel {
+    /// Sets each `ln(1 + y)` regression head's residual variance from the kept epoch's
+    /// validation metrics: its RMSE (on the training scale), squared. Prediction and serving
+    /// need it for the label's mean in its units ([`crate::Head::label_mean`]); a head whose
+    /// RMSE is unknown (no valid split, no labeled row) keeps none.
+    pub fn set_residual_variances(&mut self, valid: &BTreeMap<MetricKey, f64>) {
+        for head in self.heads.iter_mut().filter(|h| h.label_log1p) {
+            let rmse = valid.get(&MetricKey::task(&head.name, Metric::Rmse));
+            head.residual_variance = rmse.filter(|r| r.is_finite()).map(|r| r * r);
+        }
+    }
+}
+
 /// Names of the columns that hold predictions, in `mtrec predict`'s files and the scoring
 /// API's Arrow answers.
 pub mod columns {
-    /// Task `task`'s score: `pred.<task>` (probability, value, or top class).
+    /// Task `task`'s score: `pred.<task>` (probability, value in the label's units, or top
+    /// class).
     pub fn pred(task: &str) -> String {
         format!("pred.{task}")
+    }
+
+    /// A regression learned as `ln(1 + y)`: the model's own output, on that scale,
+    /// `pred.<task>.log1p`.
+    pub fn pred_log1p(task: &str) -> String {
+        format!("pred.{task}.log1p")
+    }
+
+    /// A regression learned as `ln(1 + y)`: the label's mean in its units under a log-normal
+    /// error, `pred.<task>.mean` (where training measured the residual variance).
+    pub fn pred_mean(task: &str) -> String {
+        format!("pred.{task}.mean")
     }
 
     /// One class probability of a multiclass task: `prob.<task>.<class>`.
@@ -124,13 +150,19 @@ pub mod columns {
 /// One task's outputs as the columns a prediction file or an Arrow answer holds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PredictionValues {
+    /// Model outputs as computed: probabilities, regression outputs on the training scale.
     Numbers(Vec<f32>),
+    /// Regression values in the label's units (`exp_m1` of a log-scale output can exceed
+    /// what `f32` represents exactly).
+    LabelUnits(Vec<f64>),
     Classes(Vec<String>),
 }
 
 /// The prediction columns of `tasks` (indices into `model.heads`) for `rows` rows of
-/// `outputs` (per task, `rows x outputs`): `pred.<task>` (probability, value or top class)
-/// and, for multiclass tasks, `prob.<task>.<class>` per class.
+/// `outputs` (per task, `rows x outputs`): `pred.<task>` (probability, value in the label's
+/// units, or top class); for a regression learned as `ln(1 + y)`, `pred.<task>.log1p` (the
+/// output itself) and, where the residual variance is known, `pred.<task>.mean`; for
+/// multiclass tasks, `prob.<task>.<class>` per class.
 pub fn prediction_columns(
     model: &MultiTaskModel,
     outputs: &[Vec<f32>],
@@ -142,8 +174,19 @@ pub fn prediction_columns(
         let head = &model.heads[t];
         let values = &outputs[t][..rows * head.outputs];
         match head.kind {
-            TaskType::Binary | TaskType::Regression => {
+            TaskType::Binary => {
                 out.push((columns::pred(&head.name), PredictionValues::Numbers(values.to_vec())));
+            }
+            TaskType::Regression => {
+                let label_units = values.iter().map(|&v| head.to_label_units(v)).collect();
+                out.push((columns::pred(&head.name), PredictionValues::LabelUnits(label_units)));
+                if head.label_log1p {
+                    out.push((columns::pred_log1p(&head.name), PredictionValues::Numbers(values.to_vec())));
+                }
+                if head.residual_variance.is_some() {
+                    let means = values.iter().filter_map(|&v| head.label_mean(v)).collect();
+                    out.push((columns::pred_mean(&head.name), PredictionValues::LabelUnits(means)));
+                }
             }
             TaskType::Multiclass => {
                 let c = head.outputs;

@@ -28,6 +28,32 @@ pub struct Head {
     /// λ in L = Σ λ_i L_i.
     pub weight: f32,
     pub classes: Vec<String>,
+    /// A regression label learned as `ln(1 + y)` (the schema's `label.log1p`): the head's
+    /// output is on that scale; [`Head::to_label_units`] maps it back.
+    pub label_log1p: bool,
+    /// For a `label_log1p` head, the variance of its residuals on the valid split (on the
+    /// training scale), measured by the trainer: with it, [`Head::label_mean`] is known.
+    pub residual_variance: Option<f64>,
+}
+
+impl Head {
+    /// A regression output in the label's units: the output itself, or for a `label_log1p`
+    /// head `exp(output) − 1`, which is the label's median when its error is log-normal.
+    pub fn to_label_units(&self, output: f32) -> f64 {
+        let x = f64::from(output);
+        if self.label_log1p {
+            x.exp_m1()
+        } else {
+            x
+        }
+    }
+
+    /// For a `label_log1p` head whose residual variance σ² is known, the label's mean in its
+    /// units under a log-normal error: `exp(output + σ²/2) − 1`.
+    pub fn label_mean(&self, output: f32) -> Option<f64> {
+        let variance = self.residual_variance.filter(|_| self.label_log1p)?;
+        Some((f64::from(output) + variance / 2.0).exp_m1())
+    }
 }
 
 /// The tasks of one scope and the network that serves them.
@@ -103,6 +129,8 @@ impl MultiTaskModel {
                 outputs: if t.kind == TaskType::Multiclass { t.classes.len() } else { 1 },
                 weight: config.task_weights.get(&t.name).copied().unwrap_or(t.weight) as f32,
                 classes: t.classes.clone(),
+                label_log1p: t.kind == TaskType::Regression && t.label.log1p,
+                residual_variance: None,
             })
             .collect();
         for name in config.task_weights.keys() {
@@ -440,4 +468,41 @@ pub struct Predictions {
     pub outputs: Vec<Vec<f32>>,
     /// Per task: MMoE gate weights `rows x experts`, row-major.
     pub gates: Vec<Option<Vec<f32>>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dwell(label_log1p: bool, residual_variance: Option<f64>) -> Head {
+        Head {
+            name: "dwell".into(),
+            kind: TaskType::Regression,
+            scope: Scope::Pair,
+            outputs: 1,
+            weight: 1.0,
+            classes: Vec::new(),
+            label_log1p,
+            residual_variance,
+        }
+    }
+
+    #[test]
+    fn log1p_outputs_map_back_to_the_labels_median_and_mean() {
+        let head = dwell(true, Some(0.5));
+        // ln(1 + 19) = ln 20: the median of a log-normal 1 + y is e^μ.
+        let output = 20f32.ln();
+        assert!((head.to_label_units(output) - 19.0).abs() < 1e-5);
+        // Its mean is e^(μ + σ²/2): 20 · e^0.25 − 1.
+        let mean = head.label_mean(output).unwrap();
+        assert!((mean - (20.0 * 0.25f64.exp() - 1.0)).abs() < 1e-4, "{mean}");
+        assert_eq!(dwell(true, None).label_mean(output), None, "unknown without a residual variance");
+    }
+
+    #[test]
+    fn untransformed_outputs_are_already_in_the_labels_units() {
+        let head = dwell(false, Some(0.5));
+        assert_eq!(head.to_label_units(2.5), 2.5);
+        assert_eq!(head.label_mean(2.5), None, "the output is the mean already");
+    }
 }

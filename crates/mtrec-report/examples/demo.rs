@@ -61,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tasks = vec![
         ReportTask { name: "click".into(), kind: TaskKind::Binary, scope: Scope::Pair },
         ReportTask { name: "like".into(), kind: TaskKind::Binary, scope: Scope::Pair },
-        ReportTask { name: "watch_time".into(), kind: TaskKind::Regression, scope: Scope::Pair },
+        ReportTask { name: "watch_time".into(), kind: TaskKind::Regression { label_log1p: false }, scope: Scope::Pair },
         ReportTask {
             name: "age_band".into(),
             kind: TaskKind::Multiclass { classes: vec!["<25".into(), "25-45".into(), ">45".into()] },

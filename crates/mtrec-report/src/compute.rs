@@ -26,12 +26,22 @@ struct Units {
     /// For per-user/per-item units: the positions in `labeled_rows` of each unit.
     members: Option<Groups>,
     labels: Vec<f32>,
+    /// For a regression learned as `ln(1 + y)`: the labels in their own units.
+    label_units: Option<Vec<f32>>,
     /// Bootstrap clusters over units; for per-row units these are the users.
     clusters: Groups,
 }
 
 impl Units {
     fn new(rows: &EvalRows, t: usize, task: &ReportTask) -> Units {
+        let mut units = Units::of_scope(rows, t, task);
+        if task.kind.label_log1p() {
+            units.label_units = Some(in_label_units(&units.labels));
+        }
+        units
+    }
+
+    fn of_scope(rows: &EvalRows, t: usize, task: &ReportTask) -> Units {
         let labeled_rows: Vec<usize> = (0..rows.len()).filter(|&r| rows.masks[t][r] != 0).collect();
         let all_labels = &rows.labels[t];
         let entity = match task.scope {
@@ -51,12 +61,12 @@ impl Units {
                     (0..members.len()).map(|g| all_labels[labeled_rows[members.rows(g)[0] as usize]]).collect();
                 let dense: Vec<u32> = (0..members.len() as u32).collect();
                 let clusters = Groups::from_dense(&dense, dense.len());
-                return Units { evaluated, labeled_rows, members: Some(members), labels, clusters };
+                return Units { evaluated, labeled_rows, members: Some(members), labels, label_units: None, clusters };
             }
         }
         let labels = labeled_rows.iter().map(|&r| all_labels[r]).collect();
         let clusters = Groups::from_ids(&labeled_rows.iter().map(|&r| rows.user[r]).collect::<Vec<_>>());
-        Units { evaluated: Evaluated::PerRow, labeled_rows, members: None, labels, clusters }
+        Units { evaluated: Evaluated::PerRow, labeled_rows, members: None, labels, label_units: None, clusters }
     }
 
     fn len(&self) -> usize {
@@ -85,9 +95,16 @@ impl Units {
     }
 }
 
+/// `exp(v) − 1` of values learned as `ln(1 + y)`: back in the label's units.
+fn in_label_units(values: &[f32]) -> Vec<f32> {
+    values.iter().map(|&v| v.exp_m1()).collect()
+}
+
 /// One model's predictions on a task, with what repeated metric evaluation reuses.
 struct Prepared {
     preds: Vec<f32>,
+    /// For a regression learned as `ln(1 + y)`: the predictions in the label's units.
+    label_units: Option<Vec<f32>>,
     ranked: Option<RankedScores>,
     user_auc: Option<Vec<Option<f64>>>,
     user_ranking: Option<Vec<Option<UserRanking>>>,
@@ -112,7 +129,13 @@ fn metric_names(task: &ReportTask, units: &Units) -> Vec<Metric> {
             }
             names
         }
-        TaskKind::Regression => vec![Metric::Rmse, Metric::Mae, Metric::R2],
+        TaskKind::Regression { label_log1p } => {
+            let mut names = vec![Metric::Rmse, Metric::Mae, Metric::R2];
+            if label_log1p {
+                names.extend([Metric::LabelRmse, Metric::LabelMae, Metric::LabelR2]);
+            }
+            names
+        }
         TaskKind::Multiclass { .. } => vec![Metric::Accuracy, Metric::MacroF1, Metric::Logloss],
     }
 }
@@ -126,6 +149,7 @@ fn prepare(task: &ReportTask, units: &Units, output: &[f32], options: &ReportOpt
         user_auc: per_user.then(|| metrics::per_group_auc(&preds, &units.labels, &units.clusters)),
         user_ranking: per_user
             .then(|| metrics::per_user_ranking(&preds, &units.labels, &units.clusters, options.ranking_k)),
+        label_units: units.label_units.is_some().then(|| in_label_units(&preds)),
         preds,
     }
 }
@@ -157,10 +181,18 @@ fn metric_values(
             }
             values
         }
-        TaskKind::Regression => match metrics::regression_metrics(&model.preds, labels, unit_weights) {
-            Some(m) => vec![Some(m.rmse), Some(m.mae), m.r2],
-            None => vec![None; 3],
-        },
+        TaskKind::Regression { .. } => {
+            let regression =
+                |preds: &[f32], labels: &[f32]| match metrics::regression_metrics(preds, labels, unit_weights) {
+                    Some(m) => vec![Some(m.rmse), Some(m.mae), m.r2],
+                    None => vec![None; 3],
+                };
+            let mut values = regression(&model.preds, labels);
+            if let (Some(preds), Some(labels)) = (&model.label_units, &units.label_units) {
+                values.extend(regression(preds, labels));
+            }
+            values
+        }
         TaskKind::Multiclass { classes } => {
             match metrics::multiclass_metrics(&model.preds, classes.len(), labels, unit_weights) {
                 Some(m) => vec![Some(m.accuracy), Some(m.macro_f1), Some(m.logloss)],

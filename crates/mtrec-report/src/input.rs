@@ -35,8 +35,13 @@ impl EvalRows {
 pub enum TaskKind {
     /// One probability per row.
     Binary,
-    /// One value per row.
-    Regression,
+    /// One value per row. With `label_log1p`, the model learned `ln(1 + y)`: outputs and labels
+    /// are on that scale, and the report adds the metrics on the label's own scale
+    /// (`label_rmse`, `label_mae`, `label_r2`, of `exp(output) − 1` against `exp(label) − 1`).
+    Regression {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        label_log1p: bool,
+    },
     /// One probability per class per row.
     Multiclass { classes: Vec<String> },
 }
@@ -50,11 +55,16 @@ impl TaskKind {
         }
     }
 
+    /// A regression learned as `ln(1 + y)`.
+    pub fn label_log1p(&self) -> bool {
+        matches!(self, TaskKind::Regression { label_log1p: true })
+    }
+
     /// `binary`, `regression` or `multiclass`.
     pub fn name(&self) -> &'static str {
         match self {
             TaskKind::Binary => "binary",
-            TaskKind::Regression => "regression",
+            TaskKind::Regression { .. } => "regression",
             TaskKind::Multiclass { .. } => "multiclass",
         }
     }
@@ -63,7 +73,7 @@ impl TaskKind {
     pub fn task_type(&self) -> TaskType {
         match self {
             TaskKind::Binary => TaskType::Binary,
-            TaskKind::Regression => TaskType::Regression,
+            TaskKind::Regression { .. } => TaskType::Regression,
             TaskKind::Multiclass { .. } => TaskType::Multiclass,
         }
     }

@@ -24,7 +24,7 @@ fn fixture() -> (EvalRows, Vec<ReportTask>, ModelScores, ModelScores) {
     let tasks = vec![
         ReportTask { name: "click".into(), kind: TaskKind::Binary, scope: Scope::Pair },
         ReportTask { name: "like".into(), kind: TaskKind::Binary, scope: Scope::Pair },
-        ReportTask { name: "spend".into(), kind: TaskKind::Regression, scope: Scope::Pair },
+        ReportTask { name: "spend".into(), kind: TaskKind::Regression { label_log1p: false }, scope: Scope::Pair },
         ReportTask { name: "segment".into(), kind: TaskKind::Binary, scope: Scope::User },
     ];
     let mut rows = EvalRows { labels: vec![Vec::new(); 4], masks: vec![Vec::new(); 4], ..Default::default() };
@@ -117,6 +117,36 @@ fn constant_per_user_task_is_evaluated_per_user() {
     let r = evaluate(&rows, &tasks, &a, &options()).unwrap();
     assert_eq!(r.tasks[3].evaluated, Evaluated::PerRow);
     assert_eq!(r.tasks[3].units, 4000);
+}
+
+/// A regression learned as `ln(1 + y)` keeps its training-scale metrics (and verdict) and adds
+/// the same metrics of `exp(output) − 1` against `exp(label) − 1`.
+#[test]
+fn a_log1p_regression_is_also_measured_in_the_labels_units() {
+    let (rows, mut tasks, a, b) = fixture();
+    let plain = evaluate(&rows, &tasks, &a, &options()).unwrap();
+    assert!(!plain.tasks[2].metrics.contains_key(&Metric::LabelRmse), "no transform, no label-scale metrics");
+    tasks[2].kind = TaskKind::Regression { label_log1p: true };
+    let r = evaluate(&rows, &tasks, &a, &options()).unwrap();
+    let (spend, before) = (&r.tasks[2].metrics, &plain.tasks[2].metrics);
+    for metric in [Metric::Rmse, Metric::Mae, Metric::R2] {
+        assert_eq!(spend[&metric], before[&metric], "{metric} stays on the training scale");
+    }
+    let n = rows.labels[2].len() as f64;
+    let errors = || {
+        let pairs = a.outputs[2].iter().zip(&rows.labels[2]);
+        pairs.map(|(&p, &y)| f64::from(p).exp_m1() - f64::from(y).exp_m1())
+    };
+    let rmse = (errors().map(|e| e * e).sum::<f64>() / n).sqrt();
+    let mae = errors().map(f64::abs).sum::<f64>() / n;
+    for (metric, expected) in [(Metric::LabelRmse, rmse), (Metric::LabelMae, mae)] {
+        let value = spend[&metric].unwrap();
+        assert!((value - expected).abs() <= 1e-4 * expected, "{metric}: {value} vs {expected}");
+    }
+    assert!(spend[&Metric::LabelR2].is_some_and(f64::is_finite));
+    let compared = compare(&rows, &tasks, &a, &b, None, &options()).unwrap();
+    assert_eq!(compared.tasks[2].primary_metric, Metric::Rmse);
+    assert!(compared.tasks[2].metrics.iter().any(|m| m.metric == Metric::LabelRmse));
 }
 
 #[test]
@@ -273,7 +303,7 @@ fn inconsistent_inputs_are_errors() {
     tasks[2].kind = TaskKind::Multiclass { classes: vec!["x".into(), "y".into()] };
     // Spend values are not class indices.
     assert!(matches!(evaluate(&rows, &tasks, &a, &options()), Err(ReportError::BadClassLabel { .. })));
-    tasks[2].kind = TaskKind::Regression;
+    tasks[2].kind = TaskKind::Regression { label_log1p: false };
     rows.item.pop();
     assert!(matches!(evaluate(&rows, &tasks, &a, &options()), Err(ReportError::Length { .. })));
     let (rows, tasks, mut a, _) = fixture();

@@ -391,7 +391,13 @@ impl LabelRule {
             }
             TaskType::Regression => {
                 let x = value.as_number().map_err(|e| format!("label value {:?} is not a number", e.0))?;
-                Ok(x.map(|x| if self.log1p { x.max(0.0).ln_1p() as f32 } else { x as f32 }))
+                let Some(x) = x else { return Ok(None) };
+                // A label the model cannot represent would make every loss after it NaN or inf.
+                let learned = if self.log1p { x.max(0.0).ln_1p() as f32 } else { x as f32 };
+                if !learned.is_finite() {
+                    return Err(format!("label value {key:?} is not a finite number within f32's range"));
+                }
+                Ok(Some(learned))
             }
             TaskType::Multiclass => self.class_index(&key).map(Some),
         }

@@ -33,13 +33,20 @@ pub enum Metric {
     Mae,
     /// Coefficient of determination.
     R2,
+    /// RMSE on the label's own scale, for a regression learned through a label transform
+    /// (`ln(1 + y)`): of `exp(output) − 1` against `exp(label) − 1`.
+    LabelRmse,
+    /// MAE on the label's own scale (see [`Metric::LabelRmse`]).
+    LabelMae,
+    /// R² on the label's own scale (see [`Metric::LabelRmse`]).
+    LabelR2,
     Accuracy,
     /// Unweighted mean of per-class F1.
     MacroF1,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 13] = [
+    pub const ALL: [Metric; 16] = [
         Metric::Auc,
         Metric::Gauc,
         Metric::Logloss,
@@ -51,6 +58,9 @@ impl Metric {
         Metric::Rmse,
         Metric::Mae,
         Metric::R2,
+        Metric::LabelRmse,
+        Metric::LabelMae,
+        Metric::LabelR2,
         Metric::Accuracy,
         Metric::MacroF1,
     ];
@@ -69,6 +79,9 @@ impl Metric {
             Metric::Rmse => "rmse",
             Metric::Mae => "mae",
             Metric::R2 => "r2",
+            Metric::LabelRmse => "label_rmse",
+            Metric::LabelMae => "label_mae",
+            Metric::LabelR2 => "label_r2",
             Metric::Accuracy => "accuracy",
             Metric::MacroF1 => "macro_f1",
         }
@@ -84,16 +97,21 @@ impl Metric {
             | Metric::Recall
             | Metric::Mrr
             | Metric::R2
+            | Metric::LabelR2
             | Metric::Accuracy
             | Metric::MacroF1 => Some(true),
-            Metric::Logloss | Metric::Ece | Metric::Rmse | Metric::Mae => Some(false),
+            Metric::Logloss | Metric::Ece | Metric::Rmse | Metric::Mae | Metric::LabelRmse | Metric::LabelMae => {
+                Some(false)
+            }
             Metric::MeanPredicted => None,
         }
     }
 
     /// The metric a task of `kind` is judged by: AUC for binary tasks, RMSE for regression, and
     /// log loss for multiclass (a proper scoring rule, unlike accuracy, which ignores how the
-    /// probability is spread over the other classes).
+    /// probability is spread over the other classes). A regression's RMSE is on the scale the
+    /// model learns, the one its loss optimizes (for a `ln(1 + y)` label, a few extreme values
+    /// would dominate an RMSE in the label's units).
     pub fn primary(kind: TaskType) -> Metric {
         match kind {
             TaskType::Binary => Metric::Auc,

@@ -65,8 +65,18 @@ pub struct ModelRef {
 pub enum TaskOutput {
     /// A binary task: the probability of the positive label.
     Binary { probability: f32 },
-    /// A regression task: the predicted value (in the label's transformed units).
-    Regression { value: f32 },
+    /// A regression task: the predicted value in the label's units. For a label the model learns
+    /// through `ln(1 + y)` (`label.log1p`), `value` is `exp(log1p_value) − 1`, the label's
+    /// median under a log-normal error; `mean` is the label's mean, `exp(log1p_value + σ²/2) − 1`
+    /// with σ² the residual variance training measured on the valid split (absent when unknown);
+    /// `log1p_value` is the model's own output, on the training scale.
+    Regression {
+        value: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mean: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log1p_value: Option<f32>,
+    },
     /// A multiclass task: each class's probability and the most probable class.
     Multiclass { probabilities: BTreeMap<String, f32>, top_class: String },
 }

@@ -55,10 +55,9 @@ pub fn untrained_bundle(ingest: &Path, out: &Path, config: &ModelConfig, seed: u
     let mut model = MultiTaskModel::new(&pipeline, config, seed).expect("a valid model config");
     model.init_output_biases(&train.labels, &train.masks);
     let mut history = History::new(MetricKey::Loss);
-    history.epochs.push(EpochRecord {
-        valid: mtrec_model::validation_metrics(&model, &valid, 8192).metrics,
-        ..Default::default()
-    });
+    let valid_metrics = mtrec_model::validation_metrics(&model, &valid, 8192).metrics;
+    model.set_residual_variances(&valid_metrics);
+    history.epochs.push(EpochRecord { valid: valid_metrics, ..Default::default() });
     history.best_epoch = Some(0);
     let meta = ModelMeta {
         format_version: bundle::BUNDLE_FORMAT_VERSION,

@@ -155,7 +155,10 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
         };
         checkpoint::save(&checkpoint_dir, state, &pipeline, cfg)?;
     }
-    let (_, best_model) = best.ok_or(TrainError::NoEpoch)?;
+    let (_, mut best_model) = best.ok_or(TrainError::NoEpoch)?;
+    if let Some(kept) = history.best() {
+        best_model.set_residual_variances(&kept.valid);
+    }
     let meta = ModelMeta {
         format_version: bundle::BUNDLE_FORMAT_VERSION,
         architecture: cfg.model.architecture.name().to_owned(),

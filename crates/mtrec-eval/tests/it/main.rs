@@ -13,6 +13,7 @@ use mtrec_schema::Split;
 struct Fixture {
     _dir: tempfile::TempDir,
     root: PathBuf,
+    raw: polars::prelude::DataFrame,
     ingest: PathBuf,
     shared_bottom: PathBuf,
     mmoe: PathBuf,
@@ -25,7 +26,7 @@ fn fixture() -> &'static Fixture {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_owned();
         let cfg = mtrec_synth::SyntheticConfig { users: 150, items: 80, rows: 5_000, seed: 11, ..Default::default() };
-        let ingest = mtrec_testkit::ingest_synthetic(&root, &cfg).ingest;
+        let mtrec_testkit::SyntheticIngest { raw, ingest, .. } = mtrec_testkit::ingest_synthetic(&root, &cfg);
         let train = |name: &str, architecture: ArchitectureConfig| {
             let mut config = mtrec_train::TrainConfig { epochs: 1, batch_size: 256, ..Default::default() };
             config.model.architecture = architecture;
@@ -44,7 +45,7 @@ fn fixture() -> &'static Fixture {
         let shared_bottom = train("shared-bottom", ArchitectureConfig::SharedBottom { layers: vec![32] });
         let mmoe = train("mmoe", ArchitectureConfig::Mmoe { experts: 3, expert_layers: vec![16] });
         let single_task = train("single-task", ArchitectureConfig::SingleTask { layers: vec![16] });
-        Fixture { _dir: dir, root, ingest, shared_bottom, mmoe, single_task }
+        Fixture { _dir: dir, root, raw, ingest, shared_bottom, mmoe, single_task }
     })
 }
 
@@ -217,6 +218,65 @@ fn predict_writes_every_task_for_every_row() {
     }
     let p = df.column("pred.click").unwrap().f32().unwrap().clone();
     assert!(p.into_no_null_iter().all(|x| (0.0..=1.0).contains(&x)));
+}
+
+fn f64_column(df: &polars::prelude::DataFrame, name: &str) -> Vec<Option<f64>> {
+    use polars::prelude::DataType;
+    let column = df.column(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    column.cast(&DataType::Float64).unwrap().f64().unwrap().iter().collect()
+}
+
+/// The synthetic `dwell` task learns `ln(1 + dwell_time)`: `predict` writes its predictions and
+/// labels in seconds (the raw column's units), the log-scale values beside them, and the mean
+/// from the residual variance training measured; the reports add metrics in seconds.
+#[test]
+fn regression_outputs_and_labels_are_in_the_labels_units() {
+    use polars::prelude::SerReader;
+    let fx = fixture();
+    let bundle = mtrec_model::bundle::load(&fx.mmoe).unwrap();
+    let dwell = bundle.model.heads.iter().find(|h| h.name == "dwell").unwrap();
+    let history = read_json(&fx.mmoe.join("history.json"));
+    let valid_rmse = history["epochs"][0]["valid"]["dwell.rmse"].as_f64().unwrap();
+    let variance = dwell.residual_variance.expect("training measured the residual variance");
+    assert!((variance - valid_rmse * valid_rmse).abs() <= 1e-12 * variance, "{variance} vs {valid_rmse}²");
+
+    let out = fx.root.join("pred-units.parquet");
+    predict(&bundle, &fx.ingest, Split::Test, &out, 1000).unwrap();
+    let df = polars::prelude::ParquetReader::new(std::fs::File::open(&out).unwrap()).finish().unwrap();
+    let rows: Vec<usize> = f64_column(&df, "id.row").into_iter().map(|r| r.unwrap() as usize).collect();
+    let (pred, log1p, mean) =
+        (f64_column(&df, "pred.dwell"), f64_column(&df, "pred.dwell.log1p"), f64_column(&df, "pred.dwell.mean"));
+    let (label, label_log1p) = (f64_column(&df, "label.dwell"), f64_column(&df, "label.dwell.log1p"));
+    let mask = f64_column(&df, "mask.dwell");
+    let raw = f64_column(&fx.raw, "dwell_time");
+    let close = |a: f64, b: f64, tolerance: f64| (a - b).abs() <= tolerance * b.abs().max(1.0);
+    let (mut labeled, mut squared_error) = (0, 0.0);
+    for r in 0..df.height() {
+        let (pred, log1p, mean) = (pred[r].unwrap(), log1p[r].unwrap(), mean[r].unwrap());
+        assert!(close(pred, log1p.exp_m1(), 1e-12), "row {r}: {pred} is not exp({log1p}) - 1");
+        assert!(close(mean, (log1p + variance / 2.0).exp_m1(), 1e-12), "row {r}: mean {mean}");
+        assert!(mean > pred, "row {r}: under a log-normal error the mean exceeds the median");
+        if mask[r] == Some(1.0) {
+            let seconds = raw[rows[r]].expect("a labeled row has a dwell time");
+            assert!(close(label[r].unwrap(), seconds, 1e-5), "row {r}: label {:?} vs raw {seconds}", label[r]);
+            assert!(close(label_log1p[r].unwrap(), seconds.ln_1p(), 1e-6), "row {r}");
+            labeled += 1;
+            squared_error += (pred - label[r].unwrap()).powi(2);
+        }
+    }
+    assert!(labeled > 30, "{labeled} labeled dwell rows");
+    let rmse_in_seconds = (squared_error / labeled as f64).sqrt();
+
+    let report = eval(&fx.mmoe, &options(), &fx.root.join("eval-units")).unwrap();
+    let task = report.tasks.iter().find(|t| t.task == "dwell").unwrap();
+    let metric = |name: &str| task.metrics[&name.parse().unwrap()].unwrap_or_else(|| panic!("dwell.{name} undefined"));
+    assert!(close(metric("label_rmse"), rmse_in_seconds, 1e-4), "{} vs {rmse_in_seconds}", metric("label_rmse"));
+    assert!(metric("label_rmse") > 2.0 * metric("rmse"), "seconds, not log-seconds: {}", metric("label_rmse"));
+    for name in ["rmse", "mae", "r2", "label_mae", "label_r2"] {
+        assert!(metric(name).is_finite(), "{name}");
+    }
+    let click = report.tasks.iter().find(|t| t.task == "click").unwrap();
+    assert!(click.metrics.keys().all(|m| !m.name().starts_with("label_")), "only for a label transform");
 }
 
 #[test]

@@ -111,6 +111,30 @@ fn label_value_outside_the_label_definition() {
     assert!(err.contains("row 8, column \"clicked\": label value \"yes\" is not a number"), "{err}");
 }
 
+/// A label the model cannot represent (infinite, beyond f32) is refused where it is: it would
+/// make every loss after it infinite or NaN.
+#[test]
+fn labels_that_are_not_finite_numbers() {
+    for cell in ["inf", "-inf", "1e39"] {
+        let fx = Fixture::new();
+        set_cell(&fx, 12, "stars", cell);
+        let err = fx.ingest_err(&[]);
+        let expected =
+            format!("row 12, column \"stars\": label value \"{cell}\" is not a finite number within f32's range");
+        assert!(err.contains(&expected), "{err}");
+    }
+    // NaN is how pandas writes a missing value: a missing label, like a null cell.
+    let labeled = |cell: &str| {
+        let fx = Fixture::new();
+        set_cell(&fx, 12, "stars", cell);
+        let report = fx.ingest(&[]).unwrap().report;
+        let stars = report.tasks.iter().find(|t| t.name == "stars").unwrap();
+        [stars.labeled_rate.train, stars.labeled_rate.valid, stars.labeled_rate.test]
+    };
+    assert_eq!(labeled("NaN"), labeled("NA"));
+    assert_ne!(labeled("NaN"), labeled("2"));
+}
+
 #[test]
 fn all_null_feature() {
     let fx = Fixture::new();

@@ -101,6 +101,7 @@ impl ServingModel {
         for (name, values) in prediction_columns(&self.bundle.model, &outputs, &tasks, n) {
             out.push(match values {
                 PredictionValues::Numbers(v) => Column::new(name.into(), v),
+                PredictionValues::LabelUnits(v) => Column::new(name.into(), v),
                 PredictionValues::Classes(v) => Column::new(name.into(), v),
             });
         }

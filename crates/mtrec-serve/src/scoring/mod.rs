@@ -128,7 +128,7 @@ impl ServingModel {
             for (task, output) in &pair.scores {
                 let finite = match output {
                     TaskOutput::Binary { probability } => probability.is_finite(),
-                    TaskOutput::Regression { value } => value.is_finite(),
+                    TaskOutput::Regression { value, .. } => value.is_finite(),
                     TaskOutput::Multiclass { probabilities, .. } => probabilities.values().all(|p| p.is_finite()),
                 };
                 if !finite {
@@ -247,7 +247,11 @@ impl ServingModel {
                 let out = &outputs[t][r * head.outputs..(r + 1) * head.outputs];
                 let value = match head.kind {
                     TaskType::Binary => TaskOutput::Binary { probability: out[0] },
-                    TaskType::Regression => TaskOutput::Regression { value: out[0] },
+                    TaskType::Regression => TaskOutput::Regression {
+                        value: head.to_label_units(out[0]),
+                        mean: head.label_mean(out[0]),
+                        log1p_value: head.label_log1p.then_some(out[0]),
+                    },
                     TaskType::Multiclass => TaskOutput::Multiclass {
                         probabilities: head.classes.iter().cloned().zip(out.iter().copied()).collect(),
                         top_class: head.classes[mtrec_metrics::predicted_class(out)].clone(),

@@ -11,7 +11,8 @@ use polars::prelude::*;
 
 use crate::common::{fixture, pair_record, post_json, send, state};
 
-const TOLERANCE: f32 = 1e-6;
+/// Absolute below 1, relative above: regression values in the label's units can be large.
+const TOLERANCE: f64 = 1e-6;
 
 /// The bundle's scores of the encoded test split, as `mtrec predict` writes them: the row's ids
 /// and every task's prediction columns.
@@ -32,18 +33,22 @@ fn predicted_here() -> DataFrame {
     for (name, values) in prediction_columns(&bundle.model, &predictions.outputs, &tasks, test.rows) {
         out.push(match values {
             PredictionValues::Numbers(v) => Column::new(name.into(), v),
+            PredictionValues::LabelUnits(v) => Column::new(name.into(), v),
             PredictionValues::Classes(v) => Column::new(name.into(), v),
         });
     }
     DataFrame::new(test.rows, out).unwrap()
 }
 
-fn f32_column(df: &DataFrame, name: &str) -> Vec<f32> {
-    df.column(name).unwrap().as_materialized_series().f32().unwrap().into_no_null_iter().collect()
+/// A numeric column (f32 outputs, f64 values in a label's units) as f64.
+fn number_column(df: &DataFrame, name: &str) -> Vec<f64> {
+    let column = df.column(name).unwrap_or_else(|e| panic!("column {name}: {e}"));
+    column.cast(&DataType::Float64).unwrap().f64().unwrap().into_no_null_iter().collect()
 }
 
-fn assert_close(what: &str, served: f32, predicted: f32) {
-    assert!((served - predicted).abs() <= TOLERANCE, "{what}: served {served}, predict {predicted}");
+fn assert_close(what: &str, served: f64, predicted: f64) {
+    let tolerance = TOLERANCE * predicted.abs().max(1.0);
+    assert!((served - predicted).abs() <= tolerance, "{what}: served {served}, predict {predicted}");
 }
 
 #[tokio::test]
@@ -66,26 +71,41 @@ async fn json_batch_scores_equal_predict_on_every_test_row() {
         match head.kind {
             TaskType::Multiclass => {
                 for class in &head.classes {
-                    let column = f32_column(&expected, &columns::prob(&head.name, class));
+                    let column = number_column(&expected, &columns::prob(&head.name, class));
                     for (r, result) in results.iter().enumerate() {
-                        let served = result["scores"][&head.name]["probabilities"][class].as_f64().unwrap() as f32;
+                        let served = result["scores"][&head.name]["probabilities"][class].as_f64().unwrap();
                         assert_close(&format!("row {r} {}.{class}", head.name), served, column[r]);
                         compared += 1;
                     }
                 }
             }
-            kind => {
-                let key = if kind == TaskType::Binary { "probability" } else { "value" };
-                let column = f32_column(&expected, &columns::pred(&head.name));
+            TaskType::Binary => {
+                let column = number_column(&expected, &columns::pred(&head.name));
                 for (r, result) in results.iter().enumerate() {
-                    let served = result["scores"][&head.name][key].as_f64().unwrap() as f32;
+                    let served = result["scores"][&head.name]["probability"].as_f64().unwrap();
                     assert_close(&format!("row {r} {}", head.name), served, column[r]);
                     compared += 1;
                 }
             }
+            TaskType::Regression => {
+                assert!(head.label_log1p && head.residual_variance.is_some(), "{}: a log1p label", head.name);
+                let fields = [
+                    ("value", columns::pred(&head.name)),
+                    ("log1p_value", columns::pred_log1p(&head.name)),
+                    ("mean", columns::pred_mean(&head.name)),
+                ];
+                for (field, name) in fields {
+                    let column = number_column(&expected, &name);
+                    for (r, result) in results.iter().enumerate() {
+                        let served = result["scores"][&head.name][field].as_f64().unwrap();
+                        assert_close(&format!("row {r} {}.{field}", head.name), served, column[r]);
+                        compared += 1;
+                    }
+                }
+            }
         }
     }
-    assert_eq!(compared, test.rows * 7, "5 tasks, one with 3 classes");
+    assert_eq!(compared, test.rows * 9, "5 tasks: one with 3 classes, one regression with 3 fields");
 }
 
 #[tokio::test]
@@ -94,8 +114,8 @@ async fn one_user_requests_equal_predict() {
     let state = state();
     let model = state.model().unwrap();
     let expected = predicted();
-    let click = f32_column(&expected, "pred.click");
-    let high_value = f32_column(&expected, "pred.high_value");
+    let click = number_column(&expected, "pred.click");
+    let high_value = number_column(&expected, "pred.high_value");
     let pipeline = load_pipeline(&fx.ingest).unwrap();
     let test = load_split(&fx.ingest, Split::Test, &pipeline).unwrap();
     // /v1/score takes one context for all items: one request per row, for the first 40 rows.
@@ -105,10 +125,10 @@ async fn one_user_requests_equal_predict() {
         let answer = post_json(&state, "/v1/score", &request).await;
         assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
         let scores = &answer.json()["results"][0]["scores"];
-        assert_close(&format!("row {r} click"), scores["click"]["probability"].as_f64().unwrap() as f32, click[r]);
+        assert_close(&format!("row {r} click"), scores["click"]["probability"].as_f64().unwrap(), click[r]);
         assert_close(
             &format!("row {r} high_value"),
-            scores["high_value"]["probability"].as_f64().unwrap() as f32,
+            scores["high_value"]["probability"].as_f64().unwrap(),
             high_value[r],
         );
     }
@@ -125,9 +145,14 @@ async fn arrow_batch_scores_equal_predict() {
     let mut rows = fx.raw.take(&idx).unwrap();
     let mut body = Vec::new();
     IpcStreamWriter::new(&mut body).finish(&mut rows).unwrap();
-    let answer =
-        send(&state, "POST", "/v1/score/batch?tasks=click,item_quality", Some(mtrec_serve::api::ARROW_STREAM), body)
-            .await;
+    let answer = send(
+        &state,
+        "POST",
+        "/v1/score/batch?tasks=click,dwell,item_quality",
+        Some(mtrec_serve::api::ARROW_STREAM),
+        body,
+    )
+    .await;
     assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
     assert_eq!(answer.content_type, mtrec_serve::api::ARROW_STREAM);
     assert!(answer.headers.contains_key("x-mtrec-model-version"));
@@ -140,14 +165,27 @@ async fn arrow_batch_scores_equal_predict() {
             "id.user",
             "id.item",
             "pred.click",
+            "pred.dwell",
+            "pred.dwell.log1p",
+            "pred.dwell.mean",
             "pred.item_quality",
             "prob.item_quality.low",
             "prob.item_quality.mid",
             "prob.item_quality.high"
         ]
     );
-    for column in ["pred.click", "prob.item_quality.low", "prob.item_quality.mid", "prob.item_quality.high"] {
-        for (r, (s, p)) in f32_column(&served, column).into_iter().zip(f32_column(&expected, column)).enumerate() {
+    let numbers = [
+        "pred.click",
+        "pred.dwell",
+        "pred.dwell.log1p",
+        "pred.dwell.mean",
+        "prob.item_quality.low",
+        "prob.item_quality.mid",
+        "prob.item_quality.high",
+    ];
+    for column in numbers {
+        for (r, (s, p)) in number_column(&served, column).into_iter().zip(number_column(&expected, column)).enumerate()
+        {
             assert_close(&format!("row {r} {column}"), s, p);
         }
     }

@@ -86,3 +86,39 @@ fn a_monitor_the_valid_split_cannot_define_is_refused_before_training() {
     let trained = train(&data, &out, config(2)).unwrap();
     assert!(!trained.history.epochs[0].valid.contains_key(&"click.auc".parse().unwrap()), "undefined, so absent");
 }
+
+/// Labels that teach nothing: no row clicked, so `click` is one class everywhere and `buy`
+/// (masked to clicked rows) has no label at all. Training runs on what there is.
+#[test]
+fn tasks_of_one_class_or_without_labels_train_without_undefined_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture_ingest(
+        dir.path(),
+        |_| {},
+        |csv| {
+            let mut lines = csv.lines();
+            let header = lines.next().unwrap();
+            let k = header.split(',').position(|c| c == "clicked").unwrap();
+            let rows = lines.map(|l| {
+                let mut cells: Vec<&str> = l.split(',').collect();
+                cells[k] = "0";
+                cells.join(",")
+            });
+            std::iter::once(header.to_owned()).chain(rows).collect::<Vec<_>>().join("\n")
+        },
+    );
+    let trained = train(&data, &dir.path().join("b"), config(2)).unwrap();
+    for epoch in &trained.history.epochs {
+        assert!(!epoch.train_loss.contains_key("buy"), "no label, no loss: {:?}", epoch.train_loss);
+        assert!(epoch.train_loss.values().all(|l| l.is_finite()), "{:?}", epoch.train_loss);
+        let keys: Vec<String> = epoch.valid.keys().map(ToString::to_string).collect();
+        assert!(!keys.iter().any(|k| k.starts_with("buy.") || k == "click.auc"), "undefined, so absent: {keys:?}");
+        assert!(epoch.valid.values().all(|v| v.is_finite()), "{:?}", epoch.valid);
+    }
+    // The one-class task learns its base rate: every click probability is small.
+    let bundle = mtrec_model::bundle::load(&dir.path().join("b")).unwrap();
+    let valid = mtrec_ingest::encoded::load_split(&data, mtrec_schema::Split::Valid, &bundle.pipeline).unwrap();
+    let click = bundle.model.heads.iter().position(|h| h.name == "click").unwrap();
+    let predictions = mtrec_model::predict_all(&bundle.model, &valid, 64);
+    assert!(predictions.outputs[click].iter().all(|&p| p < 0.05), "{:?}", predictions.outputs[click]);
+}
