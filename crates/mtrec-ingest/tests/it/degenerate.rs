@@ -88,13 +88,16 @@ fn non_finite_numbers_are_read_as_null_and_counted() {
         "{:?}",
         warnings(&fx)
     );
-    let (filled, _) = encode_one(&fx, "price", serde_json::Value::Null);
+    let (filled, null_kinds) = encode_one(&fx, "price", serde_json::Value::Null);
     for value in [serde_json::json!("inf"), serde_json::json!(1e300), serde_json::json!("-Infinity")] {
         let (x, kinds) = encode_one(&fx, "price", value.clone());
         assert_eq!(x.to_bits(), filled.to_bits(), "{value} is encoded as a null");
         // `price` and its buckets (`price_q`) read the same field: each warns.
         assert!(!kinds.is_empty() && kinds.iter().all(|k| *k == RecordWarningKind::NonFinite), "{value}: {kinds:?}");
     }
+    // NaN is how pandas writes a missing number: exactly a null.
+    let (x, kinds) = encode_one(&fx, "price", serde_json::json!("NaN"));
+    assert_eq!((x.to_bits(), kinds), (filled.to_bits(), null_kinds));
 }
 
 #[test]

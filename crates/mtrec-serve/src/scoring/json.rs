@@ -199,16 +199,20 @@ impl<'a> Entity<'a> {
                 .encoder
                 .encode_field(f, Some(value))
                 .map_err(|e| ApiError::invalid_field(format!("{}.{}", self.path, e.column), e.message))?;
-            let kind = match lookup {
-                Lookup::Oov => Some(WarningKind::OutOfVocabulary),
-                Lookup::NonFinite => Some(WarningKind::NonFinite),
-                Lookup::Known | Lookup::Null => None,
-            };
-            if let Some(kind) = kind {
-                warnings.add(format!("{}.{}", self.warn_path, feature.column), kind, self.index);
+            // A value that reads as null (`"NaN"`, one of the schema's null values) is a null:
+            // it is looked up in the tables, else missing.
+            if lookup != Lookup::Null {
+                let kind = match lookup {
+                    Lookup::Oov => Some(WarningKind::OutOfVocabulary),
+                    Lookup::NonFinite => Some(WarningKind::NonFinite),
+                    Lookup::Known | Lookup::Null => None,
+                };
+                if let Some(kind) = kind {
+                    warnings.add(format!("{}.{}", self.warn_path, feature.column), kind, self.index);
+                }
+                column.push(&encoded);
+                return Ok(());
             }
-            column.push(&encoded);
-            return Ok(());
         }
         if let Some((values, row)) = self.table.and_then(|t| t.frame.features[f].as_ref()).zip(self.table_row) {
             column.push_from(values, row);

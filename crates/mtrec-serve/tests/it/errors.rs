@@ -192,4 +192,9 @@ async fn extreme_numbers_are_scored_as_nulls_with_a_warning() {
     let warning = body["warnings"].as_array().unwrap().iter().find(|w| w["kind"] == "non_finite").unwrap();
     assert_eq!((warning["field"].as_str(), warning["count"].as_u64()), (Some("items[].price"), Some(3)));
     assert_eq!(warning["indices"], serde_json::json!([0, 1, 2]));
+    // NaN is a null, as pandas writes it: scored and reported like the missing price.
+    assert_eq!(probability(3), probability(5));
+    let missing =
+        body["warnings"].as_array().unwrap().iter().find(|w| w["field"] == "items[].price" && w["kind"] == "missing");
+    assert_eq!(missing.unwrap()["indices"], serde_json::json!([3, 5]), "{body}");
 }
