@@ -77,18 +77,24 @@ fn cell_err(table: &RawTable, row: usize, e: mtrec_schema::CellError) -> IngestE
     table.cell_error(row, &e.column, e.message)
 }
 
-/// Encodes feature `f` over `rows`.
+/// Encodes feature `f` over `rows`. With `null_rows`, also pushes there, per row, whether its
+/// cell read as null (a null, a null value of the schema, NaN), which serving needs to look such
+/// features up in its feature tables.
 pub(crate) fn encode_feature(
     encoder: &Encoder,
     table: &RawTable,
     cells: &Cells,
     f: usize,
     rows: &[u32],
+    mut null_rows: Option<&mut Vec<bool>>,
 ) -> Result<(Column, FeatureCounts), IngestError> {
     let feature = &encoder.pipeline().features[f];
     let name = PlSmallStr::from(feature.name.as_str());
     let mut counts = FeatureCounts { rows: rows.len(), ..Default::default() };
-    let mut tally = |lookup: Lookup, n_values: usize| {
+    let mut tally = |counts: &mut FeatureCounts, lookup: Lookup, n_values: usize| {
+        if let Some(null_rows) = null_rows.as_deref_mut() {
+            null_rows.push(lookup == Lookup::Null);
+        }
         match lookup {
             Lookup::Null => counts.null_rows += 1,
             Lookup::Oov => counts.oov += 1,
@@ -106,7 +112,7 @@ pub(crate) fn encode_feature(
                 let EncodedValue::Id(id) = v else { unreachable!("an id feature encodes to an id") };
                 let counted =
                     usize::from(matches!(feature.transform, Transform::Categorical { .. }) && lookup != Lookup::Null);
-                tally(lookup, counted);
+                tally(&mut counts, lookup, counted);
                 ids.push(id);
             }
             Series::new(name, ids).into()
@@ -116,7 +122,7 @@ pub(crate) fn encode_feature(
             for &r in rows {
                 let (v, lookup) =
                     encoder.encode_scalar(f, cells.get(r as usize)).map_err(|e| cell_err(table, r as usize, e))?;
-                tally(lookup, 0);
+                tally(&mut counts, lookup, 0);
                 let EncodedValue::Value(x) = v else { unreachable!("a numeric feature encodes to a value") };
                 values.push(x);
             }
@@ -146,9 +152,9 @@ pub(crate) fn encode_feature(
                 // Out-of-vocabulary is counted per token here, not per row.
                 let oov_tokens = ids.iter().filter(|&&id| id == mtrec_schema::OOV_ID).count();
                 if lookup == Lookup::Null {
-                    counts.null_rows += 1;
+                    tally(&mut counts, Lookup::Null, 0);
                 } else {
-                    counts.values += ids.len();
+                    tally(&mut counts, Lookup::Known, ids.len());
                     counts.oov += oov_tokens;
                 }
                 builder.append_slice(&ids);
@@ -169,7 +175,7 @@ pub fn encode_split(
     let pipeline = encoder.pipeline();
     let encoded: Vec<(Column, FeatureCounts)> = (0..pipeline.features.len())
         .into_par_iter()
-        .map(|f| encode_feature(encoder, table, &cells[&pipeline.features[f].column], f, rows))
+        .map(|f| encode_feature(encoder, table, &cells[&pipeline.features[f].column], f, rows, None))
         .collect::<Result<_, _>>()?;
     let mut out_columns: Vec<Column> = Vec::new();
     let mut feature_counts = Vec::new();

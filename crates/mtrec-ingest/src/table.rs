@@ -25,6 +25,9 @@ pub struct EncodedFrame {
     /// Aligned with `pipeline.features`: numbers that were infinite or beyond `f32`'s range,
     /// encoded like nulls.
     pub non_finite: Vec<usize>,
+    /// Aligned with `pipeline.features` (`None` where `features` is): per row, whether the
+    /// cell read as null (a null, one of the schema's null values, NaN).
+    pub null_rows: Vec<Option<Vec<bool>>>,
 }
 
 /// Encodes every feature of `encoder`'s pipeline that `wanted` accepts and whose source column
@@ -48,21 +51,26 @@ pub fn encode_frame(
     let mut cells: HashMap<&str, Cells> = HashMap::new();
     let mut features = Vec::with_capacity(pipeline.features.len());
     let mut non_finite = vec![0; pipeline.features.len()];
+    let mut null_rows = Vec::with_capacity(pipeline.features.len());
     for (f, feature) in pipeline.features.iter().enumerate() {
         if !wanted(f) || table.df.column(&feature.column).is_err() {
             features.push(None);
+            null_rows.push(None);
             continue;
         }
         if !cells.contains_key(feature.column.as_str()) {
             cells.insert(&feature.column, Cells::of(&table, &feature.column)?);
         }
-        let (column, counts) = encode_feature(encoder, &table, &cells[feature.column.as_str()], f, &all_rows)?;
+        let mut nulls = Vec::with_capacity(rows);
+        let cells = &cells[feature.column.as_str()];
+        let (column, counts) = encode_feature(encoder, &table, cells, f, &all_rows, Some(&mut nulls))?;
+        null_rows.push(Some(nulls));
         non_finite[f] = counts.non_finite;
         let column = feature_column(column.as_materialized_series(), feature, pipeline.cardinality(feature))
             .map_err(|e| IngestError::read(origin, e))?;
         features.push(Some(column));
     }
-    Ok(EncodedFrame { rows, features, non_finite })
+    Ok(EncodedFrame { rows, features, non_finite, null_rows })
 }
 
 /// The id keys of column `column` of `df` (canonicalized like the `id.user` / `id.item`

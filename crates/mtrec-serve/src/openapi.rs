@@ -54,7 +54,7 @@ pub fn spec() -> Value {
             }},
             "/v1/score/batch": { "post": {
                 "summary": "Score independent (user, item, context) rows, as JSON or as an Arrow IPC stream",
-                "description": format!("With `Content-Type: {ARROW_STREAM}` the body is an Arrow IPC stream with one row per pair and columns named like the training data's source columns; the answer is an Arrow IPC stream with `id.user`, `id.item` (when the request has the id columns), `pred.<task>` and `prob.<task>.<class>` columns, and its warnings in the `x-mtrec-warnings` header."),
+                "description": format!("With `Content-Type: {ARROW_STREAM}` the body is an Arrow IPC stream with one row per pair and columns named like the training data's source columns; the answer is an Arrow IPC stream with `id.user`, `id.item` (when the request has the id columns) and the prediction columns of `mtrec predict` (`pred.<task>`, `pred.<task>.log1p` and `pred.<task>.mean` for a regression learned as ln(1 + y), `prob.<task>.<class>`), and its warnings in the `x-mtrec-warnings` header."),
                 "operationId": "scoreBatch",
                 "parameters": [{ "name": "tasks", "in": "query", "required": false, "description": "Arrow requests: comma-separated task filter", "schema": { "type": "string" } }],
                 "requestBody": { "required": true, "content": {

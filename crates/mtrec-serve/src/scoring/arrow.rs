@@ -46,11 +46,6 @@ impl ServingModel {
         };
         let user_keys = keys(&pipeline.ids.user)?;
         let item_keys = keys(&pipeline.ids.item)?;
-        let nulls: Vec<Option<Vec<bool>>> = pipeline
-            .features
-            .iter()
-            .map(|f| df.column(&f.column).ok().map(|c| c.is_null().iter().map(|b| b.unwrap_or(true)).collect()))
-            .collect();
         let frame = encode_frame(&self.encoder, df, origin, &|_| true).map_err(arrow_error)?;
 
         let mut warnings = Warnings::default();
@@ -77,7 +72,7 @@ impl ServingModel {
             let table_column = table.and_then(|t| t.frame.features[f].as_ref());
             let mut column = ColumnBuilder::new(feature.encoded_kind(), n);
             for r in 0..n {
-                let given = nulls[f].as_ref().is_some_and(|null| !null[r]);
+                let given = frame.null_rows[f].as_ref().is_some_and(|null| !null[r]);
                 match (&frame.features[f], table_column.zip(rows[r])) {
                     (Some(values), _) if given => column.push_from(values, r),
                     (_, Some((values, row))) => column.push_from(values, row),

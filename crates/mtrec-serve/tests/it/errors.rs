@@ -198,3 +198,30 @@ async fn extreme_numbers_are_scored_as_nulls_with_a_warning() {
         body["warnings"].as_array().unwrap().iter().find(|w| w["field"] == "items[].price" && w["kind"] == "missing");
     assert_eq!(missing.unwrap()["indices"], serde_json::json!([3, 5]), "{body}");
 }
+
+/// In an Arrow batch too, a cell that reads as null (a typed NaN, a null) is scored as a null
+/// and reported as missing; an infinite number is scored the same and reported as non-finite.
+#[tokio::test]
+async fn arrow_cells_that_read_as_null_are_missing() {
+    use polars::prelude::*;
+    let fx = crate::common::fixture();
+    let state = state();
+    let idx = IdxCa::from_vec("idx".into(), vec![0, 0, 0, 0]);
+    let mut rows = fx.raw.take(&idx).unwrap();
+    let price = Series::new("price".into(), [Some(f64::NAN), None, Some(f64::INFINITY), Some(12.5)]);
+    rows.replace("price", price.into()).unwrap();
+    let mut body = Vec::new();
+    IpcStreamWriter::new(&mut body).finish(&mut rows).unwrap();
+    let answer = send(&state, "POST", "/v1/score/batch?tasks=click", Some(mtrec_serve::api::ARROW_STREAM), body).await;
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    let warnings = answer.headers["x-mtrec-warnings"].to_str().unwrap().to_owned();
+    let served = IpcStreamReader::new(std::io::Cursor::new(answer.body)).finish().unwrap();
+    let click: Vec<f32> = served.column("pred.click").unwrap().f32().unwrap().into_no_null_iter().collect();
+    assert_eq!((click[0], click[2]), (click[1], click[1]), "NaN and inf are scored as the null: {click:?}");
+    assert_ne!(click[3], click[1], "a price counts");
+    // The header holds `field=kind:count` entries.
+    let entries: Vec<&str> = warnings.split(", ").collect();
+    for entry in ["rows[].price=missing:2", "rows[].price=non_finite:1"] {
+        assert!(entries.contains(&entry), "{entry} not in {warnings}");
+    }
+}
