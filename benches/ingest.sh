@@ -20,7 +20,7 @@ echo "rows=$rows repeats=$repeats input=$(du -k "$work/synthetic.parquet" | cut 
 for i in $(seq "$repeats"); do
   read -r ti mi < <(measure "$bin/mtrec" ingest --schema schemas/synthetic.json --input "$work/synthetic.parquet" --out "$work/ingest" --force)
   read -r tp mp < <(measure "$bin/polars_read" "$work/synthetic.parquet")
-  out_kib=$(du -k -c "$work"/ingest/*.arrow | tail -1 | cut -f1)
+  out_kib=$(du -k -c "$work"/ingest/{train,valid,test}/*.arrow | tail -1 | cut -f1)
   echo "run $i ingest_s=$ti ingest_rss_kib=$mi polars_read_s=$tp polars_rss_kib=$mp encoded_kib=$out_kib"
 done | tee "$work/runs"
 python3 - "$work/runs" "$rows" <<'PY'

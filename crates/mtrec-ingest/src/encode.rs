@@ -42,12 +42,21 @@ pub struct SplitSummary {
 }
 
 impl SplitSummary {
+    /// The counts of a split of no rows.
+    pub fn empty(pipeline: &mtrec_schema::FeaturePipeline) -> Self {
+        SplitSummary {
+            rows: 0,
+            features: vec![FeatureCounts::default(); pipeline.features.len()],
+            tasks: pipeline
+                .tasks
+                .iter()
+                .map(|t| TaskCounts { per_class: vec![0; t.classes.len()], ..Default::default() })
+                .collect(),
+        }
+    }
+
     /// Adds the counts of another chunk of the same split.
     pub fn add(&mut self, other: SplitSummary) {
-        if self.features.is_empty() && self.tasks.is_empty() {
-            *self = other;
-            return;
-        }
         self.rows += other.rows;
         for (a, b) in self.features.iter_mut().zip(other.features) {
             a.rows += b.rows;
@@ -165,7 +174,7 @@ pub(crate) fn encode_feature(
     Ok((column, counts))
 }
 
-/// Encodes the rows `rows` (global indices, in order) into one split's frame.
+/// Encodes the rows `rows` (positions in `table`, in order) into one split's frame.
 pub fn encode_split(
     encoder: &Encoder,
     table: &RawTable,
@@ -220,7 +229,7 @@ pub fn encode_split(
         }
         out_columns.push(Series::new(columns::TIMESTAMP.into(), ts).into());
     }
-    let row_ids: Vec<u64> = rows.iter().map(|&r| u64::from(r)).collect();
+    let row_ids: Vec<u64> = rows.iter().map(|&r| table.row_id(r as usize)).collect();
     out_columns.push(Series::new(columns::ROW.into(), row_ids).into());
 
     if !pipeline.passthrough.is_empty() {

@@ -1,11 +1,15 @@
-//! Reading an encoded split back (`train.arrow`, ...) into an [`EncodedDataset`], for
-//! training, prediction and evaluation. Ids are checked against their table sizes here, once,
-//! so nothing downstream can index an embedding table out of range.
+//! Reading encoded splits back, shard by shard, into [`EncodedDataset`]s for training,
+//! prediction and evaluation. Each shard is checked against its manifest entry (size,
+//! checksum, rows) before it is trusted, and ids are checked against their table sizes, so
+//! nothing downstream can index an embedding table out of range or miss rows silently.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use mtrec_schema::{columns, EncodedDataset, EncodedKind, FeatureColumn, FeaturePipeline, FittedFeature, Split};
+use mtrec_schema::{
+    columns, EncodedDataset, EncodedKind, FeatureColumn, FeaturePipeline, FittedFeature, ShardEntry, ShardManifest,
+    Split, MANIFEST_FILE, SHARD_FORMAT_VERSION,
+};
 use polars::prelude::*;
 
 use crate::error::IngestError;
@@ -16,25 +20,212 @@ pub fn load_pipeline(dir: &Path) -> Result<FeaturePipeline, IngestError> {
     Ok(FeaturePipeline::load(&dir.join(files::FEATURES))?)
 }
 
-/// Reads split `split` of the ingest directory `dir`, checking it against `pipeline`.
+/// Reads `manifest.json` of an ingest directory. A directory of the single-file layout of
+/// earlier versions (`train.arrow`, ...) is refused with what to do.
+pub fn load_manifest(dir: &Path) -> Result<ShardManifest, IngestError> {
+    let path = dir.join(MANIFEST_FILE);
+    if !path.exists() {
+        let reason = if dir.join("train.arrow").exists() {
+            "this ingest directory has the single-file layout of mtrec 0.2 (train.arrow, valid.arrow, \
+             test.arrow); run mtrec ingest again to write it as shards"
+        } else {
+            "no manifest.json: not an mtrec ingest directory"
+        };
+        return Err(IngestError::read(dir, reason));
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| IngestError::read(&path, e))?;
+    let manifest: ShardManifest = serde_json::from_str(&text).map_err(|e| IngestError::read(&path, e))?;
+    if manifest.format_version != SHARD_FORMAT_VERSION {
+        return Err(IngestError::read(
+            &path,
+            format!(
+                "shard format version {} (this build reads {SHARD_FORMAT_VERSION}): run mtrec ingest again",
+                manifest.format_version
+            ),
+        ));
+    }
+    for split in Split::ALL {
+        let shards = manifest.split(split);
+        let sum: usize = shards.shards.iter().map(|s| s.rows).sum();
+        if sum != shards.rows {
+            return Err(IngestError::read(
+                &path,
+                format!("the {split} split lists {} rows but its shards hold {sum}", shards.rows),
+            ));
+        }
+    }
+    Ok(manifest)
+}
+
+/// Which columns of a shard to read: training needs neither the raw ids nor the passthrough
+/// columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Columns {
+    All,
+    ForTraining,
+}
+
+/// One split of an ingest directory, read shard by shard.
+#[derive(Debug, Clone)]
+pub struct ShardedSplit {
+    dir: PathBuf,
+    split: Split,
+    shards: Vec<ShardEntry>,
+    rows: usize,
+    pipeline: FeaturePipeline,
+}
+
+/// Opens split `split` of the ingest directory `dir`, checking that it was encoded with
+/// `pipeline`.
+pub fn open_split(dir: &Path, split: Split, pipeline: &FeaturePipeline) -> Result<ShardedSplit, IngestError> {
+    let manifest = load_manifest(dir)?;
+    if manifest.schema_hash != pipeline.schema_hash {
+        return Err(IngestError::read(
+            &dir.join(MANIFEST_FILE),
+            format!(
+                "the shards were encoded with schema {} but the pipeline is of schema {}",
+                manifest.schema_hash, pipeline.schema_hash
+            ),
+        ));
+    }
+    let shards = manifest.split(split);
+    Ok(ShardedSplit {
+        dir: dir.to_owned(),
+        split,
+        shards: shards.shards.clone(),
+        rows: shards.rows,
+        pipeline: pipeline.clone(),
+    })
+}
+
+impl ShardedSplit {
+    pub fn split(&self) -> Split {
+        self.split
+    }
+
+    /// Rows of all shards.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Rows of shard `i`.
+    pub fn shard_rows(&self, i: usize) -> usize {
+        self.shards[i].rows
+    }
+
+    /// Reads shard `i`, checked against its manifest entry.
+    pub fn read(&self, i: usize, columns: Columns) -> Result<EncodedDataset, IngestError> {
+        let entry = &self.shards[i];
+        let path = self.dir.join(&entry.file);
+        let bytes = std::fs::read(&path).map_err(|e| IngestError::read(&path, e))?;
+        if bytes.len() as u64 != entry.bytes {
+            return Err(IngestError::read(
+                &path,
+                format!(
+                    "{} bytes where the manifest lists {}: the shard is truncated or was replaced",
+                    bytes.len(),
+                    entry.bytes
+                ),
+            ));
+        }
+        let sum = crate::shards::checksum(&bytes);
+        if sum != entry.xxh3 {
+            return Err(IngestError::read(
+                &path,
+                format!("checksum {sum} where the manifest lists {}: the shard is corrupt", entry.xxh3),
+            ));
+        }
+        let mut reader = IpcReader::new(std::io::Cursor::new(bytes));
+        if columns == Columns::ForTraining {
+            reader = reader.with_columns(Some(training_columns(&self.pipeline)));
+        }
+        let df = reader.finish().map_err(|e| IngestError::read(&path, e))?;
+        if df.height() != entry.rows {
+            return Err(IngestError::read(
+                &path,
+                format!("{} rows where the manifest lists {}", df.height(), entry.rows),
+            ));
+        }
+        dataset(df, &path, self.split, &self.pipeline)
+    }
+
+    /// Reads every shard into one dataset, in manifest order.
+    pub fn read_all(&self, columns: Columns) -> Result<EncodedDataset, IngestError> {
+        let mut all = empty_dataset(self.split, &self.pipeline, columns);
+        for i in 0..self.shards.len() {
+            all.append(self.read(i, columns)?);
+        }
+        Ok(all)
+    }
+}
+
+/// Reads split `split` of the ingest directory `dir` whole (every column, shards in manifest
+/// order), checking it against `pipeline`: for data that fits in memory.
 pub fn load_split(dir: &Path, split: Split, pipeline: &FeaturePipeline) -> Result<EncodedDataset, IngestError> {
-    let path = dir.join(files::split(split));
-    let file = std::fs::File::open(&path).map_err(|e| IngestError::read(&path, e))?;
-    let df = IpcReader::new(file).finish().map_err(|e| IngestError::read(&path, e))?;
+    open_split(dir, split, pipeline)?.read_all(Columns::All)
+}
+
+/// The columns training reads: features, labels, masks and row ids.
+fn training_columns(pipeline: &FeaturePipeline) -> Vec<String> {
+    let mut out: Vec<String> = pipeline.features.iter().map(|f| f.name.clone()).collect();
+    for t in &pipeline.tasks {
+        out.push(columns::label(&t.name));
+        out.push(columns::mask(&t.name));
+    }
+    out.push(columns::ROW.to_owned());
+    out
+}
+
+/// A dataset of no rows with the columns of `pipeline`.
+pub fn empty_dataset(split: Split, pipeline: &FeaturePipeline, columns: Columns) -> EncodedDataset {
+    let features = pipeline
+        .features
+        .iter()
+        .map(|f| match f.encoded_kind() {
+            EncodedKind::Id => FeatureColumn::Ids(Vec::new()),
+            EncodedKind::Value => FeatureColumn::Values(Vec::new()),
+            EncodedKind::IdList => FeatureColumn::Lists { offsets: vec![0], values: Vec::new() },
+        })
+        .collect();
+    let all = columns == Columns::All;
+    EncodedDataset {
+        split,
+        rows: 0,
+        features,
+        labels: vec![Vec::new(); pipeline.tasks.len()],
+        masks: vec![Vec::new(); pipeline.tasks.len()],
+        user_ids: (all && pipeline.ids.user.is_some()).then(Vec::new),
+        item_ids: (all && pipeline.ids.item.is_some()).then(Vec::new),
+        row_ids: Vec::new(),
+        extras: BTreeMap::new(),
+    }
+}
+
+/// A shard's frame as an [`EncodedDataset`].
+fn dataset(
+    df: DataFrame,
+    path: &Path,
+    split: Split,
+    pipeline: &FeaturePipeline,
+) -> Result<EncodedDataset, IngestError> {
     let mut df = df;
     df.rechunk_mut();
     let rows = df.height();
     let column = |name: &str| -> Result<&Series, IngestError> {
         df.column(name).map(Column::as_materialized_series).map_err(|_| {
-            IngestError::read(&path, format!("column {name:?} is missing: not an mtrec ingest of this pipeline"))
+            IngestError::read(path, format!("column {name:?} is missing: not an mtrec ingest of this pipeline"))
         })
     };
-    let wrong = |name: &str, e: PolarsError| IngestError::read(&path, format!("column {name:?}: {e}"));
+    let wrong = |name: &str, e: PolarsError| IngestError::read(path, format!("column {name:?}: {e}"));
 
     let mut features = Vec::with_capacity(pipeline.features.len());
     for f in &pipeline.features {
         let s = column(&f.name)?;
-        features.push(feature_column(s, f, pipeline.cardinality(f)).map_err(|e| IngestError::read(&path, e))?);
+        features.push(feature_column(s, f, pipeline.cardinality(f)).map_err(|e| IngestError::read(path, e))?);
     }
     let mut labels = Vec::new();
     let mut masks = Vec::new();

@@ -1,18 +1,20 @@
 //! # mtrec-ingest
 //!
-//! Raw interaction logs in, encoded Arrow splits out. A row's path, top to bottom:
+//! Raw interaction logs in, encoded Arrow shards out, with memory bounded whatever the size of
+//! the log: the input is read twice, batch by batch. A row's path, top to bottom:
 //!
-//! 1. [`source`]: expand the schema's paths (or `--input`), detect each file's format, read it
-//!    with Polars (lazy scans with projection for Parquet and Arrow; CSV, plain or gzip, as
-//!    text), check the needed columns exist, cast to a few canonical dtypes.
-//! 2. [`split`]: assign each row to train, valid or test.
-//! 3. [`fit`]: fit the feature pipeline on the train rows only.
-//! 4. [`encode`]: encode every split through [`mtrec_schema::Encoder`], the encoder serving
-//!    uses for JSON records.
-//! 5. [`report`] and the atomic write of `features.json`, `schema.json`, `{train,valid,test}.arrow`
-//!    and `ingest_report.json` (a temporary directory renamed into place).
+//! 1. [`source`]: expand the schema's paths (or `--input`: files, globs, directories with Hive
+//!    partition folders), detect each file's format, read it in batches with Polars (Parquet
+//!    and Arrow through the streaming engine, CSV plain or gzip as text), check the needed
+//!    columns exist, cast to a few canonical dtypes.
+//! 2. [`split`]: assign each row to train, valid or test, by the row alone.
+//! 3. [`fit`]: first pass, fit the feature pipeline on the train rows only.
+//! 4. [`encode`]: second pass, encode every row through [`mtrec_schema::Encoder`], the encoder
+//!    serving uses for JSON records, and write it to its split's shards ([`shards`]).
+//! 5. [`report`] and the atomic write of `features.json`, `schema.json`, `manifest.json`, the
+//!    shards and `ingest_report.json` (a temporary directory renamed into place).
 //!
-//! This crate knows nothing of tensors or models.
+//! [`encoded`] reads the shards back. This crate knows nothing of tensors or models.
 
 pub mod cells;
 pub mod encode;
@@ -20,6 +22,7 @@ pub mod encoded;
 pub mod error;
 pub mod fit;
 pub mod report;
+pub mod shards;
 pub mod source;
 pub mod split;
 pub mod table;
@@ -30,26 +33,30 @@ use std::time::Instant;
 
 use mtrec_schema::fs::StagedDir;
 use mtrec_schema::{
-    load_schema, DatasetSchema, Encoder, FeaturePipeline, FeatureType, Format, SchemaError, Split, SplitMethod,
+    load_schema, DatasetSchema, Encoder, FeaturePipeline, FeatureType, Format, SchemaError, ShardManifest, Split,
+    SplitMethod, MANIFEST_FILE, SHARD_FORMAT_VERSION,
 };
-use polars::prelude::*;
 
 pub use error::IngestError;
+pub use fit::FitOptions;
 pub use report::IngestReport;
 
 use cells::Cells;
-use source::{FileSpan, RawTable};
+use shards::SplitWriter;
+use source::{RawTable, Source, SourceFile};
 
-/// File names inside an ingest directory.
+/// File names inside an ingest directory (the shards are listed in `manifest.json`).
 pub mod files {
     pub const FEATURES: &str = "features.json";
     pub const SCHEMA: &str = "schema.json";
     pub const REPORT: &str = "ingest_report.json";
-    /// `train.arrow`, `valid.arrow`, `test.arrow`.
-    pub fn split(split: super::Split) -> String {
-        format!("{split}.arrow")
-    }
 }
+
+/// Rows per shard unless `--shard-rows` says otherwise.
+pub const DEFAULT_SHARD_ROWS: usize = 1 << 20;
+
+/// The seed of the spread of train rows over their shards.
+const SHUFFLE_SEED: u64 = 0x5_4A2D_5EED;
 
 /// What `mtrec ingest` was asked to do.
 #[derive(Debug, Clone)]
@@ -60,6 +67,29 @@ pub struct IngestOptions {
     pub out: PathBuf,
     /// Replace an existing output directory.
     pub force: bool,
+    /// Rows per shard (train shards hold about this many).
+    pub shard_rows: usize,
+    /// Rows read at a time (Parquet and Arrow batches; CSV chunks of about 128 bytes a row).
+    pub batch_rows: usize,
+    pub fit: FitOptions,
+    /// Draw progress bars on stderr.
+    pub progress: bool,
+}
+
+impl IngestOptions {
+    /// Ingesting the schema's own source into `out`, with the defaults.
+    pub fn new(schema: &Path, out: &Path) -> Self {
+        IngestOptions {
+            schema: schema.to_owned(),
+            input: Vec::new(),
+            out: out.to_owned(),
+            force: false,
+            shard_rows: DEFAULT_SHARD_ROWS,
+            batch_rows: source::BATCH_ROWS,
+            fit: FitOptions::default(),
+            progress: false,
+        }
+    }
 }
 
 /// The result of a successful ingest.
@@ -80,74 +110,148 @@ pub fn ingest(opts: &IngestOptions) -> Result<Ingested, IngestError> {
         schema: opts.schema.clone(),
         error: SchemaError::new(path, message),
     };
-
-    let inputs = resolve_inputs(&schema, opts, &schema_error)?;
+    let files = resolve_inputs(&schema, opts, &schema_error)?;
     let (needed, referrers) = needed_columns(&schema);
+    let timestamp = schema.ids.timestamp.as_ref().map(|c| (c.clone(), schema.ids.timestamp_unit.unwrap_or_default()));
+    let source = Source::new(files, needed, referrers.clone(), &schema.source.csv, timestamp, opts.batch_rows)?;
     let referrer = |c: &str| referrers.get(c).cloned().unwrap_or_else(|| "source".to_owned());
+    let sources: Vec<String> = source.files.iter().map(|f| f.path.display().to_string()).collect();
 
-    let format = inputs[0].1;
-    if let Some((path, _, _)) = inputs.iter().find(|(_, f, _)| *f != format) {
-        return Err(IngestError::read(path, format!("mixes formats: {} is {format:?}", inputs[0].0.display())));
+    // First pass: split and fit.
+    let progress = Progress::new(opts.progress, "reading and fitting", None);
+    let mut splitter = split::Splitter::new(&schema)?;
+    let mut fitter = fit::Fitter::new(&schema, source.text.clone(), opts.fit);
+    let mut rows = [0u64; 3];
+    for batch in source.batches() {
+        let batch = batch?;
+        let cells = cells_of(&batch, source.columns())?;
+        if batch.first_row == 0 {
+            check_dtypes(&schema, source.format(), &cells, &referrer)?;
+        }
+        let assigned = splitter.assign(&batch)?;
+        for split in Split::ALL {
+            rows[split.index()] += assigned[split.index()].len() as u64;
+        }
+        fitter.update(&batch, &cells, &assigned[Split::Train.index()])?;
+        progress.advance(batch.rows());
     }
-    let mut frames = Vec::with_capacity(inputs.len());
-    let mut files = Vec::with_capacity(inputs.len());
-    let mut start = 0;
-    for (path, format, split) in &inputs {
-        let timestamp = schema.ids.timestamp.as_deref().map(|c| (c, schema.ids.timestamp_unit.unwrap_or_default()));
-        let df = source::read_file(path, *format, &schema.source.csv, &needed, &referrer, timestamp)?;
-        files.push(FileSpan { path: path.clone(), start, rows: df.height(), split: *split });
-        start += df.height();
-        frames.push(df);
-    }
-    let mut df = frames.remove(0);
-    for (other, span) in frames.into_iter().zip(&files[1..]) {
-        df.vstack_mut_owned(other).map_err(|e| {
-            IngestError::read(&span.path, format!("columns differ in type from {}: {e}", files[0].path.display()))
-        })?;
-    }
-    let table = RawTable { df, files, text: source::text_rules(format, &schema.source.csv) };
-    let cells: HashMap<String, Cells> =
-        needed.iter().map(|c| Ok((c.clone(), Cells::of(&table, c)?))).collect::<Result<_, IngestError>>()?;
-    check_dtypes(&schema, format, &cells, &referrer)?;
-
-    let (rows, split_warnings) = split::assign(&schema, &table)?;
-    if rows[Split::Train.index()].is_empty() {
+    progress.finish();
+    let split_warnings = splitter.finish(rows)?;
+    if rows[Split::Train.index()] == 0 {
         return Err(IngestError::EmptyTrainSplit);
     }
-    tracing::info!(seconds = started.elapsed().as_secs_f64(), rows = table.df.height(), "read and split");
-    let (pipeline, stats) = fit::fit(&schema, &table, &cells, &rows[Split::Train.index()])?;
-    tracing::info!(seconds = started.elapsed().as_secs_f64(), "fitted");
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), rows = rows.iter().sum::<u64>(), "read, split, fitted");
+    let (pipeline, stats) = fitter.finish(&sources)?;
     let encoder = Encoder::new(pipeline);
+
+    // Second pass: encode and write the shards.
     let tmp = StagedDir::new(&opts.out).map_err(|e| IngestError::write(&opts.out, e))?;
-    // Splits are encoded and written in chunks of rows (one Arrow record batch each): only
-    // one chunk of encoded data is in memory at a time.
-    let mut summaries = Vec::with_capacity(3);
-    for split in Split::ALL {
-        let path = tmp.path().join(files::split(split));
-        summaries.push(write_split(&path, &encoder, &table, &cells, &rows[split.index()])?);
-        tracing::info!(seconds = started.elapsed().as_secs_f64(), split = split.name(), "encoded and written");
+    let root = tmp.path();
+    let mut writers = [
+        SplitWriter::spread(root, Split::Train, opts.shard_rows, rows[0], SHUFFLE_SEED)?,
+        SplitWriter::sequential(root, Split::Valid, opts.shard_rows)?,
+        SplitWriter::sequential(root, Split::Test, opts.shard_rows)?,
+    ];
+    let mut summaries: [encode::SplitSummary; 3] =
+        std::array::from_fn(|_| encode::SplitSummary::empty(encoder.pipeline()));
+    let progress = Progress::new(opts.progress, "encoding", Some(rows.iter().sum()));
+    let mut splitter = split::Splitter::new(&schema)?;
+    for batch in source.batches() {
+        let batch = batch?;
+        let cells = cells_of(&batch, source.columns())?;
+        let assigned = splitter.assign(&batch)?;
+        for split in Split::ALL {
+            let members = &assigned[split.index()];
+            if members.is_empty() {
+                continue;
+            }
+            let encoded = encode::encode_split(&encoder, &batch, &cells, members)?;
+            summaries[split.index()].add(encoded.summary);
+            writers[split.index()].write(encoded.df)?;
+        }
+        progress.advance(batch.rows());
     }
-    let summaries: [encode::SplitSummary; 3] = summaries.try_into().expect("three splits");
+    progress.finish();
+    let [train, valid, test] = writers;
+    let manifest = ShardManifest {
+        format_version: SHARD_FORMAT_VERSION,
+        schema_hash: encoder.pipeline().schema_hash.clone(),
+        pipeline: files::FEATURES.to_owned(),
+        shard_rows: opts.shard_rows,
+        shuffle_seed: SHUFFLE_SEED,
+        train: train.finish()?,
+        valid: valid.finish()?,
+        test: test.finish()?,
+    };
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "encoded and written");
     let pipeline = encoder.pipeline().clone();
-    let sources = table.files.iter().map(|f| f.path.display().to_string()).collect();
     let report = report::build(&pipeline, sources, &summaries, &stats, split_warnings, started.elapsed().as_secs_f64());
-    write_json(tmp.path(), files::FEATURES, &pipeline)?;
-    write_json(tmp.path(), files::SCHEMA, &schema)?;
-    write_json(tmp.path(), files::REPORT, &report)?;
+    write_json(root, files::FEATURES, &pipeline)?;
+    write_json(root, files::SCHEMA, &schema)?;
+    write_json(root, MANIFEST_FILE, &manifest)?;
+    write_json(root, files::REPORT, &report)?;
     tmp.commit().map_err(|e| IngestError::write(&opts.out, e))?;
     Ok(Ingested { pipeline, report })
 }
 
-type Input = (PathBuf, Format, Option<Split>);
+/// The cells of every needed column of a batch.
+fn cells_of(batch: &RawTable, columns: &[String]) -> Result<HashMap<String, Cells>, IngestError> {
+    columns.iter().map(|c| Ok((c.clone(), Cells::of(batch, c)?))).collect()
+}
+
+/// A progress bar on stderr, or nothing: rows done, rows per second and, when the total is
+/// known, the time left.
+struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    fn new(show: bool, what: &str, total: Option<u64>) -> Self {
+        Progress(show.then(|| {
+            let (bar, template) = match total {
+                Some(n) => (
+                    indicatif::ProgressBar::new(n),
+                    "{prefix} [{bar:30}] {human_pos}/{human_len} rows, {per_sec}, {eta} left",
+                ),
+                None => (indicatif::ProgressBar::no_length(), "{prefix} {human_pos} rows, {per_sec}, {elapsed}"),
+            };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(template).expect("a valid template").progress_chars("=> "),
+            );
+            bar.set_prefix(what.to_owned());
+            bar
+        }))
+    }
+
+    fn advance(&self, rows: usize) {
+        if let Some(bar) = &self.0 {
+            bar.inc(rows as u64);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
 
 fn resolve_inputs(
     schema: &DatasetSchema,
     opts: &IngestOptions,
     schema_error: &dyn Fn(&str, String) -> IngestError,
-) -> Result<Vec<Input>, IngestError> {
+) -> Result<Vec<SourceFile>, IngestError> {
     let schema_dir = opts.schema.parent().unwrap_or(Path::new("."));
-    let with_format = |paths: Vec<PathBuf>, split: Option<Split>| -> Result<Vec<Input>, IngestError> {
-        paths.into_iter().map(|p| Ok((p.clone(), source::detect_format(&p, schema.source.format)?, split))).collect()
+    let with_format = |found: Vec<source::FoundFile>, split: Option<Split>| -> Result<Vec<SourceFile>, IngestError> {
+        found
+            .into_iter()
+            .map(|f| {
+                Ok(SourceFile {
+                    format: source::detect_format(&f.path, schema.source.format)?,
+                    partitions: source::partitions(&f.path, &f.partition_base),
+                    path: f.path,
+                    split,
+                })
+            })
+            .collect()
     };
     if schema.split.method == SplitMethod::Files {
         if !opts.input.is_empty() {
@@ -162,12 +266,12 @@ fn resolve_inputs(
             (Split::Valid, &schema.split.valid),
             (Split::Test, &schema.split.test),
         ] {
-            let paths = source::expand(paths.as_ref().expect("validated").as_slice(), schema_dir)?;
-            out.extend(with_format(paths, Some(split))?);
+            let found = source::expand(paths.as_ref().expect("validated").as_slice(), schema_dir)?;
+            out.extend(with_format(found, Some(split))?);
         }
         return Ok(out);
     }
-    let paths = if !opts.input.is_empty() {
+    let found = if !opts.input.is_empty() {
         source::expand(&opts.input, Path::new("."))?
     } else {
         let Some(p) = &schema.source.path else {
@@ -175,7 +279,7 @@ fn resolve_inputs(
         };
         source::expand(p.as_slice(), schema_dir)?
     };
-    with_format(paths, None)
+    with_format(found, None)
 }
 
 /// Every raw column the schema reads, and for each the JSON path of its first reader.
@@ -255,45 +359,4 @@ fn write_json(dir: &Path, name: &str, value: &impl serde::Serialize) -> Result<(
     let path = dir.join(name);
     let text = serde_json::to_string_pretty(value).map_err(|e| IngestError::write(&path, e))?;
     std::fs::write(&path, text + "\n").map_err(|e| IngestError::write(&path, e))
-}
-
-/// The IPC field descriptions of `df`'s columns, for the batched Arrow writer.
-fn ipc_fields(df: &DataFrame) -> Vec<polars_arrow::io::ipc::IpcField> {
-    let arrow = df.schema().to_arrow(CompatLevel::oldest());
-    polars_arrow::io::ipc::write::default_ipc_fields(arrow.iter_values())
-}
-
-/// Rows encoded and written per Arrow record batch.
-const CHUNK_ROWS: usize = 1 << 16;
-
-/// Encodes `rows` chunk by chunk into the Arrow IPC file `path`.
-fn write_split(
-    path: &Path,
-    encoder: &Encoder,
-    table: &RawTable,
-    cells: &HashMap<String, Cells>,
-    rows: &[u32],
-) -> Result<encode::SplitSummary, IngestError> {
-    let fail = |e: PolarsError| IngestError::write(path, e);
-    let file = std::fs::File::create(path).map_err(|e| IngestError::write(path, e))?;
-    let mut writer = None;
-    let mut summary = encode::SplitSummary::default();
-    // An empty split still gets a file with every column.
-    let chunks: Vec<&[u32]> = if rows.is_empty() { vec![rows] } else { rows.chunks(CHUNK_ROWS).collect() };
-    for chunk in chunks {
-        let encoded = encode::encode_split(encoder, table, cells, chunk)?;
-        let w = match &mut writer {
-            Some(w) => w,
-            None => writer.insert(
-                IpcWriter::new(std::io::BufWriter::new(file.try_clone().map_err(|e| IngestError::write(path, e))?))
-                    .with_compat_level(CompatLevel::oldest())
-                    .batched(encoded.df.schema(), ipc_fields(&encoded.df))
-                    .map_err(fail)?,
-            ),
-        };
-        w.write_batch(&encoded.df).map_err(fail)?;
-        summary.add(encoded.summary);
-    }
-    writer.expect("at least one chunk").finish().map_err(fail)?;
-    Ok(summary)
 }

@@ -21,75 +21,99 @@ fn by_fraction(u: f64, f: &Fractions) -> Split {
     }
 }
 
-/// Row indices of each split, in source order, and what a reader should know about them (a
-/// time split that leaves the valid or test split empty says why). A time split that leaves
-/// the train split empty is an error that says why.
-pub fn assign(schema: &DatasetSchema, table: &RawTable) -> Result<([Vec<u32>; 3], Vec<String>), IngestError> {
-    let mut warnings = Vec::new();
-    let n = table.df.height();
-    let mut out: [Vec<u32>; 3] = Default::default();
-    let mut push = |row: usize, s: Split| out[s.index()].push(row as u32);
-    let spec = &schema.split;
-    match spec.method {
-        SplitMethod::Files => {
-            for f in &table.files {
-                let s = f.split.expect("files split tags every file");
-                (f.start..f.start + f.rows).for_each(|r| push(r, s));
+/// Assigns rows to splits batch by batch; a row's split depends on the row alone (its position,
+/// its user, its time or its file), never on the batches around it.
+#[derive(Debug)]
+pub struct Splitter<'a> {
+    schema: &'a DatasetSchema,
+    /// Time split: `valid_from` and `test_from`, in seconds.
+    cutoffs: Option<(f64, f64)>,
+    /// Time split: the first and last timestamp seen.
+    seen: (f64, f64),
+}
+
+impl<'a> Splitter<'a> {
+    pub fn new(schema: &'a DatasetSchema) -> Result<Self, IngestError> {
+        let cutoffs = match schema.split.method {
+            SplitMethod::Time => Some(schema.time_cutoffs()?),
+            _ => None,
+        };
+        Ok(Splitter { schema, cutoffs, seen: (f64::INFINITY, f64::NEG_INFINITY) })
+    }
+
+    /// The rows of `table` in each split, as positions in the table, in order.
+    pub fn assign(&mut self, table: &RawTable) -> Result<[Vec<u32>; 3], IngestError> {
+        let n = table.rows();
+        let mut out: [Vec<u32>; 3] = Default::default();
+        let mut push = |row: usize, s: Split| out[s.index()].push(row as u32);
+        let spec = &self.schema.split;
+        match spec.method {
+            SplitMethod::Files => {
+                let s = table.split.expect("files split tags every file");
+                (0..n).for_each(|r| push(r, s));
             }
-        }
-        SplitMethod::Random => {
-            let fr = spec.fractions.expect("validated");
-            (0..n).for_each(|r| push(r, by_fraction(unit(&(r as u64).to_le_bytes(), spec.seed), &fr)));
-        }
-        SplitMethod::User => {
-            let fr = spec.fractions.expect("validated");
-            let column = schema.ids.user.as_deref().expect("validated");
-            let cells = Cells::of(table, column)?;
-            for r in 0..n {
-                let key = table
-                    .text
-                    .apply(cells.get(r))
-                    .category_key()
-                    .ok_or_else(|| table.cell_error(r, column, "the user id is null"))?;
-                push(r, by_fraction(unit(key.as_bytes(), spec.seed), &fr));
+            SplitMethod::Random => {
+                let fr = spec.fractions.expect("validated");
+                (0..n).for_each(|r| push(r, by_fraction(unit(&table.row_id(r).to_le_bytes(), spec.seed), &fr)));
             }
-        }
-        SplitMethod::Time => {
-            let (valid_from, test_from) = schema.time_cutoffs()?;
-            let column = schema.ids.timestamp.as_deref().expect("validated");
-            let unit = schema.ids.timestamp_unit.unwrap_or_default();
-            let format = schema.ids.timestamp_format.as_deref();
-            let cells = Cells::of(table, column)?;
-            let (mut first, mut last) = (f64::INFINITY, f64::NEG_INFINITY);
-            for r in 0..n {
-                let t = timestamp_seconds(table.text.apply(cells.get(r)), unit, format)
-                    .map_err(|message| table.cell_error(r, column, message))?
-                    .ok_or_else(|| table.cell_error(r, column, "the timestamp is null"))?;
-                (first, last) = (first.min(t), last.max(t));
-                push(
-                    r,
-                    if t < valid_from {
+            SplitMethod::User => {
+                let fr = spec.fractions.expect("validated");
+                let column = self.schema.ids.user.as_deref().expect("validated");
+                let cells = Cells::of(table, column)?;
+                for r in 0..n {
+                    let key = table
+                        .text
+                        .apply(cells.get(r))
+                        .category_key()
+                        .ok_or_else(|| table.cell_error(r, column, "the user id is null"))?;
+                    push(r, by_fraction(unit(key.as_bytes(), spec.seed), &fr));
+                }
+            }
+            SplitMethod::Time => {
+                let (valid_from, test_from) = self.cutoffs.expect("set for a time split");
+                let ids = &self.schema.ids;
+                let column = ids.timestamp.as_deref().expect("validated");
+                let (unit, format) = (ids.timestamp_unit.unwrap_or_default(), ids.timestamp_format.as_deref());
+                let cells = Cells::of(table, column)?;
+                for r in 0..n {
+                    let t = timestamp_seconds(table.text.apply(cells.get(r)), unit, format)
+                        .map_err(|message| table.cell_error(r, column, message))?
+                        .ok_or_else(|| table.cell_error(r, column, "the timestamp is null"))?;
+                    self.seen = (self.seen.0.min(t), self.seen.1.max(t));
+                    let split = if t < valid_from {
                         Split::Train
                     } else if t < test_from {
                         Split::Valid
                     } else {
                         Split::Test
-                    },
-                );
-            }
-            let empty: Vec<Split> = Split::ALL.into_iter().filter(|s| out[s.index()].is_empty()).collect();
-            if !empty.is_empty() {
-                let why = time_range_note(first, last, valid_from, test_from, unit);
-                if empty.contains(&Split::Train) {
-                    return Err(IngestError::Data(format!("the time split leaves the train split empty: {why}")));
-                }
-                for split in empty {
-                    warnings.push(format!("the time split leaves the {split} split empty: {why}"));
+                    };
+                    push(r, split);
                 }
             }
         }
+        Ok(out)
     }
-    Ok((out, warnings))
+
+    /// Once every row is assigned, with the rows per split: what a reader should know (a time
+    /// split that leaves the valid or test split empty says why). A time split that leaves the
+    /// train split empty is an error that says why.
+    pub fn finish(&self, rows: [u64; 3]) -> Result<Vec<String>, IngestError> {
+        let mut warnings = Vec::new();
+        let Some((valid_from, test_from)) = self.cutoffs else { return Ok(warnings) };
+        let empty: Vec<Split> = Split::ALL.into_iter().filter(|s| rows[s.index()] == 0).collect();
+        if empty.is_empty() {
+            return Ok(warnings);
+        }
+        let unit = self.schema.ids.timestamp_unit.unwrap_or_default();
+        let why = time_range_note(self.seen.0, self.seen.1, valid_from, test_from, unit);
+        if empty.contains(&Split::Train) {
+            return Err(IngestError::Data(format!("the time split leaves the train split empty: {why}")));
+        }
+        for split in empty {
+            warnings.push(format!("the time split leaves the {split} split empty: {why}"));
+        }
+        Ok(warnings)
+    }
 }
 
 /// The timestamps seen and the cut-offs, as dates, with a hint when the numbers look like

@@ -3,17 +3,16 @@
 //! path as ingestion ([`crate::encode`]), so ids and values match the training data exactly.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use mtrec_schema::{CsvOptions, Encoder, FeatureColumn, Format, Side};
+use mtrec_schema::{CsvOptions, Encoder, FeatureColumn, Side};
 use polars::prelude::*;
 
 use crate::cells::Cells;
 use crate::encode::encode_feature;
 use crate::encoded::feature_column;
 use crate::error::IngestError;
-use crate::source::{self, FileSpan, RawTable};
+use crate::source::{self, RawTable};
 
 /// Encoded features of some rows: one optional column per pipeline feature (`None` where the
 /// rows had no column for it).
@@ -42,11 +41,7 @@ pub fn encode_frame(
     source::canonicalize(&mut df).map_err(|e| IngestError::read(origin, e))?;
     let pipeline = encoder.pipeline();
     let rows = df.height();
-    let table = RawTable {
-        df,
-        files: vec![FileSpan { path: origin.to_owned(), start: 0, rows, split: None }],
-        text: pipeline.text.clone(),
-    };
+    let table = RawTable::standalone(df, origin, pipeline.text.clone());
     let all_rows: Vec<u32> = (0..rows as u32).collect();
     let mut cells: HashMap<&str, Cells> = HashMap::new();
     let mut features = Vec::with_capacity(pipeline.features.len());
@@ -83,7 +78,7 @@ pub fn id_keys(
 ) -> Result<Vec<Option<String>>, IngestError> {
     let mut one = df.select([column]).map_err(|e| IngestError::read(origin, e))?;
     source::canonicalize(&mut one).map_err(|e| IngestError::read(origin, e))?;
-    let table = RawTable { df: one, files: Vec::new(), text: encoder.pipeline().text.clone() };
+    let table = RawTable::standalone(one, origin, encoder.pipeline().text.clone());
     let cells = Cells::of(&table, column)?;
     Ok((0..table.df.height())
         .map(|r| encoder.pipeline().text.apply(cells.get(r)).category_key().map(|k| k.into_owned()))
@@ -143,7 +138,7 @@ pub fn load_feature_table(path: &Path, encoder: &Encoder, side: Side) -> Result<
         trim_whitespace: pipeline.text.trim_whitespace,
         ..Default::default()
     };
-    let available = column_names(path, format, &csv)?;
+    let available = source::column_names(path, format, &csv)?;
     if !available.contains(&id_column) {
         return Err(IngestError::read(
             path,
@@ -170,7 +165,7 @@ pub fn load_feature_table(path: &Path, encoder: &Encoder, side: Side) -> Result<
             needed.push(c.to_owned());
         }
     }
-    let df = source::read_file(path, format, &csv, &needed, &|c| format!("feature table column {c:?}"), None)?;
+    let df = source::read_file(path, format, &csv, &needed, &|c| format!("feature table column {c:?}"))?;
     let keys = id_keys(encoder, &df, &id_column, path)?;
     let mut index = HashMap::with_capacity(keys.len());
     for (r, key) in keys.into_iter().enumerate() {
@@ -191,39 +186,6 @@ pub fn load_feature_table(path: &Path, encoder: &Encoder, side: Side) -> Result<
     }
     let frame = encode_frame(encoder, df, path, &|f| pipeline.features[f].side == side)?;
     Ok(FeatureTable { path: path.to_owned(), side, frame, index })
-}
-
-/// The column names of a file, without reading its rows (CSV: the header line).
-fn column_names(path: &Path, format: Format, csv: &CsvOptions) -> Result<Vec<String>, IngestError> {
-    if let Some(names) = &csv.columns {
-        return Ok(names.clone());
-    }
-    match format {
-        Format::Csv => {
-            let file = std::fs::File::open(path).map_err(|e| IngestError::read(path, e))?;
-            let mut reader = BufReader::new(file);
-            let gzip = reader.fill_buf().map_err(|e| IngestError::read(path, e))?.starts_with(&[0x1f, 0x8b]);
-            let mut line = String::new();
-            let read = if gzip {
-                BufReader::new(flate2::read::MultiGzDecoder::new(reader)).read_line(&mut line)
-            } else {
-                reader.read_line(&mut line)
-            };
-            read.map_err(|e| IngestError::read(path, e))?;
-            if line.trim().is_empty() {
-                return Err(IngestError::EmptyFile { path: path.to_owned() });
-            }
-            Ok(line
-                .trim_end_matches(['\n', '\r'])
-                .split(csv.delimiter.as_str())
-                .map(|c| c.trim().trim_matches('"').to_owned())
-                .collect())
-        }
-        Format::Parquet | Format::Ipc => {
-            let schema = source::scan(path, format)?.collect_schema().map_err(|e| IngestError::read(path, e))?;
-            Ok(schema.iter_names().map(|n| n.to_string()).collect())
-        }
-    }
 }
 
 fn side_name(side: Side) -> &'static str {

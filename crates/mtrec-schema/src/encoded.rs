@@ -93,7 +93,53 @@ pub struct EncodedDataset {
     pub extras: BTreeMap<String, Vec<f64>>,
 }
 
+impl FeatureColumn {
+    /// Appends `other`'s rows (of the same kind; a mismatch is a bug of the caller).
+    fn append(&mut self, other: FeatureColumn) {
+        match (self, other) {
+            (FeatureColumn::Ids(a), FeatureColumn::Ids(b)) => a.extend(b),
+            (FeatureColumn::Values(a), FeatureColumn::Values(b)) => a.extend(b),
+            (FeatureColumn::Lists { offsets, values }, FeatureColumn::Lists { offsets: o, values: v }) => {
+                let base = values.len();
+                offsets.extend(o.iter().skip(1).map(|x| x + base));
+                values.extend(v);
+            }
+            _ => panic!("appending encoded columns of different kinds"),
+        }
+    }
+}
+
 impl EncodedDataset {
+    /// Appends `other`'s rows: one dataset of two shards of the same split and pipeline.
+    pub fn append(&mut self, other: EncodedDataset) {
+        self.rows += other.rows;
+        for (a, b) in self.features.iter_mut().zip(other.features) {
+            a.append(b);
+        }
+        for (a, b) in self.labels.iter_mut().zip(other.labels) {
+            a.extend(b);
+        }
+        for (a, b) in self.masks.iter_mut().zip(other.masks) {
+            a.extend(b);
+        }
+        for (a, b) in [(&mut self.user_ids, other.user_ids), (&mut self.item_ids, other.item_ids)] {
+            if let (Some(a), Some(b)) = (a.as_mut(), b) {
+                a.extend(b);
+            }
+        }
+        self.row_ids.extend(other.row_ids);
+        for (name, values) in other.extras {
+            self.extras.entry(name).or_default().extend(values);
+        }
+    }
+
+    /// The positions of the rows in the order of their row ids (their order in the source).
+    pub fn source_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.rows).collect();
+        order.sort_unstable_by_key(|&r| self.row_ids[r]);
+        order
+    }
+
     /// The labels and masks of `rows`, per task.
     pub fn targets(&self, rows: &[usize]) -> (Vec<Vec<f32>>, Vec<Vec<u8>>) {
         let labels = self.labels.iter().map(|l| rows.iter().map(|&r| l[r]).collect()).collect();
@@ -105,6 +151,42 @@ impl EncodedDataset {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn part(rows: &[u64], lists: &[&[u32]]) -> EncodedDataset {
+        let mut offsets = vec![0];
+        let mut values = Vec::new();
+        for l in lists {
+            values.extend_from_slice(l);
+            offsets.push(values.len());
+        }
+        EncodedDataset {
+            split: Split::Train,
+            rows: rows.len(),
+            features: vec![
+                FeatureColumn::Ids(rows.iter().map(|&r| r as u32 + 2).collect()),
+                FeatureColumn::Lists { offsets, values },
+            ],
+            labels: vec![rows.iter().map(|&r| r as f32).collect()],
+            masks: vec![vec![1; rows.len()]],
+            user_ids: Some(rows.iter().map(|r| format!("u{r}")).collect()),
+            item_ids: None,
+            row_ids: rows.to_vec(),
+            extras: BTreeMap::from([("x".to_owned(), rows.iter().map(|&r| r as f64).collect())]),
+        }
+    }
+
+    #[test]
+    fn appended_parts_read_as_one_and_sort_back_to_source_order() {
+        let mut all = part(&[7, 2], &[&[5], &[]]);
+        all.append(part(&[0, 9, 4], &[&[6, 7], &[8], &[]]));
+        assert_eq!(all.rows, 5);
+        assert_eq!(all.row_ids, [7, 2, 0, 9, 4]);
+        assert_eq!(all.features[0], FeatureColumn::Ids(vec![9, 4, 2, 11, 6]));
+        assert_eq!(all.features[1], FeatureColumn::Lists { offsets: vec![0, 1, 1, 3, 4, 4], values: vec![5, 6, 7, 8] });
+        assert_eq!(all.user_ids.as_ref().unwrap()[3], "u9");
+        assert_eq!(all.extras["x"], [7.0, 2.0, 0.0, 9.0, 4.0]);
+        assert_eq!(all.source_order(), [2, 1, 4, 0, 3]);
+    }
 
     #[test]
     fn splits_parse_print_and_serialize_by_name() {

@@ -14,6 +14,8 @@
 //! - [`metric`]: metric names ([`Metric`], [`MetricKey`]): direction and the primary metric
 //!   of each task kind, shared by training, reports and experiment summaries.
 //! - [`history`]: the trainer's `history.json` ([`History`]).
+//! - [`shards`]: the layout of an ingest directory's encoded splits (shards and their
+//!   `manifest.json`).
 //! - [`fs`]: atomic writes of files and directories, used by every writer of artifacts.
 //! - [`timestamp`]: event times as seconds, whichever way a log writes them.
 //!
@@ -27,6 +29,7 @@ pub mod fs;
 pub mod history;
 pub mod metric;
 pub mod pipeline;
+pub mod shards;
 pub mod spec;
 pub mod timestamp;
 pub mod validate;
@@ -41,6 +44,7 @@ pub use pipeline::{
     EncodedKind, FeaturePipeline, FittedFeature, FittedTask, IdMapping, NumericTransform, Scale, TextRules, Transform,
     FIRST_ID, NULL_ID, OOV_ID, PIPELINE_FORMAT_VERSION,
 };
+pub use shards::{ShardEntry, ShardManifest, SplitShards, MANIFEST_FILE, SHARD_FORMAT_VERSION};
 pub use spec::*;
 pub use timestamp::{timestamp_seconds, TimestampUnit};
 pub use validate::{load_schema, parse_schema};

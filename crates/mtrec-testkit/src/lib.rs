@@ -35,10 +35,8 @@ pub fn ingest_synthetic(dir: &Path, config: &mtrec_synth::SyntheticConfig) -> Sy
     mtrec_synth::write_parquet(&mut raw, &parquet).expect("writing the synthetic log");
     let ingest = dir.join("ingest");
     mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
-        schema: synthetic_schema(),
         input: vec![parquet.to_string_lossy().into_owned()],
-        out: ingest.clone(),
-        force: false,
+        ..mtrec_ingest::IngestOptions::new(&synthetic_schema(), &ingest)
     })
     .expect("ingesting the synthetic log");
     SyntheticIngest { raw, parquet, ingest }

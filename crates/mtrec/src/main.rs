@@ -325,7 +325,8 @@ struct IngestArgs {
     /// Dataset schema (JSON); see schemas/dataset.schema.json.
     #[arg(long)]
     schema: PathBuf,
-    /// File(s) or glob(s) to read instead of the schema's source.path.
+    /// Files, globs or directories (Hive partition folders included) to read instead of the
+    /// schema's source.path.
     #[arg(long, num_args = 1..)]
     input: Vec<String>,
     /// Output directory (must not exist, unless --force).
@@ -334,9 +335,15 @@ struct IngestArgs {
     /// Replace an existing output directory (only once the new one is complete).
     #[arg(long)]
     force: bool,
+    /// Rows per shard of the encoded splits (train shards hold about this many).
+    #[arg(long, default_value_t = mtrec_ingest::DEFAULT_SHARD_ROWS)]
+    shard_rows: usize,
     /// Print the report as JSON instead of the readable summary.
     #[arg(long)]
     json: bool,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -380,10 +387,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Ingest(args) => {
             let ingested = mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
-                schema: args.schema,
                 input: args.input,
-                out: args.out.clone(),
                 force: args.force,
+                shard_rows: args.shard_rows,
+                progress: !args.quiet && !args.json,
+                ..mtrec_ingest::IngestOptions::new(&args.schema, &args.out)
             })?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&ingested.report)?);
@@ -551,10 +559,9 @@ fn quickstart(args: &QuickstartArgs) -> Result<()> {
     println!("\n== 2/5 ingest");
     let ingest_dir = args.out.join("ingest");
     let ingested = mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
-        schema,
         input: vec![data.to_string_lossy().into_owned()],
-        out: ingest_dir.clone(),
         force: true,
+        ..mtrec_ingest::IngestOptions::new(&schema, &ingest_dir)
     })?;
     println!("{}\nwrote {}", ingested.report, ingest_dir.display());
 

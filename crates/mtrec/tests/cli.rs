@@ -77,7 +77,8 @@ fn generate_then_ingest_the_synthetic_dataset() {
     let click = report["tasks"][0]["label_mean"]["train"].as_f64().unwrap();
     let convert_labeled = report["tasks"][1]["labeled_rate"]["train"].as_f64().unwrap();
     assert!((click - convert_labeled).abs() < 1e-9, "{click} vs {convert_labeled}");
-    for f in ["features.json", "train.arrow", "valid.arrow", "test.arrow", "ingest_report.json"] {
+    for f in ["features.json", "manifest.json", "train/part-00000.arrow", "test/part-00000.arrow", "ingest_report.json"]
+    {
         assert!(out.join(f).is_file(), "{f}");
     }
 }

@@ -292,10 +292,8 @@ fn predict_refuses_data_encoded_with_another_pipeline_or_format() {
     schema["defaults"]["embedding_dim"] = serde_json::json!(4);
     std::fs::write(fx.root.join("other.json"), schema.to_string()).unwrap();
     mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
-        schema: fx.root.join("other.json"),
         input: vec![fx.root.join("log.parquet").to_string_lossy().into_owned()],
-        out: fx.root.join("other"),
-        force: false,
+        ..mtrec_ingest::IngestOptions::new(&fx.root.join("other.json"), &fx.root.join("other"))
     })
     .unwrap();
     let out = fx.root.join("refused-pred.parquet");
@@ -319,13 +317,7 @@ fn an_empty_split_is_refused_by_name() {
     std::fs::write(dir.path().join("interactions.json"), schema.to_string()).unwrap();
     std::fs::copy(fixture.join("interactions.csv"), dir.path().join("interactions.csv")).unwrap();
     let ingest = dir.path().join("ingest");
-    mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
-        schema: dir.path().join("interactions.json"),
-        input: Vec::new(),
-        out: ingest.clone(),
-        force: false,
-    })
-    .unwrap();
+    mtrec_ingest::ingest(&mtrec_ingest::IngestOptions::new(&dir.path().join("interactions.json"), &ingest)).unwrap();
     let config = mtrec_model::ModelConfig::default();
     let bundle = mtrec_testkit::untrained_bundle(&ingest, &dir.path().join("b"), &config, 1);
     let options = EvalOptions { data: ingest.clone(), ..options() };

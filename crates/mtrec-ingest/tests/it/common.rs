@@ -46,10 +46,8 @@ impl Fixture {
     /// Ingests into `<dir>/out`, with `input` replacing the schema's source when not empty.
     pub fn ingest(&self, input: &[PathBuf]) -> Result<Ingested, IngestError> {
         ingest(&IngestOptions {
-            schema: self.path("interactions.json"),
             input: input.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
-            out: self.path("out"),
-            force: false,
+            ..IngestOptions::new(&self.path("interactions.json"), &self.path("out"))
         })
     }
 
@@ -71,9 +69,22 @@ pub fn read_arrow(path: &Path) -> DataFrame {
     IpcReader::new(std::fs::File::open(path).unwrap()).finish().unwrap()
 }
 
+/// A split of the ingest directory `out` as one frame: its shards, in manifest order.
+pub fn read_split(out: &Path, split: &str) -> DataFrame {
+    let manifest = mtrec_ingest::encoded::load_manifest(out).unwrap();
+    let shards = manifest.split(split.parse().unwrap());
+    let mut frames = shards.shards.iter().map(|s| read_arrow(&out.join(&s.file)));
+    // An empty split has no shard: its frame has the columns of a train shard and no row.
+    let Some(mut df) = frames.next() else { return read_arrow(&out.join(&manifest.train.shards[0].file)).clear() };
+    for more in frames {
+        df.vstack_mut_owned(more).unwrap();
+    }
+    df
+}
+
 /// The source row of every row of an encoded split (`id.row`), in order.
-pub fn row_ids(path: &Path) -> Vec<u64> {
-    read_arrow(path).column(mtrec_schema::columns::ROW).unwrap().u64().unwrap().into_no_null_iter().collect()
+pub fn row_ids(out: &Path, split: &str) -> Vec<u64> {
+    read_split(out, split).column(mtrec_schema::columns::ROW).unwrap().u64().unwrap().into_no_null_iter().collect()
 }
 
 /// Parses the fixture CSV (no quoting in it) into JSON records of strings, as a client that

@@ -4,7 +4,7 @@
 
 use mtrec_schema::{Encoder, FeaturePipeline, RecordWarningKind};
 
-use crate::common::{read_arrow, Fixture};
+use crate::common::{read_split, Fixture};
 
 /// The fixture CSV with every cell of `column` replaced by `value(row)` (0-based data row).
 fn with_column(csv: &str, column: &str, value: impl Fn(usize) -> String) -> String {
@@ -54,7 +54,7 @@ fn a_constant_numeric_column_is_shifted_not_scaled_and_reported() {
     let constant = price["constant_on_train"].as_f64().unwrap();
     assert!((constant - 5.2f64.ln()).abs() < 1e-12, "{price}");
     assert!(warnings(&fx).iter().any(|w| w.starts_with("feature \"price\": constant on the train split")));
-    let train = read_arrow(&fx.path("out/train.arrow"));
+    let train = read_split(&fx.path("out"), "train");
     assert!(train.column("price").unwrap().f32().unwrap().into_no_null_iter().all(|x| x.abs() < 1e-6));
     let (x, _) = encode_one(&fx, "price", serde_json::json!(4.2001));
     assert!(x.abs() < 1e-4 && x > 0.0, "a value near the constant stays near 0: {x}");
@@ -174,7 +174,7 @@ fn time_splits_read_date_times_and_say_why_a_split_is_empty() {
     time_split(&fx, "2026-01-01T12:00:00Z", "2026-01-01T18:00:00Z", Some("milliseconds"));
     let report = fx.ingest(&[]).unwrap().report;
     assert_eq!((report.rows.train, report.rows.valid, report.rows.test), (12, 6, 30));
-    let ts = read_arrow(&fx.path("out/train.arrow"));
+    let ts = read_split(&fx.path("out"), "train");
     let first = ts.column(mtrec_schema::columns::TIMESTAMP).unwrap().f64().unwrap().get(0).unwrap();
     assert_eq!(first, 1_767_225_600.0, "encoded timestamps are seconds");
 }

@@ -5,4 +5,5 @@ mod common;
 mod degenerate;
 mod outputs;
 mod parity;
+mod shards;
 mod twins;

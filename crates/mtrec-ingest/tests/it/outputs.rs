@@ -2,15 +2,22 @@
 
 use mtrec_schema::{columns, FeaturePipeline, Scale, Transform};
 
-use crate::common::{csv_records, read_arrow, row_ids, Fixture};
+use crate::common::{csv_records, read_split, row_ids, Fixture};
 
 #[test]
 fn writes_every_artifact_and_splits_all_rows() {
     let fx = Fixture::new();
     let ingested = fx.ingest(&[]).unwrap();
     let out = fx.path("out");
-    for f in ["features.json", "schema.json", "ingest_report.json", "train.arrow", "valid.arrow", "test.arrow"] {
+    for f in ["features.json", "schema.json", "ingest_report.json", "manifest.json"] {
         assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let manifest = mtrec_ingest::encoded::load_manifest(&out).unwrap();
+    for split in mtrec_schema::Split::ALL {
+        let shards = manifest.split(split);
+        assert_eq!(shards.shards.len(), 1, "a small split is one shard");
+        assert_eq!(shards.shards[0].file, format!("{split}/part-00000.arrow"));
+        assert!(out.join(&shards.shards[0].file).is_file());
     }
     let r = &ingested.report.rows;
     assert_eq!(r.train + r.valid + r.test, 48);
@@ -27,8 +34,7 @@ fn writes_every_artifact_and_splits_all_rows() {
         h["distinct_values"].as_u64().unwrap() - h["distinct_buckets"].as_u64().unwrap()
     );
     // Every split holds all rows once.
-    let mut seen: Vec<u64> =
-        ["train", "valid", "test"].iter().flat_map(|s| row_ids(&out.join(format!("{s}.arrow")))).collect();
+    let mut seen: Vec<u64> = ["train", "valid", "test"].iter().flat_map(|s| row_ids(&out, s)).collect();
     seen.sort();
     assert_eq!(seen, (0..48).collect::<Vec<u64>>());
 }
@@ -40,7 +46,7 @@ fn pipeline_is_fitted_on_train_rows_only() {
     let out = fx.path("out");
     let pipeline = FeaturePipeline::load(&out.join("features.json")).unwrap();
     let records = csv_records(&fx.csv());
-    let train_rows: Vec<usize> = row_ids(&out.join("train.arrow")).into_iter().map(|r| r as usize).collect();
+    let train_rows: Vec<usize> = row_ids(&out, "train").into_iter().map(|r| r as usize).collect();
     // price: fill with the train mean of the raw values, log1p, then the mean over train rows.
     let raw: Vec<Option<f64>> =
         train_rows.iter().map(|&r| records[r]["price"].as_str().unwrap().parse::<f64>().ok()).collect();
@@ -77,17 +83,17 @@ fn pipeline_is_fitted_on_train_rows_only() {
 fn ingest_is_deterministic_and_refuses_to_overwrite_without_force() {
     let fx = Fixture::new();
     fx.ingest(&[]).unwrap();
-    let first = std::fs::read(fx.path("out/train.arrow")).unwrap();
+    let files = ["manifest.json", "train/part-00000.arrow", "valid/part-00000.arrow", "test/part-00000.arrow"];
+    let read_all = || files.map(|f| std::fs::read(fx.path("out").join(f)).unwrap());
+    let first = read_all();
     let err = mtrec_schema::error_chain(&fx.ingest(&[]).unwrap_err());
     assert!(err.contains("already exists"), "{err}");
     mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
-        schema: fx.path("interactions.json"),
-        input: vec![],
-        out: fx.path("out"),
         force: true,
+        ..mtrec_ingest::IngestOptions::new(&fx.path("interactions.json"), &fx.path("out"))
     })
     .unwrap();
-    assert_eq!(first, std::fs::read(fx.path("out/train.arrow")).unwrap());
+    assert!(first == read_all(), "the same input gives the same bytes");
 }
 
 #[test]
@@ -98,13 +104,8 @@ fn gzip_csv_reads_like_plain_csv() {
     std::io::Write::write_all(&mut enc, fx.csv().as_bytes()).unwrap();
     enc.finish().unwrap();
     let a = fx.ingest(&[gz]).unwrap();
-    let b = mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
-        schema: fx.path("interactions.json"),
-        input: vec![],
-        out: fx.path("out2"),
-        force: false,
-    })
-    .unwrap();
+    let b = mtrec_ingest::ingest(&mtrec_ingest::IngestOptions::new(&fx.path("interactions.json"), &fx.path("out2")))
+        .unwrap();
     assert_eq!(a.pipeline, b.pipeline);
 }
 
@@ -124,7 +125,7 @@ fn time_and_user_splits() {
     std::fs::remove_dir_all(fx.path("out")).unwrap();
     fx.ingest(&[]).unwrap();
     let users = |s: &str| -> std::collections::BTreeSet<String> {
-        read_arrow(&fx.path(&format!("out/{s}.arrow")))
+        read_split(&fx.path("out"), s)
             .column(columns::USER_ID)
             .unwrap()
             .str()
@@ -145,9 +146,7 @@ fn census_sample_ingests_with_the_shipped_schema() {
     let dir = tempfile::tempdir().unwrap();
     let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/census-income.json");
     let out = dir.path().join("census");
-    let ingested =
-        mtrec_ingest::ingest(&mtrec_ingest::IngestOptions { schema, input: vec![], out: out.clone(), force: false })
-            .unwrap();
+    let ingested = mtrec_ingest::ingest(&mtrec_ingest::IngestOptions::new(&schema, &out)).unwrap();
     let r = &ingested.report;
     assert_eq!(r.rows.train + r.rows.valid + r.rows.test, 3000);
     assert_eq!(r.features.len(), 39);
@@ -183,10 +182,8 @@ fn census_full_file_when_present() {
     let dir = tempfile::tempdir().unwrap();
     let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/census-income.json");
     let ingested = mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
-        schema,
         input: vec![full.to_string_lossy().into_owned()],
-        out: dir.path().join("census"),
-        force: false,
+        ..mtrec_ingest::IngestOptions::new(&schema, &dir.path().join("census"))
     })
     .unwrap();
     let r = &ingested.report;
@@ -244,7 +241,7 @@ fn files_split_reads_one_set_of_files_per_split() {
     assert_eq!((r.rows.train, r.rows.valid, r.rows.test), (30, 10, 8));
     assert_eq!(r.sources.len(), 4);
     // Rows keep their position across the concatenated files.
-    let test_rows = row_ids(&fx.path("out/test.arrow"));
+    let test_rows = row_ids(&fx.path("out"), "test");
     assert_eq!(test_rows, (40..48).collect::<Vec<u64>>());
     // --input cannot replace per-split files.
     std::fs::remove_dir_all(fx.path("out")).unwrap();

@@ -4,7 +4,7 @@
 use mtrec_schema::{columns, EncodedValue, Encoder, FeaturePipeline};
 use polars::prelude::*;
 
-use crate::common::{csv_records, read_arrow, Fixture};
+use crate::common::{csv_records, read_split, Fixture};
 
 /// Encodes `records[id.row]` with `features.json` for every row of every split and compares
 /// with the ingested columns; returns the number of rows checked.
@@ -13,7 +13,7 @@ fn assert_parity(out: &std::path::Path, records: &[serde_json::Map<String, serde
     let encoder = Encoder::new(pipeline.clone());
     let mut checked = 0;
     for split in ["train", "valid", "test"] {
-        let df = read_arrow(&out.join(format!("{split}.arrow")));
+        let df = read_split(out, split);
         let rows = df.column(columns::ROW).unwrap().u64().unwrap().clone();
         for i in 0..df.height() {
             let record = &records[rows.get(i).unwrap() as usize];
@@ -135,10 +135,8 @@ fn synthetic_rows_encode_identically() {
     std::fs::copy(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/synthetic.json"), &schema_path)
         .unwrap();
     mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
-        schema: schema_path,
         input: vec![parquet.to_string_lossy().into_owned()],
-        out: fx.path("out"),
-        force: false,
+        ..mtrec_ingest::IngestOptions::new(&schema_path, &fx.path("out"))
     })
     .unwrap();
     let records = typed_records(&df);

@@ -4,7 +4,7 @@
 
 use polars::prelude::*;
 
-use crate::common::{read_arrow, Fixture};
+use crate::common::{read_split, Fixture};
 
 /// The fixture's rows as a typed frame: `clicked` and `bought` booleans, `ts` a datetime,
 /// numbers as numbers, cells trimmed, `NA` and empty cells as nulls (what the schema's CSV
@@ -85,8 +85,8 @@ fn csv_as_users_write_it_ingests_like_its_parquet_twin() {
     parquet.ingest(&[path]).unwrap();
 
     for split in ["train", "valid", "test"] {
-        let a = read_arrow(&csv.path(&format!("out/{split}.arrow")));
-        let b = read_arrow(&parquet.path(&format!("out/{split}.arrow")));
+        let a = read_split(&csv.path("out"), split);
+        let b = read_split(&parquet.path("out"), split);
         assert!(a.height() > 0, "{split}");
         assert_eq!(a.get_column_names(), b.get_column_names(), "{split}");
         for column in a.get_column_names() {

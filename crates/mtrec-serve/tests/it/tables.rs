@@ -9,7 +9,10 @@ use mtrec_serve::TablePaths;
 /// One row per user (the first time the user appears) with every user-side column, as Parquet;
 /// and the same for items as CSV (all text), so both readers are exercised.
 fn write_tables() -> TablePaths {
-    crate::common::off_runtime(write_tables_here)
+    // Once for all tests: a test that found a file another one was still writing would read
+    // half a table.
+    static TABLES: std::sync::OnceLock<TablePaths> = std::sync::OnceLock::new();
+    TABLES.get_or_init(|| crate::common::off_runtime(write_tables_here)).clone()
 }
 
 fn write_tables_here() -> TablePaths {
@@ -35,15 +38,11 @@ fn write_tables_here() -> TablePaths {
         fx.raw.select(cols.iter().map(String::as_str)).unwrap().take(&IdxCa::from_vec("idx".into(), first)).unwrap()
     };
     let user_path = fx.root.join("users.parquet");
-    if !user_path.exists() {
-        let mut users = first_rows("user_id", columns(mtrec_schema::Side::User));
-        ParquetWriter::new(std::fs::File::create(&user_path).unwrap()).finish(&mut users).unwrap();
-    }
+    let mut users = first_rows("user_id", columns(mtrec_schema::Side::User));
+    ParquetWriter::new(std::fs::File::create(&user_path).unwrap()).finish(&mut users).unwrap();
     let item_path = fx.root.join("items.csv");
-    if !item_path.exists() {
-        let mut items = first_rows("item_id", columns(mtrec_schema::Side::Item));
-        CsvWriter::new(std::fs::File::create(&item_path).unwrap()).finish(&mut items).unwrap();
-    }
+    let mut items = first_rows("item_id", columns(mtrec_schema::Side::Item));
+    CsvWriter::new(std::fs::File::create(&item_path).unwrap()).finish(&mut items).unwrap();
     TablePaths { user: Some(user_path), item: Some(item_path) }
 }
 

@@ -15,13 +15,7 @@ fn fixture_ingest(dir: &Path, schema: impl FnOnce(&mut serde_json::Value), csv: 
     std::fs::write(dir.join("interactions.csv"), csv(&std::fs::read_to_string(data.join("interactions.csv")).unwrap()))
         .unwrap();
     let out = dir.join("ingest");
-    mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
-        schema: dir.join("interactions.json"),
-        input: Vec::new(),
-        out: out.clone(),
-        force: false,
-    })
-    .unwrap();
+    mtrec_ingest::ingest(&mtrec_ingest::IngestOptions::new(&dir.join("interactions.json"), &out)).unwrap();
     out
 }
 
