@@ -65,13 +65,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cfg.seed = seed;
             cfg.threads = args.threads;
             let started = std::time::Instant::now();
-            let trained = mtrec_train::train(&mtrec_train::TrainOptions {
-                data: args.data.clone(),
-                config: cfg,
-                out: work.path().join(format!("{name}-{seed}")),
-                resume: false,
-                progress: false,
-            })?;
+            let trained = mtrec_train::train(&mtrec_train::TrainOptions::new(
+                &args.data,
+                cfg,
+                &work.path().join(format!("{name}-{seed}")),
+            ))?;
             let metrics: BTreeMap<String, f64> = mtrec_model::validation_metrics(&trained.model, &test, 8192)
                 .metrics
                 .into_iter()

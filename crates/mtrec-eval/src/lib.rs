@@ -22,4 +22,4 @@ pub mod scores;
 
 pub use error::EvalError;
 pub use reports::{ab, eval, files, EvalOptions};
-pub use scores::load_bundle_split;
+pub use scores::{load_bundle_split, open_bundle_split};

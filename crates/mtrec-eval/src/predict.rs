@@ -5,20 +5,54 @@
 
 use std::path::Path;
 
+use mtrec_ingest::encoded::Columns;
 use mtrec_model::bundle::Bundle;
 use mtrec_model::infer::{columns as output, prediction_columns, PredictionValues};
 use mtrec_schema::fs::StagedFile;
-use mtrec_schema::{columns, Split, TaskType};
+use mtrec_schema::{columns, EncodedDataset, Split, TaskType};
 use polars::prelude::*;
 
 use crate::EvalError;
 
 /// Scores split `split` of the ingest directory `data` with `bundle` and writes `out`; returns
-/// the row count.
+/// the row count. The split is read and written shard by shard (one Parquet row group or Arrow
+/// record batch each), so memory holds one shard whatever the split's size.
 pub fn predict(bundle: &Bundle, data: &Path, split: Split, out: &Path, batch_size: usize) -> Result<usize, EvalError> {
-    TableFormat::of(out)?;
-    let ds = crate::load_bundle_split(bundle, data, split)?;
-    let p = mtrec_model::predict_all(&bundle.model, &ds, batch_size);
+    let format = TableFormat::of(out)?;
+    let shards = crate::open_bundle_split(bundle, data, split)?;
+    let io_error = |source| EvalError::Write { path: out.to_owned(), source };
+    let table_error = |source| EvalError::Table { path: out.to_owned(), source };
+    let mut staged = StagedFile::new(out).map_err(io_error)?;
+    let mut writer: Option<TableWriter> = None;
+    let mut rows = 0;
+    // An empty split still gets a file with every column.
+    let parts = shards.shard_count().max(1);
+    for i in 0..parts {
+        let ds = if shards.shard_count() == 0 {
+            mtrec_ingest::encoded::empty_dataset(split, &bundle.pipeline, Columns::All)
+        } else {
+            shards.read(i, Columns::All)?
+        };
+        let mut df = prediction_frame(bundle, &ds, batch_size).map_err(table_error)?;
+        rows += df.height();
+        let w = match &mut writer {
+            Some(w) => w,
+            None => {
+                let file = staged.file().try_clone().map_err(io_error)?;
+                writer.insert(TableWriter::new(format, file, &df).map_err(table_error)?)
+            }
+        };
+        w.write(&mut df).map_err(table_error)?;
+    }
+    writer.expect("at least one part").finish().map_err(table_error)?;
+    staged.commit().map_err(io_error)?;
+    Ok(rows)
+}
+
+/// The prediction table of one part of a split: ids, every task's prediction, label and mask
+/// columns, and gate weights.
+fn prediction_frame(bundle: &Bundle, ds: &EncodedDataset, batch_size: usize) -> PolarsResult<DataFrame> {
+    let p = mtrec_model::predict_all(&bundle.model, ds, batch_size);
     let n = ds.rows;
     let model = &bundle.model;
     let mut cols: Vec<Column> = vec![Series::new(columns::ROW.into(), ds.row_ids.clone()).into()];
@@ -46,17 +80,50 @@ pub fn predict(bundle: &Bundle, data: &Path, split: Split, out: &Path, batch_siz
             cols.push(Series::new(label.into(), ds.labels[t].clone()).into());
         }
         cols.push(Series::new(columns::mask(&head.name).into(), ds.masks[t].clone()).into());
-        if let Some(g) = &p.gates[t] {
-            let e = g.len() / n.max(1);
-            for k in 0..e {
-                let w: Vec<f32> = g.chunks_exact(e).map(|row| row[k]).collect();
+        if let Some(experts) = model.gate_experts(t) {
+            let g = p.gates[t].as_deref().unwrap_or_default();
+            for k in 0..experts {
+                let w: Vec<f32> = g.chunks_exact(experts).map(|row| row[k]).collect();
                 cols.push(Series::new(output::gate(&head.name, k).into(), w).into());
             }
         }
     }
-    let mut df = DataFrame::new(n, cols).map_err(|source| EvalError::Table { path: out.to_owned(), source })?;
-    write_table(&mut df, out)?;
-    Ok(n)
+    DataFrame::new(n, cols)
+}
+
+/// A table written part by part: Parquet row groups or Arrow IPC record batches.
+enum TableWriter {
+    Parquet(Box<polars::io::parquet::write::BatchedWriter<std::fs::File>>),
+    Ipc(Box<polars::io::ipc::BatchedWriter<std::fs::File>>),
+}
+
+impl TableWriter {
+    fn new(format: TableFormat, file: std::fs::File, first: &DataFrame) -> PolarsResult<Self> {
+        Ok(match format {
+            TableFormat::Parquet => TableWriter::Parquet(Box::new(ParquetWriter::new(file).batched(first.schema())?)),
+            TableFormat::Ipc => {
+                let arrow = first.schema().to_arrow(CompatLevel::oldest());
+                let fields = polars_arrow::io::ipc::write::default_ipc_fields(arrow.iter_values());
+                let writer = IpcWriter::new(file).with_compat_level(CompatLevel::oldest());
+                TableWriter::Ipc(Box::new(writer.batched(first.schema(), fields)?))
+            }
+        })
+    }
+
+    fn write(&mut self, df: &mut DataFrame) -> PolarsResult<()> {
+        df.rechunk_mut();
+        match self {
+            TableWriter::Parquet(w) => w.write_batch(df),
+            TableWriter::Ipc(w) => w.write_batch(df),
+        }
+    }
+
+    fn finish(self) -> PolarsResult<()> {
+        match self {
+            TableWriter::Parquet(w) => w.finish().map(drop),
+            TableWriter::Ipc(mut w) => w.finish(),
+        }
+    }
 }
 
 /// The file formats of a written table, by extension.
@@ -75,18 +142,4 @@ impl TableFormat {
             _ => Err(EvalError::OutputFormat { path: path.to_owned() }),
         }
     }
-}
-
-/// Writes a frame as Parquet (`.parquet`) or Arrow IPC (`.arrow`, `.ipc`, `.feather`),
-/// atomically.
-fn write_table(df: &mut DataFrame, out: &Path) -> Result<(), EvalError> {
-    let format = TableFormat::of(out)?;
-    let io_error = |source| EvalError::Write { path: out.to_owned(), source };
-    let mut staged = StagedFile::new(out).map_err(io_error)?;
-    let written = match format {
-        TableFormat::Parquet => ParquetWriter::new(staged.file()).finish(df).map(drop),
-        TableFormat::Ipc => IpcWriter::new(staged.file()).with_compat_level(CompatLevel::oldest()).finish(df),
-    };
-    written.map_err(|source| EvalError::Table { path: out.to_owned(), source })?;
-    staged.commit().map_err(io_error)
 }

@@ -3,13 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
+use mtrec_ingest::encoded::ShardedSplit;
 use mtrec_model::bundle::{self, Bundle};
 use mtrec_report::{AbReport, EvalReport, ReportOptions, ReportRef};
 use mtrec_schema::fs::StagedDir;
-use mtrec_schema::{EncodedDataset, Split};
+use mtrec_schema::Split;
 
 use crate::error::EvalError;
-use crate::scores::{check_same_pipeline, eval_rows, load_bundle_split, model_scores, task_infos};
+use crate::scores::{check_same_pipeline, open_bundle_split, score_split, task_infos, Scorer};
 
 /// Report file names inside the output directory.
 pub mod files {
@@ -34,10 +35,11 @@ pub struct EvalOptions {
 pub fn eval(bundle_dir: &Path, opts: &EvalOptions, out: &Path) -> Result<EvalReport, EvalError> {
     check_out(out, opts.force)?;
     let bundle = bundle::load(bundle_dir)?;
-    let data = load_data(&bundle, bundle_dir, opts)?;
+    let split = open_data(&bundle, bundle_dir, opts)?;
     let tasks = task_infos(&bundle);
-    let scores = model_scores(&bundle, bundle_dir, &data, &tasks, opts.batch_size, true)?;
-    let report = mtrec_report::evaluate(&eval_rows(&data), &tasks, &scores, &opts.report)?;
+    let scorer = Scorer { bundle: &bundle, dir: bundle_dir, every_task: true };
+    let (rows, scores) = score_split(&split, &[scorer], &tasks, opts.batch_size)?;
+    let report = mtrec_report::evaluate(&rows, &tasks, &scores[0], &opts.report)?;
     write_reports(out, ReportRef::from(&report), &serde_json::to_value(&report).expect("reports serialize"))?;
     Ok(report)
 }
@@ -53,21 +55,26 @@ pub fn ab(
     check_out(out, opts.force)?;
     let a = bundle::load(a_dir)?;
     let b = bundle::load(b_dir)?;
-    let data = load_data(&a, a_dir, opts)?;
+    let split = open_data(&a, a_dir, opts)?;
     check_same_pipeline(&a, a_dir, &b, b_dir)?;
-    let tasks = task_infos(&a);
-    let a_scores = model_scores(&a, a_dir, &data, &tasks, opts.batch_size, true)?;
-    let b_scores = model_scores(&b, b_dir, &data, &tasks, opts.batch_size, true)?;
-    let baseline = match baseline_dir {
+    let base = match baseline_dir {
         Some(dir) => {
             let base = bundle::load(dir)?;
             check_same_pipeline(&a, a_dir, &base, dir)?;
-            Some(model_scores(&base, dir, &data, &tasks, opts.batch_size, false)?)
+            Some((base, dir))
         }
         None => None,
     };
-    let report =
-        mtrec_report::compare(&eval_rows(&data), &tasks, &a_scores, &b_scores, baseline.as_ref(), &opts.report)?;
+    let tasks = task_infos(&a);
+    let mut scorers =
+        vec![Scorer { bundle: &a, dir: a_dir, every_task: true }, Scorer { bundle: &b, dir: b_dir, every_task: true }];
+    if let Some((base, dir)) = &base {
+        scorers.push(Scorer { bundle: base, dir, every_task: false });
+    }
+    let (rows, mut scores) = score_split(&split, &scorers, &tasks, opts.batch_size)?;
+    let baseline = (scores.len() == 3).then(|| scores.pop().expect("three scores"));
+    let (a_scores, b_scores) = (&scores[0], &scores[1]);
+    let report = mtrec_report::compare(&rows, &tasks, a_scores, b_scores, baseline.as_ref(), &opts.report)?;
     write_reports(out, ReportRef::from(&report), &serde_json::to_value(&report).expect("reports serialize"))?;
     Ok(report)
 }
@@ -80,15 +87,15 @@ fn check_out(out: &Path, force: bool) -> Result<(), EvalError> {
 }
 
 /// The split to report on, which must hold rows.
-fn load_data(bundle: &Bundle, dir: &Path, opts: &EvalOptions) -> Result<EncodedDataset, EvalError> {
-    let data = load_bundle_split(bundle, &opts.data, opts.split).map_err(|e| match e {
+fn open_data(bundle: &Bundle, dir: &Path, opts: &EvalOptions) -> Result<ShardedSplit, EvalError> {
+    let split = open_bundle_split(bundle, &opts.data, opts.split).map_err(|e| match e {
         EvalError::Incompatible(message) => EvalError::Incompatible(format!("bundle {}: {message}", dir.display())),
         other => other,
     })?;
-    if data.rows == 0 {
+    if split.rows() == 0 {
         return Err(EvalError::EmptySplit { data: opts.data.clone(), split: opts.split });
     }
-    Ok(data)
+    Ok(split)
 }
 
 /// Writes the three reports into a temporary sibling of `out`, then renames it into place.

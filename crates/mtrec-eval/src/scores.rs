@@ -1,9 +1,9 @@
 //! Scoring a split with bundles: the split a bundle can read, and each bundle's outputs for
-//! the reports' tasks through the model's one forward function.
+//! the reports' tasks through the model's one forward function, shard by shard.
 
 use std::path::Path;
 
-use mtrec_ingest::encoded::{load_pipeline, load_split};
+use mtrec_ingest::encoded::{load_pipeline, open_split, Columns, ShardedSplit};
 use mtrec_model::bundle::Bundle;
 use mtrec_report::{EvalRows, ModelScores, ReportTask, TaskKind};
 use mtrec_schema::{EncodedDataset, Split, TaskType};
@@ -12,7 +12,7 @@ use crate::error::EvalError;
 
 /// Split `split` of the ingest directory `data`, which must have been encoded with `bundle`'s
 /// feature pipeline so that the model reads the ids it was trained on.
-pub fn load_bundle_split(bundle: &Bundle, data: &Path, split: Split) -> Result<EncodedDataset, EvalError> {
+pub fn open_bundle_split(bundle: &Bundle, data: &Path, split: Split) -> Result<ShardedSplit, EvalError> {
     let pipeline = load_pipeline(data)?;
     if let Some(difference) = pipeline.difference(&bundle.pipeline) {
         return Err(EvalError::Incompatible(format!(
@@ -21,7 +21,44 @@ pub fn load_bundle_split(bundle: &Bundle, data: &Path, split: Split) -> Result<E
             data.display(),
         )));
     }
-    Ok(load_split(data, split, &pipeline)?)
+    Ok(open_split(data, split, &pipeline)?)
+}
+
+/// The whole of [`open_bundle_split`]'s split in memory, every column: for small data.
+pub fn load_bundle_split(bundle: &Bundle, data: &Path, split: Split) -> Result<EncodedDataset, EvalError> {
+    Ok(open_bundle_split(bundle, data, split)?.read_all(Columns::All)?)
+}
+
+/// A bundle to score a split with, for the reports.
+pub(crate) struct Scorer<'a> {
+    pub bundle: &'a Bundle,
+    pub dir: &'a Path,
+    /// Whether the bundle must predict every task (not so a single-task baseline).
+    pub every_task: bool,
+}
+
+/// The rows of `split` and each scorer's outputs on them, for `tasks`, read shard by shard:
+/// memory holds one shard of features and, for every row, only what the reports read (ids'
+/// hashes, labels, masks, outputs and gate weights).
+pub(crate) fn score_split(
+    split: &ShardedSplit,
+    scorers: &[Scorer<'_>],
+    tasks: &[ReportTask],
+    batch_size: usize,
+) -> Result<(EvalRows, Vec<ModelScores>), EvalError> {
+    let mut rows =
+        EvalRows { labels: vec![Vec::new(); tasks.len()], masks: vec![Vec::new(); tasks.len()], ..Default::default() };
+    let mut scores: Vec<ModelScores> = scorers.iter().map(|s| model_scores(s, tasks)).collect::<Result<_, _>>()?;
+    let mut first_row = 0u64;
+    for i in 0..split.shard_count() {
+        let shard = split.read(i, Columns::All)?;
+        append_rows(&mut rows, &shard, first_row);
+        first_row += shard.rows as u64;
+        for (scorer, scores) in scorers.iter().zip(&mut scores) {
+            append_scores(scores, scorer.bundle, &shard, tasks, batch_size);
+        }
+    }
+    Ok((rows, scores))
 }
 
 pub(crate) fn check_same_pipeline(a: &Bundle, a_dir: &Path, other: &Bundle, other_dir: &Path) -> Result<(), EvalError> {
@@ -53,43 +90,37 @@ fn task_info(h: &mtrec_model::Head) -> ReportTask {
     }
 }
 
-/// Stable 64-bit keys of the user (item) ids; without ids, every row is its own unit.
-fn id_hashes(ids: &Option<Vec<String>>, rows: usize) -> Vec<u64> {
-    match ids {
-        Some(ids) => ids.iter().map(|id| xxhash_rust::xxh3::xxh3_64(id.as_bytes())).collect(),
-        None => (0..rows as u64).collect(),
+/// Appends the rows of a shard: stable 64-bit keys of the user (item) ids (without ids, each
+/// row is its own unit, numbered from `first_row`), labels and masks.
+fn append_rows(rows: &mut EvalRows, data: &EncodedDataset, first_row: u64) {
+    let hashes = |ids: &Option<Vec<String>>| -> Vec<u64> {
+        match ids {
+            Some(ids) => ids.iter().map(|id| xxhash_rust::xxh3::xxh3_64(id.as_bytes())).collect(),
+            None => (first_row..first_row + data.rows as u64).collect(),
+        }
+    };
+    rows.user.extend(hashes(&data.user_ids));
+    rows.item.extend(hashes(&data.item_ids));
+    for (t, (labels, masks)) in data.labels.iter().zip(&data.masks).enumerate() {
+        rows.labels[t].extend_from_slice(labels);
+        rows.masks[t].extend_from_slice(masks);
     }
 }
 
-pub(crate) fn eval_rows(data: &EncodedDataset) -> EvalRows {
-    EvalRows {
-        user: id_hashes(&data.user_ids, data.rows),
-        item: id_hashes(&data.item_ids, data.rows),
-        labels: data.labels.clone(),
-        masks: data.masks.clone(),
-    }
+/// Where each report task is among a bundle's heads (`None`: a baseline without it).
+fn head_of(bundle: &Bundle, task: &ReportTask) -> Option<usize> {
+    bundle.model.heads.iter().position(|h| h.name == task.name)
 }
 
-/// A bundle's outputs for `tasks` (by name). Without `every_task`, a task the bundle lacks is
-/// left empty (a single-task baseline need not cover every task); with it, that is an error.
-pub(crate) fn model_scores(
-    bundle: &Bundle,
-    dir: &Path,
-    data: &EncodedDataset,
-    tasks: &[ReportTask],
-    batch_size: usize,
-    every_task: bool,
-) -> Result<ModelScores, EvalError> {
-    let predictions = mtrec_model::predict_all(&bundle.model, data, batch_size);
+/// A scorer's (still empty) scores, once its tasks are checked against the report's: without
+/// `every_task`, a task the bundle lacks is left empty (a single-task baseline need not cover
+/// every task); with it, that is an error.
+fn model_scores(scorer: &Scorer<'_>, tasks: &[ReportTask]) -> Result<ModelScores, EvalError> {
+    let (bundle, dir) = (scorer.bundle, scorer.dir);
     let heads = &bundle.model.heads;
-    let mut outputs = Vec::with_capacity(tasks.len());
-    let mut gates = Vec::with_capacity(tasks.len());
     for task in tasks {
-        match heads.iter().position(|h| h.name == task.name) {
-            Some(t) if task_info(&heads[t]).kind == task.kind => {
-                outputs.push(predictions.outputs[t].clone());
-                gates.push(predictions.gates[t].clone());
-            }
+        match head_of(bundle, task) {
+            Some(t) if task_info(&heads[t]).kind == task.kind => {}
             Some(_) => {
                 return Err(EvalError::Incompatible(format!(
                     "bundle {}: task {:?} has another kind or classes than in the first bundle",
@@ -97,17 +128,14 @@ pub(crate) fn model_scores(
                     task.name
                 )))
             }
-            None if every_task => {
+            None if scorer.every_task => {
                 return Err(EvalError::Incompatible(format!(
                     "bundle {} has no task {:?}: both models of an A/B report must predict the same tasks",
                     dir.display(),
                     task.name
                 )))
             }
-            None => {
-                outputs.push(Vec::new());
-                gates.push(None);
-            }
+            None => {}
         }
     }
     let meta = &bundle.meta;
@@ -127,8 +155,26 @@ pub(crate) fn model_scores(
             "train_rows": meta.provenance.train_rows,
             "best_epoch": meta.provenance.best_epoch,
         }),
-        outputs,
-        gates,
+        outputs: vec![Vec::new(); tasks.len()],
+        gates: vec![None; tasks.len()],
         history: Some(bundle.history.clone()),
     })
+}
+
+/// Appends a bundle's outputs (and gate weights) on a shard.
+fn append_scores(
+    scores: &mut ModelScores,
+    bundle: &Bundle,
+    data: &EncodedDataset,
+    tasks: &[ReportTask],
+    batch_size: usize,
+) {
+    let predictions = mtrec_model::predict_all(&bundle.model, data, batch_size);
+    for (k, task) in tasks.iter().enumerate() {
+        let Some(t) = head_of(bundle, task) else { continue };
+        scores.outputs[k].extend_from_slice(&predictions.outputs[t]);
+        if let Some(g) = &predictions.gates[t] {
+            scores.gates[k].get_or_insert_with(Vec::new).extend_from_slice(g);
+        }
+    }
 }

@@ -58,11 +58,13 @@ pub fn load_manifest(dir: &Path) -> Result<ShardManifest, IngestError> {
 }
 
 /// Which columns of a shard to read: training needs neither the raw ids nor the passthrough
-/// columns.
+/// columns, and a pass over the labels needs no feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Columns {
     All,
     ForTraining,
+    /// Labels, masks and row ids; the features are left empty (zero columns of each kind).
+    LabelsOnly,
 }
 
 /// One split of an ingest directory, read shard by shard.
@@ -103,6 +105,11 @@ impl ShardedSplit {
         self.split
     }
 
+    /// The pipeline the split is read with.
+    pub fn pipeline(&self) -> &FeaturePipeline {
+        &self.pipeline
+    }
+
     /// Rows of all shards.
     pub fn rows(&self) -> usize {
         self.rows
@@ -140,8 +147,10 @@ impl ShardedSplit {
             ));
         }
         let mut reader = IpcReader::new(std::io::Cursor::new(bytes));
-        if columns == Columns::ForTraining {
-            reader = reader.with_columns(Some(training_columns(&self.pipeline)));
+        match columns {
+            Columns::All => {}
+            Columns::ForTraining => reader = reader.with_columns(Some(training_columns(&self.pipeline, true))),
+            Columns::LabelsOnly => reader = reader.with_columns(Some(training_columns(&self.pipeline, false))),
         }
         let df = reader.finish().map_err(|e| IngestError::read(&path, e))?;
         if df.height() != entry.rows {
@@ -149,6 +158,9 @@ impl ShardedSplit {
                 &path,
                 format!("{} rows where the manifest lists {}", df.height(), entry.rows),
             ));
+        }
+        if columns == Columns::LabelsOnly {
+            return labels_only(df, &path, self.split, &self.pipeline);
         }
         dataset(df, &path, self.split, &self.pipeline)
     }
@@ -169,9 +181,10 @@ pub fn load_split(dir: &Path, split: Split, pipeline: &FeaturePipeline) -> Resul
     open_split(dir, split, pipeline)?.read_all(Columns::All)
 }
 
-/// The columns training reads: features, labels, masks and row ids.
-fn training_columns(pipeline: &FeaturePipeline) -> Vec<String> {
-    let mut out: Vec<String> = pipeline.features.iter().map(|f| f.name.clone()).collect();
+/// The columns training reads: features (if `features`), labels, masks and row ids.
+fn training_columns(pipeline: &FeaturePipeline, features: bool) -> Vec<String> {
+    let mut out: Vec<String> =
+        if features { pipeline.features.iter().map(|f| f.name.clone()).collect() } else { Vec::new() };
     for t in &pipeline.tasks {
         out.push(columns::label(&t.name));
         out.push(columns::mask(&t.name));
@@ -203,6 +216,30 @@ pub fn empty_dataset(split: Split, pipeline: &FeaturePipeline, columns: Columns)
         row_ids: Vec::new(),
         extras: BTreeMap::new(),
     }
+}
+
+/// A shard's labels, masks and row ids as an [`EncodedDataset`] whose feature columns are
+/// empty.
+fn labels_only(
+    df: DataFrame,
+    path: &Path,
+    split: Split,
+    pipeline: &FeaturePipeline,
+) -> Result<EncodedDataset, IngestError> {
+    let mut out = empty_dataset(split, pipeline, Columns::ForTraining);
+    let wrong = |name: &str, e: PolarsError| IngestError::read(path, format!("column {name:?}: {e}"));
+    for (t, task) in pipeline.tasks.iter().enumerate() {
+        let name = columns::label(&task.name);
+        let c = df.column(&name).map_err(|e| wrong(&name, e))?;
+        out.labels[t] = c.f32().map_err(|e| wrong(&name, e))?.into_no_null_iter().collect();
+        let name = columns::mask(&task.name);
+        let c = df.column(&name).map_err(|e| wrong(&name, e))?;
+        out.masks[t] = c.u8().map_err(|e| wrong(&name, e))?.into_no_null_iter().collect();
+    }
+    let c = df.column(columns::ROW).map_err(|e| wrong(columns::ROW, e))?;
+    out.row_ids = c.u64().map_err(|e| wrong(columns::ROW, e))?.into_no_null_iter().collect();
+    out.rows = df.height();
+    Ok(out)
 }
 
 /// A shard's frame as an [`EncodedDataset`].

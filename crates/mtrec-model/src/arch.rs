@@ -323,6 +323,16 @@ impl Sharing {
         }
     }
 
+    /// Task `k`'s gate (of the group's tasks), whose weights [`Self::forward`] reports: MMoE's,
+    /// or PLE's last level's; `None` for the architectures without gates.
+    pub fn task_gate(&self, k: usize) -> Option<&Linear> {
+        match self {
+            Sharing::Mmoe { gates, .. } => gates.get(k),
+            Sharing::Ple { levels } => levels.last()?.gates.get(k),
+            _ => None,
+        }
+    }
+
     /// The soft-sharing penalty Ω = α Σ_i ‖θ_i − θ̄‖² over corresponding parameters of the
     /// tasks' networks (θ̄ their mean), on its own tape; `None` for the other architectures and
     /// for a group of one task (where Ω = 0).

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use mtrec_schema::{EncodedDataset, FeatureColumn, Metric, MetricKey, TaskType};
+use mtrec_schema::{EncodedDataset, FeatureColumn, GateStats, Metric, MetricKey, TaskType};
 use rayon::prelude::*;
 
 use crate::embedding::FeatureData;
@@ -49,57 +49,137 @@ pub fn predict_all(model: &MultiTaskModel, data: &EncodedDataset, batch_size: us
     all
 }
 
-/// Predictions of a split and the validation metrics over them.
+/// The validation metrics of a split, and how the gated tasks used their experts on it.
 #[derive(Debug, Clone)]
 pub struct Validation {
-    pub predictions: Predictions,
     /// Every task's [`Metric::validation`] metrics over its labeled rows (AUC is left out where
     /// only one class occurs), and [`MetricKey::Loss`]: Σ λ_i L_i over each task's labeled
     /// rows. Tasks without a labeled row have none.
     pub metrics: BTreeMap<MetricKey, f64>,
+    /// Per MMoE or PLE task, its mean gate weight per expert and mean gate entropy (nats).
+    pub expert_usage: BTreeMap<String, GateStats>,
 }
 
 /// Scores `data` and computes every task's validation metrics over its labeled rows: what the
 /// trainer monitors on the valid split after every epoch, and experiments report on the test
 /// split.
 pub fn validation_metrics(model: &MultiTaskModel, data: &EncodedDataset, batch_size: usize) -> Validation {
-    let predictions = predict_all(model, data, batch_size);
-    let mut metrics = BTreeMap::new();
-    let mut loss = 0.0;
-    let unweighted = mtrec_metrics::UNWEIGHTED;
-    for (t, head) in model.heads.iter().enumerate() {
-        let keep: Vec<usize> = (0..data.rows).filter(|&r| data.masks[t][r] != 0).collect();
-        if keep.is_empty() {
-            continue;
+    let mut set = ValidationSet::new(model);
+    set.add(model, data, batch_size);
+    set.finish(model)
+}
+
+/// A split scored part by part (its shards, one after another): the outputs, labels and masks
+/// the metrics need, and running sums of the gates' weights, which are not kept per row.
+#[derive(Debug, Clone)]
+pub struct ValidationSet {
+    rows: usize,
+    /// Per task, `rows x outputs`.
+    outputs: Vec<Vec<f32>>,
+    labels: Vec<Vec<f32>>,
+    masks: Vec<Vec<u8>>,
+    /// Per gated task: the sum of each expert's weight and of the gate's entropy over rows.
+    gates: Vec<Option<(Vec<f64>, f64)>>,
+}
+
+impl ValidationSet {
+    pub fn new(model: &MultiTaskModel) -> Self {
+        let tasks = model.heads.len();
+        ValidationSet {
+            rows: 0,
+            outputs: vec![Vec::new(); tasks],
+            labels: vec![Vec::new(); tasks],
+            masks: vec![Vec::new(); tasks],
+            gates: vec![None; tasks],
         }
-        let y: Vec<f32> = keep.iter().map(|&r| data.labels[t][r]).collect();
-        let width = head.outputs;
-        let out = &predictions.outputs[t];
-        let p: Vec<f32> = keep.iter().flat_map(|&r| out[r * width..(r + 1) * width].iter().copied()).collect();
-        let values: Vec<(Metric, Option<f64>)> = match head.kind {
-            TaskType::Binary => vec![
-                (Metric::Auc, mtrec_metrics::auc(&p, &y, None)),
-                (Metric::Logloss, mtrec_metrics::logloss(&p, &y, unweighted)),
-            ],
-            TaskType::Regression => {
-                vec![(Metric::Rmse, mtrec_metrics::regression_metrics(&p, &y, unweighted).map(|m| m.rmse))]
-            }
-            TaskType::Multiclass => {
-                let m = mtrec_metrics::multiclass_metrics(&p, width, &y, unweighted);
-                vec![(Metric::Accuracy, m.map(|m| m.accuracy)), (Metric::Logloss, m.map(|m| m.logloss))]
-            }
-        };
-        debug_assert!(values.iter().map(|(m, _)| *m).eq(Metric::validation(head.kind).iter().copied()));
-        for (metric, value) in values {
-            if let Some(value) = value {
-                metrics.insert(MetricKey::task(&head.name, metric), value);
-            }
-        }
-        let task_loss = mean_task_loss(head.kind, width, model.config.regression_loss, &p, &y).expect("labeled rows");
-        loss += f64::from(head.weight) * task_loss;
     }
-    metrics.insert(MetricKey::Loss, loss);
-    Validation { predictions, metrics }
+
+    /// Rows scored so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Scores `data` and keeps what the metrics need.
+    pub fn add(&mut self, model: &MultiTaskModel, data: &EncodedDataset, batch_size: usize) {
+        let predictions = predict_all(model, data, batch_size);
+        self.rows += data.rows;
+        for t in 0..model.heads.len() {
+            self.outputs[t].extend_from_slice(&predictions.outputs[t]);
+            self.labels[t].extend_from_slice(&data.labels[t]);
+            self.masks[t].extend_from_slice(&data.masks[t]);
+            let Some(g) = &predictions.gates[t] else { continue };
+            if data.rows == 0 {
+                continue;
+            }
+            let experts = g.len() / data.rows;
+            let (weights, entropy) = self.gates[t].get_or_insert_with(|| (vec![0.0; experts], 0.0));
+            for row in g.chunks_exact(experts) {
+                for (m, &w) in weights.iter_mut().zip(row) {
+                    *m += f64::from(w);
+                }
+                *entropy -= row.iter().filter(|&&w| w > 0.0).map(|&w| f64::from(w) * f64::from(w).ln()).sum::<f64>();
+            }
+        }
+    }
+
+    /// The metrics over every row added.
+    pub fn finish(&self, model: &MultiTaskModel) -> Validation {
+        Validation { metrics: self.metrics(model), expert_usage: self.expert_usage(model) }
+    }
+
+    fn metrics(&self, model: &MultiTaskModel) -> BTreeMap<MetricKey, f64> {
+        let mut metrics = BTreeMap::new();
+        let mut loss = 0.0;
+        let unweighted = mtrec_metrics::UNWEIGHTED;
+        for (t, head) in model.heads.iter().enumerate() {
+            let keep: Vec<usize> = (0..self.rows).filter(|&r| self.masks[t][r] != 0).collect();
+            if keep.is_empty() {
+                continue;
+            }
+            let y: Vec<f32> = keep.iter().map(|&r| self.labels[t][r]).collect();
+            let width = head.outputs;
+            let out = &self.outputs[t];
+            let p: Vec<f32> = keep.iter().flat_map(|&r| out[r * width..(r + 1) * width].iter().copied()).collect();
+            let values: Vec<(Metric, Option<f64>)> = match head.kind {
+                TaskType::Binary => vec![
+                    (Metric::Auc, mtrec_metrics::auc(&p, &y, None)),
+                    (Metric::Logloss, mtrec_metrics::logloss(&p, &y, unweighted)),
+                ],
+                TaskType::Regression => {
+                    vec![(Metric::Rmse, mtrec_metrics::regression_metrics(&p, &y, unweighted).map(|m| m.rmse))]
+                }
+                TaskType::Multiclass => {
+                    let m = mtrec_metrics::multiclass_metrics(&p, width, &y, unweighted);
+                    vec![(Metric::Accuracy, m.map(|m| m.accuracy)), (Metric::Logloss, m.map(|m| m.logloss))]
+                }
+            };
+            debug_assert!(values.iter().map(|(m, _)| *m).eq(Metric::validation(head.kind).iter().copied()));
+            for (metric, value) in values {
+                if let Some(value) = value {
+                    metrics.insert(MetricKey::task(&head.name, metric), value);
+                }
+            }
+            let task_loss =
+                mean_task_loss(head.kind, width, model.config.regression_loss, &p, &y).expect("labeled rows");
+            loss += f64::from(head.weight) * task_loss;
+        }
+        metrics.insert(MetricKey::Loss, loss);
+        metrics
+    }
+
+    fn expert_usage(&self, model: &MultiTaskModel) -> BTreeMap<String, GateStats> {
+        let n = self.rows as f64;
+        model
+            .heads
+            .iter()
+            .zip(&self.gates)
+            .filter_map(|(head, gates)| {
+                let (weights, entropy) = gates.as_ref()?;
+                let mean_weight = weights.iter().map(|w| w / n).collect();
+                Some((head.name.clone(), GateStats { mean_weight, mean_entropy: entropy / n }))
+            })
+            .collect()
+    }
 }
 
 impl MultiTaskModel {

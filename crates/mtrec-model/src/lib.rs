@@ -103,12 +103,14 @@ pub mod layout;
 pub mod loss;
 pub mod model;
 pub mod params;
+pub mod priors;
 
 pub use config::{ArchitectureConfig, Interactions, LossWeighting, ModelConfig, OutputBias, RegressionLoss};
 pub use embedding::{BatchIds, EmbeddingTables, FeatureData, SparseOptimizer, SparseOptimizerConfig};
 pub use error::ModelError;
 pub use fused::InputCodes;
-pub use infer::{feature_views, predict_all, validation_metrics, Validation};
+pub use infer::{feature_views, predict_all, validation_metrics, Validation, ValidationSet};
 pub use loss::Loss;
 pub use model::{Assembled, Forward, Head, MultiTaskModel, Predictions, TaskLosses};
 pub use params::{AdamConfig, AdamState, Dev, Mat, ParamStore};
+pub use priors::LabelTotals;

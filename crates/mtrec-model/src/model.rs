@@ -196,44 +196,16 @@ impl MultiTaskModel {
         ids.codes(&self.layout, CODED_MAX_DISTINCT_SHARE)
     }
 
-    /// Starts every task's output bias at the task's prior on the training labels: the log-odds
-    /// of the positive rate for binary tasks, the mean for regression, the log class
-    /// frequencies (add-one smoothed) for multiclass. The first steps then learn from the
-    /// features instead of the base rate. Adam moves each parameter by about the learning rate
-    /// per step, so from zero a rare label's bias needs thousands of steps to reach its prior
-    /// (a 6% rate is a logit of -2.7) — a whole training run for a task whose tower's units are
-    /// inactive early on. Tasks without a labeled row keep a zero bias.
-    pub fn init_output_biases(&mut self, labels: &[Vec<f32>], masks: &[Vec<u8>]) {
-        for group in &self.groups {
-            for (k, &t) in group.tasks.iter().enumerate() {
-                let labeled: Vec<f32> =
-                    labels[t].iter().zip(&masks[t]).filter(|(_, &m)| m != 0).map(|(&y, _)| y).collect();
-                if labeled.is_empty() {
-                    continue;
-                }
-                let n = labeled.len() as f64;
-                let bias: Vec<f32> = match self.heads[t].kind {
-                    TaskType::Binary => {
-                        let p = (labeled.iter().map(|&y| f64::from(y)).sum::<f64>() / n).clamp(1e-4, 1.0 - 1e-4);
-                        vec![(p / (1.0 - p)).ln() as f32]
-                    }
-                    TaskType::Regression => vec![(labeled.iter().map(|&y| f64::from(y)).sum::<f64>() / n) as f32],
-                    TaskType::Multiclass => {
-                        let c = self.heads[t].outputs;
-                        let mut counts = vec![1.0f64; c];
-                        // Ingestion encodes classes as 0..c; anything else is left out, not a panic.
-                        for &y in &labeled {
-                            if let Some(k) = counts.get_mut(y as usize) {
-                                *k += 1.0;
-                            }
-                        }
-                        let total: f64 = counts.iter().sum();
-                        counts.iter().map(|k| (k / total).ln() as f32).collect()
-                    }
-                };
-                self.params.set_values(group.outputs[k].b, &bias);
-            }
-        }
+    /// How many experts task `t`'s gate weighs (MMoE; PLE's last level), if it has a gate.
+    pub fn gate_experts(&self, t: usize) -> Option<usize> {
+        let group = self.groups.iter().find(|g| g.tasks.contains(&t))?;
+        let k = group.tasks.iter().position(|&task| task == t)?;
+        group.sharing.task_gate(k).map(|gate| gate.fan_out(&self.params))
+    }
+
+    /// Each task's output bias, by task index.
+    pub(crate) fn output_biases(&self) -> Vec<(usize, ParamId)> {
+        self.groups.iter().flat_map(|g| g.tasks.iter().zip(&g.outputs).map(|(&t, o)| (t, o.b))).collect()
     }
 
     /// The one forward function: training (with a tape), evaluation and serving (without) all

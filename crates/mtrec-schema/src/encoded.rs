@@ -133,6 +133,40 @@ impl EncodedDataset {
         }
     }
 
+    /// The rows at `positions`, in that order.
+    pub fn take(&self, positions: &[usize]) -> EncodedDataset {
+        let features = self
+            .features
+            .iter()
+            .map(|f| match f {
+                FeatureColumn::Ids(ids) => FeatureColumn::Ids(positions.iter().map(|&r| ids[r]).collect()),
+                FeatureColumn::Values(v) => FeatureColumn::Values(positions.iter().map(|&r| v[r]).collect()),
+                FeatureColumn::Lists { offsets, values } => {
+                    let mut out = FeatureColumn::Lists { offsets: vec![0], values: Vec::new() };
+                    if let FeatureColumn::Lists { offsets: o, values: v } = &mut out {
+                        for &r in positions {
+                            v.extend_from_slice(&values[offsets[r]..offsets[r + 1]]);
+                            o.push(v.len());
+                        }
+                    }
+                    out
+                }
+            })
+            .collect();
+        let pick = |column: &Vec<String>| positions.iter().map(|&r| column[r].clone()).collect();
+        EncodedDataset {
+            split: self.split,
+            rows: positions.len(),
+            features,
+            labels: self.labels.iter().map(|l| positions.iter().map(|&r| l[r]).collect()).collect(),
+            masks: self.masks.iter().map(|m| positions.iter().map(|&r| m[r]).collect()).collect(),
+            user_ids: self.user_ids.as_ref().map(pick),
+            item_ids: self.item_ids.as_ref().map(pick),
+            row_ids: positions.iter().map(|&r| self.row_ids[r]).collect(),
+            extras: self.extras.iter().map(|(k, v)| (k.clone(), positions.iter().map(|&r| v[r]).collect())).collect(),
+        }
+    }
+
     /// The positions of the rows in the order of their row ids (their order in the source).
     pub fn source_order(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.rows).collect();
@@ -186,6 +220,10 @@ mod tests {
         assert_eq!(all.user_ids.as_ref().unwrap()[3], "u9");
         assert_eq!(all.extras["x"], [7.0, 2.0, 0.0, 9.0, 4.0]);
         assert_eq!(all.source_order(), [2, 1, 4, 0, 3]);
+        let first = all.take(&all.source_order()[..2]);
+        assert_eq!(first.row_ids, [0, 2]);
+        assert_eq!(first.features[1], FeatureColumn::Lists { offsets: vec![0, 2, 2], values: vec![6, 7] });
+        assert_eq!((first.labels[0].as_slice(), first.extras["x"].as_slice()), (&[0.0, 2.0][..], &[0.0, 2.0][..]));
     }
 
     #[test]

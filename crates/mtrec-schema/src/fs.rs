@@ -17,6 +17,13 @@ fn parent_of(out: &Path) -> std::io::Result<PathBuf> {
     Ok(parent)
 }
 
+/// The prefix of `out`'s temporary sibling: `.mtrec-<name>-`, so that a temporary left by a
+/// crash says what it was for.
+fn temporary_prefix(out: &Path) -> String {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    format!(".mtrec-{name}-")
+}
+
 /// A directory being written: fill [`StagedDir::path`], then [`StagedDir::commit`] it to its
 /// destination. Dropped without a commit, it is removed.
 #[derive(Debug)]
@@ -28,7 +35,7 @@ pub struct StagedDir {
 impl StagedDir {
     /// A fresh temporary directory beside `out`.
     pub fn new(out: &Path) -> std::io::Result<Self> {
-        let tmp = tempfile::Builder::new().prefix(".mtrec-").tempdir_in(parent_of(out)?)?;
+        let tmp = tempfile::Builder::new().prefix(&temporary_prefix(out)).tempdir_in(parent_of(out)?)?;
         Ok(StagedDir { tmp, out: out.to_owned() })
     }
 
@@ -56,7 +63,8 @@ impl StagedFile {
     /// (read and write for all, less the umask) rather than a temporary file's owner-only ones.
     pub fn new(out: &Path) -> std::io::Result<Self> {
         let mut builder = tempfile::Builder::new();
-        builder.prefix(".mtrec-");
+        let prefix = temporary_prefix(out);
+        builder.prefix(&prefix);
         #[cfg(unix)]
         builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
         let tmp = builder.tempfile_in(parent_of(out)?)?;

@@ -1,6 +1,6 @@
-//! Checkpoints for `--resume`: the model, both optimizers' state, the history and the best
-//! model so far, written atomically after every epoch beside the bundle
-//! (`<bundle>.checkpoint/`).
+//! Checkpoints for `--resume`: the model, both optimizers' state, the history, the best model
+//! so far and, within an epoch, how far it got, written atomically after every epoch and
+//! every window of shards beside the bundle (`<bundle>.checkpoint/`).
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +33,22 @@ pub struct CheckpointRef<'a> {
     /// The best monitored value so far and its model.
     pub best: Option<&'a (f64, MultiTaskModel)>,
     pub strategy: &'a StrategyState,
+    /// Within an epoch: how far it got.
+    pub progress: Option<&'a EpochProgress>,
+}
+
+/// How far an epoch got: the windows of shards done and the running sums of its record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochProgress {
+    pub epoch: usize,
+    pub windows_done: usize,
+    /// Per task, the sum and count of its batch losses so far.
+    pub loss_sums: Vec<f64>,
+    pub loss_counts: Vec<usize>,
+    pub penalty_sum: f64,
+    pub penalty_steps: usize,
+    /// Seconds spent on the epoch so far.
+    pub seconds: f64,
 }
 
 /// Everything a resumed run needs.
@@ -45,6 +61,7 @@ pub struct Checkpoint {
     /// The best monitored value so far and its model.
     pub best: Option<(f64, MultiTaskModel)>,
     pub strategy: StrategyState,
+    pub progress: Option<EpochProgress>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -60,6 +77,8 @@ struct State {
     /// The loss strategy's state (GradNorm's weights).
     #[serde(default)]
     strategy: StrategyState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    progress: Option<EpochProgress>,
 }
 
 type Tensors = io::NamedTensors;
@@ -112,6 +131,7 @@ pub fn save(
         history: ck.history.clone(),
         best_value_bits: ck.best.map(|(v, _)| v.to_bits()),
         strategy: ck.strategy.clone(),
+        progress: ck.progress.cloned(),
     };
     let fail = |source: std::io::Error| TrainError::WriteCheckpoint { path: dir.to_owned(), source };
     let staged = StagedDir::new(dir).map_err(fail)?;
@@ -178,5 +198,13 @@ pub fn load(dir: &Path, pipeline: &FeaturePipeline, config: &TrainConfig) -> Res
             }
         }
     }
-    Ok(Checkpoint { model, adam, sparse, history: state.history, best, strategy: state.strategy })
+    Ok(Checkpoint {
+        model,
+        adam,
+        sparse,
+        history: state.history,
+        best,
+        strategy: state.strategy,
+        progress: state.progress,
+    })
 }

@@ -39,6 +39,10 @@ pub struct TrainConfig {
     pub eval_batch_size: usize,
     /// How task losses and gradients are combined (see [`crate::strategy`]).
     pub loss_strategy: LossStrategy,
+    /// Rows of a split in memory at a time. A split of at most this many rows is read once and
+    /// kept; a larger one is read a window of shards at a time (the train split's windows in a
+    /// seeded order per epoch, each shuffled), with the next window read while one trains.
+    pub window_rows: usize,
 }
 
 impl Default for TrainConfig {
@@ -60,6 +64,7 @@ impl Default for TrainConfig {
             early_stopping: EarlyStopping::default(),
             eval_batch_size: 8192,
             loss_strategy: LossStrategy::Static,
+            window_rows: 1 << 21,
         }
     }
 }
@@ -166,8 +171,8 @@ impl TrainConfig {
         if self.epochs == 0 {
             return bad("epochs must be at least 1");
         }
-        if self.batch_size == 0 || self.eval_batch_size == 0 {
-            return bad("batch_size and eval_batch_size must be at least 1");
+        if self.batch_size == 0 || self.eval_batch_size == 0 || self.window_rows == 0 {
+            return bad("batch_size, eval_batch_size and window_rows must be at least 1");
         }
         let positive = |x: f64| x > 0.0 && x.is_finite();
         if !positive(self.learning_rate) || self.embedding_learning_rate.is_some_and(|l| !positive(l)) {

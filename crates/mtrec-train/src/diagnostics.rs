@@ -5,7 +5,7 @@
 //!   first rows of the train split). Negative values mean the tasks pull the shared
 //!   parameters apart: the conflict PCGrad removes.
 //! - **expert usage**, per epoch: for MMoE and PLE, each task's mean gate weight per expert
-//!   and mean gate entropy (nats) on the valid split.
+//!   and mean gate entropy (nats) on the valid split ([`mtrec_model::ValidationSet`]).
 //! - **label correlation**, once: Pearson's r between two tasks' labels over the train rows
 //!   where both are labeled (binary and regression tasks; a multiclass label is a class index,
 //!   not a quantity).
@@ -15,8 +15,8 @@
 
 use std::collections::BTreeMap;
 
-use mtrec_model::{feature_views, MultiTaskModel, Predictions};
-use mtrec_schema::{task_pair_key, EncodedDataset, GateStats, TaskType};
+use mtrec_model::{feature_views, MultiTaskModel};
+use mtrec_schema::{task_pair_key, EncodedDataset, TaskType};
 
 use crate::error::TrainError;
 use crate::step::task_gradients;
@@ -55,64 +55,72 @@ pub fn gradient_cosines(model: &MultiTaskModel, data: &EncodedDataset) -> Result
     Ok(out)
 }
 
-/// Each gated task's mean gate weight per expert and mean gate entropy over `predictions`.
-pub fn expert_usage(model: &MultiTaskModel, predictions: &Predictions) -> BTreeMap<String, GateStats> {
-    let mut out = BTreeMap::new();
-    for (head, gates) in model.heads.iter().zip(&predictions.gates) {
-        let Some(g) = gates else { continue };
-        if predictions.rows == 0 {
-            continue;
-        }
-        let experts = g.len() / predictions.rows;
-        let mut mean_weight = vec![0.0f64; experts];
-        let mut entropy = 0.0f64;
-        for row in g.chunks_exact(experts) {
-            for (m, &w) in mean_weight.iter_mut().zip(row) {
-                *m += f64::from(w);
-            }
-            entropy -= row.iter().filter(|&&w| w > 0.0).map(|&w| f64::from(w) * f64::from(w).ln()).sum::<f64>();
-        }
-        let n = predictions.rows as f64;
-        mean_weight.iter_mut().for_each(|m| *m /= n);
-        out.insert(head.name.clone(), GateStats { mean_weight, mean_entropy: entropy / n });
-    }
-    out
-}
-
 /// Pearson's r between every two binary or regression tasks' labels, over the rows where both
-/// are labeled (pairs with fewer than two such rows, or a constant label, are left out).
-pub fn label_correlations(model: &MultiTaskModel, data: &EncodedDataset) -> BTreeMap<String, f64> {
-    let quantitative: Vec<usize> =
-        (0..model.heads.len()).filter(|&t| model.heads[t].kind != TaskType::Multiclass).collect();
-    let mut out = BTreeMap::new();
-    for (i, &a) in quantitative.iter().enumerate() {
-        for &b in &quantitative[i + 1..] {
-            let both: Vec<(f64, f64)> = (0..data.rows)
-                .filter(|&r| data.masks[a][r] != 0 && data.masks[b][r] != 0)
-                .map(|r| (f64::from(data.labels[a][r]), f64::from(data.labels[b][r])))
-                .collect();
-            if let Some(r) = pearson(&both) {
-                out.insert(task_pair_key(&model.heads[a].name, &model.heads[b].name), r);
+/// are labeled, gathered part by part (pairs with fewer than two such rows, or a constant
+/// label, are left out).
+#[derive(Debug, Clone)]
+pub struct LabelCorrelations {
+    /// `(task a, task b, co-moments)` of every pair of quantitative tasks.
+    pairs: Vec<(usize, usize, CoMoments)>,
+}
+
+impl LabelCorrelations {
+    pub fn new(model: &MultiTaskModel) -> Self {
+        let quantitative: Vec<usize> =
+            (0..model.heads.len()).filter(|&t| model.heads[t].kind != TaskType::Multiclass).collect();
+        let mut pairs = Vec::new();
+        for (i, &a) in quantitative.iter().enumerate() {
+            for &b in &quantitative[i + 1..] {
+                pairs.push((a, b, CoMoments::default()));
+            }
+        }
+        LabelCorrelations { pairs }
+    }
+
+    /// Adds the rows of `data` (only its labels and masks are read).
+    pub fn add(&mut self, data: &EncodedDataset) {
+        for (a, b, m) in &mut self.pairs {
+            let (la, lb, ma, mb) = (&data.labels[*a], &data.labels[*b], &data.masks[*a], &data.masks[*b]);
+            for r in (0..data.rows).filter(|&r| ma[r] != 0 && mb[r] != 0) {
+                m.add(f64::from(la[r]), f64::from(lb[r]));
             }
         }
     }
-    out
+
+    pub fn finish(&self, model: &MultiTaskModel) -> BTreeMap<String, f64> {
+        self.pairs
+            .iter()
+            .filter_map(|(a, b, m)| Some((task_pair_key(&model.heads[*a].name, &model.heads[*b].name), m.pearson()?)))
+            .collect()
+    }
 }
 
-fn pearson(pairs: &[(f64, f64)]) -> Option<f64> {
-    if pairs.len() < 2 {
-        return None;
+/// Running means and co-moments of pairs (Welford's update, exact up to rounding).
+#[derive(Debug, Clone, Copy, Default)]
+struct CoMoments {
+    n: u64,
+    mean_x: f64,
+    mean_y: f64,
+    sxx: f64,
+    syy: f64,
+    sxy: f64,
+}
+
+impl CoMoments {
+    fn add(&mut self, x: f64, y: f64) {
+        self.n += 1;
+        let n = self.n as f64;
+        let (dx, dy) = (x - self.mean_x, y - self.mean_y);
+        self.mean_x += dx / n;
+        self.mean_y += dy / n;
+        self.sxx += dx * (x - self.mean_x);
+        self.syy += dy * (y - self.mean_y);
+        self.sxy += dx * (y - self.mean_y);
     }
-    let n = pairs.len() as f64;
-    let (mx, my) = pairs.iter().fold((0.0, 0.0), |(sx, sy), (x, y)| (sx + x, sy + y));
-    let (mx, my) = (mx / n, my / n);
-    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-    for (x, y) in pairs {
-        sxy += (x - mx) * (y - my);
-        sxx += (x - mx).powi(2);
-        syy += (y - my).powi(2);
+
+    fn pearson(&self) -> Option<f64> {
+        (self.n >= 2 && self.sxx > 0.0 && self.syy > 0.0).then(|| self.sxy / (self.sxx * self.syy).sqrt())
     }
-    (sxx > 0.0 && syy > 0.0).then(|| sxy / (sxx * syy).sqrt())
 }
 
 #[cfg(test)]
@@ -121,6 +129,11 @@ mod tests {
 
     #[test]
     fn pearson_matches_hand_computed_values() {
+        let pearson = |pairs: &[(f64, f64)]| {
+            let mut m = CoMoments::default();
+            pairs.iter().for_each(|&(x, y)| m.add(x, y));
+            m.pearson()
+        };
         assert!((pearson(&[(1.0, 2.0), (2.0, 4.0), (3.0, 6.0)]).unwrap() - 1.0).abs() < 1e-12);
         assert!((pearson(&[(1.0, 3.0), (2.0, 2.0), (3.0, 1.0)]).unwrap() + 1.0).abs() < 1e-12);
         // x = [0, 0, 1, 1], y = [0, 1, 0, 1]: uncorrelated.

@@ -32,6 +32,9 @@ pub enum TrainError {
     Diverged { epoch: usize, task: String },
     #[error("no epoch was run")]
     NoEpoch,
+    /// Training stopped where it was asked to (`stop_after_windows`), with a checkpoint.
+    #[error("stopped after {windows} window(s) as asked; the checkpoint {} continues with --resume", checkpoint.display())]
+    Stopped { windows: usize, checkpoint: PathBuf },
     /// A checkpoint that does not belong to this run.
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },

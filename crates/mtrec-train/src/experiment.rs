@@ -35,14 +35,15 @@ use std::time::Instant;
 
 use mtrec_metrics::{mean_ci95, MeanCi};
 use mtrec_schema::fs::write_file;
-use mtrec_schema::{EncodedDataset, Metric, MetricKey, Split};
+use mtrec_schema::{Metric, MetricKey, Split};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::checkpoint;
 use crate::config::TrainConfig;
+use crate::data::SplitData;
 use crate::error::TrainError;
-use crate::train::{train, TrainOptions};
+use crate::train::{train, validate, TrainOptions};
 
 /// The experiment file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -250,7 +251,9 @@ pub fn run(opts: &ExperimentOptions) -> Result<ExperimentSummary, TrainError> {
         std::fs::remove_dir_all(&opts.out).map_err(|source| TrainError::Write { path: opts.out.clone(), source })?;
     }
     let pipeline = mtrec_ingest::encoded::load_pipeline(&data)?;
-    let eval_split = mtrec_ingest::encoded::load_split(&data, config.split, &pipeline)?;
+    // Read whole once for every run when it fits in a run's window, else shard by shard.
+    let window_rows = runs.first().map_or(TrainConfig::default().window_rows, |r| r.train.window_rows);
+    let eval_split = SplitData::open(&data, config.split, &pipeline, window_rows)?;
     let parallel = opts.parallel.unwrap_or(config.parallel).max(1);
     let total = runs.len();
     let queue = Mutex::new(runs.into_iter().enumerate());
@@ -296,23 +299,14 @@ pub fn run(opts: &ExperimentOptions) -> Result<ExperimentSummary, TrainError> {
     Ok(summary)
 }
 
-fn run_one(run: &Run, data: &Path, out: &Path, eval_split: &EncodedDataset) -> Result<RunResult, TrainError> {
+fn run_one(run: &Run, data: &Path, out: &Path, eval_split: &SplitData) -> Result<RunResult, TrainError> {
     let bundle = out.join("runs").join(&run.config).join(format!("seed-{}", run.seed));
     let started = Instant::now();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(run.train.threads).build()?;
-    let trained = pool.install(|| {
-        train(&TrainOptions {
-            data: data.to_owned(),
-            config: run.train.clone(),
-            out: bundle.clone(),
-            resume: false,
-            progress: false,
-        })
-    })?;
+    let trained = pool.install(|| train(&TrainOptions::new(data, run.train.clone(), &bundle)))?;
     // The run is complete: its resume checkpoint (weights and optimizer state) is dead weight.
     let _ = std::fs::remove_dir_all(checkpoint::checkpoint_dir(&bundle));
-    let validation =
-        pool.install(|| mtrec_model::validation_metrics(&trained.model, eval_split, run.train.eval_batch_size));
+    let validation = pool.install(|| validate(&trained.model, eval_split, run.train.eval_batch_size))?;
     Ok(RunResult {
         config: run.config.clone(),
         architecture: run.architecture.clone(),

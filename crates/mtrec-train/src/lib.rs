@@ -3,8 +3,9 @@
 //! Training of mtrec models, and experiment grids of training runs.
 //!
 //! - [`config`]: the training configuration (a JSON file with defaults, saved in the bundle).
+//! - [`data`]: a split read whole, or a window of shards at a time with the next one read ahead.
 //! - [`train`]: the loop: seeded shuffling, steps, validation after every epoch, early stopping,
-//!   checkpoints and `--resume`, and the bundle of the best epoch.
+//!   checkpoints (also between windows) and `--resume`, and the bundle of the best epoch.
 //! - `step`: one step: data-parallel forward and backward passes (one part of the batch per
 //!   thread, gradients summed in part order) or per-task passes, the gradients taken out of
 //!   dfdx's tape, dense Adam and sparse embedding updates; `gradients`: the per-task gradients
@@ -24,7 +25,9 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod diagnostics;
+mod epoch;
 pub mod error;
 pub mod experiment;
 mod gradients;

@@ -28,24 +28,45 @@ pub(crate) fn check_monitor(monitor: &MetricKey, model: &MultiTaskModel) -> Resu
     )))
 }
 
-/// Why `monitor` cannot be computed on `valid`, when it cannot: no task (or not its task) has a
-/// labeled row there, or its task's labeled rows are all one class and it is an AUC. Early
-/// stopping must not follow a metric that is undefined.
-pub(crate) fn undefined_on(monitor: &MetricKey, model: &MultiTaskModel, valid: &EncodedDataset) -> Option<String> {
-    let labeled = |t: usize| -> Vec<f32> {
-        valid.masks[t].iter().zip(&valid.labels[t]).filter(|(&m, _)| m != 0).map(|(_, &y)| y).collect()
-    };
+/// Per task, the labeled rows of a split and how many of them have a nonzero label: what
+/// [`undefined_on`] needs, gathered part by part.
+#[derive(Debug, Clone)]
+pub(crate) struct LabelCounts {
+    labeled: Vec<u64>,
+    nonzero: Vec<u64>,
+}
+
+impl LabelCounts {
+    pub(crate) fn new(tasks: usize) -> Self {
+        LabelCounts { labeled: vec![0; tasks], nonzero: vec![0; tasks] }
+    }
+
+    pub(crate) fn add(&mut self, data: &EncodedDataset) {
+        for (t, (labels, masks)) in data.labels.iter().zip(&data.masks).enumerate() {
+            for (&y, _) in labels.iter().zip(masks).filter(|(_, &m)| m != 0) {
+                self.labeled[t] += 1;
+                self.nonzero[t] += u64::from(y != 0.0);
+            }
+        }
+    }
+}
+
+/// Why `monitor` cannot be computed on the valid split whose labels are counted in `valid`,
+/// when it cannot: no task (or not its task) has a labeled row there, or its task's labeled
+/// rows are all one class and it is an AUC. Early stopping must not follow a metric that is
+/// undefined.
+pub(crate) fn undefined_on(monitor: &MetricKey, model: &MultiTaskModel, valid: &LabelCounts) -> Option<String> {
     match monitor {
-        MetricKey::Loss => (0..model.heads.len())
-            .all(|t| labeled(t).is_empty())
-            .then(|| "no task has a labeled row in the valid split".to_owned()),
+        MetricKey::Loss => {
+            valid.labeled.iter().all(|&n| n == 0).then(|| "no task has a labeled row in the valid split".to_owned())
+        }
         MetricKey::Task { task, metric } => {
             let t = model.heads.iter().position(|h| &h.name == task)?;
-            let labels = labeled(t);
-            if labels.is_empty() {
+            let (labeled, nonzero) = (valid.labeled[t], valid.nonzero[t]);
+            if labeled == 0 {
                 return Some(format!("task {task:?} has no labeled row in the valid split"));
             }
-            let one_class = labels.iter().all(|&y| (y != 0.0) == (labels[0] != 0.0));
+            let one_class = nonzero == 0 || nonzero == labeled;
             (model.heads[t].kind == TaskType::Binary && *metric == Metric::Auc && one_class)
                 .then(|| format!("every labeled row of task {task:?} in the valid split is of one class"))
         }

@@ -195,9 +195,14 @@ struct TrainArgs {
     /// Output bundle directory (replaced atomically when training ends).
     #[arg(long)]
     out: PathBuf,
-    /// Continue from `<out>.checkpoint` if a previous run left one.
+    /// Continue from `<out>.checkpoint` if a previous run left one (after an epoch, or between
+    /// two windows of shards of one).
     #[arg(long)]
     resume: bool,
+    /// Stop after this many windows of shards (with a checkpoint `--resume` continues from):
+    /// for time-boxed or preemptible jobs.
+    #[arg(long)]
+    stop_after_windows: Option<usize>,
     #[command(flatten)]
     overrides: TrainOverrides,
     /// No progress bar.
@@ -223,6 +228,9 @@ struct TrainOverrides {
     batch_size: Option<usize>,
     #[arg(long)]
     learning_rate: Option<f64>,
+    /// Rows of a split in memory at a time (a larger split is read by windows of shards).
+    #[arg(long)]
+    window_rows: Option<usize>,
 }
 
 impl TrainOverrides {
@@ -256,6 +264,9 @@ impl TrainOverrides {
         }
         if let Some(v) = self.learning_rate {
             cfg.learning_rate = v;
+        }
+        if let Some(v) = self.window_rows {
+            cfg.window_rows = v;
         }
         Ok(())
     }
@@ -411,13 +422,18 @@ fn run(cli: Cli) -> Result<()> {
             };
             args.overrides.apply(&mut cfg)?;
             init_threads(cfg.threads)?;
-            let trained = mtrec_train::train(&mtrec_train::TrainOptions {
-                data: args.data,
-                config: cfg,
-                out: args.out.clone(),
+            let trained = match mtrec_train::train(&mtrec_train::TrainOptions {
                 resume: args.resume,
                 progress: !args.quiet,
-            })?;
+                stop_after_windows: args.stop_after_windows,
+                ..mtrec_train::TrainOptions::new(&args.data, cfg, &args.out)
+            }) {
+                Err(stopped @ mtrec_train::TrainError::Stopped { .. }) => {
+                    println!("{stopped}");
+                    return Ok(());
+                }
+                other => other?,
+            };
             print_validation(&trained.history);
             println!("wrote {}", args.out.display());
             Ok(())
@@ -570,11 +586,8 @@ fn quickstart(args: &QuickstartArgs) -> Result<()> {
         let mut cfg = mtrec_train::TrainConfig { epochs: args.epochs, ..Default::default() };
         cfg.model.architecture = architecture;
         let trained = mtrec_train::train(&mtrec_train::TrainOptions {
-            data: ingest_dir.clone(),
-            config: cfg,
-            out: bundle.clone(),
-            resume: false,
             progress: true,
+            ..mtrec_train::TrainOptions::new(&ingest_dir, cfg, &bundle)
         })?;
         print_validation(&trained.history);
         println!("wrote {}", bundle.display());

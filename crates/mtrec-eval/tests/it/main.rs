@@ -32,13 +32,7 @@ fn fixture() -> &'static Fixture {
             config.model.architecture = architecture;
             config.model.tower_layers = vec![8];
             let out = root.join(name);
-            let options = mtrec_train::TrainOptions {
-                data: ingest.clone(),
-                config,
-                out: out.clone(),
-                resume: false,
-                progress: false,
-            };
+            let options = mtrec_train::TrainOptions::new(&ingest, config, &out);
             mtrec_train::train(&options).unwrap();
             out
         };
@@ -164,7 +158,7 @@ fn bundles_of_another_pipeline_are_refused_and_nothing_is_written() {
     let leftovers: Vec<_> = std::fs::read_dir(&fx.root)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".mtrec-"))
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".mtrec-refused-"))
         .collect();
     assert!(leftovers.is_empty(), "no temporary directory is left behind");
 }
@@ -277,6 +271,35 @@ fn regression_outputs_and_labels_are_in_the_labels_units() {
     }
     let click = report.tasks.iter().find(|t| t.task == "click").unwrap();
     assert!(click.metrics.keys().all(|m| !m.name().starts_with("label_")), "only for a label transform");
+}
+
+/// The test split in shards of 150 rows: `predict` writes one row group per shard and `eval`
+/// gathers them, with the same rows and the same report as from one shard.
+#[test]
+fn predict_and_eval_read_the_split_shard_by_shard() {
+    use polars::prelude::SerReader;
+    let fx = fixture();
+    let sharded = fx.root.join("sharded");
+    let log = fx.root.join("log.parquet");
+    mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
+        input: vec![log.to_string_lossy().into_owned()],
+        shard_rows: 150,
+        ..mtrec_ingest::IngestOptions::new(&mtrec_testkit::synthetic_schema(), &sharded)
+    })
+    .unwrap();
+    assert!(mtrec_ingest::encoded::load_manifest(&sharded).unwrap().test.shards.len() > 2);
+    let bundle = mtrec_model::bundle::load(&fx.mmoe).unwrap();
+    let read = |path: &Path| polars::prelude::ParquetReader::new(std::fs::File::open(path).unwrap()).finish().unwrap();
+    let (one, many) = (fx.root.join("pred-one.parquet"), fx.root.join("pred-many.parquet"));
+    predict(&bundle, &fx.ingest, Split::Test, &one, 1000).unwrap();
+    predict(&bundle, &sharded, Split::Test, &many, 1000).unwrap();
+    let (one, many) = (read(&one), read(&many));
+    assert!(one.equals_missing(&many), "the same rows and predictions");
+    let metrics = |data: &Path, out: &str| {
+        let report = eval(&fx.mmoe, &EvalOptions { data: data.to_owned(), ..options() }, &fx.root.join(out)).unwrap();
+        serde_json::to_value(&report.tasks).unwrap()
+    };
+    assert_eq!(metrics(&fx.ingest, "eval-one"), metrics(&sharded, "eval-many"));
 }
 
 #[test]

@@ -26,11 +26,8 @@ impl Data {
 
     pub fn train(&self, out: &str, config: TrainConfig, resume: bool) -> mtrec_train::Trained {
         mtrec_train::train(&mtrec_train::TrainOptions {
-            data: self.ingest(),
-            config,
-            out: self.path(out),
             resume,
-            progress: false,
+            ..mtrec_train::TrainOptions::new(&self.ingest(), config, &self.path(out))
         })
         .unwrap()
     }

@@ -28,13 +28,7 @@ fn config(epochs: usize) -> TrainConfig {
 }
 
 fn train(data: &Path, out: &Path, config: TrainConfig) -> Result<mtrec_train::Trained, TrainError> {
-    mtrec_train::train(&TrainOptions {
-        data: data.to_owned(),
-        config,
-        out: out.to_owned(),
-        resume: false,
-        progress: false,
-    })
+    mtrec_train::train(&TrainOptions::new(data, config, out))
 }
 
 #[test]

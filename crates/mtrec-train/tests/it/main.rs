@@ -7,3 +7,4 @@ mod experiments;
 mod quality;
 mod strategies;
 mod training;
+mod windows;

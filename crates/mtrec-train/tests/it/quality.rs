@@ -17,14 +17,8 @@ fn mmoe_click_auc_is_close_to_the_bayes_optimal_auc() {
         "early_stopping": {"metric": "click.auc", "patience": 3}
     }))
     .unwrap();
-    let trained = mtrec_train::train(&mtrec_train::TrainOptions {
-        data: ingest.clone(),
-        config,
-        out: dir.path().join("bundle"),
-        resume: false,
-        progress: false,
-    })
-    .unwrap();
+    let trained =
+        mtrec_train::train(&mtrec_train::TrainOptions::new(&ingest, config, &dir.path().join("bundle"))).unwrap();
     let pipeline = mtrec_ingest::encoded::load_pipeline(&ingest).unwrap();
     let test = mtrec_ingest::encoded::load_split(&ingest, mtrec_schema::Split::Test, &pipeline).unwrap();
     let evaluation = mtrec_model::validation_metrics(&trained.model, &test, 8192);

@@ -83,11 +83,12 @@ fn resuming_continues_exactly_where_the_run_stopped() {
 
     // A checkpoint of another config is refused.
     let err = mtrec_train::train(&mtrec_train::TrainOptions {
-        data: data.ingest(),
-        config: mtrec_train::TrainConfig { learning_rate: 0.5, ..no_early_stop(4) },
-        out: data.path("resumed"),
         resume: true,
-        progress: false,
+        ..mtrec_train::TrainOptions::new(
+            &data.ingest(),
+            mtrec_train::TrainConfig { learning_rate: 0.5, ..no_early_stop(4) },
+            &data.path("resumed"),
+        )
     })
     .unwrap_err()
     .to_string();
@@ -177,15 +178,9 @@ fn early_stopping_metric_must_exist() {
     let data = Data::new();
     let mut cfg = small_config();
     cfg.early_stopping.metric = "click.rmse".parse().unwrap();
-    let err = mtrec_train::train(&mtrec_train::TrainOptions {
-        data: data.ingest(),
-        config: cfg,
-        out: data.path("x"),
-        resume: false,
-        progress: false,
-    })
-    .unwrap_err()
-    .to_string();
+    let err = mtrec_train::train(&mtrec_train::TrainOptions::new(&data.ingest(), cfg, &data.path("x")))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("early_stopping.metric \"click.rmse\""), "{err}");
     assert!(!data.path("x").exists());
 }
