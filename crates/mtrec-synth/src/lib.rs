@@ -43,6 +43,7 @@
 //! Every random draw comes from `StdRng` streams derived from `seed`: one for the shared
 //! directions, one for users, one for items and two for events. The same config always gives
 //! the same frame, and changing `rows` (or `items`) leaves the user population unchanged.
+//! [`write_synthetic`] writes the same rows chunk by chunk, in memory of one chunk.
 //!
 //! The code follows the generation: the `constants` of the world, seeded `random`
 //! streams, the `world` (directions, users, items), the `events`, and the `frame`.
@@ -65,11 +66,14 @@ use polars::prelude::*;
 pub use crate::config::SyntheticConfig;
 pub use crate::error::SynthError;
 
-use crate::events::simulate;
+use crate::events::{Events, Simulation};
 use crate::frame::into_frame;
 use crate::world::{Items, Users, World};
 
-/// Generates the synthetic interaction log described in the crate docs.
+/// Rows per Parquet row group of [`write_synthetic`]: what is in memory at a time.
+pub const CHUNK_ROWS: usize = 1 << 17;
+
+/// Generates the synthetic interaction log described in the crate docs, in memory.
 ///
 /// The same config always yields a bit-identical frame.
 pub fn generate(cfg: &SyntheticConfig) -> Result<DataFrame, SynthError> {
@@ -77,8 +81,50 @@ pub fn generate(cfg: &SyntheticConfig) -> Result<DataFrame, SynthError> {
     let world = World::new(cfg);
     let users = Users::new(cfg, &world);
     let items = Items::new(cfg, &world);
-    let events = simulate(cfg, &world, &users, &items);
-    into_frame(events, &users, &items)
+    let mut simulation = Simulation::new(cfg, &world, &users, &items);
+    match simulation.next_chunk(cfg.rows) {
+        Some(events) => into_frame(events, &users, &items),
+        None => into_frame(Events::with_capacity(0), &users, &items),
+    }
+}
+
+/// Generates the log of `cfg` straight into the Parquet file `path`, one row group of
+/// [`CHUNK_ROWS`] rows at a time, atomically: memory holds one row group (and the users and
+/// items), whatever the number of rows. The rows are those of [`generate`]. `progress` is told
+/// the rows written after each row group.
+pub fn write_synthetic(cfg: &SyntheticConfig, path: &Path, progress: &dyn Fn(usize)) -> Result<(), SynthError> {
+    write_chunked(cfg, path, CHUNK_ROWS, progress)
+}
+
+fn write_chunked(
+    cfg: &SyntheticConfig,
+    path: &Path,
+    chunk_rows: usize,
+    progress: &dyn Fn(usize),
+) -> Result<(), SynthError> {
+    cfg.validate()?;
+    let world = World::new(cfg);
+    let users = Users::new(cfg, &world);
+    let items = Items::new(cfg, &world);
+    let mut simulation = Simulation::new(cfg, &world, &users, &items);
+    let io_error = |source| SynthError::Io { path: path.to_path_buf(), source };
+    let mut staged = StagedFile::new(path).map_err(io_error)?;
+    {
+        let mut out = std::io::BufWriter::new(staged.file());
+        let first = simulation.next_chunk(chunk_rows).unwrap_or_else(|| Events::with_capacity(0));
+        let first = into_frame(first, &users, &items)?;
+        let mut writer = ParquetWriter::new(&mut out).batched(first.schema())?;
+        writer.write_batch(&first)?;
+        progress(first.height());
+        while let Some(events) = simulation.next_chunk(chunk_rows) {
+            let df = into_frame(events, &users, &items)?;
+            writer.write_batch(&df)?;
+            progress(df.height());
+        }
+        writer.finish()?;
+        std::io::Write::flush(&mut out).map_err(io_error)?;
+    }
+    staged.commit().map_err(io_error)
 }
 
 /// Writes `df` to `path` as Parquet, atomically: readers see the old file or the whole new

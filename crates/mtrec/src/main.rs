@@ -299,9 +299,13 @@ enum GenCommand {
 
 #[derive(Debug, Args)]
 struct SyntheticArgs {
-    /// Output Parquet file (written atomically).
+    /// Output Parquet file (written atomically, one row group at a time: memory does not grow
+    /// with --rows).
     #[arg(long)]
     out: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
     #[arg(long, default_value_t = mtrec_synth::SyntheticConfig::default().users)]
     users: usize,
     #[arg(long, default_value_t = mtrec_synth::SyntheticConfig::default().items)]
@@ -393,7 +397,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Gen { dataset: GenCommand::Synthetic(args) } => {
-            generate(&args.config(), &args.out)?;
+            generate(&args.config(), &args.out, args.quiet)?;
             Ok(())
         }
         Command::Ingest(args) => {
@@ -555,11 +559,31 @@ fn print_validation(history: &mtrec_schema::History) {
     }
 }
 
-fn generate(cfg: &mtrec_synth::SyntheticConfig, out: &Path) -> Result<()> {
+/// Writes the synthetic log of `cfg` to `out` row group by row group (a progress bar on stderr
+/// unless `quiet`).
+fn generate(cfg: &mtrec_synth::SyntheticConfig, out: &Path, quiet: bool) -> Result<()> {
     let started = std::time::Instant::now();
-    let mut df = mtrec_synth::generate(cfg).context("generating synthetic data")?;
-    mtrec_synth::write_parquet(&mut df, out).with_context(|| format!("writing {}", out.display()))?;
-    println!("wrote {} ({} rows, {:.1}s)", out.display(), df.height(), started.elapsed().as_secs_f64());
+    let bar = (!quiet).then(|| {
+        let bar = indicatif::ProgressBar::new(cfg.rows as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "generating [{bar:30}] {human_pos}/{human_len} rows, {per_sec}, {eta} left",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar
+    });
+    let progress = |rows: usize| {
+        if let Some(bar) = &bar {
+            bar.inc(rows as u64);
+        }
+    };
+    mtrec_synth::write_synthetic(cfg, out, &progress).with_context(|| format!("writing {}", out.display()))?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    println!("wrote {} ({} rows, {:.1}s)", out.display(), cfg.rows, started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -568,7 +592,7 @@ fn quickstart(args: &QuickstartArgs) -> Result<()> {
     let data = args.out.join("synthetic.parquet");
     let cfg = mtrec_synth::SyntheticConfig { rows: args.rows, seed: args.seed, ..Default::default() };
     println!("== 1/5 generate synthetic data");
-    generate(&cfg, &data)?;
+    generate(&cfg, &data, false)?;
     let schema = args.out.join("synthetic.schema.json");
     mtrec_schema::fs::write_file(&schema, SYNTHETIC_SCHEMA.as_bytes())
         .with_context(|| format!("writing {}", schema.display()))?;
