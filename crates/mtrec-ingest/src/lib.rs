@@ -21,6 +21,7 @@ pub mod encode;
 pub mod encoded;
 pub mod error;
 pub mod fit;
+pub mod join;
 pub mod report;
 pub mod shards;
 pub mod source;
@@ -33,7 +34,7 @@ use std::time::Instant;
 
 use mtrec_schema::fs::StagedDir;
 use mtrec_schema::{
-    load_schema, DatasetSchema, Encoder, FeaturePipeline, FeatureType, Format, SchemaError, ShardManifest, Split,
+    load_schema, DatasetSchema, Encoder, FeaturePipeline, FeatureType, Format, SchemaError, ShardManifest, Side, Split,
     SplitMethod, MANIFEST_FILE, SHARD_FORMAT_VERSION,
 };
 
@@ -112,10 +113,23 @@ pub fn ingest(opts: &IngestOptions) -> Result<Ingested, IngestError> {
     };
     let files = resolve_inputs(&schema, opts, &schema_error)?;
     let (needed, referrers) = needed_columns(&schema);
+    let schema_dir = opts.schema.parent().unwrap_or(Path::new("."));
+    let (log_needed, tables) = side_tables(&schema, schema_dir, &files, &needed, &schema_error)?;
     let timestamp = schema.ids.timestamp.as_ref().map(|c| (c.clone(), schema.ids.timestamp_unit.unwrap_or_default()));
-    let source = Source::new(files, needed, referrers.clone(), &schema.source.csv, timestamp, opts.batch_rows)?;
+    let source =
+        Source::new(files, log_needed.clone(), referrers.clone(), &schema.source.csv, timestamp, opts.batch_rows)?
+            .with_tables(tables);
     let referrer = |c: &str| referrers.get(c).cloned().unwrap_or_else(|| "source".to_owned());
     let sources: Vec<String> = source.files.iter().map(|f| f.path.display().to_string()).collect();
+    // Text is parsed as numbers only where it comes from CSV: the log's or a table's.
+    let text_ok = |c: &str| {
+        let from_csv = |format: Format| format == Format::Csv;
+        match source.tables.iter().find(|t| t.columns().iter().any(|tc| tc == c)) {
+            Some(table) => from_csv(table.format),
+            None => from_csv(source.format()) && log_needed.iter().any(|n| n == c),
+        }
+    };
+    let columns = source.columns();
 
     // First pass: split and fit.
     let progress = Progress::new(opts.progress, "reading and fitting", None);
@@ -124,9 +138,9 @@ pub fn ingest(opts: &IngestOptions) -> Result<Ingested, IngestError> {
     let mut rows = [0u64; 3];
     for batch in source.batches() {
         let batch = batch?;
-        let cells = cells_of(&batch, source.columns())?;
+        let cells = cells_of(&batch, &columns)?;
         if batch.first_row == 0 {
-            check_dtypes(&schema, source.format(), &cells, &referrer)?;
+            check_dtypes(&schema, &text_ok, &cells, &referrer)?;
         }
         let assigned = splitter.assign(&batch)?;
         for split in Split::ALL {
@@ -156,10 +170,20 @@ pub fn ingest(opts: &IngestOptions) -> Result<Ingested, IngestError> {
         std::array::from_fn(|_| encode::SplitSummary::empty(encoder.pipeline()));
     let progress = Progress::new(opts.progress, "encoding", Some(rows.iter().sum()));
     let mut splitter = split::Splitter::new(&schema)?;
+    // Per side table and split, the log rows whose id the table lacks.
+    let mut missing_ids = vec![[0u64; 3]; source.tables.len()];
     for batch in source.batches() {
         let batch = batch?;
-        let cells = cells_of(&batch, source.columns())?;
+        let cells = cells_of(&batch, &columns)?;
         let assigned = splitter.assign(&batch)?;
+        for (t, missing) in batch.missing_ids.iter().enumerate() {
+            let mut is_missing = vec![false; batch.rows()];
+            missing.iter().for_each(|&r| is_missing[r as usize] = true);
+            for split in Split::ALL {
+                let count = assigned[split.index()].iter().filter(|&&r| is_missing[r as usize]).count();
+                missing_ids[t][split.index()] += count as u64;
+            }
+        }
         for split in Split::ALL {
             let members = &assigned[split.index()];
             if members.is_empty() {
@@ -184,8 +208,12 @@ pub fn ingest(opts: &IngestOptions) -> Result<Ingested, IngestError> {
         test: test.finish()?,
     };
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "encoded and written");
-    let pipeline = encoder.pipeline().clone();
-    let report = report::build(&pipeline, sources, &summaries, &stats, split_warnings, started.elapsed().as_secs_f64());
+    let mut pipeline = encoder.pipeline().clone();
+    pipeline.tables = source.tables.iter().map(join::SideTable::reference).collect();
+    let tables =
+        source.tables.iter().zip(missing_ids).map(|(t, missing)| report::TableReport::new(t, missing)).collect();
+    let seconds = started.elapsed().as_secs_f64();
+    let report = report::build(&pipeline, sources, tables, &summaries, &stats, split_warnings, seconds);
     write_json(root, files::FEATURES, &pipeline)?;
     write_json(root, files::SCHEMA, &schema)?;
     write_json(root, MANIFEST_FILE, &manifest)?;
@@ -282,6 +310,52 @@ fn resolve_inputs(
     with_format(found, None)
 }
 
+/// The side tables of the schema, loaded, and the needed columns left for the log to hold:
+/// a table gives the needed columns it holds that the log (its first file) does not.
+fn side_tables(
+    schema: &DatasetSchema,
+    schema_dir: &Path,
+    files: &[SourceFile],
+    needed: &[String],
+    schema_error: &dyn Fn(&str, String) -> IngestError,
+) -> Result<(Vec<String>, Vec<join::SideTable>), IngestError> {
+    let specs = [
+        (Side::User, "user", &schema.tables.user, &schema.ids.user),
+        (Side::Item, "item", &schema.tables.item, &schema.ids.item),
+    ];
+    let mut log_needed = needed.to_vec();
+    let mut tables = Vec::new();
+    if schema.tables.is_empty() {
+        return Ok((log_needed, tables));
+    }
+    let first = &files[0];
+    let mut taken: std::collections::HashSet<String> =
+        source::column_names(&first.path, first.format, &schema.source.csv)?.into_iter().collect();
+    taken.extend(first.partitions.iter().map(|(k, _)| k.clone()));
+    // A table's CSV has its own header, whatever the log's.
+    let csv = mtrec_schema::CsvOptions { has_header: true, columns: None, ..schema.source.csv.clone() };
+    for (side, name, spec, id) in specs {
+        let Some(spec) = spec else { continue };
+        let id_column = id.clone().expect("validated: a table needs its id column");
+        let path =
+            if Path::new(&spec.path).is_absolute() { PathBuf::from(&spec.path) } else { schema_dir.join(&spec.path) };
+        let format = source::detect_format(&path, spec.format)?;
+        let key = spec.key.clone().unwrap_or_else(|| id_column.clone());
+        let available = source::column_names(&path, format, &csv)?;
+        if !available.contains(&key) {
+            return Err(schema_error(
+                &format!("tables.{name}.key"),
+                format!("column {key:?} not in {} (available: {})", path.display(), available.join(", ")),
+            ));
+        }
+        let provided = join::provided_columns(needed, &taken, &available, &key);
+        log_needed.retain(|c| !provided.contains(c));
+        taken.extend(provided.iter().cloned());
+        tables.push(join::SideTable::load(side, &path, format, &key, &id_column, &provided, &csv)?);
+    }
+    Ok((log_needed, tables))
+}
+
 /// Every raw column the schema reads, and for each the JSON path of its first reader.
 fn needed_columns(schema: &DatasetSchema) -> (Vec<String>, BTreeMap<String, String>) {
     let mut refs: Vec<(String, String)> = Vec::new();
@@ -315,11 +389,11 @@ fn needed_columns(schema: &DatasetSchema) -> (Vec<String>, BTreeMap<String, Stri
     (needed, referrers)
 }
 
-/// Column dtypes against what each feature needs. Text is parsed only from CSV: in a typed file
-/// a numeric feature on a text column is a schema or data mistake.
+/// Column dtypes against what each feature needs. Text is parsed only where it comes from CSV
+/// (`text_ok`): in a typed file a numeric feature on a text column is a schema or data mistake.
 fn check_dtypes(
     schema: &DatasetSchema,
-    format: Format,
+    text_ok: &dyn Fn(&str) -> bool,
     cells: &HashMap<String, Cells>,
     referrer: &dyn Fn(&str) -> String,
 ) -> Result<(), IngestError> {
@@ -330,7 +404,7 @@ fn check_dtypes(
         let c = &cells[f.column()];
         match f.kind {
             FeatureType::Numeric if c.is_list() => return Err(wrong(f.column(), "lists", "numbers")),
-            FeatureType::Numeric if c.is_text() && format != Format::Csv => {
+            FeatureType::Numeric if c.is_text() && !text_ok(f.column()) => {
                 return Err(wrong(f.column(), "text", "numbers"))
             }
             FeatureType::Categorical if c.is_list() => return Err(wrong(f.column(), "lists", "one category per row")),
@@ -343,7 +417,7 @@ fn check_dtypes(
         }
     }
     if let Some(ts) = &schema.ids.timestamp {
-        if cells[ts].is_text() && format != Format::Csv {
+        if cells[ts].is_text() && !text_ok(ts) {
             return Err(wrong(ts, "text", "numbers or timestamps"));
         }
     }

@@ -3,13 +3,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use mtrec_schema::{FeaturePipeline, IdMapping, TaskType, Transform};
+use mtrec_schema::{FeaturePipeline, IdMapping, Side, TaskType, Transform};
 use serde::Serialize;
 
 use mtrec_schema::Split;
 
 use crate::encode::SplitSummary;
 use crate::fit::FitStats;
+use crate::join::SideTable;
 
 /// One number per split.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -37,6 +38,9 @@ pub struct IngestReport {
     pub dataset: String,
     pub schema_hash: String,
     pub sources: Vec<String>,
+    /// The side tables joined to the log.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<TableReport>,
     pub rows: PerSplit<usize>,
     pub features: Vec<FeatureReport>,
     pub tasks: Vec<TaskReport>,
@@ -68,6 +72,30 @@ pub struct FeatureReport {
     /// when it is constant there; it is then shifted, not scaled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub constant_on_train: Option<f64>,
+}
+
+/// A side table joined to the log.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableReport {
+    pub side: Side,
+    pub path: String,
+    pub rows: usize,
+    /// The columns it gave the log.
+    pub columns: Vec<String>,
+    /// Log rows whose id the table lacks: their table columns are null.
+    pub missing_ids: PerSplit<u64>,
+}
+
+impl TableReport {
+    pub fn new(table: &SideTable, missing: [u64; 3]) -> Self {
+        TableReport {
+            side: table.side,
+            path: table.path.display().to_string(),
+            rows: table.rows(),
+            columns: table.columns(),
+            missing_ids: PerSplit::from_fn(|s| missing[s.index()]),
+        }
+    }
 }
 
 /// Hash collisions of a hashed feature, over its distinct train values.
@@ -107,6 +135,7 @@ fn ratio(a: usize, b: usize) -> f64 {
 pub fn build(
     pipeline: &FeaturePipeline,
     sources: Vec<String>,
+    tables: Vec<TableReport>,
     splits: &[SplitSummary; 3],
     stats: &FitStats,
     mut warnings: Vec<String>,
@@ -122,6 +151,20 @@ pub fn build(
                 } else {
                     ": there is nothing to evaluate on it"
                 }
+            ));
+        }
+    }
+    for t in &tables {
+        let m = &t.missing_ids;
+        if m.train + m.valid + m.test > 0 {
+            warnings.push(format!(
+                "table {}: {} log row(s) have an id it lacks (train {}, valid {}, test {}): their {} are null",
+                t.path,
+                m.train + m.valid + m.test,
+                m.train,
+                m.valid,
+                m.test,
+                t.columns.join(", ")
             ));
         }
     }
@@ -261,6 +304,7 @@ pub fn build(
         dataset: pipeline.dataset.clone(),
         schema_hash: pipeline.schema_hash.clone(),
         sources,
+        tables,
         rows: PerSplit::from_fn(|s| at(s).rows),
         features,
         tasks,
@@ -274,6 +318,9 @@ impl fmt::Display for IngestReport {
         let r = &self.rows;
         writeln!(out, "dataset {} ({} source file(s), {:.1}s)", self.dataset, self.sources.len(), self.seconds)?;
         writeln!(out, "rows: train {}  valid {}  test {}", r.train, r.valid, r.test)?;
+        for t in &self.tables {
+            writeln!(out, "table {}: {} rows, joined for {}", t.path, t.rows, t.columns.join(", "))?;
+        }
         writeln!(
             out,
             "\n{:<24} {:<18} {:>11} {:>8} {:>8} {:>8}",

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use mtrec_schema::{CsvOptions, Encoder, FeatureColumn, Side};
+use mtrec_schema::{CsvOptions, Encoder, FeatureColumn, Format, Side};
 use polars::prelude::*;
 
 use crate::cells::Cells;
@@ -119,12 +119,26 @@ impl FeatureTable {
 /// the schema's `ids.user` (`ids.item`) column, and every column of a `side` feature it has is
 /// encoded. Ids must be unique and not null.
 pub fn load_feature_table(path: &Path, encoder: &Encoder, side: Side) -> Result<FeatureTable, IngestError> {
+    load_feature_table_keyed(path, None, None, encoder, side)
+}
+
+/// [`load_feature_table`] for a table of a given format (else by extension) whose ids are in the
+/// column `key` (else the schema's id column of `side`): a side table ingestion joined
+/// ([`mtrec_schema::TableRef`]).
+pub fn load_feature_table_keyed(
+    path: &Path,
+    format: Option<Format>,
+    key: Option<&str>,
+    encoder: &Encoder,
+    side: Side,
+) -> Result<FeatureTable, IngestError> {
     let pipeline = encoder.pipeline();
     let id_column = match side {
         Side::User => pipeline.ids.user.clone(),
         Side::Item => pipeline.ids.item.clone(),
         Side::Context => None,
     }
+    .map(|id| key.map_or(id, str::to_owned))
     .ok_or_else(|| {
         let side = side_name(side);
         IngestError::read(
@@ -132,7 +146,7 @@ pub fn load_feature_table(path: &Path, encoder: &Encoder, side: Side) -> Result<
             format!("the schema names no {side} id column (ids.{side}), so features cannot be looked up by id"),
         )
     })?;
-    let format = source::detect_format(path, None)?;
+    let format = source::detect_format(path, format)?;
     let csv = CsvOptions {
         null_values: pipeline.text.null_values.clone(),
         trim_whitespace: pipeline.text.trim_whitespace,

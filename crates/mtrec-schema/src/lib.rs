@@ -41,8 +41,8 @@ pub use error::{error_chain, CellError, PipelineError, SchemaError, SchemaFileEr
 pub use history::{task_pair_key, EpochRecord, GateStats, History};
 pub use metric::{Metric, MetricKey, UnknownMetric};
 pub use pipeline::{
-    EncodedKind, FeaturePipeline, FittedFeature, FittedTask, IdMapping, NumericTransform, Scale, TextRules, Transform,
-    FIRST_ID, NULL_ID, OOV_ID, PIPELINE_FORMAT_VERSION,
+    EncodedKind, FeaturePipeline, FittedFeature, FittedTask, IdMapping, NumericTransform, Scale, TableRef, TextRules,
+    Transform, FIRST_ID, NULL_ID, OOV_ID, PIPELINE_FORMAT_VERSION,
 };
 pub use shards::{ShardEntry, ShardManifest, SplitShards, MANIFEST_FILE, SHARD_FORMAT_VERSION};
 pub use spec::*;

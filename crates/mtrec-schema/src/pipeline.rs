@@ -37,6 +37,20 @@ pub struct FeaturePipeline {
     /// Raw columns copied into the encoded splits as `extra.<column>`.
     #[serde(default)]
     pub passthrough: Vec<String>,
+    /// The user and item tables joined at ingestion, where serving finds the same rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<TableRef>,
+}
+
+/// A side table as ingestion read it: serving loads the same file to look features up by id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableRef {
+    pub side: crate::Side,
+    /// Absolute, as resolved at ingestion.
+    pub path: std::path::PathBuf,
+    pub format: crate::Format,
+    /// The table's key column.
+    pub key: String,
 }
 
 /// Rules for raw text cells.
@@ -239,8 +253,13 @@ impl FeaturePipeline {
     /// feature's path names the feature), `None` when they are equal: what a refusal to mix
     /// data and a model of different pipelines should say.
     pub fn difference(&self, other: &FeaturePipeline) -> Option<String> {
-        let a = serde_json::to_value(self).expect("pipelines serialize");
-        let b = serde_json::to_value(other).expect("pipelines serialize");
+        // Where the side tables were read from does not change an encoding.
+        let comparable = |p: &FeaturePipeline| {
+            let mut v = serde_json::to_value(p).expect("pipelines serialize");
+            v.as_object_mut().expect("a pipeline is an object").remove("tables");
+            v
+        };
+        let (a, b) = (comparable(self), comparable(other));
         first_difference(&a, &b, String::new())
     }
 
@@ -366,6 +385,7 @@ mod tests {
             vocabularies: BTreeMap::from([("region".to_owned(), vec!["r1".to_owned(), "r2".to_owned()])]),
             tasks: Vec::new(),
             passthrough: Vec::new(),
+            tables: Vec::new(),
         }
     }
 
@@ -373,6 +393,14 @@ mod tests {
     fn a_difference_names_the_feature_the_statistic_and_both_values() {
         let a = with_scale(0.5, 1.1102230246251565e-16);
         assert_eq!(a.difference(&a.clone()), None);
+        let mut moved = a.clone();
+        moved.tables.push(TableRef {
+            side: Side::User,
+            path: "/elsewhere/users.parquet".into(),
+            format: crate::Format::Parquet,
+            key: "user".into(),
+        });
+        assert_eq!(a.difference(&moved), None, "where a table was read does not change the encoding");
         let b = with_scale(0.5, 1.1102230246251563e-16);
         assert_eq!(
             a.difference(&b).unwrap(),

@@ -37,6 +37,45 @@ pub struct DatasetSchema {
     /// true probabilities of a synthetic dataset, for Bayes-optimal metrics).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub passthrough: Vec<String>,
+    /// Tables of user and item attributes (profiles, the catalogue) joined to the log on its id
+    /// columns at ingestion, and loaded by `mtrec serve` to look features up by id.
+    #[serde(default, skip_serializing_if = "SideTables::is_empty")]
+    pub tables: SideTables,
+}
+
+/// The user table and the item table, each optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SideTables {
+    /// One row per user, keyed by the log's `ids.user` values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<SideTable>,
+    /// One row per item, keyed by the log's `ids.item` values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<SideTable>,
+}
+
+impl SideTables {
+    pub fn is_empty(&self) -> bool {
+        self.user.is_none() && self.item.is_none()
+    }
+}
+
+/// A table joined to the log: every column the schema reads that the table holds and the log
+/// does not comes from the table row whose key is the log row's id. A log id missing from the
+/// table reads as nulls there (counted in `ingest_report.json`); a key that repeats is an
+/// error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SideTable {
+    /// The table's file, relative to the schema file's directory (CSV, Parquet or Arrow IPC).
+    pub path: String,
+    /// File format; inferred from the extension when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
+    /// The key column; the log's id column name when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// Where the raw logs are.

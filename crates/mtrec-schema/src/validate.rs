@@ -70,6 +70,20 @@ impl DatasetSchema {
         if self.features.is_empty() {
             return Err(SchemaError::new("features", "at least one feature is required"));
         }
+        for (side, table, id) in
+            [("user", &self.tables.user, &self.ids.user), ("item", &self.tables.item, &self.ids.item)]
+        {
+            let Some(table) = table else { continue };
+            if id.is_none() {
+                return Err(SchemaError::new(
+                    format!("tables.{side}"),
+                    format!("needs ids.{side}: the table is joined on the log's {side} ids"),
+                ));
+            }
+            if table.path.trim().is_empty() || table.key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+                return Err(SchemaError::new(format!("tables.{side}"), "path and key must not be empty"));
+            }
+        }
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (i, f) in self.features.iter().enumerate() {
             let at = |field: &str| format!("features[{i}].{field}");

@@ -83,10 +83,11 @@ struct ServeArgs {
     #[arg(long)]
     bundle: PathBuf,
     /// User features keyed by the schema's user id column (CSV, Parquet or Arrow), encoded once
-    /// at start; features in a request win.
+    /// at start; features in a request win. Default: the schema's user table the bundle's data
+    /// was joined with, if any.
     #[arg(long)]
     user_features: Option<PathBuf>,
-    /// Item features keyed by the schema's item id column.
+    /// Item features keyed by the schema's item id column. Default: the schema's item table.
     #[arg(long)]
     item_features: Option<PathBuf>,
     /// Address to listen on (loopback unless told otherwise).

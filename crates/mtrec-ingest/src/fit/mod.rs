@@ -255,6 +255,7 @@ impl<'a> Fitter<'a> {
             vocabularies,
             tasks,
             passthrough: schema.passthrough.clone(),
+            tables: Vec::new(),
         };
         Ok((pipeline, stats))
     }

@@ -14,6 +14,7 @@ use mtrec_schema::{CsvOptions, Format, Split, TextRules, TimestampUnit};
 use polars::prelude::*;
 
 use crate::error::IngestError;
+use crate::join::SideTable;
 
 pub use hive::partitions;
 
@@ -48,12 +49,14 @@ pub struct RawTable {
     pub split: Option<Split>,
     /// How text cells are read (CSV options; nothing for typed formats).
     pub text: TextRules,
+    /// Per side table of the source, the rows whose id the table lacks.
+    pub missing_ids: Vec<Vec<u32>>,
 }
 
 impl RawTable {
     /// A table of rows that come from no file of a log (a request body, a feature table).
     pub fn standalone(df: DataFrame, origin: &Path, text: TextRules) -> Self {
-        RawTable { df, path: origin.to_owned(), file_row: 0, first_row: 0, split: None, text }
+        RawTable { df, path: origin.to_owned(), file_row: 0, first_row: 0, split: None, text, missing_ids: Vec::new() }
     }
 
     pub fn rows(&self) -> usize {
@@ -95,6 +98,8 @@ pub struct Source {
     timestamp: Option<(String, TimestampUnit)>,
     partition_dtypes: BTreeMap<String, DataType>,
     batch_rows: usize,
+    /// Side tables joined to every batch.
+    pub tables: Vec<SideTable>,
 }
 
 impl Source {
@@ -124,16 +129,25 @@ impl Source {
             timestamp,
             partition_dtypes,
             batch_rows: batch_rows.max(1),
+            tables: Vec::new(),
         })
+    }
+
+    /// Joins `tables` to every batch.
+    pub fn with_tables(mut self, tables: Vec<SideTable>) -> Self {
+        self.tables = tables;
+        self
     }
 
     pub fn format(&self) -> Format {
         self.files[0].format
     }
 
-    /// The raw columns every batch holds.
-    pub fn columns(&self) -> &[String] {
-        &self.needed
+    /// The raw columns every batch holds: the log's, then each side table's.
+    pub fn columns(&self) -> Vec<String> {
+        let mut out = self.needed.clone();
+        out.extend(self.tables.iter().flat_map(SideTable::columns));
+        out
     }
 
     /// Every batch of every file, in order.
@@ -259,14 +273,21 @@ impl Batches<'_> {
                     if let Err(e) = self.check_dtypes(file, &df) {
                         return Some(Err(e));
                     }
-                    let table = RawTable {
+                    let mut table = RawTable {
                         path: file.path.clone(),
                         file_row: self.file_row,
                         first_row: self.first_row,
                         split: file.split,
                         text: self.source.text.clone(),
                         df,
+                        missing_ids: Vec::new(),
                     };
+                    for side_table in &self.source.tables {
+                        match side_table.join(&mut table) {
+                            Ok(missing) => table.missing_ids.push(missing),
+                            Err(e) => return Some(Err(e)),
+                        }
+                    }
                     self.file_row += table.rows() as u64;
                     self.first_row += table.rows() as u64;
                     return Some(Ok(table));

@@ -6,4 +6,5 @@ mod degenerate;
 mod outputs;
 mod parity;
 mod shards;
+mod side_tables;
 mod twins;

@@ -22,7 +22,7 @@ mod warnings;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use mtrec_ingest::table::{load_feature_table, FeatureTable};
+use mtrec_ingest::table::{load_feature_table, load_feature_table_keyed, FeatureTable};
 use mtrec_model::bundle::{self, Bundle};
 use mtrec_model::infer::feature_views;
 use mtrec_schema::{EncodedValue, Encoder, FeatureColumn, Side, TaskType, Transform};
@@ -43,6 +43,24 @@ impl Default for Limits {
     fn default() -> Self {
         Self { max_items: 1_000, max_batch_rows: 100_000 }
     }
+}
+
+/// The feature table of `side`: the file given (`--user-features`, `--item-features`), else the
+/// side table the bundle's data was ingested with, if any.
+fn feature_table(given: Option<&Path>, encoder: &Encoder, side: Side) -> Result<Option<FeatureTable>, ModelLoadError> {
+    if let Some(path) = given {
+        return Ok(Some(load_feature_table(path, encoder, side)?));
+    }
+    let Some(table) = encoder.pipeline().tables.iter().find(|t| t.side == side) else { return Ok(None) };
+    if !table.path.exists() {
+        let flag = if side == Side::User { "--user-features" } else { "--item-features" };
+        return Err(mtrec_ingest::IngestError::Read {
+            path: table.path.clone(),
+            source: format!("the bundle's data was joined with this table, which is not here: pass {flag}").into(),
+        }
+        .into());
+    }
+    Ok(Some(load_feature_table_keyed(&table.path, Some(table.format), Some(&table.key), encoder, side)?))
 }
 
 /// Where the feature tables come from.
@@ -87,8 +105,8 @@ impl ServingModel {
     pub fn load(dir: &Path, tables: &TablePaths) -> Result<Self, ModelLoadError> {
         let bundle = bundle::load(dir)?;
         let encoder = Encoder::new(bundle.pipeline.clone());
-        let user_table = tables.user.as_deref().map(|p| load_feature_table(p, &encoder, Side::User)).transpose()?;
-        let item_table = tables.item.as_deref().map(|p| load_feature_table(p, &encoder, Side::Item)).transpose()?;
+        let user_table = feature_table(tables.user.as_deref(), &encoder, Side::User)?;
+        let item_table = feature_table(tables.item.as_deref(), &encoder, Side::Item)?;
         let null_values = (0..encoder.pipeline().features.len())
             .map(|f| encoder.encode_field(f, None).map(|(v, _)| v))
             .collect::<Result<Vec<_>, _>>()

@@ -116,3 +116,71 @@ fn a_table_without_its_id_column_is_refused_with_the_file_named() {
     let message = mtrec_schema::error_chain(&err);
     assert!(message.contains("row 2") && message.contains("repeats row 1"), "{message}");
 }
+
+/// A bundle trained on data joined with side tables (declared in the schema) finds the same
+/// tables when it serves, without flags: a request of ids scores like one of every feature.
+#[tokio::test]
+async fn the_side_tables_of_the_ingest_serve_without_flags() {
+    let fx = fixture();
+    let dir = crate::common::off_runtime(|| {
+        let dir = fx.root.join("joined-data");
+        std::fs::create_dir_all(&dir).unwrap();
+        let user_columns = ["user_id", "age_bucket", "region", "activity", "account_age_days"];
+        let item_columns = ["item_id", "category", "price"];
+        let first_rows = |id: &str, columns: &[&str]| -> DataFrame {
+            let mut seen = std::collections::HashSet::new();
+            let ids = fx.raw.column(id).unwrap().str().unwrap().clone();
+            let first: Vec<IdxSize> = ids
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| seen.insert(v.map(str::to_owned)))
+                .map(|(r, _)| r as IdxSize)
+                .collect();
+            fx.raw.select(columns.iter().copied()).unwrap().take(&IdxCa::from_vec("idx".into(), first)).unwrap()
+        };
+        let mut users = first_rows("user_id", &user_columns);
+        mtrec_synth::write_parquet(&mut users, &dir.join("users.parquet")).unwrap();
+        let mut items = first_rows("item_id", &item_columns);
+        items.rename("item_id", "sku".into()).unwrap();
+        mtrec_synth::write_parquet(&mut items, &dir.join("items.parquet")).unwrap();
+        let attributes: Vec<&str> = user_columns[1..].iter().chain(&item_columns[1..]).copied().collect();
+        let mut log = fx.raw.drop_many(attributes);
+        mtrec_synth::write_parquet(&mut log, &dir.join("log.parquet")).unwrap();
+        let mut schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(mtrec_testkit::synthetic_schema()).unwrap()).unwrap();
+        schema["tables"] = serde_json::json!({
+            "user": {"path": "users.parquet"}, "item": {"path": "items.parquet", "key": "sku"}
+        });
+        std::fs::write(dir.join("schema.json"), schema.to_string()).unwrap();
+        mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
+            input: vec![dir.join("log.parquet").to_string_lossy().into_owned()],
+            ..mtrec_ingest::IngestOptions::new(&dir.join("schema.json"), &dir.join("ingest"))
+        })
+        .unwrap();
+        let config = mtrec_model::ModelConfig::default();
+        mtrec_testkit::untrained_bundle(&dir.join("ingest"), &dir.join("bundle"), &config, 3);
+        dir
+    });
+    let config = mtrec_serve::ServeConfig { bundle: dir.join("bundle"), ..Default::default() };
+    let state = state_with(config, TablePaths::default());
+    let model = state.model().unwrap();
+    let full = pair_record(&model, &fx.raw, 7);
+    let explicit = serde_json::json!({ "user": full["user"], "context": full["context"], "items": [full["item"]] });
+    // The user's recent items change with every event: the log has them, not the table.
+    let by_id = serde_json::json!({
+        "user": { "id": full["user"]["user_id"], "recent_items": full["user"]["recent_items"] },
+        "context": full["context"],
+        "items": [{ "id": full["item"]["item_id"] }],
+    });
+    let a = post_json(&state, "/v1/score", &explicit).await.json();
+    let b = post_json(&state, "/v1/score", &by_id).await.json();
+    assert_eq!(a["results"][0]["scores"], b["results"][0]["scores"]);
+    assert_eq!(b["warnings"], serde_json::json!([]), "every feature came from the tables: {b}");
+
+    // Moved away, the table is named with the flag that replaces it.
+    std::fs::rename(dir.join("users.parquet"), dir.join("moved.parquet")).unwrap();
+    let err = mtrec_serve::ServingModel::load(&dir.join("bundle"), &TablePaths::default()).unwrap_err();
+    let message = mtrec_schema::error_chain(&err);
+    assert!(message.contains("users.parquet") && message.contains("--user-features"), "{message}");
+    std::fs::rename(dir.join("moved.parquet"), dir.join("users.parquet")).unwrap();
+}
