@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use mtrec_ingest::encoded::Columns;
+use mtrec_ingest::progress::Progress;
 use mtrec_model::bundle::Bundle;
 use mtrec_model::infer::{columns as output, prediction_columns, PredictionValues};
 use mtrec_schema::fs::StagedFile;
@@ -17,9 +18,17 @@ use crate::EvalError;
 /// Scores split `split` of the ingest directory `data` with `bundle` and writes `out`; returns
 /// the row count. The split is read and written shard by shard (one Parquet row group or Arrow
 /// record batch each), so memory holds one shard whatever the split's size.
-pub fn predict(bundle: &Bundle, data: &Path, split: Split, out: &Path, batch_size: usize) -> Result<usize, EvalError> {
+pub fn predict(
+    bundle: &Bundle,
+    data: &Path,
+    split: Split,
+    out: &Path,
+    batch_size: usize,
+    progress: bool,
+) -> Result<usize, EvalError> {
     let format = TableFormat::of(out)?;
     let shards = crate::open_bundle_split(bundle, data, split)?;
+    let bar = Progress::new(progress, "predicting", Some(shards.rows() as u64));
     let io_error = |source| EvalError::Write { path: out.to_owned(), source };
     let table_error = |source| EvalError::Table { path: out.to_owned(), source };
     let mut staged = StagedFile::new(out).map_err(io_error)?;
@@ -43,7 +52,9 @@ pub fn predict(bundle: &Bundle, data: &Path, split: Split, out: &Path, batch_siz
             }
         };
         w.write(&mut df).map_err(table_error)?;
+        bar.advance(df.height());
     }
+    bar.finish();
     writer.expect("at least one part").finish().map_err(table_error)?;
     staged.commit().map_err(io_error)?;
     Ok(rows)

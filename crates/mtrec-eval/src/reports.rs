@@ -29,6 +29,8 @@ pub struct EvalOptions {
     pub report: ReportOptions,
     /// Replace an existing output directory.
     pub force: bool,
+    /// Draw a progress bar on stderr while scoring.
+    pub progress: bool,
 }
 
 /// `mtrec eval`: one model's report, written to `out`.
@@ -38,7 +40,7 @@ pub fn eval(bundle_dir: &Path, opts: &EvalOptions, out: &Path) -> Result<EvalRep
     let split = open_data(&bundle, bundle_dir, opts)?;
     let tasks = task_infos(&bundle);
     let scorer = Scorer { bundle: &bundle, dir: bundle_dir, every_task: true };
-    let (rows, scores) = score_split(&split, &[scorer], &tasks, opts.batch_size)?;
+    let (rows, scores) = score_split(&split, &[scorer], &tasks, opts.batch_size, opts.progress)?;
     let report = mtrec_report::evaluate(&rows, &tasks, &scores[0], &opts.report)?;
     write_reports(out, ReportRef::from(&report), &serde_json::to_value(&report).expect("reports serialize"))?;
     Ok(report)
@@ -71,7 +73,7 @@ pub fn ab(
     if let Some((base, dir)) = &base {
         scorers.push(Scorer { bundle: base, dir, every_task: false });
     }
-    let (rows, mut scores) = score_split(&split, &scorers, &tasks, opts.batch_size)?;
+    let (rows, mut scores) = score_split(&split, &scorers, &tasks, opts.batch_size, opts.progress)?;
     let baseline = (scores.len() == 3).then(|| scores.pop().expect("three scores"));
     let (a_scores, b_scores) = (&scores[0], &scores[1]);
     let report = mtrec_report::compare(&rows, &tasks, a_scores, b_scores, baseline.as_ref(), &opts.report)?;

@@ -45,7 +45,9 @@ pub(crate) fn score_split(
     scorers: &[Scorer<'_>],
     tasks: &[ReportTask],
     batch_size: usize,
+    progress: bool,
 ) -> Result<(EvalRows, Vec<ModelScores>), EvalError> {
+    let bar = mtrec_ingest::progress::Progress::new(progress, "scoring", Some(split.rows() as u64));
     let mut rows =
         EvalRows { labels: vec![Vec::new(); tasks.len()], masks: vec![Vec::new(); tasks.len()], ..Default::default() };
     let mut scores: Vec<ModelScores> = scorers.iter().map(|s| model_scores(s, tasks)).collect::<Result<_, _>>()?;
@@ -57,7 +59,9 @@ pub(crate) fn score_split(
         for (scorer, scores) in scorers.iter().zip(&mut scores) {
             append_scores(scores, scorer.bundle, &shard, tasks, batch_size);
         }
+        bar.advance(shard.rows);
     }
+    bar.finish();
     Ok((rows, scores))
 }
 

@@ -22,6 +22,7 @@ pub mod encoded;
 pub mod error;
 pub mod fit;
 pub mod join;
+pub mod progress;
 pub mod report;
 pub mod shards;
 pub mod source;
@@ -43,6 +44,7 @@ pub use fit::FitOptions;
 pub use report::IngestReport;
 
 use cells::Cells;
+use progress::Progress;
 use shards::SplitWriter;
 use source::{RawTable, Source, SourceFile};
 
@@ -225,41 +227,6 @@ pub fn ingest(opts: &IngestOptions) -> Result<Ingested, IngestError> {
 /// The cells of every needed column of a batch.
 fn cells_of(batch: &RawTable, columns: &[String]) -> Result<HashMap<String, Cells>, IngestError> {
     columns.iter().map(|c| Ok((c.clone(), Cells::of(batch, c)?))).collect()
-}
-
-/// A progress bar on stderr, or nothing: rows done, rows per second and, when the total is
-/// known, the time left.
-struct Progress(Option<indicatif::ProgressBar>);
-
-impl Progress {
-    fn new(show: bool, what: &str, total: Option<u64>) -> Self {
-        Progress(show.then(|| {
-            let (bar, template) = match total {
-                Some(n) => (
-                    indicatif::ProgressBar::new(n),
-                    "{prefix} [{bar:30}] {human_pos}/{human_len} rows, {per_sec}, {eta} left",
-                ),
-                None => (indicatif::ProgressBar::no_length(), "{prefix} {human_pos} rows, {per_sec}, {elapsed}"),
-            };
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(template).expect("a valid template").progress_chars("=> "),
-            );
-            bar.set_prefix(what.to_owned());
-            bar
-        }))
-    }
-
-    fn advance(&self, rows: usize) {
-        if let Some(bar) = &self.0 {
-            bar.inc(rows as u64);
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.0 {
-            bar.finish_and_clear();
-        }
-    }
 }
 
 fn resolve_inputs(

@@ -141,6 +141,9 @@ struct ReportArgs {
     /// Threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 impl ReportArgs {
@@ -156,6 +159,7 @@ impl ReportArgs {
                 ..Default::default()
             },
             force: self.force,
+            progress: !self.quiet,
         }
     }
 }
@@ -290,6 +294,9 @@ struct PredictArgs {
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -446,7 +453,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => {
             init_threads(args.threads)?;
             let bundle = mtrec_model::bundle::load(&args.bundle)?;
-            let rows = mtrec_eval::predict::predict(&bundle, &args.data, args.split, &args.out, args.batch_size)?;
+            let rows =
+                mtrec_eval::predict::predict(&bundle, &args.data, args.split, &args.out, args.batch_size, !args.quiet)?;
             println!("wrote {} ({rows} rows)", args.out.display());
             Ok(())
         }
@@ -632,6 +640,7 @@ fn quickstart(args: &QuickstartArgs) -> Result<()> {
         batch_size: 4096,
         report: mtrec_report::ReportOptions::default(),
         force: true,
+        progress: true,
     };
     let report = mtrec_eval::ab(&shared_bottom, &mmoe, None, &opts, &report_dir)?;
     print_verdicts(&report);

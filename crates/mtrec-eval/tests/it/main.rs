@@ -50,6 +50,7 @@ fn options() -> EvalOptions {
         batch_size: 512,
         report: mtrec_report::ReportOptions { bootstrap_replicates: 200, ..Default::default() },
         force: false,
+        progress: false,
     }
 }
 
@@ -191,7 +192,7 @@ fn predict_writes_every_task_for_every_row() {
     let fx = fixture();
     let bundle = mtrec_model::bundle::load(&fx.mmoe).unwrap();
     let out = fx.root.join("pred.parquet");
-    let rows = predict(&bundle, &fx.ingest, Split::Test, &out, 1000).unwrap();
+    let rows = predict(&bundle, &fx.ingest, Split::Test, &out, 1000, false).unwrap();
     let df = polars::prelude::ParquetReader::new(std::fs::File::open(&out).unwrap()).finish().unwrap();
     use polars::prelude::SerReader;
     assert_eq!(df.height(), rows);
@@ -235,7 +236,7 @@ fn regression_outputs_and_labels_are_in_the_labels_units() {
     assert!((variance - valid_rmse * valid_rmse).abs() <= 1e-12 * variance, "{variance} vs {valid_rmse}²");
 
     let out = fx.root.join("pred-units.parquet");
-    predict(&bundle, &fx.ingest, Split::Test, &out, 1000).unwrap();
+    predict(&bundle, &fx.ingest, Split::Test, &out, 1000, false).unwrap();
     let df = polars::prelude::ParquetReader::new(std::fs::File::open(&out).unwrap()).finish().unwrap();
     let rows: Vec<usize> = f64_column(&df, "id.row").into_iter().map(|r| r.unwrap() as usize).collect();
     let (pred, log1p, mean) =
@@ -291,8 +292,8 @@ fn predict_and_eval_read_the_split_shard_by_shard() {
     let bundle = mtrec_model::bundle::load(&fx.mmoe).unwrap();
     let read = |path: &Path| polars::prelude::ParquetReader::new(std::fs::File::open(path).unwrap()).finish().unwrap();
     let (one, many) = (fx.root.join("pred-one.parquet"), fx.root.join("pred-many.parquet"));
-    predict(&bundle, &fx.ingest, Split::Test, &one, 1000).unwrap();
-    predict(&bundle, &sharded, Split::Test, &many, 1000).unwrap();
+    predict(&bundle, &fx.ingest, Split::Test, &one, 1000, false).unwrap();
+    predict(&bundle, &sharded, Split::Test, &many, 1000, false).unwrap();
     let (one, many) = (read(&one), read(&many));
     assert!(one.equals_missing(&many), "the same rows and predictions");
     let metrics = |data: &Path, out: &str| {
@@ -320,11 +321,11 @@ fn predict_refuses_data_encoded_with_another_pipeline_or_format() {
     })
     .unwrap();
     let out = fx.root.join("refused-pred.parquet");
-    let err = predict(&bundle, &fx.root.join("other"), Split::Test, &out, 1000).unwrap_err().to_string();
+    let err = predict(&bundle, &fx.root.join("other"), Split::Test, &out, 1000, false).unwrap_err().to_string();
     assert!(err.contains("was encoded with another feature pipeline than the bundle's"), "{err}");
     assert!(!out.exists());
     let csv = fx.root.join("pred.csv");
-    let err = predict(&bundle, &fx.ingest, Split::Test, &csv, 1000).unwrap_err().to_string();
+    let err = predict(&bundle, &fx.ingest, Split::Test, &csv, 1000, false).unwrap_err().to_string();
     assert!(err.contains("pred.csv: unknown output format"), "{err}");
     assert!(!csv.exists());
 }
