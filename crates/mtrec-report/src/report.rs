@@ -214,8 +214,9 @@ pub struct TaskComparison {
     pub verdict_std_error: Option<f64>,
     /// Variance of the primary metric's delta with units clustered / with units independent.
     pub design_effect: Option<f64>,
-    /// `(z_{1-alpha/2} + z_power) · verdict_std_error`: the smallest true |delta| the verdict
-    /// test detects with probability `options.power` at level `alpha` on this sample.
+    /// `(z_{1-alpha/(2m)} + z_power) · verdict_std_error`, `m` the tasks with a p-value: the
+    /// smallest true |delta| detected with probability `options.power` on this sample even
+    /// when no other task differs (Benjamini–Hochberg then tests it at `alpha / m`).
     pub min_detectable_effect: Option<f64>,
     /// Set when DeLong's row-independent test and the clustered tests disagree on
     /// significance at `alpha` (before the adjustment).

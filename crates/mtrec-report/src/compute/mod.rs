@@ -292,10 +292,8 @@ pub fn compare(
             verdict_ci_high: test.ci.1,
             verdict_std_error: test.std_error,
             design_effect: test.design_effect.and_then(finite),
-            min_detectable_effect: test
-                .std_error
-                .map(|se| metrics::min_detectable_effect(se, options.alpha, options.power))
-                .and_then(finite),
+            // Set below, once the number of tested tasks is known.
+            min_detectable_effect: None,
             disagreement: test.disagreement,
             metrics: metric_comparisons,
             delong: test.delong,
@@ -305,7 +303,7 @@ pub fn compare(
             b: eval_b,
         });
     }
-    decide_verdicts(&mut comparisons, options.alpha);
+    decide_verdicts(&mut comparisons, options);
     let tasks_with =
         |v: Verdict| comparisons.iter().filter(|c| c.verdict == v).map(|c| c.task.clone()).collect::<Vec<_>>();
     let (improved_tasks, degraded_tasks) = (tasks_with(Verdict::BBetter), tasks_with(Verdict::BWorse));
@@ -328,13 +326,21 @@ pub fn compare(
 }
 
 /// Adjusts the tasks' verdict p-values by Benjamini–Hochberg (the family: every task's primary
-/// metric) and decides each verdict from its adjusted p-value.
-fn decide_verdicts(comparisons: &mut [TaskComparison], alpha: f64) {
+/// metric), decides each verdict from its adjusted p-value, and states the minimum detectable
+/// effect at the level Benjamini–Hochberg applies to an effect on one task alone among the `m`
+/// tested, `alpha / m`: the effect is then detected with at least `power` however many other
+/// tasks differ.
+fn decide_verdicts(comparisons: &mut [TaskComparison], options: &ReportOptions) {
     let p_values: Vec<Option<f64>> = comparisons.iter().map(|c| c.verdict_p_value).collect();
+    let tested = p_values.iter().flatten().count().max(1);
     for (c, q) in comparisons.iter_mut().zip(metrics::benjamini_hochberg(&p_values)) {
         let primary = c.metrics.iter().find(|m| m.metric == c.primary_metric).expect("primary metric is listed");
         let higher_is_better = primary.higher_is_better.expect("primary metrics have a direction");
         c.verdict_q_value = q;
-        c.verdict = metrics::verdict(primary.delta, q, alpha, higher_is_better);
+        c.verdict = metrics::verdict(primary.delta, q, options.alpha, higher_is_better);
+        c.min_detectable_effect = c
+            .verdict_std_error
+            .map(|se| metrics::min_detectable_effect(se, options.alpha / tested as f64, options.power))
+            .and_then(finite);
     }
 }

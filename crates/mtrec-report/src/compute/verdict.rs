@@ -39,8 +39,8 @@ pub(super) fn verdict_rule(options: &ReportOptions) -> String {
          when every user holds one unit; RMSE and log loss: the paired bootstrap resampling users (items for \
          per-item units). The tasks' p-values are adjusted by Benjamini-Hochberg, controlling the false discovery \
          rate at alpha = {alpha}; a task is b_better or b_worse when its adjusted p (q) is below alpha. Seesaw: one \
-         task b_better and another b_worse. MDE: the smallest true delta the test detects with power {power}, \
-         (z_(1-alpha/2) + z_power) x its standard error.",
+         task b_better and another b_worse. MDE: the smallest true delta detected with power {power} even when no \
+         other task differs, (z_(1-alpha/(2m)) + z_power) x the test's standard error for m tasks tested.",
         alpha = options.alpha,
         power = options.power
     )

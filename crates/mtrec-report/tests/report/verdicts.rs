@@ -89,16 +89,21 @@ fn one_row_per_user_is_judged_by_delong() {
 fn minimum_detectable_effect_is_the_tests_standard_error_scaled() {
     let (rows, tasks, a, b) = fixture();
     let r = compare(&rows, &tasks, &a, &b, None, &options()).unwrap();
-    // z_0.975 + z_0.8 = 1.959964 + 0.841621 (normal tables).
+    // Four tasks tested: a lone effect faces alpha / 4, so z_(1 - 0.05/8) + z_0.8 = 2.497705 +
+    // 0.841621 (Python's statistics.NormalDist).
     for t in &r.tasks {
         let se = t.verdict_std_error.unwrap();
-        assert!((t.min_detectable_effect.unwrap() - 2.801585 * se).abs() <= 1e-6 * se, "{}", t.task);
+        assert!((t.min_detectable_effect.unwrap() - 3.339327 * se).abs() <= 1e-6 * se, "{}", t.task);
         let primary = t.metrics.iter().find(|m| m.metric == t.primary_metric).unwrap();
         if t.verdict_test == VerdictTest::Bootstrap {
             assert_eq!(Some(se), primary.std_error, "{}: the bootstrap's standard error", t.task);
         }
     }
-    let r = compare(&rows, &tasks, &a, &b, None, &ReportOptions { power: 0.9, ..options() }).unwrap();
+    // One task at power 0.9: z_0.975 + z_0.9 = 1.959964 + 1.281552.
+    let one = |x: &[Vec<f32>]| vec![x[0].clone()];
+    let rows = EvalRows { labels: one(&rows.labels), masks: vec![rows.masks[0].clone()], ..rows };
+    let (a, b) = (ModelScores { outputs: one(&a.outputs), ..a }, ModelScores { outputs: one(&b.outputs), ..b });
+    let r = compare(&rows, &tasks[..1], &a, &b, None, &ReportOptions { power: 0.9, ..options() }).unwrap();
     let se = r.tasks[0].verdict_std_error.unwrap();
     assert!((r.tasks[0].min_detectable_effect.unwrap() - (1.959964 + 1.281552) * se).abs() < 1e-6 * se);
 }
