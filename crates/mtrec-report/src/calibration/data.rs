@@ -22,7 +22,8 @@ pub(super) fn tasks() -> Vec<ReportTask> {
     ]
 }
 
-pub(super) const CLICK: usize = 0;
+/// The task whose models differ when `click_extra_noise` is above 0.
+const CLICK: usize = 0;
 
 fn normal(rng: &mut ChaCha8Rng) -> f64 {
     rng.sample(StandardNormal)

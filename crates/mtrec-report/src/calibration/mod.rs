@@ -54,14 +54,26 @@ impl Default for Scenario {
     }
 }
 
-/// One task's outcome counts over the experiments.
+/// One task's outcomes over the experiments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskCalibration {
     pub task: String,
     /// The test behind the verdict in the first experiment (every experiment uses the same).
     pub test: VerdictTest,
+    /// Experiments where the verdict test's own p-value is below alpha (before the adjustment).
+    pub test_significant: usize,
+    /// Verdicts, after the adjustment over tasks.
     pub b_better: usize,
     pub b_worse: usize,
+    /// Binary tasks: experiments where DeLong's test with rows independent, and the user
+    /// bootstrap of the AUC, have p below alpha.
+    pub row_independent_delong: Option<usize>,
+    pub auc_bootstrap: Option<usize>,
+    /// Means over experiments of the primary metric's delta (B - A), the design effect and the
+    /// minimum detectable effect.
+    pub mean_delta: f64,
+    pub mean_design_effect: f64,
+    pub mean_mde: f64,
 }
 
 impl TaskCalibration {
@@ -76,28 +88,26 @@ impl TaskCalibration {
 pub struct Calibration {
     pub scenario: Scenario,
     pub tasks: Vec<TaskCalibration>,
-    /// `click`, by test, raw p below alpha (no adjustment): DeLong with rows independent,
-    /// clustered DeLong, and the bootstrap of the AUC.
-    pub click_row_independent_delong: usize,
-    pub click_clustered_delong: usize,
-    pub click_bootstrap: usize,
     /// Experiments where some task had a significant verdict (the family-wise error under A/A).
     pub any_verdict: usize,
     pub seesaw: usize,
-    /// Means over experiments on `click`: ΔAUC (B - A), design effect, minimum detectable effect.
-    pub click_mean_delta: f64,
-    pub click_mean_design_effect: f64,
-    pub click_mean_mde: f64,
+}
+
+/// One task's outcome in one experiment.
+struct TaskOutcome {
+    test: VerdictTest,
+    verdict: Verdict,
+    /// The verdict test, DeLong with rows independent, the AUC bootstrap: p below alpha.
+    significant: [Option<bool>; 3],
+    delta: Option<f64>,
+    design_effect: Option<f64>,
+    mde: Option<f64>,
 }
 
 /// One experiment's outcome.
 struct Outcome {
-    verdicts: Vec<(VerdictTest, Verdict)>,
-    click_raw: [bool; 3],
+    tasks: Vec<TaskOutcome>,
     seesaw: bool,
-    click_delta: f64,
-    click_design_effect: f64,
-    click_mde: f64,
 }
 
 fn validate(s: &Scenario) -> Result<(), ReportError> {
@@ -135,48 +145,59 @@ pub fn run(scenario: &Scenario) -> Result<Calibration, ReportError> {
             rng.set_stream(i as u64);
             let (rows, a, b) = data::experiment(scenario, &mut rng);
             let report = crate::compare(&rows, &tasks, &a, &b, None, &ReportOptions { seed: i as u64, ..options })?;
-            let click = &report.tasks[data::CLICK];
-            let below = |p: Option<f64>| p.is_some_and(|p| p < scenario.alpha);
-            let auc = click.metrics.iter().find(|m| m.metric == click.primary_metric);
-            Ok(Outcome {
-                verdicts: report.tasks.iter().map(|t| (t.verdict_test, t.verdict)).collect(),
-                click_raw: [
-                    below(click.delong.and_then(|d| d.p_value)),
-                    below(click.clustered_delong.and_then(|d| d.p_value)),
-                    below(auc.and_then(|m| m.p_value)),
-                ],
-                seesaw: report.seesaw,
-                click_delta: auc.and_then(|m| m.delta).unwrap_or(f64::NAN),
-                click_design_effect: click.design_effect.unwrap_or(f64::NAN),
-                click_mde: click.min_detectable_effect.unwrap_or(f64::NAN),
-            })
+            let below = |p: Option<f64>| p.map(|p| p < scenario.alpha);
+            let outcomes = report
+                .tasks
+                .iter()
+                .map(|t| {
+                    let primary = t.metrics.iter().find(|m| m.metric == t.primary_metric);
+                    let binary = t.delong.is_some();
+                    TaskOutcome {
+                        test: t.verdict_test,
+                        verdict: t.verdict,
+                        significant: [
+                            below(t.verdict_p_value),
+                            below(t.delong.and_then(|d| d.p_value)),
+                            below(primary.and_then(|m| m.p_value)).filter(|_| binary),
+                        ],
+                        delta: primary.and_then(|m| m.delta),
+                        design_effect: t.design_effect,
+                        mde: t.min_detectable_effect,
+                    }
+                })
+                .collect();
+            Ok(Outcome { tasks: outcomes, seesaw: report.seesaw })
         })
         .collect::<Result<_, ReportError>>()?;
     let count = |f: &dyn Fn(&Outcome) -> bool| outcomes.iter().filter(|o| f(o)).count();
-    let mean = |f: &dyn Fn(&Outcome) -> f64| {
-        let values: Vec<f64> = outcomes.iter().map(f).filter(|v| v.is_finite()).collect();
-        values.iter().sum::<f64>() / values.len().max(1) as f64
+    let task = |t: usize, name: &str| {
+        let count_task = |f: &dyn Fn(&TaskOutcome) -> bool| count(&|o| f(&o.tasks[t]));
+        let count_test = |i: usize| {
+            let defined = outcomes.iter().any(|o| o.tasks[t].significant[i].is_some());
+            defined.then(|| count_task(&|o| o.significant[i] == Some(true)))
+        };
+        let mean = |f: &dyn Fn(&TaskOutcome) -> Option<f64>| {
+            let values: Vec<f64> = outcomes.iter().filter_map(|o| f(&o.tasks[t])).filter(|v| v.is_finite()).collect();
+            values.iter().sum::<f64>() / values.len().max(1) as f64
+        };
+        TaskCalibration {
+            task: name.to_owned(),
+            test: outcomes[0].tasks[t].test,
+            test_significant: count_test(0).unwrap_or(0),
+            b_better: count_task(&|o| o.verdict == Verdict::BBetter),
+            b_worse: count_task(&|o| o.verdict == Verdict::BWorse),
+            row_independent_delong: count_test(1),
+            auc_bootstrap: count_test(2),
+            mean_delta: mean(&|o| o.delta),
+            mean_design_effect: mean(&|o| o.design_effect),
+            mean_mde: mean(&|o| o.mde),
+        }
     };
     Ok(Calibration {
         scenario: *scenario,
-        tasks: tasks
-            .iter()
-            .enumerate()
-            .map(|(t, task)| TaskCalibration {
-                task: task.name.clone(),
-                test: outcomes[0].verdicts[t].0,
-                b_better: count(&|o| o.verdicts[t].1 == Verdict::BBetter),
-                b_worse: count(&|o| o.verdicts[t].1 == Verdict::BWorse),
-            })
-            .collect(),
-        click_row_independent_delong: count(&|o| o.click_raw[0]),
-        click_clustered_delong: count(&|o| o.click_raw[1]),
-        click_bootstrap: count(&|o| o.click_raw[2]),
-        any_verdict: count(&|o| o.verdicts.iter().any(|v| v.1 != Verdict::NoSignificantDifference)),
+        tasks: tasks.iter().enumerate().map(|(t, spec)| task(t, &spec.name)).collect(),
+        any_verdict: count(&|o| o.tasks.iter().any(|t| t.verdict != Verdict::NoSignificantDifference)),
         seesaw: count(&|o| o.seesaw),
-        click_mean_delta: mean(&|o| o.click_delta),
-        click_mean_design_effect: mean(&|o| o.click_design_effect),
-        click_mean_mde: mean(&|o| o.click_mde),
     })
 }
 
