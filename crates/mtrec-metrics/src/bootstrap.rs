@@ -17,7 +17,8 @@
 //! `2 * min(P(d* <= 0), P(d* >= 0))` over valid replicates, clipped to `[1 / B_valid, 1]`
 //! (never exactly 0, since B replicates cannot resolve smaller p-values). Replicates where a
 //! metric is undefined for either model (e.g. a single class drawn) are dropped for that
-//! metric and counted.
+//! metric and counted. The standard deviation of the valid replicate deltas is the bootstrap's
+//! standard error of the delta.
 
 use std::cell::{Cell, Ref, RefCell};
 
@@ -67,6 +68,9 @@ pub struct BootstrapResult {
     pub ci_low: Option<f64>,
     pub ci_high: Option<f64>,
     pub p_value: Option<f64>,
+    /// Standard deviation of the valid replicate deltas: the bootstrap's standard error of the
+    /// delta; `None` with fewer than two valid replicates.
+    pub std_error: Option<f64>,
     pub replicates: usize,
     /// Replicates where the metric was defined for both models.
     pub valid_replicates: usize,
@@ -207,6 +211,7 @@ where
                 ci_low: quantile(&valid, tail),
                 ci_high: quantile(&valid, 1.0 - tail),
                 p_value,
+                std_error: std_deviation(&valid),
                 replicates: options.replicates,
                 valid_replicates: valid.len(),
             }
@@ -232,6 +237,15 @@ where
     Ok(results[0])
 }
 
+/// Sample standard deviation (n - 1 denominator); `None` below two values.
+fn std_deviation(values: &[f64]) -> Option<f64> {
+    let n = values.len();
+    (n >= 2).then(|| {
+        let mean = values.iter().sum::<f64>() / n as f64;
+        (values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1) as f64).sqrt()
+    })
+}
+
 /// The `q`-quantile of sorted values, interpolating linearly between order statistics.
 fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     let last = sorted.len().checked_sub(1)?;
@@ -253,6 +267,9 @@ mod tests {
         assert_eq!(quantile(&v, 1.0), Some(4.0));
         assert!((quantile(&v, 0.025).unwrap() - 1.075).abs() < 1e-12);
         assert_eq!(quantile(&[], 0.5), None);
+        // Mean 2.5, squared deviations 2.25 + 0.25 + 0.25 + 2.25 = 5, / 3.
+        assert!((std_deviation(&v).unwrap() - (5.0f64 / 3.0).sqrt()).abs() < 1e-15);
+        assert_eq!(std_deviation(&[1.0]), None);
     }
 
     #[test]

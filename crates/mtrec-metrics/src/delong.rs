@@ -81,44 +81,72 @@ fn covariance(a: &[f64], b: &[f64]) -> (f64, f64, f64) {
     (aa / (k - 1.0), bb / (k - 1.0), ab / (k - 1.0))
 }
 
+/// Both models' structural components on the same rows, with the positive and negative counts.
+pub(crate) struct PairedPlacements {
+    pub v10_a: Vec<f64>,
+    pub v10_b: Vec<f64>,
+    pub v01_a: Vec<f64>,
+    pub v01_b: Vec<f64>,
+    pub auc_a: f64,
+    pub auc_b: f64,
+}
+
+impl PairedPlacements {
+    /// `None` with fewer than two positives or two negatives.
+    pub(crate) fn new(scores_a: &[f32], scores_b: &[f32], labels: &[f32]) -> Option<PairedPlacements> {
+        assert_eq!(scores_a.len(), labels.len(), "delong_test: scores_a and labels differ in length");
+        assert_eq!(scores_b.len(), labels.len(), "delong_test: scores_b and labels differ in length");
+        let m = labels.iter().filter(|&&y| y != 0.0).count();
+        let n = labels.len() - m;
+        if m < 2 || n < 2 {
+            return None;
+        }
+        let (v10_a, v01_a) = placements(scores_a, labels);
+        let (v10_b, v01_b) = placements(scores_b, labels);
+        let auc_a = v10_a.iter().sum::<f64>() / m as f64;
+        let auc_b = v10_b.iter().sum::<f64>() / m as f64;
+        Some(PairedPlacements { v10_a, v10_b, v01_a, v01_b, auc_a, auc_b })
+    }
+
+    /// DeLong's variance of `AUC_b - AUC_a`, every row independent.
+    pub(crate) fn row_independent_variance(&self) -> f64 {
+        let (m, n) = (self.v10_a.len() as f64, self.v01_a.len() as f64);
+        let s10 = covariance(&self.v10_a, &self.v10_b);
+        let s01 = covariance(&self.v01_a, &self.v01_b);
+        (s10.0 + s10.1 - 2.0 * s10.2) / m + (s01.0 + s01.1 - 2.0 * s01.2) / n
+    }
+
+    /// The normal test of `auc_b - auc_a` with the given variance.
+    pub(crate) fn test(&self, variance: f64, confidence: f64) -> DelongTest {
+        let std_error = variance.max(0.0).sqrt();
+        let delta = self.auc_b - self.auc_a;
+        let z = if std_error > 0.0 {
+            delta / std_error
+        } else if delta == 0.0 {
+            0.0
+        } else {
+            delta.signum() * f64::INFINITY
+        };
+        let q = normal_quantile(0.5 + confidence / 2.0);
+        DelongTest {
+            auc_a: self.auc_a,
+            auc_b: self.auc_b,
+            delta,
+            std_error,
+            z,
+            p_value: two_sided_p(z),
+            ci_low: delta - q * std_error,
+            ci_high: delta + q * std_error,
+            confidence,
+        }
+    }
+}
+
 /// DeLong test of model B's AUC against model A's on the same rows, with a `confidence`
 /// (e.g. 0.95) normal interval. `None` with fewer than two positives or two negatives.
 pub fn delong_test(scores_a: &[f32], scores_b: &[f32], labels: &[f32], confidence: f64) -> Option<DelongTest> {
-    assert_eq!(scores_a.len(), labels.len(), "delong_test: scores_a and labels differ in length");
-    assert_eq!(scores_b.len(), labels.len(), "delong_test: scores_b and labels differ in length");
-    let m = labels.iter().filter(|&&y| y != 0.0).count();
-    let n = labels.len() - m;
-    if m < 2 || n < 2 {
-        return None;
-    }
-    let (v10_a, v01_a) = placements(scores_a, labels);
-    let (v10_b, v01_b) = placements(scores_b, labels);
-    let auc_a = v10_a.iter().sum::<f64>() / m as f64;
-    let auc_b = v10_b.iter().sum::<f64>() / m as f64;
-    let s10 = covariance(&v10_a, &v10_b);
-    let s01 = covariance(&v01_a, &v01_b);
-    let variance = (s10.0 + s10.1 - 2.0 * s10.2) / m as f64 + (s01.0 + s01.1 - 2.0 * s01.2) / n as f64;
-    let std_error = variance.max(0.0).sqrt();
-    let delta = auc_b - auc_a;
-    let z = if std_error > 0.0 {
-        delta / std_error
-    } else if delta == 0.0 {
-        0.0
-    } else {
-        delta.signum() * f64::INFINITY
-    };
-    let q = normal_quantile(0.5 + confidence / 2.0);
-    Some(DelongTest {
-        auc_a,
-        auc_b,
-        delta,
-        std_error,
-        z,
-        p_value: two_sided_p(z),
-        ci_low: delta - q * std_error,
-        ci_high: delta + q * std_error,
-        confidence,
-    })
+    let placements = PairedPlacements::new(scores_a, scores_b, labels)?;
+    Some(placements.test(placements.row_independent_variance(), confidence))
 }
 
 #[cfg(test)]

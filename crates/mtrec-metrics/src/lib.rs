@@ -12,9 +12,15 @@
 //! - [`classification`]: multiclass accuracy, macro-F1, log loss.
 //! - [`ranking`]: per-user NDCG@K, Recall@K, MRR.
 //! - [`delong`]: DeLong's test for two correlated AUCs.
+//! - [`clustered`]: the same with rows clustered by user (Obuchowski), and the variance of a
+//!   mean under clustering; design effects.
+//! - [`verdict`]: the verdict rule over a family of comparisons (Benjamini–Hochberg), and the
+//!   minimum detectable effect.
 //! - [`bootstrap`]: paired cluster bootstrap of metric deltas.
 //! - [`groups`]: rows grouped by user or item id.
 //! - [`normal`]: standard normal CDF and quantile.
+//! - [`student`]: Student's t p-values.
+//! - [`seeds`]: summaries over seeds (mean and 95% CI) and the paired t-test.
 //! - [`sort`]: sortable f32 keys and the radix sort behind the AUC.
 //!
 //! Functions that take `weights: Option<&[W]>` accept any [`Weight`] (`f32`, `f64`, `u32`
@@ -24,6 +30,7 @@
 pub mod binary;
 pub mod bootstrap;
 pub mod classification;
+pub mod clustered;
 pub mod delong;
 pub mod groups;
 pub mod normal;
@@ -31,6 +38,8 @@ pub mod ranking;
 pub mod regression;
 pub mod seeds;
 pub mod sort;
+pub mod student;
+pub mod verdict;
 pub mod weight;
 
 pub use binary::{
@@ -42,9 +51,12 @@ pub use bootstrap::{
     MetricPair, Resample,
 };
 pub use classification::{multiclass_metrics, predicted_class, MulticlassMetrics};
+pub use clustered::{clustered_delong_test, mean_variance, ClusteredDelongTest, MeanVariance};
 pub use delong::{delong_test, DelongTest};
 pub use groups::Groups;
 pub use ranking::{per_user_ranking, ranking, ranking_from_parts, RankingMetrics, UserRanking};
 pub use regression::{regression_metrics, RegressionMetrics};
-pub use seeds::{mean_ci95, MeanCi};
+pub use seeds::{mean_ci95, paired_t_test, MeanCi, PairedTTest};
+pub use student::student_t_two_sided_p;
+pub use verdict::{benjamini_hochberg, min_detectable_effect, verdict, Verdict};
 pub use weight::{Weight, UNWEIGHTED};

@@ -1,12 +1,19 @@
 //! Metrics against golden values computed outside mtrec (scikit-learn, scipy, numpy, and a
 //! DeLong reference written from Sun & Xu 2014): see `golden.py`, which generates
-//! `golden/data.rs`. Plus bootstrap properties that need no reference.
+//! `golden/data.rs`, and `golden_clustered.py` (Obuchowski's clustered test written pair by
+//! pair from the paper), which generates `golden/clustered.rs`. Plus bootstrap properties that
+//! need no reference.
 
 #[allow(dead_code)]
 mod data {
     include!("golden/data.rs");
 }
 
+mod clustered {
+    include!("golden/clustered.rs");
+}
+
+use clustered::*;
 use data::*;
 use mtrec_metrics::*;
 
@@ -80,6 +87,21 @@ fn delong_matches_midrank_reference() {
     close(t.p_value, DELONG_P, "p");
     close(t.ci_low, DELONG_CI_LOW, "ci low");
     close(t.ci_high, DELONG_CI_HIGH, "ci high");
+}
+
+#[test]
+fn clustered_delong_matches_obuchowski_reference() {
+    let t = clustered_delong_test(&SCORE_A, &SCORE_B, &LABELS, &Groups::from_ids(&USERS), 0.95).unwrap();
+    assert_eq!(t.clusters, CLUSTERED_CLUSTERS);
+    close(t.clustered.delta, DELONG_DELTA, "delta");
+    close(t.clustered.std_error, CLUSTERED_SE, "se");
+    close(t.clustered.z, CLUSTERED_Z, "z");
+    close(t.clustered.p_value, CLUSTERED_P, "p");
+    close(t.clustered.ci_low, CLUSTERED_CI_LOW, "ci low");
+    close(t.clustered.ci_high, CLUSTERED_CI_HIGH, "ci high");
+    close(t.row_independent.std_error, CLUSTERED_ROW_INDEPENDENT_SE, "row-independent se");
+    close(t.row_independent.std_error, DELONG_SE, "row-independent se against golden.py");
+    close(t.design_effect.unwrap(), CLUSTERED_DESIGN_EFFECT, "design effect");
 }
 
 #[test]

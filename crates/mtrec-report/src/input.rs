@@ -116,14 +116,25 @@ pub struct ReportOptions {
     pub ranking_k: usize,
     /// Equal-width bins of the ECE and reliability curve.
     pub ece_bins: usize,
-    /// Significance level of verdicts; intervals have coverage `1 - alpha`.
+    /// Significance level of verdicts (the false discovery rate over tasks); intervals have
+    /// coverage `1 - alpha`.
     pub alpha: f64,
+    /// Power at which the minimum detectable effect is stated.
+    pub power: f64,
     /// Most ROC points kept per curve.
     pub roc_points: usize,
 }
 
 impl Default for ReportOptions {
     fn default() -> Self {
-        ReportOptions { bootstrap_replicates: 1000, seed: 0, ranking_k: 10, ece_bins: 10, alpha: 0.05, roc_points: 200 }
+        ReportOptions {
+            bootstrap_replicates: 1000,
+            seed: 0,
+            ranking_k: 10,
+            ece_bins: 10,
+            alpha: 0.05,
+            power: 0.8,
+            roc_points: 200,
+        }
     }
 }

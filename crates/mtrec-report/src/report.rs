@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::input::ReportOptions;
 
-/// Version of the JSON layout; bumped on incompatible changes.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the JSON layout; bumped on incompatible changes (2: verdicts by clustered tests
+/// with Benjamini–Hochberg adjusted p-values, `verdict_test` gained `clustered_delong`).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// `Some(x)` for finite `x`.
 pub(crate) fn finite(x: f64) -> Option<f64> {
@@ -114,33 +115,19 @@ pub struct EvalReport {
     pub history: Option<History>,
 }
 
-/// The verdict on a task, from its primary metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    BBetter,
-    BWorse,
-    NoSignificantDifference,
-}
-
-impl Verdict {
-    /// The JSON spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::BBetter => "b_better",
-            Verdict::BWorse => "b_worse",
-            Verdict::NoSignificantDifference => "no_significant_difference",
-        }
-    }
-}
+/// The verdict on a task, from its primary metric: the rule of [`mtrec_metrics::verdict`].
+pub use mtrec_metrics::Verdict;
 
 /// The test behind a verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VerdictTest {
-    /// DeLong's test of two correlated AUCs.
+    /// DeLong's test of two correlated AUCs with units clustered by user (Obuchowski), for
+    /// units of which some users hold more than one.
+    ClusteredDelong,
+    /// DeLong's test, where every cluster holds one unit (it equals the clustered test there).
     Delong,
-    /// The paired cluster bootstrap.
+    /// The paired bootstrap that resamples clusters.
     Bootstrap,
 }
 
@@ -148,6 +135,7 @@ impl VerdictTest {
     /// The JSON spelling.
     pub fn as_str(self) -> &'static str {
         match self {
+            VerdictTest::ClusteredDelong => "clustered_delong",
             VerdictTest::Delong => "delong",
             VerdictTest::Bootstrap => "bootstrap",
         }
@@ -169,10 +157,12 @@ pub struct MetricComparison {
     pub ci_high: Option<f64>,
     /// Bootstrap two-sided p-value.
     pub p_value: Option<f64>,
+    /// Bootstrap standard error of `delta` (the replicate deltas' standard deviation).
+    pub std_error: Option<f64>,
     pub valid_replicates: usize,
 }
 
-/// DeLong's test of `auc_b - auc_a`.
+/// DeLong's test of `auc_b - auc_a`, with rows independent or clustered.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct DelongReport {
     pub auc_a: Option<f64>,
@@ -204,14 +194,38 @@ pub struct TaskComparison {
     pub scope: Scope,
     pub evaluated: Evaluated,
     pub units: usize,
+    /// Clusters of the units: users for per-row and per-user units, items for per-item units.
+    pub clusters: usize,
     /// [`Metric::primary`]: `auc` (binary), `rmse` (regression) or `logloss` (multiclass).
     pub primary_metric: Metric,
+    /// From `verdict_q_value` and the primary metric's delta.
     pub verdict: Verdict,
-    /// The p-value behind the verdict: DeLong's for AUC, else the bootstrap's.
-    pub verdict_p_value: Option<f64>,
     pub verdict_test: VerdictTest,
+    /// Why that test, in words (the same text in every rendering).
+    pub verdict_reason: String,
+    /// The verdict test's p-value.
+    pub verdict_p_value: Option<f64>,
+    /// `verdict_p_value` adjusted by Benjamini–Hochberg over the tasks' primary metrics.
+    pub verdict_q_value: Option<f64>,
+    /// The verdict test's `1 - alpha` interval of the primary metric's delta.
+    pub verdict_ci_low: Option<f64>,
+    pub verdict_ci_high: Option<f64>,
+    /// The verdict test's standard error of the delta (the bootstrap's: the replicates' SD).
+    pub verdict_std_error: Option<f64>,
+    /// Variance of the primary metric's delta with units clustered / with units independent.
+    pub design_effect: Option<f64>,
+    /// `(z_{1-alpha/(2m)} + z_power) · verdict_std_error`, `m` the tasks with a p-value: the
+    /// smallest true |delta| detected with probability `options.power` on this sample even
+    /// when no other task differs (Benjamini–Hochberg then tests it at `alpha / m`).
+    pub min_detectable_effect: Option<f64>,
+    /// Set when DeLong's row-independent test and the clustered tests disagree on
+    /// significance at `alpha` (before the adjustment).
+    pub disagreement: Option<String>,
     pub metrics: Vec<MetricComparison>,
+    /// DeLong's test with every unit independent (binary only).
     pub delong: Option<DelongReport>,
+    /// DeLong's test with units clustered (Obuchowski; binary only).
+    pub clustered_delong: Option<DelongReport>,
     pub multitask_gain: Option<MultitaskGain>,
     /// Model A's full evaluation of the task (curves included).
     pub a: TaskEval,
@@ -243,6 +257,8 @@ pub struct AbReport {
     pub baseline: Option<ReportedModel>,
     pub options: ReportOptions,
     pub rows: usize,
+    /// The verdict rule in words (the same text in every rendering).
+    pub verdict_rule: String,
     pub tasks: Vec<TaskComparison>,
     /// True when some task is `b_better` and another `b_worse`.
     pub seesaw: bool,

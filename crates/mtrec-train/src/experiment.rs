@@ -26,7 +26,9 @@
 //! merged as JSON objects (RFC 7396 merge patch), with `seed` and `threads` set per run; it must
 //! then be a valid training config. Configurations are named `<architecture>` or
 //! `<architecture>+<strategy>` (with more than one strategy). `baseline` names an architecture:
-//! each configuration is compared with the baseline architecture under the same strategy.
+//! each configuration is compared with the baseline architecture under the same strategy
+//! (without a baseline, with the first configuration): multi-task gains, and verdicts by the
+//! A/B reports' rule with seeds as the units ([`compare`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,6 +46,10 @@ use crate::config::TrainConfig;
 use crate::data::SplitData;
 use crate::error::TrainError;
 use crate::train::{train, validate, TrainOptions};
+
+mod compare;
+
+pub use compare::{verdict_rule, SeedComparison, ALPHA};
 
 /// The experiment file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -111,6 +117,9 @@ pub struct ConfigSummary {
     pub multitask_gain: BTreeMap<String, f64>,
     /// Mean over tasks of this configuration's rank on the task's primary metric (1 = best).
     pub mean_rank: f64,
+    /// Per task: this configuration against its reference, by [`verdict_rule`] (empty for a
+    /// reference itself).
+    pub comparison: BTreeMap<String, SeedComparison>,
 }
 
 /// `summary.json`.
@@ -123,8 +132,11 @@ pub struct ExperimentSummary {
     /// Task → its primary metric ([`Metric::primary`]: `auc`, `rmse` or `logloss`).
     pub primary_metrics: BTreeMap<String, Metric>,
     pub baseline: Option<String>,
+    /// How `configs[].comparison` decides that a configuration is better or worse.
+    pub verdict_rule: String,
     pub configs: Vec<ConfigSummary>,
-    /// The configuration with the best mean rank.
+    /// The configuration with the lowest mean rank: an ordering of means, not a test (the
+    /// comparisons are).
     pub best: String,
     pub runs: Vec<RunResult>,
 }
@@ -349,9 +361,20 @@ fn summarize(
                 metrics,
                 multitask_gain: BTreeMap::new(),
                 mean_rank: 0.0,
+                comparison: BTreeMap::new(),
             }
         })
         .collect();
+    // Verdicts against each configuration's reference, seeds paired.
+    let listed: Vec<(String, String, Option<String>)> =
+        configs.iter().map(|c| (c.config.clone(), c.architecture.clone(), c.strategy.clone())).collect();
+    for c in &mut configs {
+        if let Some(reference) =
+            compare::reference_of(&c.config, c.strategy.as_ref(), &listed, config.baseline.as_ref())
+        {
+            c.comparison = compare::compare_with(&runs, &c.config, reference, &primary);
+        }
+    }
     // Multi-task gain against the baseline architecture under the same strategy.
     if let Some(baseline) = &config.baseline {
         let base: Vec<ConfigSummary> = configs.iter().filter(|c| &c.architecture == baseline).cloned().collect();
@@ -385,13 +408,15 @@ fn summarize(
         seeds: config.seeds.clone(),
         primary_metrics: primary,
         baseline: config.baseline.clone(),
+        verdict_rule: verdict_rule(),
         configs,
         best,
         runs,
     }
 }
 
-/// The summary as Markdown: one table of primary metrics (mean ± 95% CI), gains and ranks.
+/// The summary as Markdown: one table of primary metrics (mean ± 95% CI), gains, ranks and
+/// verdicts against each configuration's reference, then the verdict rule.
 pub fn render_markdown(s: &ExperimentSummary) -> String {
     let mut md = format!(
         "# Experiment on {} ({} split, {} seeds)\n\nMean ± 95% CI (Student's t) over seeds {:?}.",
@@ -410,12 +435,12 @@ pub fn render_markdown(s: &ExperimentSummary) -> String {
             md += &format!(" {task} gain |");
         }
     }
-    md += " mean rank |\n|---|";
+    md += " mean rank | against reference |\n|---|";
     let per_task = if s.baseline.is_some() { 2 } else { 1 };
-    md += &"---|".repeat(s.primary_metrics.len() * per_task + 1);
+    md += &"---|".repeat(s.primary_metrics.len() * per_task + 2);
     md += "\n";
     for c in &s.configs {
-        let marker = if c.config == s.best { " **(best)**" } else { "" };
+        let marker = if c.config == s.best { " (lowest mean rank)" } else { "" };
         md += &format!("| {}{marker} |", c.config);
         for (task, metric) in &s.primary_metrics {
             match c.metrics.get(&MetricKey::task(task, *metric)) {
@@ -428,8 +453,13 @@ pub fn render_markdown(s: &ExperimentSummary) -> String {
                 md += &c.multitask_gain.get(task).map_or(" - |".to_owned(), |g| format!(" {:+.2}% |", 100.0 * g));
             }
         }
-        md += &format!(" {:.2} |\n", c.mean_rank);
+        md += &format!(" {:.2} |", c.mean_rank);
+        md += &match c.comparison.values().next() {
+            Some(first) => format!(" vs {}: {} |\n", first.reference, compare::describe(&c.comparison)),
+            None => " reference |\n".to_owned(),
+        };
     }
+    md += &format!("\n{}\n", s.verdict_rule);
     md += "\nEvery metric of every configuration is in `summary.json`; each run's bundle is in `runs/<config>/seed-<s>/`.\n";
     md
 }

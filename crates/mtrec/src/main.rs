@@ -519,29 +519,42 @@ fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The A/B verdict per task on its primary metric, and the seesaw flag.
+/// The A/B verdict table: the rows that report.html and report.md show (the verdict test's
+/// interval, p and Benjamini-Hochberg q, design effect, minimum detectable effect), any
+/// disagreement between DeLong and the clustered tests, and the seesaw flag.
 fn print_verdicts(report: &mtrec_report::AbReport) {
     println!("A = {}, B = {}, {} rows", report.model_a.name, report.model_b.name, report.rows);
     println!(
-        "{:<14} {:<8} {:>8} {:>8} {:>9}  {:<22} {:>9}  verdict",
-        "task", "metric", "A", "B", "B - A", "95% CI", "p"
+        "{:<14} {:<8} {:>8} {:>8} {:>9}  {:<20} {:>8} {:>8}  {:<16} {:>5} {:>7}  verdict",
+        "task", "metric", "A", "B", "B - A", "95% CI", "p", "q", "test", "deff", "MDE"
     );
     let num = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{x:.4}"));
-    for t in &report.tasks {
-        let Some(m) = t.metrics.iter().find(|m| m.metric == t.primary_metric) else { continue };
-        let ci = format!("[{}, {}]", num(m.ci_low), num(m.ci_high));
-        let p = t.verdict_p_value.map_or_else(|| "-".to_owned(), |p| format!("{p:.2e}"));
-        let verdict = t.verdict.as_str();
+    let sci = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{x:.2e}"));
+    let rows = mtrec_report::verdict_rows(report);
+    for row in &rows {
         println!(
-            "{:<14} {:<8} {:>8} {:>8} {:>9}  {:<22} {:>9}  {verdict}",
-            t.task,
-            m.metric,
-            num(m.a),
-            num(m.b),
-            num(m.delta),
-            ci,
-            p
+            "{:<14} {:<8} {:>8} {:>8} {:>9}  {:<20} {:>8} {:>8}  {:<16} {:>5} {:>7}  {}",
+            row.task,
+            row.metric,
+            num(row.a),
+            num(row.b),
+            num(row.delta),
+            format!("[{}, {}]", num(row.ci.0), num(row.ci.1)),
+            sci(row.p),
+            sci(row.q),
+            row.test.as_str(),
+            row.design_effect.map_or_else(|| "-".to_owned(), |d| format!("{d:.2}")),
+            num(row.min_detectable_effect),
+            row.verdict.as_str()
         );
+    }
+    println!(
+        "q: p adjusted by Benjamini-Hochberg over the {} tasks; a verdict needs q < {} (the rule: report.md)",
+        rows.len(),
+        report.options.alpha
+    );
+    for row in rows.iter().filter(|r| r.disagreement.is_some()) {
+        println!("{}: {}", row.task, row.disagreement.unwrap_or_default());
     }
     if report.seesaw {
         println!("seesaw: B improves {:?} but degrades {:?}", report.improved_tasks, report.degraded_tasks);

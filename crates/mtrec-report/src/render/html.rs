@@ -6,8 +6,8 @@ use mtrec_schema::{EpochRecord, MetricKey};
 
 use super::svg::{heat_color, Plot};
 use super::{
-    escape_html as esc, fmt_delta, fmt_gain, fmt_p, fmt_value, metric_label, ModelView, ReportRef, TaskView, View,
-    MODEL_COLORS,
+    escape_html as esc, fmt_delta, fmt_gain, fmt_p, fmt_ratio, fmt_value, metric_label, ModelView, ReportRef, TaskView,
+    View, MODEL_COLORS,
 };
 use crate::report::{MetricComparison, Verdict};
 
@@ -92,11 +92,12 @@ fn badge(v: Verdict) -> String {
 }
 
 fn summary_table(h: &mut String, view: &View<'_>) {
-    h.push_str("<section class=\"card\"><h3>Verdicts</h3><table><tr><th>task</th><th>primary metric</th><th>A</th><th>B</th><th>Δ (B−A)</th><th>95% CI</th><th>p</th><th>test</th><th>verdict</th></tr>");
-    for row in view.verdict_rows() {
+    h.push_str("<section class=\"card\"><h3>Verdicts</h3><table><tr><th>task</th><th>primary metric</th><th>A</th><th>B</th><th>Δ (B−A)</th><th>95% CI</th><th>p</th><th>q (BH)</th><th>test</th><th>design effect</th><th>MDE</th><th>verdict</th></tr>");
+    let rows = view.verdict_rows();
+    for row in &rows {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>[{}, {}]</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>[{}, {}]</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(row.task),
             row.metric,
             fmt_value(row.a),
@@ -105,11 +106,26 @@ fn summary_table(h: &mut String, view: &View<'_>) {
             fmt_delta(row.ci.0),
             fmt_delta(row.ci.1),
             fmt_p(row.p),
+            fmt_p(row.q),
             row.test.as_str(),
+            fmt_ratio(row.design_effect),
+            fmt_value(row.min_detectable_effect),
             badge(row.verdict)
         );
     }
-    h.push_str("</table></section>");
+    h.push_str("</table>");
+    if let Some(rule) = view.verdict_rule {
+        let _ = write!(h, "<p class=\"meta\">{}</p>", esc(rule));
+    }
+    h.push_str("<ul class=\"meta\">");
+    for row in &rows {
+        let _ = write!(h, "<li>{}: {}.", esc(row.task), esc(row.reason));
+        if let Some(note) = row.disagreement {
+            let _ = write!(h, " <strong>{}</strong>", esc(note));
+        }
+        h.push_str("</li>");
+    }
+    h.push_str("</ul></section>");
 }
 
 fn task_section(h: &mut String, view: &View<'_>, task: &TaskView<'_>) {
@@ -144,28 +160,33 @@ fn task_section(h: &mut String, view: &View<'_>, task: &TaskView<'_>) {
                 );
             }
             h.push_str("</table>");
-            if let Some(d) = &c.delong {
-                let _ = write!(
-                    h,
-                    "<p class=\"meta\">DeLong: ΔAUC {} (SE {}), CI [{}, {}], z {}, p {}. Verdict {} by {}.</p>",
-                    fmt_delta(d.delta),
-                    fmt_value(d.std_error),
-                    fmt_delta(d.ci_low),
-                    fmt_delta(d.ci_high),
-                    fmt_value(d.z),
-                    fmt_p(d.p_value),
-                    badge(c.verdict),
-                    c.verdict_test.as_str()
-                );
-            } else {
-                let _ = write!(
-                    h,
-                    "<p class=\"meta\">Verdict {} by {} on {}.</p>",
-                    badge(c.verdict),
-                    c.verdict_test.as_str(),
-                    c.primary_metric
-                );
+            for (label, test) in
+                [("DeLong clustered by user", &c.clustered_delong), ("DeLong with units independent", &c.delong)]
+            {
+                if let Some(d) = test {
+                    let _ = write!(
+                        h,
+                        "<p class=\"meta\">{label}: ΔAUC {} (SE {}), CI [{}, {}], z {}, p {}.</p>",
+                        fmt_delta(d.delta),
+                        fmt_value(d.std_error),
+                        fmt_delta(d.ci_low),
+                        fmt_delta(d.ci_high),
+                        fmt_value(d.z),
+                        fmt_p(d.p_value)
+                    );
+                }
             }
+            let _ = write!(
+                h,
+                "<p class=\"meta\">Verdict {} by {} on {} (p {}, q {}); design effect {}; {} clusters.</p>",
+                badge(c.verdict),
+                c.verdict_test.as_str(),
+                c.primary_metric,
+                fmt_p(c.verdict_p_value),
+                fmt_p(c.verdict_q_value),
+                fmt_ratio(c.design_effect),
+                c.clusters
+            );
             if let Some(g) = &c.multitask_gain {
                 let _ = write!(
                     h,

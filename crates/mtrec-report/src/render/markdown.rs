@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{fmt_delta, fmt_gain, fmt_p, fmt_value, metric_label, ReportRef, View};
+use super::{fmt_delta, fmt_gain, fmt_p, fmt_ratio, fmt_value, metric_label, ReportRef, View};
 
 /// Escapes text for a Markdown table cell (pipes, HTML, emphasis characters).
 fn md(s: &str) -> String {
@@ -46,11 +46,12 @@ pub fn render_markdown<'a>(report: impl Into<ReportRef<'a>>) -> String {
         } else {
             m.push_str("\nNo seesaw.\n");
         }
-        m.push_str("\n## Verdicts\n\n| task | primary metric | A | B | Δ (B−A) | 95% CI | p | test | verdict |\n|---|---|---|---|---|---|---|---|---|\n");
-        for row in view.verdict_rows() {
+        m.push_str("\n## Verdicts\n\n| task | primary metric | A | B | Δ (B−A) | 95% CI | p | q (BH) | test | design effect | MDE | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        let rows = view.verdict_rows();
+        for row in &rows {
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {} | [{}, {}] | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | [{}, {}] | {} | {} | {} | {} | {} | {} |",
                 md(row.task),
                 row.metric,
                 fmt_value(row.a),
@@ -59,9 +60,21 @@ pub fn render_markdown<'a>(report: impl Into<ReportRef<'a>>) -> String {
                 fmt_delta(row.ci.0),
                 fmt_delta(row.ci.1),
                 fmt_p(row.p),
+                fmt_p(row.q),
                 row.test.as_str(),
+                fmt_ratio(row.design_effect),
+                fmt_value(row.min_detectable_effect),
                 row.verdict.as_str()
             );
+        }
+        if let Some(rule) = view.verdict_rule {
+            let _ = writeln!(m, "\n{}\n", md(rule));
+        }
+        for row in &rows {
+            let _ = writeln!(m, "- {}: {}.", md(row.task), md(row.reason));
+            if let Some(note) = row.disagreement {
+                let _ = writeln!(m, "  **{}**", md(note));
+            }
         }
     }
     for task in &view.tasks {
@@ -80,7 +93,7 @@ pub fn render_markdown<'a>(report: impl Into<ReportRef<'a>>) -> String {
         );
         match task.comparison {
             Some(c) => {
-                m.push_str("| metric | A | B | Δ (B−A) | CI | p |\n|---|---|---|---|---|---|\n");
+                m.push_str("| metric | A | B | Δ (B−A) | bootstrap CI | p |\n|---|---|---|---|---|---|\n");
                 for x in &c.metrics {
                     let _ = writeln!(
                         m,
@@ -94,10 +107,10 @@ pub fn render_markdown<'a>(report: impl Into<ReportRef<'a>>) -> String {
                         fmt_p(x.p_value)
                     );
                 }
-                if let Some(d) = &c.delong {
+                if let Some(d) = &c.clustered_delong {
                     let _ = writeln!(
                         m,
-                        "\nDeLong: ΔAUC {} (SE {}), CI [{}, {}], p {}.",
+                        "\nDeLong clustered by user: ΔAUC {} (SE {}), CI [{}, {}], p {}.",
                         fmt_delta(d.delta),
                         fmt_value(d.std_error),
                         fmt_delta(d.ci_low),
@@ -105,6 +118,28 @@ pub fn render_markdown<'a>(report: impl Into<ReportRef<'a>>) -> String {
                         fmt_p(d.p_value)
                     );
                 }
+                if let Some(d) = &c.delong {
+                    let _ = writeln!(
+                        m,
+                        "\nDeLong with units independent: ΔAUC {} (SE {}), CI [{}, {}], p {}.",
+                        fmt_delta(d.delta),
+                        fmt_value(d.std_error),
+                        fmt_delta(d.ci_low),
+                        fmt_delta(d.ci_high),
+                        fmt_p(d.p_value)
+                    );
+                }
+                let _ = writeln!(
+                    m,
+                    "\nVerdict {} by {} on {} (p {}, q {}); design effect {}; {} clusters.",
+                    c.verdict.as_str(),
+                    c.verdict_test.as_str(),
+                    c.primary_metric,
+                    fmt_p(c.verdict_p_value),
+                    fmt_p(c.verdict_q_value),
+                    fmt_ratio(c.design_effect),
+                    c.clusters
+                );
                 if let Some(g) = &c.multitask_gain {
                     let _ = writeln!(
                         m,

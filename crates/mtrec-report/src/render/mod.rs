@@ -57,6 +57,8 @@ pub(crate) struct View<'a> {
     pub baseline: Option<&'a ReportedModel>,
     pub tasks: Vec<TaskView<'a>>,
     pub seesaw: Option<(bool, &'a [String], &'a [String])>,
+    /// The A/B report's verdict rule.
+    pub verdict_rule: Option<&'a str>,
     pub alpha: f64,
     pub ranking_k: usize,
 }
@@ -76,6 +78,7 @@ impl<'a> View<'a> {
                 baseline: None,
                 tasks: r.tasks.iter().map(|t| TaskView { evals: vec![t], comparison: None }).collect(),
                 seesaw: None,
+                verdict_rule: None,
                 alpha: r.options.alpha,
                 ranking_k: r.options.ranking_k,
             },
@@ -99,6 +102,7 @@ impl<'a> View<'a> {
                 baseline: r.baseline.as_ref(),
                 tasks: r.tasks.iter().map(|t| TaskView { evals: vec![&t.a, &t.b], comparison: Some(t) }).collect(),
                 seesaw: Some((r.seesaw, &r.improved_tasks, &r.degraded_tasks)),
+                verdict_rule: Some(&r.verdict_rule),
                 alpha: r.options.alpha,
                 ranking_k: r.options.ranking_k,
             },
@@ -106,10 +110,13 @@ impl<'a> View<'a> {
     }
 }
 
-/// One row of the verdict table, the same in every rendering: the task's primary metric for A
-/// and B, the delta, the interval and p-value of the test behind the verdict (DeLong's for
-/// AUC, else the bootstrap's), and the verdict.
-pub(crate) struct VerdictRow<'a> {
+/// One row of the verdict table, the same in every rendering (HTML, Markdown and the
+/// quickstart's terminal table): the task's primary metric for A and B, the delta, the
+/// interval, p-value and adjusted p-value of the test behind the verdict, the test and why,
+/// the design effect, the minimum detectable effect, the verdict, and the note when DeLong's
+/// row-independent test disagrees with the clustered tests.
+#[derive(Debug, Clone)]
+pub struct VerdictRow<'a> {
     pub task: &'a str,
     pub metric: Metric,
     pub a: Option<f64>,
@@ -117,37 +124,51 @@ pub(crate) struct VerdictRow<'a> {
     pub delta: Option<f64>,
     pub ci: (Option<f64>, Option<f64>),
     pub p: Option<f64>,
+    /// Benjamini–Hochberg adjusted over the tasks.
+    pub q: Option<f64>,
     pub test: VerdictTest,
+    pub reason: &'a str,
+    pub design_effect: Option<f64>,
+    pub min_detectable_effect: Option<f64>,
     pub verdict: Verdict,
+    pub disagreement: Option<&'a str>,
+}
+
+/// The verdict table of an A/B report, one row per task.
+pub fn verdict_rows(report: &AbReport) -> Vec<VerdictRow<'_>> {
+    report.tasks.iter().map(verdict_row).collect()
+}
+
+fn verdict_row(c: &TaskComparison) -> VerdictRow<'_> {
+    let m = c.metrics.iter().find(|m| m.metric == c.primary_metric);
+    VerdictRow {
+        task: &c.task,
+        metric: c.primary_metric,
+        a: m.and_then(|m| m.a),
+        b: m.and_then(|m| m.b),
+        delta: m.and_then(|m| m.delta),
+        ci: (c.verdict_ci_low, c.verdict_ci_high),
+        p: c.verdict_p_value,
+        q: c.verdict_q_value,
+        test: c.verdict_test,
+        reason: &c.verdict_reason,
+        design_effect: c.design_effect,
+        min_detectable_effect: c.min_detectable_effect,
+        verdict: c.verdict,
+        disagreement: c.disagreement.as_deref(),
+    }
 }
 
 impl View<'_> {
     /// The verdict table's rows (none for a one-model view).
     pub(crate) fn verdict_rows(&self) -> Vec<VerdictRow<'_>> {
-        self.tasks
-            .iter()
-            .filter_map(|t| t.comparison)
-            .map(|c| {
-                let m = c.metrics.iter().find(|m| m.metric == c.primary_metric);
-                let ci = match (&c.delong, m) {
-                    (Some(d), _) if c.verdict_test == VerdictTest::Delong => (d.ci_low, d.ci_high),
-                    (_, Some(m)) => (m.ci_low, m.ci_high),
-                    _ => (None, None),
-                };
-                VerdictRow {
-                    task: &c.task,
-                    metric: c.primary_metric,
-                    a: m.and_then(|m| m.a),
-                    b: m.and_then(|m| m.b),
-                    delta: m.and_then(|m| m.delta),
-                    ci,
-                    p: c.verdict_p_value,
-                    test: c.verdict_test,
-                    verdict: c.verdict,
-                }
-            })
-            .collect()
+        self.tasks.iter().filter_map(|t| t.comparison).map(verdict_row).collect()
     }
+}
+
+/// A design effect: two decimals; an em dash when undefined.
+pub(crate) fn fmt_ratio(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".to_owned(), |x| format!("{x:.2}"))
 }
 
 /// A metric's label: NDCG and recall with their cut-off `k`.

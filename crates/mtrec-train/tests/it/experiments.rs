@@ -71,12 +71,27 @@ fn experiment_runs_the_grid_and_summarizes_over_seeds() {
     );
     assert!(summary.configs[1].multitask_gain.contains_key("item_quality"));
     assert!(names.contains(&summary.best.as_str()));
+    // Verdicts against the baseline by the A/B reports' rule, seeds paired: every task of the
+    // shared-bottom configuration, none for the baseline itself.
+    assert!(summary.configs[0].comparison.is_empty());
+    let comparison = &summary.configs[1].comparison;
+    let compared: Vec<&str> = comparison.keys().map(String::as_str).collect();
+    assert_eq!(compared, ["click", "convert", "dwell", "high_value", "item_quality"]);
+    for (task, c) in comparison {
+        assert_eq!((c.reference.as_str(), c.seeds, c.metric), ("single_task", 2, summary.primary_metrics[task]));
+        let (p, q) = (c.p_value.unwrap(), c.q_value.unwrap());
+        assert!(q >= p && q <= 1.0, "{task}: {c:?}");
+        let significant = c.verdict != mtrec_metrics::Verdict::NoSignificantDifference;
+        assert_eq!(significant, q < mtrec_train::experiment::ALPHA, "{task}: {c:?}");
+    }
+    assert!(summary.verdict_rule.contains("Benjamini-Hochberg"));
     for dir in ["runs/single_task/seed-1", "runs/shared_bottom/seed-2"] {
         assert!(out.join(dir).join("weights.safetensors").exists(), "{dir}");
         assert!(!out.join(format!("{dir}.checkpoint")).exists(), "finished runs keep no checkpoint");
     }
     let markdown = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(markdown.contains("| shared_bottom") && markdown.contains("click auc"), "{markdown}");
+    assert!(markdown.contains("vs single_task: ") && markdown.contains(&summary.verdict_rule), "{markdown}");
     // Seeds are deterministic: the same grid again gives the same numbers.
     let again =
         mtrec_train::experiment::run(&mtrec_train::experiment::ExperimentOptions { force: true, ..options }).unwrap();

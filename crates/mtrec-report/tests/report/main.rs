@@ -1,12 +1,16 @@
-//! End-to-end behaviour of `evaluate`, `compare` and the renderers on synthetic rows.
+//! End-to-end behaviour of `evaluate`, `compare` and the renderers on synthetic rows; the
+//! verdict rule (`verdicts`) and its calibration by simulation (`calibration`).
+
+mod calibration;
+mod verdicts;
 
 use mtrec_report::*;
 
 /// Deterministic uniform numbers in [0, 1).
-struct Lcg(u64);
+pub(crate) struct Lcg(pub u64);
 
 impl Lcg {
-    fn next(&mut self) -> f64 {
+    pub(crate) fn next(&mut self) -> f64 {
         self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
@@ -19,7 +23,7 @@ fn sigmoid(x: f64) -> f32 {
 /// 200 users x 20 rows; tasks: `click` and `like` (binary pair), `spend` (regression pair),
 /// `segment` (binary user scope, constant per user). B is much better on click and much
 /// worse on like.
-fn fixture() -> (EvalRows, Vec<ReportTask>, ModelScores, ModelScores) {
+pub(crate) fn fixture() -> (EvalRows, Vec<ReportTask>, ModelScores, ModelScores) {
     let mut rng = Lcg(99);
     let tasks = vec![
         ReportTask { name: "click".into(), kind: TaskKind::Binary, scope: Scope::Pair },
@@ -61,7 +65,7 @@ fn fixture() -> (EvalRows, Vec<ReportTask>, ModelScores, ModelScores) {
     (rows, tasks, a, b)
 }
 
-fn options() -> ReportOptions {
+pub(crate) fn options() -> ReportOptions {
     ReportOptions { bootstrap_replicates: 200, seed: 5, ..ReportOptions::default() }
 }
 
@@ -71,8 +75,9 @@ fn seesaw_and_verdicts_when_b_wins_one_task_and_loses_another() {
     let r = compare(&rows, &tasks, &a, &b, None, &options()).unwrap();
     assert_eq!(r.tasks[0].verdict, Verdict::BBetter);
     assert_eq!(r.tasks[1].verdict, Verdict::BWorse);
-    assert_eq!(r.tasks[0].verdict_test, mtrec_report::VerdictTest::Delong);
+    assert_eq!(r.tasks[0].verdict_test, VerdictTest::ClusteredDelong);
     assert!(r.tasks[0].verdict_p_value.unwrap() < 1e-6);
+    assert!(r.tasks[0].verdict_q_value.unwrap() < 1e-6);
     assert!(r.seesaw);
     assert_eq!(
         (r.improved_tasks.as_slice(), r.degraded_tasks.as_slice()),
@@ -213,6 +218,7 @@ fn json_round_trips_with_documented_keys_and_nulls() {
         "baseline",
         "options",
         "rows",
+        "verdict_rule",
         "tasks",
         "seesaw",
         "improved_tasks",
@@ -230,19 +236,31 @@ fn json_round_trips_with_documented_keys_and_nulls() {
         "scope",
         "evaluated",
         "units",
+        "clusters",
         "primary_metric",
         "verdict",
-        "verdict_p_value",
         "verdict_test",
+        "verdict_reason",
+        "verdict_p_value",
+        "verdict_q_value",
+        "verdict_ci_low",
+        "verdict_ci_high",
+        "verdict_std_error",
+        "design_effect",
+        "min_detectable_effect",
+        "disagreement",
         "metrics",
         "delong",
+        "clustered_delong",
         "multitask_gain",
         "a",
         "b",
     ] {
         assert!(task.get(key).is_some(), "missing tasks[].{key}");
     }
-    assert_eq!(task["verdict"], "b_better");
+    assert_eq!((&task["verdict"], &task["verdict_test"]), (&"b_better".into(), &"clustered_delong".into()));
+    assert!(task["metrics"][0]["std_error"].is_number());
+    assert_eq!(json["options"]["power"], 0.8);
     assert!(task["a"]["roc"][0]["threshold"].is_null(), "the +inf threshold is null");
     assert!(json["tasks"][1]["multitask_gain"].is_null(), "no baseline for like");
     assert!(json["training"]["a"]["epochs"][0]["valid"]["loss"].is_null());
@@ -312,4 +330,6 @@ fn inconsistent_inputs_are_errors() {
     let (rows, tasks, a, _) = fixture();
     let bad = ReportOptions { alpha: 0.0, ..options() };
     assert!(matches!(evaluate(&rows, &tasks, &a, &bad), Err(ReportError::Options(_))));
+    let bad = ReportOptions { power: 1.0, ..options() };
+    assert!(matches!(compare(&rows, &tasks, &a, &a, None, &bad), Err(ReportError::Options(m)) if m.contains("power")));
 }
