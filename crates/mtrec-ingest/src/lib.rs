@@ -134,7 +134,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Ingested, IngestError> {
     let columns = source.columns();
 
     // First pass: split and fit.
-    let progress = Progress::new(opts.progress, "reading and fitting", None);
+    let progress = Progress::new(opts.progress, "reading and fitting", source.known_rows());
     let mut splitter = split::Splitter::new(&schema)?;
     let mut fitter = fit::Fitter::new(&schema, source.text.clone(), opts.fit);
     let mut rows = [0u64; 3];

@@ -14,8 +14,15 @@ use crate::error::IngestError;
 /// The most train shards written at once; beyond it, shards hold more than `shard_rows` rows.
 pub const MAX_TRAIN_SHARDS: usize = 512;
 
-/// Rows of a shard's record batches.
+/// Rows of a shard's record batches, at most.
 const BATCH_ROWS: usize = 1 << 14;
+
+/// Rows gathered but not yet written, over all the train shards open at once: each shard's record
+/// batches are cut smaller when there are many shards, so that memory does not grow with them.
+const SPREAD_PENDING_ROWS: usize = 1 << 20;
+
+/// The fewest rows of a record batch.
+const MIN_BATCH_ROWS: usize = 1 << 10;
 
 /// One shard being written.
 struct ShardFile {
@@ -25,28 +32,30 @@ struct ShardFile {
     /// of the last write is not lost in a buffer's drop.
     writer: polars::io::ipc::BatchedWriter<std::fs::File>,
     rows: usize,
+    /// Rows of each record batch written ([`BATCH_ROWS`] or fewer).
+    batch_rows: usize,
     /// Rows gathered but not yet written (counted in `rows`).
     pending: Option<DataFrame>,
 }
 
 impl ShardFile {
-    fn create(root: &Path, file: String, schema: &DataFrame) -> Result<Self, IngestError> {
+    fn create(root: &Path, file: String, schema: &DataFrame, batch_rows: usize) -> Result<Self, IngestError> {
         let path = root.join(&file);
         let out = std::fs::File::create(&path).map_err(|e| IngestError::write(&path, e))?;
         let writer = IpcWriter::new(out)
             .with_compat_level(CompatLevel::oldest())
             .batched(schema.schema(), ipc_fields(schema))
             .map_err(|e| IngestError::write(&path, e))?;
-        Ok(ShardFile { file, path, writer, rows: 0, pending: None })
+        Ok(ShardFile { file, path, writer, rows: 0, batch_rows, pending: None })
     }
 
     fn write(&mut self, df: &DataFrame) -> Result<(), IngestError> {
         self.writer.write_batch(df).map_err(|e| IngestError::write(&self.path, e))
     }
 
-    /// Gathers `df`, writing record batches of exactly [`BATCH_ROWS`] rows as they fill (the
-    /// last one may be shorter), so that a shard's bytes do not depend on how the input was
-    /// cut into batches.
+    /// Gathers `df`, writing record batches of exactly `batch_rows` rows as they fill (the last
+    /// one may be shorter), so that a shard's bytes do not depend on how the input was cut into
+    /// batches.
     fn gather(&mut self, df: DataFrame) -> Result<(), IngestError> {
         self.rows += df.height();
         let pending = match self.pending.take() {
@@ -56,9 +65,9 @@ impl ShardFile {
                 p
             }
         };
-        let full = pending.height() / BATCH_ROWS * BATCH_ROWS;
-        for start in (0..full).step_by(BATCH_ROWS) {
-            let mut batch = pending.slice(start as i64, BATCH_ROWS);
+        let full = pending.height() / self.batch_rows * self.batch_rows;
+        for start in (0..full).step_by(self.batch_rows) {
+            let mut batch = pending.slice(start as i64, self.batch_rows);
             batch.rechunk_mut();
             self.write(&batch)?;
         }
@@ -96,6 +105,13 @@ pub fn checksum(bytes: &[u8]) -> String {
 fn ipc_fields(df: &DataFrame) -> Vec<polars_arrow::io::ipc::IpcField> {
     let arrow = df.schema().to_arrow(CompatLevel::oldest());
     polars_arrow::io::ipc::write::default_ipc_fields(arrow.iter_values())
+}
+
+/// Rows of the record batches of each of `shards` train shards written at once: the pending rows
+/// of all of them stay within [`SPREAD_PENDING_ROWS`]. It depends on the shard count alone, so
+/// the shards' bytes are the same whatever the input's batches.
+fn spread_batch_rows(shards: usize) -> usize {
+    (SPREAD_PENDING_ROWS / shards.max(1)).clamp(MIN_BATCH_ROWS, BATCH_ROWS)
 }
 
 /// How a split's rows are laid out over its shards.
@@ -166,7 +182,7 @@ impl SplitWriter {
                         None => {
                             let file = ShardManifest::shard_file(self.split, self.next_index);
                             self.next_index += 1;
-                            current.insert(Box::new(ShardFile::create(&self.root, file, &df)?))
+                            current.insert(Box::new(ShardFile::create(&self.root, file, &df, BATCH_ROWS)?))
                         }
                     };
                     let take = (self.shard_rows - shard.rows).min(df.height() - offset);
@@ -180,6 +196,7 @@ impl SplitWriter {
                     .and_then(|c| c.u64().cloned())
                     .map_err(|e| IngestError::Polars { what: "the encoded rows' ids".into(), source: e })?;
                 let count = shards.len() as u64;
+                let batch_rows = spread_batch_rows(shards.len());
                 let mut members: Vec<Vec<IdxSize>> = vec![Vec::new(); shards.len()];
                 for (position, id) in ids.into_no_null_iter().enumerate() {
                     let shard = xxhash_rust::xxh3::xxh3_64_with_seed(&id.to_le_bytes(), *seed) % count;
@@ -195,6 +212,7 @@ impl SplitWriter {
                             &self.root,
                             ShardManifest::shard_file(self.split, index),
                             &part,
+                            batch_rows,
                         )?),
                     };
                     shard.gather(part)?;
@@ -223,5 +241,22 @@ impl SplitWriter {
         self.done.sort_by_key(|(index, _)| *index);
         let shards: Vec<ShardEntry> = self.done.into_iter().map(|(_, entry)| entry).collect();
         Ok(SplitShards { rows: shards.iter().map(|s| s.rows).sum(), shards })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn train_shards_cut_smaller_batches_as_they_multiply() {
+        assert_eq!(spread_batch_rows(1), BATCH_ROWS);
+        assert_eq!(spread_batch_rows(64), BATCH_ROWS);
+        assert_eq!(spread_batch_rows(65), (1 << 20) / 65);
+        assert_eq!(spread_batch_rows(MAX_TRAIN_SHARDS), 2048);
+        for shards in [1, 40, 100, 333, MAX_TRAIN_SHARDS] {
+            let pending = shards * (spread_batch_rows(shards) - 1);
+            assert!(pending < SPREAD_PENDING_ROWS.max(shards * MIN_BATCH_ROWS), "{shards} shards");
+        }
     }
 }

@@ -160,6 +160,12 @@ impl Source {
         self.files.iter().filter_map(|f| std::fs::metadata(&f.path).ok()).map(|m| m.len()).sum()
     }
 
+    /// The rows of the input when its files' metadata say (Parquet and Arrow IPC; CSV must be
+    /// read to know), for the first pass's progress bar.
+    pub fn known_rows(&self) -> Option<u64> {
+        self.files.iter().map(|f| typed::row_count(&f.path, f.format)).sum()
+    }
+
     fn referrer(&self, column: &str) -> String {
         self.referrers.get(column).cloned().unwrap_or_else(|| "source".to_owned())
     }
