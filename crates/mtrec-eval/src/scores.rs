@@ -39,7 +39,7 @@ pub(crate) struct Scorer<'a> {
 
 /// The rows of `split` and each scorer's outputs on them, for `tasks`, read shard by shard:
 /// memory holds one shard of features and, for every row, only what the reports read (ids'
-/// hashes, labels, masks, outputs and gate weights).
+/// hashes, labels, masks, outputs; gate weights are summed as they come).
 pub(crate) fn score_split(
     split: &ShardedSplit,
     scorers: &[Scorer<'_>],
@@ -178,7 +178,7 @@ fn append_scores(
         let Some(t) = head_of(bundle, task) else { continue };
         scores.outputs[k].extend_from_slice(&predictions.outputs[t]);
         if let Some(g) = &predictions.gates[t] {
-            scores.gates[k].get_or_insert_with(Vec::new).extend_from_slice(g);
+            scores.gates[k].get_or_insert_with(Default::default).add(g, &data.masks[k]);
         }
     }
 }

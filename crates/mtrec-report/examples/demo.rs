@@ -84,7 +84,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for m in [&mut a, &mut b, &mut single] {
         m.outputs = vec![Vec::new(); 4];
     }
-    a.gates = vec![Some(Vec::new()), Some(Vec::new()), None, None];
+    a.gates = vec![Some(GateSums::default()), Some(GateSums::default()), None, None];
     b.gates = a.gates.clone();
     for u in 0..users {
         let age = (u % 3) as f32;
@@ -125,7 +125,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let raw: Vec<f64> =
                         (0..4).map(|e| (rng.next() + if e == t * 2 { 1.0 + skew } else { 0.2 }).exp()).collect();
                     let total: f64 = raw.iter().sum();
-                    gates.as_mut().expect("gated task").extend(raw.iter().map(|w| (w / total) as f32));
+                    let row: Vec<f32> = raw.iter().map(|w| (w / total) as f32).collect();
+                    let mask = *rows.masks[t].last().expect("this row's mask");
+                    gates.as_mut().expect("gated task").add(&row, &[mask]);
                 }
             }
         }

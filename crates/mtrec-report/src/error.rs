@@ -11,8 +11,8 @@ pub enum ReportError {
     NoClasses { task: String },
     #[error("task `{task}`: label {label} at row {row} is not a class index below {classes}")]
     BadClassLabel { task: String, row: usize, label: f32, classes: usize },
-    #[error("model `{model}`, task `{task}`: {len} gate weights are not a positive multiple of {rows} rows")]
-    Gates { model: String, task: String, len: usize, rows: usize },
+    #[error("model `{model}`, task `{task}`: gate weights of {rows} rows summed over no expert")]
+    Gates { model: String, task: String, rows: usize },
     #[error("invalid option: {0}")]
     Options(String),
     #[error(transparent)]

@@ -98,11 +98,47 @@ pub struct ModelScores {
     pub provenance: serde_json::Value,
     /// Per task, rows x outputs row-major. A single-task baseline may leave a task empty.
     pub outputs: Vec<Vec<f32>>,
-    /// Per task, rows x experts row-major MMoE gate weights; empty or `None` without gates.
+    /// Per task, its MMoE or PLE gate weights summed over its labeled rows ([`GateSums::add`]);
+    /// empty, or `None` for a task without a gate.
     #[serde(default)]
-    pub gates: Vec<Option<Vec<f32>>>,
+    pub gates: Vec<Option<GateSums>>,
     #[serde(default)]
     pub history: Option<History>,
+}
+
+/// One task's gate weights summed over its labeled rows: what the expert-usage heatmap reads,
+/// gathered batch by batch so that no row's weights need be kept.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GateSums {
+    /// Per expert, the sum of its weight.
+    pub weights: Vec<f64>,
+    /// The sum of the gate's entropy (nats).
+    pub entropy: f64,
+    /// The rows summed.
+    pub rows: usize,
+}
+
+impl GateSums {
+    /// Adds the rows of `gates` (rows × experts, row-major) whose mask is not 0.
+    pub fn add(&mut self, gates: &[f32], masks: &[u8]) {
+        if masks.is_empty() {
+            return;
+        }
+        let experts = gates.len() / masks.len();
+        self.weights.resize(self.weights.len().max(experts), 0.0);
+        for (row, _) in gates.chunks_exact(experts.max(1)).zip(masks).filter(|(_, &m)| m != 0) {
+            for (sum, &w) in self.weights.iter_mut().zip(row) {
+                *sum += f64::from(w);
+            }
+            self.entropy += entropy(row.iter().map(|&w| f64::from(w)));
+            self.rows += 1;
+        }
+    }
+}
+
+/// The entropy (nats) of a distribution's weights.
+pub(crate) fn entropy(weights: impl Iterator<Item = f64>) -> f64 {
+    weights.filter(|&w| w > 0.0).map(|w| -w * w.ln()).sum()
 }
 
 /// Knobs of a report.

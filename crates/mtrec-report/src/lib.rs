@@ -28,7 +28,7 @@ pub mod report;
 
 pub use compute::{compare, evaluate};
 pub use error::ReportError;
-pub use input::{EvalRows, ModelScores, ReportOptions, ReportTask, TaskKind};
+pub use input::{EvalRows, GateSums, ModelScores, ReportOptions, ReportTask, TaskKind};
 pub use mtrec_schema::{EpochRecord, History, Metric, Scope};
 pub use render::{render_html, render_markdown, verdict_rows, ReportRef, VerdictRow};
 pub use report::*;

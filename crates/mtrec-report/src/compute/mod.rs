@@ -18,7 +18,7 @@ use mtrec_metrics::{self as metrics, BootstrapOptions, MetricPair};
 use mtrec_schema::Metric;
 
 use crate::error::ReportError;
-use crate::input::{EvalRows, ModelScores, ReportOptions, ReportTask, TaskKind};
+use crate::input::{entropy, EvalRows, ModelScores, ReportOptions, ReportTask, TaskKind};
 use crate::report::*;
 use units::{metric_names, metric_values, prepare, task_eval, Units};
 use verdict::{task_test, verdict_rule};
@@ -93,15 +93,12 @@ fn validate_model(
     if !model.gates.is_empty() {
         length_check(|| format!("model `{}` gates (tasks)", model.name), tasks.len(), model.gates.len())?;
         for (t, gates) in model.gates.iter().enumerate() {
-            if let Some(g) = gates {
-                if n == 0 || g.is_empty() || g.len() % n != 0 {
-                    return Err(ReportError::Gates {
-                        model: model.name.clone(),
-                        task: tasks[t].name.clone(),
-                        len: g.len(),
-                        rows: n,
-                    });
-                }
+            if let Some(g) = gates.as_ref().filter(|g| g.rows > 0 && g.weights.is_empty()) {
+                return Err(ReportError::Gates {
+                    model: model.name.clone(),
+                    task: tasks[t].name.clone(),
+                    rows: g.rows,
+                });
             }
         }
     }
@@ -116,37 +113,21 @@ fn model_info(model: &ModelScores) -> ReportedModel {
     }
 }
 
-fn entropy(weights: impl Iterator<Item = f64>) -> f64 {
-    weights.filter(|&w| w > 0.0).map(|w| -w * w.ln()).sum()
-}
-
 /// Gate usage per task over the task's labeled rows.
-fn expert_usage(rows: &EvalRows, tasks: &[ReportTask], model: &ModelScores) -> Vec<ExpertUsage> {
-    let n = rows.len();
+fn expert_usage(tasks: &[ReportTask], model: &ModelScores) -> Vec<ExpertUsage> {
     model
         .gates
         .iter()
         .enumerate()
         .filter_map(|(t, gates)| {
             let g = gates.as_ref()?;
-            let experts = g.len() / n;
-            let labeled: Vec<usize> = (0..n).filter(|&r| rows.masks[t][r] != 0).collect();
-            let mut mean_weight = vec![0.0; experts];
-            let mut entropy_sum = 0.0;
-            for &r in &labeled {
-                let row = &g[r * experts..(r + 1) * experts];
-                for (m, &w) in mean_weight.iter_mut().zip(row) {
-                    *m += f64::from(w);
-                }
-                entropy_sum += entropy(row.iter().map(|&w| f64::from(w)));
-            }
-            let count = labeled.len() as f64;
-            mean_weight.iter_mut().for_each(|m| *m /= count.max(1.0));
+            let count = g.rows as f64;
+            let mean_weight: Vec<f64> = g.weights.iter().map(|w| w / count.max(1.0)).collect();
             Some(ExpertUsage {
                 task: tasks[t].name.clone(),
-                mean_entropy: finite(entropy_sum / count),
-                entropy_of_mean: (!labeled.is_empty()).then(|| entropy(mean_weight.iter().copied())),
-                max_entropy: (experts as f64).ln(),
+                mean_entropy: finite(g.entropy / count),
+                entropy_of_mean: (g.rows > 0).then(|| entropy(mean_weight.iter().copied())),
+                max_entropy: (g.weights.len() as f64).ln(),
                 mean_weight,
             })
         })
@@ -178,7 +159,7 @@ pub fn evaluate(
         options: *options,
         rows: rows.len(),
         tasks: task_evals,
-        expert_usage: expert_usage(rows, tasks, model),
+        expert_usage: expert_usage(tasks, model),
         history: model.history.clone(),
     })
 }
@@ -320,7 +301,7 @@ pub fn compare(
         improved_tasks,
         degraded_tasks,
         tasks: comparisons,
-        expert_usage: ExpertUsagePair { a: expert_usage(rows, tasks, a), b: expert_usage(rows, tasks, b) },
+        expert_usage: ExpertUsagePair { a: expert_usage(tasks, a), b: expert_usage(tasks, b) },
         training: TrainingPair { a: a.history.clone(), b: b.history.clone() },
     })
 }

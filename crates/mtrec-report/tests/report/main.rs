@@ -279,7 +279,9 @@ fn html_has_every_chart_and_escapes_names() {
     tasks[0].name = "<script>alert(1)</script>".into();
     a.name = "A & <b>".into();
     let gates: Vec<f32> = (0..rows.len()).flat_map(|_| [0.7, 0.2, 0.1]).collect();
-    a.gates = vec![Some(gates.clone()), Some(gates), None, None];
+    let mut sums = GateSums::default();
+    sums.add(&gates, &rows.masks[0]);
+    a.gates = vec![Some(sums.clone()), Some(sums), None, None];
     b.gates = a.gates.clone();
     let history: History = serde_json::from_str(
         r#"{"monitor":"click.auc","best_epoch":1,"epochs":[{"epoch":0,"train_loss":{"c":0.5},"valid":{"click.auc":0.7},"seconds":1,"samples_per_second":1},{"epoch":1,"train_loss":{"c":0.4},"valid":{"click.auc":0.72},"seconds":1,"samples_per_second":1}]}"#,
@@ -325,7 +327,7 @@ fn inconsistent_inputs_are_errors() {
     rows.item.pop();
     assert!(matches!(evaluate(&rows, &tasks, &a, &options()), Err(ReportError::Length { .. })));
     let (rows, tasks, mut a, _) = fixture();
-    a.gates = vec![Some(vec![0.5; 7]), None, None, None];
+    a.gates = vec![Some(GateSums { weights: Vec::new(), entropy: 0.0, rows: 7 }), None, None, None];
     assert!(matches!(evaluate(&rows, &tasks, &a, &options()), Err(ReportError::Gates { .. })));
     let (rows, tasks, a, _) = fixture();
     let bad = ReportOptions { alpha: 0.0, ..options() };
