@@ -1,5 +1,5 @@
-//! Reference for the ingestion benchmark: a plain Polars read-and-collect of a Parquet file,
-//! every column, with the same Polars build mtrec uses.
+//! Reference for the ingestion benchmark: a plain Polars scan-and-collect of a Parquet file on
+//! the streaming engine, every column, with the same Polars build mtrec uses.
 
 use polars::prelude::*;
 
@@ -9,7 +9,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> PolarsResult<()> {
     let path = std::env::args().nth(1).expect("usage: polars_read FILE.parquet");
-    let df = LazyFrame::scan_parquet(PlRefPath::new(path.as_str()), ScanArgsParquet::default())?.collect()?;
+    let df = LazyFrame::scan_parquet(PlRefPath::new(path.as_str()), ScanArgsParquet::default())?
+        .collect_with_engine(Engine::Streaming)?
+        .unwrap_single();
     println!("{} rows, {} columns", df.height(), df.width());
     Ok(())
 }
