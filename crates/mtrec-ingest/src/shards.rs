@@ -4,7 +4,9 @@
 //! that every shard is a uniform sample of the train split and training can shuffle a window
 //! of shards instead of the whole split.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use mtrec_schema::{columns, ShardEntry, ShardManifest, Split, SplitShards};
 use polars::prelude::*;
@@ -30,7 +32,9 @@ struct ShardFile {
     path: PathBuf,
     /// Writes straight to the file (the Arrow writer writes whole buffers), so that an error
     /// of the last write is not lost in a buffer's drop.
-    writer: polars::io::ipc::BatchedWriter<std::fs::File>,
+    writer: polars::io::ipc::BatchedWriter<Checksummed>,
+    /// The checksum and size of the bytes written so far.
+    digest: Arc<Mutex<Digest>>,
     rows: usize,
     /// Rows of each record batch written ([`BATCH_ROWS`] or fewer).
     batch_rows: usize,
@@ -41,12 +45,14 @@ struct ShardFile {
 impl ShardFile {
     fn create(root: &Path, file: String, schema: &DataFrame, batch_rows: usize) -> Result<Self, IngestError> {
         let path = root.join(&file);
-        let out = std::fs::File::create(&path).map_err(|e| IngestError::write(&path, e))?;
+        let file_out = std::fs::File::create(&path).map_err(|e| IngestError::write(&path, e))?;
+        let digest = Arc::new(Mutex::new(Digest::default()));
+        let out = Checksummed { file: file_out, digest: Arc::clone(&digest) };
         let writer = IpcWriter::new(out)
             .with_compat_level(CompatLevel::oldest())
             .batched(schema.schema(), ipc_fields(schema))
             .map_err(|e| IngestError::write(&path, e))?;
-        Ok(ShardFile { file, path, writer, rows: 0, batch_rows, pending: None })
+        Ok(ShardFile { file, path, writer, digest, rows: 0, batch_rows, pending: None })
     }
 
     fn write(&mut self, df: &DataFrame) -> Result<(), IngestError> {
@@ -86,13 +92,41 @@ impl ShardFile {
     }
 
     /// Writes what is gathered and the file's footer; the shard's manifest entry, with the
-    /// checksum of the file as written.
+    /// checksum of the bytes written (taken as they pass, not by reading the file back).
     fn finish(mut self) -> Result<ShardEntry, IngestError> {
         self.flush()?;
         self.writer.finish().map_err(|e| IngestError::write(&self.path, e))?;
         drop(self.writer);
-        let bytes = std::fs::read(&self.path).map_err(|e| IngestError::write(&self.path, e))?;
-        Ok(ShardEntry { file: self.file, rows: self.rows, bytes: bytes.len() as u64, xxh3: checksum(&bytes) })
+        let digest = self.digest.lock().expect("no writer panicked holding the digest");
+        let xxh3 = format!("{:016x}", digest.hasher.digest());
+        Ok(ShardEntry { file: self.file, rows: self.rows, bytes: digest.bytes, xxh3 })
+    }
+}
+
+/// The running checksum of a file being written.
+#[derive(Default)]
+struct Digest {
+    hasher: xxhash_rust::xxh3::Xxh3,
+    bytes: u64,
+}
+
+/// A file that checksums what is written to it ([`checksum`] of the whole file, in one pass).
+struct Checksummed {
+    file: std::fs::File,
+    digest: Arc<Mutex<Digest>>,
+}
+
+impl Write for Checksummed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.file.write(buf)?;
+        let mut digest = self.digest.lock().expect("no writer panicked holding the digest");
+        digest.hasher.update(&buf[..written]);
+        digest.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -247,6 +281,18 @@ impl SplitWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shard_checksummed_while_written_matches_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let df = df!("id.row" => (0..50_000u64).collect::<Vec<_>>(), "x" => vec![1.5f32; 50_000]).unwrap();
+        let mut shard = ShardFile::create(dir.path(), "part-00000.arrow".into(), &df, 4_096).unwrap();
+        shard.gather(df.slice(0, 30_000)).unwrap();
+        shard.gather(df.slice(30_000, 20_000)).unwrap();
+        let entry = shard.finish().unwrap();
+        let bytes = std::fs::read(dir.path().join("part-00000.arrow")).unwrap();
+        assert_eq!((entry.rows, entry.bytes, entry.xxh3), (50_000, bytes.len() as u64, checksum(&bytes)));
+    }
 
     #[test]
     fn train_shards_cut_smaller_batches_as_they_multiply() {
