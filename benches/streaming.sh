@@ -4,7 +4,7 @@
 # (both on the test split), each measured by GNU time (peak RSS, wall seconds). The users and
 # items are fixed (USERS, ITEMS), so the model is the same size at every ROWS and only the data
 # grows. Usage: benches/streaming.sh [ROWS] [WORKDIR]
-# WORKDIR (default: a temporary directory, removed at exit) needs about 170 bytes per row of disk.
+# WORKDIR (default: a temporary directory, removed at exit) needs about 260 bytes of disk per row.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows=${1:-5000000}

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Offline checks of the Kubernetes manifests in deploy/kubernetes/, without a cluster.
+
+1. Every resource against the Kubernetes API's own schemas, strictly (an unknown field is an
+   error), for the oldest and newest Kubernetes versions named below: `kubernetes-validate`
+   (`pip install kubernetes-validate`), which ships those schemas.
+2. Against mtrec itself: every `--flag` a container passes to `mtrec <command>` is one that
+   command's `--help` lists; probe paths are routes of schemas/openapi.json; claims, Service
+   selectors, autoscaler and disruption-budget targets name resources the manifests define.
+
+Usage: deploy/validate.py [MTREC_BINARY] (default: $CARGO_TARGET_DIR/release/mtrec). Exits 1 and
+names file, resource and field on the first kind of failure it finds.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+MANIFESTS = sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))
+# The oldest Kubernetes release still commonly run and the newest the validator knows.
+KUBERNETES_VERSIONS = ["1.29.0", "1.37.0"]
+
+
+def fail(message):
+    print(f"deploy/validate.py: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def schema_check():
+    for version in KUBERNETES_VERSIONS:
+        command = [sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet", "-k", version]
+        result = subprocess.run(command + [str(m) for m in MANIFESTS], capture_output=True, text=True)
+        if result.returncode != 0:
+            fail(f"Kubernetes {version} schemas:\n{result.stdout}{result.stderr}")
+
+
+def documents():
+    for path in MANIFESTS:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                yield path.relative_to(ROOT), doc
+
+
+def pod_specs(doc):
+    """The pod template of a Deployment or Job."""
+    kind = doc["kind"]
+    if kind in ("Deployment", "Job"):
+        yield doc["spec"]["template"]["spec"], doc["spec"]["template"]["metadata"].get("labels", {})
+
+
+def mtrec_check(binary):
+    routes = set(json.loads((ROOT / "schemas" / "openapi.json").read_text())["paths"])
+    docs = list(documents())
+    names = {(doc["kind"], doc["metadata"]["name"]) for _, doc in docs}
+    helps = {}
+    for path, doc in docs:
+        where = f"{path}: {doc['kind']}/{doc['metadata']['name']}"
+        for spec, _ in pod_specs(doc):
+            for volume in spec.get("volumes", []):
+                claim = volume.get("persistentVolumeClaim", {}).get("claimName")
+                if claim and ("PersistentVolumeClaim", claim) not in names:
+                    fail(f"{where}: volume {volume['name']!r} claims {claim!r}, which no manifest defines")
+            for container in spec["containers"]:
+                args = container.get("args", [])
+                if not container["image"].split("/")[-1].startswith("mtrec:") or not args:
+                    continue
+                command = args[0]
+                if command not in helps:
+                    result = subprocess.run([binary, command, "--help"], capture_output=True, text=True)
+                    if result.returncode != 0:
+                        fail(f"{where}: `mtrec {command}` is not a command: {result.stderr.strip()}")
+                    helps[command] = result.stdout
+                for arg in args[1:]:
+                    flag = arg.split("=", 1)[0]
+                    if flag.startswith("--") and f"{flag} " not in helps[command] and f"{flag}\n" not in helps[command]:
+                        fail(f"{where}: container {container['name']!r}: `mtrec {command}` has no flag {flag}")
+                for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+                    route = container.get(probe, {}).get("httpGet", {}).get("path")
+                    if route and route not in routes:
+                        fail(f"{where}: {probe} path {route} is not a route of schemas/openapi.json")
+    deployments = {doc["metadata"]["name"]: doc for _, doc in docs if doc["kind"] == "Deployment"}
+    for path, doc in docs:
+        where = f"{path}: {doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] == "Service" or doc["kind"] == "PodDisruptionBudget":
+            selector = doc["spec"]["selector"]
+            selector = selector.get("matchLabels", selector)
+            if not any(
+                selector.items() <= d["spec"]["template"]["metadata"]["labels"].items() for d in deployments.values()
+            ):
+                fail(f"{where}: selector {selector} matches no Deployment's pods")
+        if doc["kind"] == "HorizontalPodAutoscaler":
+            target = doc["spec"]["scaleTargetRef"]
+            if target["kind"] != "Deployment" or target["name"] not in deployments:
+                fail(f"{where}: scales {target['kind']}/{target['name']}, which no manifest defines")
+
+
+def main():
+    default = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", pathlib.Path.home() / ".cache" / "mtrec-target"))
+    binary = sys.argv[1] if len(sys.argv) > 1 else str(default / "release" / "mtrec")
+    if not pathlib.Path(binary).exists():
+        fail(f"no mtrec binary at {binary}: build it (cargo build --release) or pass its path")
+    schema_check()
+    mtrec_check(binary)
+    print(f"deploy/validate.py: {len(MANIFESTS)} manifest files valid for Kubernetes {', '.join(KUBERNETES_VERSIONS)} and mtrec")
+
+
+if __name__ == "__main__":
+    main()
