@@ -170,12 +170,21 @@ impl FromStr for Metric {
     }
 }
 
-/// What a validation value measures: the weighted validation loss Σ λ_i L_i (`loss`), or one
-/// task's metric (`<task>.<metric>`, e.g. `click.auc`). Task names cannot contain a dot.
+/// What a validation value measures: the weighted validation loss Σ λ_i L_i (`loss`), the
+/// tasks' primary metrics relative to the first epoch (`tasks`), or one task's metric
+/// (`<task>.<metric>`, e.g. `click.auc`). Task names cannot contain a dot.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum MetricKey {
     Loss,
-    Task { task: String, metric: Metric },
+    /// The mean over tasks of each task's [`Metric::primary`] validation metric relative to its
+    /// value after the first epoch: `m / m₀` where higher is better, `m₀ / m` otherwise. Higher
+    /// is better and the first epoch is 1; every task counts alike, whatever the scale of its
+    /// loss.
+    Tasks,
+    Task {
+        task: String,
+        metric: Metric,
+    },
 }
 
 impl MetricKey {
@@ -188,6 +197,7 @@ impl MetricKey {
     pub fn higher_is_better(&self) -> bool {
         match self {
             MetricKey::Loss => false,
+            MetricKey::Tasks => true,
             MetricKey::Task { metric, .. } => metric.higher_is_better().unwrap_or(false),
         }
     }
@@ -205,6 +215,7 @@ impl MetricKey {
     fn parts(&self) -> [&str; 3] {
         match self {
             MetricKey::Loss => ["loss", "", ""],
+            MetricKey::Tasks => ["tasks", "", ""],
             MetricKey::Task { task, metric } => [task, ".", metric.name()],
         }
     }
@@ -220,8 +231,10 @@ impl FromStr for MetricKey {
     type Err = UnknownMetric;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "loss" {
-            return Ok(MetricKey::Loss);
+        match s {
+            "loss" => return Ok(MetricKey::Loss),
+            "tasks" => return Ok(MetricKey::Tasks),
+            _ => {}
         }
         let (task, metric) = s.split_once('.').ok_or_else(|| UnknownMetric::Key(s.to_owned()))?;
         if task.is_empty() {
@@ -284,6 +297,9 @@ mod tests {
     #[test]
     fn keys_parse_and_print_as_loss_or_task_dot_metric() {
         assert_eq!("loss".parse::<MetricKey>(), Ok(MetricKey::Loss));
+        assert_eq!("tasks".parse::<MetricKey>(), Ok(MetricKey::Tasks));
+        assert_eq!(MetricKey::Tasks.to_string(), "tasks");
+        assert!(MetricKey::Tasks.higher_is_better());
         let key: MetricKey = "click.auc".parse().unwrap();
         assert_eq!(key, MetricKey::task("click", Metric::Auc));
         assert_eq!(key.to_string(), "click.auc");

@@ -84,9 +84,11 @@ pub enum EmbeddingOptimizer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EarlyStopping {
-    /// `loss` (the weighted validation loss), or `<task>.<metric>` with one of the task's
-    /// validation metrics: `auc` or `logloss` (binary), `rmse` (regression), `accuracy` or
-    /// `logloss` (multiclass).
+    /// `tasks` (the default: the mean over tasks of each task's primary metric relative to the
+    /// first epoch, [`MetricKey::Tasks`], so that every task counts alike), `loss` (the
+    /// weighted validation loss, which the tasks with the largest losses dominate), or
+    /// `<task>.<metric>` with one of the task's validation metrics: `auc` or `logloss` (binary),
+    /// `rmse` (regression), `accuracy` or `logloss` (multiclass).
     pub metric: MetricKey,
     /// Epochs without improvement before stopping (0: never stop early).
     pub patience: usize,
@@ -96,7 +98,7 @@ pub struct EarlyStopping {
 
 impl Default for EarlyStopping {
     fn default() -> Self {
-        Self { metric: MetricKey::Loss, patience: 2, min_delta: 0.0 }
+        Self { metric: MetricKey::Tasks, patience: 2, min_delta: 0.0 }
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use mtrec_ingest::encoded::{load_pipeline, Columns};
 use mtrec_model::bundle::{self, ModelMeta};
 use mtrec_model::{AdamState, LabelTotals, MultiTaskModel, OutputBias, SparseOptimizer, Validation, ValidationSet};
-use mtrec_schema::{EpochRecord, History, Split};
+use mtrec_schema::{EpochRecord, History, MetricKey, Split};
 
 use crate::checkpoint::{self, CheckpointRef};
 use crate::config::TrainConfig;
@@ -15,7 +15,9 @@ use crate::data::SplitData;
 use crate::diagnostics::{self, LabelCorrelations};
 use crate::epoch::{run_epoch, EpochContext};
 use crate::error::TrainError;
-use crate::monitor::{check_monitor, epoch_line, epochs_since_best, undefined_on, LabelCounts};
+use crate::monitor::{
+    check_monitor, epoch_line, epochs_since_best, primary_keys, tasks_value, undefined_on, LabelCounts,
+};
 use crate::step::Optimizers;
 use crate::strategy::StrategyState;
 
@@ -156,7 +158,11 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
         let epoch_out = run_epoch(&mut model, &mut opt, &ctx, resume_at, &mut windows_run)?;
         let gradient_cosine = diagnostics::gradient_cosines(&model, &diagnostic_batch)?;
         let (valid, expert_usage, value) = if validating {
-            let Validation { metrics, expert_usage } = validate(&model, &valid_data, cfg.eval_batch_size)?;
+            let Validation { mut metrics, expert_usage } = validate(&model, &valid_data, cfg.eval_batch_size)?;
+            let first = history.epochs.first().map(|e| &e.valid);
+            if let Some(tasks) = tasks_value(&primary_keys(&model), &metrics, first) {
+                metrics.insert(MetricKey::Tasks, tasks);
+            }
             let value = *metrics.get(monitor).ok_or_else(|| TrainError::MonitorMissing {
                 monitor: monitor.clone(),
                 available: metrics.keys().map(ToString::to_string).collect::<Vec<_>>().join(", "),

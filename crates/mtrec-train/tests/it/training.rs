@@ -1,6 +1,7 @@
 //! The training loop: determinism, resuming, early stopping, validation metrics.
 
 use crate::common::{small_config, Data};
+use mtrec_schema::MetricKey;
 
 #[test]
 fn same_seed_gives_identical_weights_and_another_seed_does_not() {
@@ -171,6 +172,19 @@ fn history_records_task_relatedness() {
         assert!((usage.mean_weight.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{usage:?}");
         assert!(usage.mean_entropy > 0.0 && usage.mean_entropy <= 3f64.ln() + 1e-9, "{usage:?}");
     }
+    // The default monitor: each task's primary metric relative to the first epoch, averaged.
+    assert_eq!(h.monitor, MetricKey::Tasks);
+    assert_eq!(h.epochs[0].valid[&MetricKey::Tasks], 1.0);
+    let primary = |epoch: usize, key: &str| h.epochs[epoch].valid[&key.parse::<MetricKey>().unwrap()];
+    let relative = [
+        primary(1, "click.auc") / primary(0, "click.auc"),
+        primary(1, "convert.auc") / primary(0, "convert.auc"),
+        primary(0, "dwell.rmse") / primary(1, "dwell.rmse"),
+        primary(1, "high_value.auc") / primary(0, "high_value.auc"),
+        primary(0, "item_quality.logloss") / primary(1, "item_quality.logloss"),
+    ];
+    let expected = relative.iter().sum::<f64>() / relative.len() as f64;
+    assert!((h.epochs[1].valid[&MetricKey::Tasks] - expected).abs() < 1e-12, "{:?}", h.epochs[1].valid);
 }
 
 #[test]
