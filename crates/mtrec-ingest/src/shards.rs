@@ -21,7 +21,7 @@ const BATCH_ROWS: usize = 1 << 14;
 
 /// Rows gathered but not yet written, over all the train shards open at once: each shard's record
 /// batches are cut smaller when there are many shards, so that memory does not grow with them.
-const SPREAD_PENDING_ROWS: usize = 1 << 20;
+const SPREAD_PENDING_ROWS: usize = 1 << 19;
 
 /// The fewest rows of a record batch.
 const MIN_BATCH_ROWS: usize = 1 << 10;
@@ -297,9 +297,9 @@ mod tests {
     #[test]
     fn train_shards_cut_smaller_batches_as_they_multiply() {
         assert_eq!(spread_batch_rows(1), BATCH_ROWS);
-        assert_eq!(spread_batch_rows(64), BATCH_ROWS);
-        assert_eq!(spread_batch_rows(65), (1 << 20) / 65);
-        assert_eq!(spread_batch_rows(MAX_TRAIN_SHARDS), 2048);
+        assert_eq!(spread_batch_rows(32), BATCH_ROWS);
+        assert_eq!(spread_batch_rows(33), (1 << 19) / 33);
+        assert_eq!(spread_batch_rows(MAX_TRAIN_SHARDS), MIN_BATCH_ROWS);
         for shards in [1, 40, 100, 333, MAX_TRAIN_SHARDS] {
             let pending = shards * (spread_batch_rows(shards) - 1);
             assert!(pending < SPREAD_PENDING_ROWS.max(shards * MIN_BATCH_ROWS), "{shards} shards");
