@@ -83,9 +83,9 @@ impl Metrics {
     }
 
     /// The text exposition format.
-    pub fn render(&self) -> String {
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
-        out
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
     }
 }

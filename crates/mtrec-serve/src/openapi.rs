@@ -116,5 +116,5 @@ pub fn spec() -> Value {
 
 /// The spec pretty-printed (the content of `schemas/openapi.json`).
 pub fn spec_string() -> String {
-    serde_json::to_string_pretty(&spec()).expect("a JSON value serializes") + "\n"
+    format!("{:#}\n", spec())
 }

@@ -327,7 +327,10 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    ([(header::CONTENT_TYPE, content_type)], state.metrics.render()).into_response()
+    match state.metrics.render() {
+        Ok(text) => ([(header::CONTENT_TYPE, content_type)], text).into_response(),
+        Err(_) => ApiError::internal("the metrics could not be encoded").into_response(),
+    }
 }
 
 async fn reload(

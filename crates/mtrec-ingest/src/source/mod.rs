@@ -155,11 +155,6 @@ impl Source {
         Batches { source: self, next_file: 0, reader: None, file_row: 0, first_row: 0, dtypes: None, failed: false }
     }
 
-    /// The total size of the input files in bytes (progress is reported against it).
-    pub fn bytes(&self) -> u64 {
-        self.files.iter().filter_map(|f| std::fs::metadata(&f.path).ok()).map(|m| m.len()).sum()
-    }
-
     /// The rows of the input when its files' metadata say (Parquet and Arrow IPC; CSV must be
     /// read to know), for the first pass's progress bar.
     pub fn known_rows(&self) -> Option<u64> {

@@ -15,6 +15,21 @@ fn write_tables() -> TablePaths {
     TABLES.get_or_init(|| crate::common::off_runtime(write_tables_here)).clone()
 }
 
+/// One row per id of column `id` of the log `raw` (the id's first row), with `columns`.
+fn first_rows(raw: &DataFrame, id: &str, columns: &[impl AsRef<str>]) -> DataFrame {
+    let ids = raw.column(id).unwrap().cast(&DataType::String).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let first: Vec<IdxSize> = ids
+        .str()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| seen.insert(v.map(str::to_owned)))
+        .map(|(r, _)| r as IdxSize)
+        .collect();
+    raw.select(columns.iter().map(AsRef::as_ref)).unwrap().take(&IdxCa::from_vec("idx".into(), first)).unwrap()
+}
+
 fn write_tables_here() -> TablePaths {
     let fx = fixture();
     let model = state().model().unwrap();
@@ -24,24 +39,11 @@ fn write_tables_here() -> TablePaths {
         c.dedup();
         c
     };
-    let first_rows = |id: &str, cols: Vec<String>| -> DataFrame {
-        let ids = fx.raw.column(id).unwrap().cast(&DataType::String).unwrap();
-        let mut seen = std::collections::HashSet::new();
-        let first: Vec<IdxSize> = ids
-            .str()
-            .unwrap()
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| seen.insert(v.map(str::to_owned)))
-            .map(|(r, _)| r as IdxSize)
-            .collect();
-        fx.raw.select(cols.iter().map(String::as_str)).unwrap().take(&IdxCa::from_vec("idx".into(), first)).unwrap()
-    };
     let user_path = fx.root.join("users.parquet");
-    let mut users = first_rows("user_id", columns(mtrec_schema::Side::User));
+    let mut users = first_rows(&fx.raw, "user_id", &columns(mtrec_schema::Side::User));
     ParquetWriter::new(std::fs::File::create(&user_path).unwrap()).finish(&mut users).unwrap();
     let item_path = fx.root.join("items.csv");
-    let mut items = first_rows("item_id", columns(mtrec_schema::Side::Item));
+    let mut items = first_rows(&fx.raw, "item_id", &columns(mtrec_schema::Side::Item));
     CsvWriter::new(std::fs::File::create(&item_path).unwrap()).finish(&mut items).unwrap();
     TablePaths { user: Some(user_path), item: Some(item_path) }
 }
@@ -127,20 +129,9 @@ async fn the_side_tables_of_the_ingest_serve_without_flags() {
         std::fs::create_dir_all(&dir).unwrap();
         let user_columns = ["user_id", "age_bucket", "region", "activity", "account_age_days"];
         let item_columns = ["item_id", "category", "price"];
-        let first_rows = |id: &str, columns: &[&str]| -> DataFrame {
-            let mut seen = std::collections::HashSet::new();
-            let ids = fx.raw.column(id).unwrap().str().unwrap().clone();
-            let first: Vec<IdxSize> = ids
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| seen.insert(v.map(str::to_owned)))
-                .map(|(r, _)| r as IdxSize)
-                .collect();
-            fx.raw.select(columns.iter().copied()).unwrap().take(&IdxCa::from_vec("idx".into(), first)).unwrap()
-        };
-        let mut users = first_rows("user_id", &user_columns);
+        let mut users = first_rows(&fx.raw, "user_id", &user_columns);
         mtrec_synth::write_parquet(&mut users, &dir.join("users.parquet")).unwrap();
-        let mut items = first_rows("item_id", &item_columns);
+        let mut items = first_rows(&fx.raw, "item_id", &item_columns);
         items.rename("item_id", "sku".into()).unwrap();
         mtrec_synth::write_parquet(&mut items, &dir.join("items.parquet")).unwrap();
         let attributes: Vec<&str> = user_columns[1..].iter().chain(&item_columns[1..]).copied().collect();

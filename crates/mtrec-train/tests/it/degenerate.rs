@@ -27,6 +27,19 @@ fn config(epochs: usize) -> TrainConfig {
     .unwrap()
 }
 
+/// `csv` with every row's `column` set to `value`.
+fn with_column(csv: &str, column: &str, value: &str) -> String {
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    let k = header.split(',').position(|c| c == column).unwrap();
+    let rows = lines.map(|l| {
+        let mut cells: Vec<&str> = l.split(',').collect();
+        cells[k] = value;
+        cells.join(",")
+    });
+    std::iter::once(header.to_owned()).chain(rows).collect::<Vec<_>>().join("\n")
+}
+
 fn train(data: &Path, out: &Path, config: TrainConfig) -> Result<mtrec_train::Trained, TrainError> {
     mtrec_train::train(&TrainOptions::new(data, config, out))
 }
@@ -49,28 +62,14 @@ fn an_empty_valid_split_trains_every_epoch_and_keeps_the_last() {
 fn a_monitor_the_valid_split_cannot_define_is_refused_before_training() {
     let dir = tempfile::tempdir().unwrap();
     // Every row clicked: the valid split's click labels are one class, so its AUC is undefined.
-    let data = fixture_ingest(
-        dir.path(),
-        |_| {},
-        |csv| {
-            let mut lines = csv.lines();
-            let header = lines.next().unwrap();
-            let k = header.split(',').position(|c| c == "clicked").unwrap();
-            let rows = lines.map(|l| {
-                let mut cells: Vec<&str> = l.split(',').collect();
-                cells[k] = "1";
-                cells.join(",")
-            });
-            std::iter::once(header.to_owned()).chain(rows).collect::<Vec<_>>().join("\n")
-        },
-    );
+    let data = fixture_ingest(dir.path(), |_| {}, |csv| with_column(csv, "clicked", "1"));
     let mut cfg = config(2);
     cfg.early_stopping.metric = "click.auc".parse().unwrap();
     let out = dir.path().join("b");
     let err = train(&data, &out, cfg).unwrap_err().to_string();
     assert!(err.contains("\"click.auc\" is undefined on the valid split") && err.contains("one class"), "{err}");
     assert!(!out.exists());
-    // The loss stays defined and is the default monitor: the same data trains.
+    // The default monitor (`tasks`) leaves click's undefined AUC out: the same data trains.
     let trained = train(&data, &out, config(2)).unwrap();
     assert!(!trained.history.epochs[0].valid.contains_key(&"click.auc".parse().unwrap()), "undefined, so absent");
 }
@@ -80,21 +79,7 @@ fn a_monitor_the_valid_split_cannot_define_is_refused_before_training() {
 #[test]
 fn tasks_of_one_class_or_without_labels_train_without_undefined_numbers() {
     let dir = tempfile::tempdir().unwrap();
-    let data = fixture_ingest(
-        dir.path(),
-        |_| {},
-        |csv| {
-            let mut lines = csv.lines();
-            let header = lines.next().unwrap();
-            let k = header.split(',').position(|c| c == "clicked").unwrap();
-            let rows = lines.map(|l| {
-                let mut cells: Vec<&str> = l.split(',').collect();
-                cells[k] = "0";
-                cells.join(",")
-            });
-            std::iter::once(header.to_owned()).chain(rows).collect::<Vec<_>>().join("\n")
-        },
-    );
+    let data = fixture_ingest(dir.path(), |_| {}, |csv| with_column(csv, "clicked", "0"));
     let trained = train(&data, &dir.path().join("b"), config(2)).unwrap();
     for epoch in &trained.history.epochs {
         assert!(!epoch.train_loss.contains_key("buy"), "no label, no loss: {:?}", epoch.train_loss);
