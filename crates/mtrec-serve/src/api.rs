@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::repository::{Arm, Routing};
+
 /// The media type of Arrow IPC streams.
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
@@ -126,6 +128,10 @@ pub struct ApiWarning {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ScoreResponse {
     pub model: ModelRef,
+    /// Which arm scored the request: `stable`, `candidate` (an experiment's share of users) or
+    /// `pinned` (the request named its version or label).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm: Option<Arm>,
     /// One entry per item (row), in request order.
     pub results: Vec<PairScores>,
     pub warnings: Vec<ApiWarning>,
@@ -163,6 +169,7 @@ pub struct TableInfo {
     pub features: Vec<String>,
 }
 
+/// One loaded version: `GET /v1/models/{name}/versions/{version}`, and each ready version of
 /// `GET /v1/models`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ModelInfo {
@@ -180,6 +187,70 @@ pub struct ModelInfo {
     pub user_table: Option<TableInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item_table: Option<TableInfo>,
+}
+
+/// Query parameters of the scoring routes: pin a version or a label instead of routing.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreQuery {
+    /// Score with this version (it must be ready).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Score with the version this label points at (e.g. `candidate`).
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Arrow batches only: a comma-separated task filter.
+    #[serde(default)]
+    pub tasks: Option<String>,
+}
+
+/// Whether a version serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionStatus {
+    /// Loaded, self-tested and warmed up.
+    Ready,
+    /// Not served: incomplete or failing (see `reason`); tried again when its files change.
+    Failed,
+}
+
+/// One version of a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct VersionEntry {
+    pub version: String,
+    pub status: VersionStatus,
+    /// Why a failed version is not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The labels pointing at this version.
+    pub labels: Vec<String>,
+    /// The model, for a ready version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<Box<ModelInfo>>,
+}
+
+/// One served model name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ModelEntry {
+    pub name: String,
+    /// The model of `/v1/score` and `/v1/score/batch`.
+    pub default: bool,
+    /// The version requests outside an experiment get: `stable`'s when ready, else the newest
+    /// ready version.
+    pub stable_version: Option<String>,
+    pub routing: Routing,
+    /// Why the routing file was not applied (the previous routing stays in force).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_error: Option<String>,
+    /// Newest first.
+    pub versions: Vec<VersionEntry>,
+}
+
+/// `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ModelsResponse {
+    pub default_model: Option<String>,
+    pub models: Vec<ModelEntry>,
 }
 
 /// `POST /v1/admin/reload` body (optional).

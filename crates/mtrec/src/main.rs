@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 // mimalloc: faster than the system allocator for the many small allocations of ingestion and
@@ -78,10 +78,40 @@ struct ExperimentArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["bundle", "models"])))]
 struct ServeArgs {
-    /// Bundle directory (from `mtrec train`).
+    /// Bundle directory (from `mtrec train`): serve this one model.
     #[arg(long)]
-    bundle: PathBuf,
+    bundle: Option<PathBuf>,
+    /// Model repository: serve every `<DIR>/<name>/<version>/` bundle, polled for new versions
+    /// (each self-tested and warmed up before it takes traffic) and for `<name>/routing.json`
+    /// (labels and the A/B experiment).
+    #[arg(long, value_name = "DIR")]
+    models: Option<PathBuf>,
+    /// The model of /v1/score with --models (default: the first name in sort order).
+    #[arg(long, requires = "models")]
+    default_model: Option<String>,
+    /// Seconds between two reads of the repository.
+    #[arg(long, default_value_t = 5.0)]
+    poll_secs: f64,
+    /// Versions of each model kept on disk and served, newest first, besides labeled ones and
+    /// the one serving (older ones are deleted).
+    #[arg(long, default_value_t = 3)]
+    keep_versions: usize,
+    /// Append what /v1/score answers (user, arm, version, items, every output) to Parquet files
+    /// in this directory, for `mtrec ab --exposures`.
+    #[arg(long, value_name = "DIR")]
+    exposure_log: Option<PathBuf>,
+    /// Exposure records waiting for the writer at most; beyond, records are dropped (counted in
+    /// /metrics), never scoring slowed.
+    #[arg(long, default_value_t = 10_000)]
+    exposure_queue: usize,
+    /// An exposure file is completed at this size (MiB) ...
+    #[arg(long, default_value_t = 64)]
+    exposure_rotate_mib: u64,
+    /// ... or at this age (seconds).
+    #[arg(long, default_value_t = 300)]
+    exposure_rotate_secs: u64,
     /// User features keyed by the schema's user id column (CSV, Parquet or Arrow), encoded once
     /// at start; features in a request win. Default: the schema's user table the bundle's data
     /// was joined with, if any.
@@ -197,9 +227,14 @@ struct TrainArgs {
     /// configs/).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Output bundle directory (replaced atomically when training ends).
+    /// Output bundle directory (replaced atomically when training ends); with --next-version,
+    /// the model's directory in a model repository.
     #[arg(long)]
     out: PathBuf,
+    /// Write the bundle into `<out>/<n>`, n one more than the largest numbered version there:
+    /// the next version of a model repository (`mtrec serve --models`) picks up.
+    #[arg(long)]
+    next_version: bool,
     /// Continue from `<out>.checkpoint` if a previous run left one (after an epoch, or between
     /// two windows of shards of one).
     #[arg(long)]
@@ -249,9 +284,9 @@ impl TrainOverrides {
                     "single_task" => A::SingleTask { layers: vec![64] },
                     "ple" => A::Ple { shared_experts: 2, task_experts: 1, expert_layers: vec![64], levels: 2 },
                     "soft_sharing" => A::SoftSharing { layers: vec![64], alpha: 1e-3 },
-                    other => anyhow::bail!(
-                        "--architecture {other:?}: use shared_bottom, mmoe, single_task, ple or soft_sharing"
-                    ),
+                    other => {
+                        bail!("--architecture {other:?}: use shared_bottom, mmoe, single_task, ple or soft_sharing")
+                    }
                 };
             }
         }
@@ -434,11 +469,18 @@ fn run(cli: Cli) -> Result<()> {
             };
             args.overrides.apply(&mut cfg)?;
             init_threads(cfg.threads)?;
+            let out = if args.next_version {
+                let version = mtrec_serve::repository::scan::next_version(&args.out)
+                    .with_context(|| format!("reading the versions of {}", args.out.display()))?;
+                args.out.join(version)
+            } else {
+                args.out.clone()
+            };
             let trained = match mtrec_train::train(&mtrec_train::TrainOptions {
                 resume: args.resume,
                 progress: !args.quiet,
                 stop_after_windows: args.stop_after_windows,
-                ..mtrec_train::TrainOptions::new(&args.data, cfg, &args.out)
+                ..mtrec_train::TrainOptions::new(&args.data, cfg, &out)
             }) {
                 Err(stopped @ mtrec_train::TrainError::Stopped { .. }) => {
                     println!("{stopped}");
@@ -447,7 +489,7 @@ fn run(cli: Cli) -> Result<()> {
                 other => other?,
             };
             print_validation(&trained.history);
-            println!("wrote {}", args.out.display());
+            println!("wrote {}", out.display());
             Ok(())
         }
         Command::Predict(args) => {
@@ -498,8 +540,25 @@ fn run(cli: Cli) -> Result<()> {
 fn serve(args: ServeArgs) -> Result<()> {
     init_threads(args.threads)?;
     let admin_token = args.admin_token.or_else(|| std::env::var("MTREC_ADMIN_TOKEN").ok()).filter(|t| !t.is_empty());
+    if !(args.poll_secs > 0.0 && args.poll_secs.is_finite()) {
+        bail!("--poll-secs must be a positive number of seconds, got {}", args.poll_secs);
+    }
+    let repository = args.models.map(|dir| mtrec_serve::RepositoryConfig {
+        poll_interval: std::time::Duration::from_secs_f64(args.poll_secs),
+        keep_versions: args.keep_versions.max(1),
+        default_model: args.default_model,
+        ..mtrec_serve::RepositoryConfig::new(dir)
+    });
+    let exposure = args.exposure_log.map(|dir| mtrec_serve::ExposureConfig {
+        queue: args.exposure_queue.max(1),
+        rotate_bytes: args.exposure_rotate_mib.max(1) << 20,
+        rotate_after: std::time::Duration::from_secs(args.exposure_rotate_secs.max(1)),
+        ..mtrec_serve::ExposureConfig::new(dir)
+    });
     let config = mtrec_serve::ServeConfig {
-        bundle: args.bundle,
+        bundle: args.bundle.unwrap_or_default(),
+        repository,
+        exposure,
         tables: mtrec_serve::TablePaths { user: args.user_features, item: args.item_features },
         addr: args.addr,
         limits: mtrec_serve::Limits { max_items: args.max_items, max_batch_rows: args.max_batch_rows },
@@ -507,10 +566,22 @@ fn serve(args: ServeArgs) -> Result<()> {
         request_timeout: std::time::Duration::from_millis(args.timeout_ms),
         admin_token,
     };
-    // Load before binding: a bundle that cannot be served fails here, with its error.
-    let model = mtrec_serve::ServingModel::load(&config.bundle, &config.tables)?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    if let Some(repository) = &config.repository {
+        if !repository.dir.is_dir() {
+            bail!("--models {}: no such directory", repository.dir.display());
+        }
+        eprintln!(
+            "mtrec serve: models of {} on http://{} (GET /v1/models lists them, GET /openapi.json describes the API)",
+            repository.dir.display(),
+            config.addr
+        );
+        runtime.block_on(mtrec_serve::run(config, None)).context("serving")?;
+        return Ok(());
+    }
+    // Load before binding: a bundle that cannot be served fails here, with its error.
+    let model = mtrec_serve::ServingModel::load(&config.bundle, &config.tables)?;
     eprintln!(
         "mtrec serve: model {} version {} on http://{} (GET /openapi.json describes the API)",
         model.model_ref.name, model.model_ref.version, config.addr

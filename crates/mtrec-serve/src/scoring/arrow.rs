@@ -21,13 +21,13 @@ impl ServingModel {
     /// `POST /v1/score/batch` with an Arrow IPC stream: one row per pair, columns named like the
     /// training data's source columns. Answers an Arrow IPC stream with `id.user` and `id.item`
     /// (when the request has the id columns) and the columns of `mtrec predict`
-    /// (`pred.<task>`, `prob.<task>.<class>`), plus the warnings.
+    /// (`pred.<task>`, `prob.<task>.<class>`), with its row count and the warnings.
     pub fn score_arrow(
         &self,
         body: &[u8],
         tasks: &Option<Vec<String>>,
         limits: &Limits,
-    ) -> Result<(Vec<u8>, Vec<ApiWarning>), ApiError> {
+    ) -> Result<(Vec<u8>, usize, Vec<ApiWarning>), ApiError> {
         let tasks = self.select_tasks(tasks)?;
         let df = IpcStreamReader::new(Cursor::new(body)).finish().map_err(|e| {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_arrow", format!("not a readable Arrow IPC stream: {e}"))
@@ -103,7 +103,7 @@ impl ServingModel {
         let mut df = DataFrame::new(n, out).map_err(|e| ApiError::internal(e.to_string()))?;
         let mut bytes = Vec::new();
         IpcStreamWriter::new(&mut bytes).finish(&mut df).map_err(|e| ApiError::internal(e.to_string()))?;
-        Ok((bytes, warnings.finish()))
+        Ok((bytes, n, warnings.finish()))
     }
 }
 

@@ -67,7 +67,7 @@ impl ServingModel {
                 scores: self.pair_outputs(&outputs, &tasks, r),
             })
             .collect();
-        Ok(ScoreResponse { model: self.model_ref.clone(), results, warnings: warnings.finish() })
+        Ok(ScoreResponse { model: self.model_ref.clone(), arm: None, results, warnings: warnings.finish() })
     }
 
     /// `POST /v1/score/batch` with a JSON body: independent rows, one forward pass.
@@ -124,7 +124,7 @@ impl ServingModel {
                 scores: self.pair_outputs(&outputs, &tasks, r),
             })
             .collect();
-        Ok(ScoreResponse { model: self.model_ref.clone(), results, warnings: warnings.finish() })
+        Ok(ScoreResponse { model: self.model_ref.clone(), arm: None, results, warnings: warnings.finish() })
     }
 }
 

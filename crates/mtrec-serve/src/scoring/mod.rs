@@ -157,7 +157,30 @@ impl ServingModel {
         Ok(())
     }
 
-    /// `GET /v1/models`.
+    /// A few scoring calls of the size of a typical request, so that the first real requests
+    /// do not pay for cold caches and first allocations.
+    pub fn warm_up(&self) -> Result<(), ModelLoadError> {
+        let request =
+            ScoreRequest { user: Record::new(), context: Record::new(), items: vec![Record::new(); 64], tasks: None };
+        for _ in 0..3 {
+            self.score(&request, &Limits::default())
+                .map_err(|e| ModelLoadError::SelfTest { bundle: self.dir.clone(), message: e.message })?;
+        }
+        Ok(())
+    }
+
+    /// The user id of a request, as routing and the exposure log key users: the schema's user id
+    /// column, else `id`.
+    pub fn user_key(&self, user: &Record) -> Option<String> {
+        let column = self.encoder.pipeline().ids.user.as_deref();
+        column
+            .and_then(|c| user.get(c))
+            .or_else(|| user.get("id"))
+            .filter(|v| !v.is_null())
+            .map(crate::repository::routing::id_key)
+    }
+
+    /// The model as `GET /v1/models` describes it.
     pub fn info(&self) -> ModelInfo {
         let meta = &self.bundle.meta;
         let pipeline = self.encoder.pipeline();

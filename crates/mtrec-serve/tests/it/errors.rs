@@ -121,7 +121,23 @@ async fn metrics_count_requests_pairs_and_the_model_version() {
 #[tokio::test]
 async fn models_describes_tasks_features_and_training_metrics() {
     let state = state();
-    let info = send(&state, "GET", "/v1/models", None, vec![]).await.json();
+    let models = send(&state, "GET", "/v1/models", None, vec![]).await.json();
+    assert_eq!(models["default_model"], "bundle");
+    let version = &models["models"][0]["versions"][0];
+    assert_eq!(
+        (version["status"].as_str(), version["version"].as_str()),
+        (Some("ready"), models["models"][0]["stable_version"].as_str())
+    );
+    let info = &version["info"];
+    let by_path = send(
+        &state,
+        "GET",
+        &format!("/v1/models/bundle/versions/{}", version["version"].as_str().unwrap()),
+        None,
+        vec![],
+    )
+    .await;
+    assert_eq!(&by_path.json(), info);
     let tasks: Vec<&str> = info["tasks"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(tasks, ["click", "convert", "dwell", "high_value", "item_quality"]);
     assert_eq!(info["tasks"][3]["scope"], "user");
@@ -145,9 +161,11 @@ async fn every_path_of_the_spec_is_routed() {
     let state = state();
     let spec = send(&state, "GET", "/openapi.json", None, vec![]).await.json();
     assert_eq!(spec["openapi"], "3.1.0");
+    let version = state.model().unwrap().model_ref.version.clone();
     for (path, methods) in spec["paths"].as_object().unwrap() {
+        let path = path.replace("{name}", "bundle").replace("{version}", &version);
         for method in methods.as_object().unwrap().keys() {
-            let answer = send(&state, &method.to_uppercase(), path, None, b"{}".to_vec()).await;
+            let answer = send(&state, &method.to_uppercase(), &path, None, b"{}".to_vec()).await;
             assert!(![404, 405].contains(&answer.status.as_u16()), "{method} {path}: {}", answer.status);
         }
     }

@@ -14,7 +14,8 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 async fn version(state: &std::sync::Arc<mtrec_serve::AppState>) -> String {
-    send(state, "GET", "/v1/models", None, vec![]).await.json()["model"]["version"].as_str().unwrap().to_owned()
+    let models = send(state, "GET", "/v1/models", None, vec![]).await.json();
+    models["models"][0]["stable_version"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -104,5 +105,5 @@ async fn reload_needs_the_token_and_is_disabled_without_one() {
     let config = mtrec_serve::ServeConfig { bundle: fx.bundle.clone(), admin_token: None, ..Default::default() };
     let no_token = crate::common::state_with(config, Default::default());
     let answer = send(&no_token, "POST", "/v1/admin/reload", None, vec![]).await;
-    assert_eq!((answer.status.as_u16(), answer.error_code()), (403, "reload_disabled".to_owned()));
+    assert_eq!((answer.status.as_u16(), answer.error_code()), (403, "admin_disabled".to_owned()));
 }
