@@ -53,6 +53,15 @@ fn build() -> Fixture {
     }
 }
 
+/// Copies a bundle directory (flat) to `to`.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
 pub fn config() -> ServeConfig {
     ServeConfig { bundle: fixture().bundle.clone(), admin_token: Some("token".to_owned()), ..Default::default() }
 }

@@ -3,7 +3,9 @@
 
 mod common;
 mod errors;
+mod exposure;
 mod fuzz;
 mod parity;
 mod reload;
+mod repository;
 mod tables;

@@ -1,17 +1,9 @@
 //! Hot reload: swaps under load without a failed request; a corrupt or mismatched bundle is
 //! rejected and the old model keeps answering.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::common::{fixture, post_json, send, state};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
+use crate::common::{copy_dir, fixture, post_json, send, state};
 
 async fn version(state: &std::sync::Arc<mtrec_serve::AppState>) -> String {
     let models = send(state, "GET", "/v1/models", None, vec![]).await.json();
