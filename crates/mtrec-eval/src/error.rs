@@ -20,6 +20,9 @@ pub enum EvalError {
     OutputExists { path: PathBuf },
     #[error("{path}: unknown output format: use .parquet, or .arrow (.ipc, .feather) for Arrow IPC")]
     OutputFormat { path: PathBuf },
+    /// An exposure log or outcomes file that cannot be read or joined.
+    #[error("{path}: {message}")]
+    Online { path: PathBuf, message: String },
     #[error("writing {path}")]
     Write { path: PathBuf, source: std::io::Error },
     #[error("writing the table {path}")]

@@ -12,14 +12,18 @@
 //!
 //! - [`reports`]: [`eval`] and [`ab`], and the report files;
 //! - [`scores`]: the split a bundle reads and its outputs for the reports;
+//! - [`online`]: `mtrec ab --exposures --outcomes`, the report of an online experiment from the
+//!   server's exposure log and the outcomes recorded later;
 //! - [`predict`]: the scores per row as a table;
 //! - [`error`]: what can go wrong ([`EvalError`]).
 
 pub mod error;
+pub mod online;
 pub mod predict;
 pub mod reports;
 pub mod scores;
 
 pub use error::EvalError;
+pub use online::{ab_online, OnlineOptions};
 pub use reports::{ab, eval, files, EvalOptions};
 pub use scores::{load_bundle_split, open_bundle_split};

@@ -101,7 +101,7 @@ fn open_data(bundle: &Bundle, dir: &Path, opts: &EvalOptions) -> Result<ShardedS
 }
 
 /// Writes the three reports into a temporary sibling of `out`, then renames it into place.
-fn write_reports(out: &Path, report: ReportRef<'_>, json: &serde_json::Value) -> Result<(), EvalError> {
+pub(crate) fn write_reports(out: &Path, report: ReportRef<'_>, json: &serde_json::Value) -> Result<(), EvalError> {
     let fail = |source| EvalError::Write { path: out.to_owned(), source };
     let staged = StagedDir::new(out).map_err(fail)?;
     let write = |name: &str, text: String| {

@@ -16,10 +16,11 @@
 //!   mean under clustering; design effects.
 //! - [`verdict`]: the verdict rule over a family of comparisons (Benjamini–Hochberg), and the
 //!   minimum detectable effect.
-//! - [`bootstrap`]: paired cluster bootstrap of metric deltas.
+//! - [`bootstrap`]: paired and two-sample cluster bootstrap of metric deltas.
 //! - [`groups`]: rows grouped by user or item id.
 //! - [`normal`]: standard normal CDF and quantile.
 //! - [`student`]: Student's t p-values.
+//! - [`srm`]: the sample-ratio-mismatch check of an online experiment (χ² on arm counts).
 //! - [`seeds`]: summaries over seeds (mean and 95% CI) and the paired t-test.
 //! - [`sort`]: sortable f32 keys and the radix sort behind the AUC.
 //!
@@ -38,6 +39,7 @@ pub mod ranking;
 pub mod regression;
 pub mod seeds;
 pub mod sort;
+pub mod srm;
 pub mod student;
 pub mod verdict;
 pub mod weight;
@@ -47,8 +49,8 @@ pub use binary::{
     gauc_from_parts, logloss, per_group_auc, roc_curve, Calibration, Gauc, RankedScores, ReliabilityBin, RocPoint,
 };
 pub use bootstrap::{
-    paired_cluster_bootstrap, paired_cluster_bootstrap_many, BootstrapError, BootstrapOptions, BootstrapResult,
-    MetricPair, Resample,
+    paired_cluster_bootstrap, paired_cluster_bootstrap_many, two_sample_cluster_bootstrap_many, BootstrapError,
+    BootstrapOptions, BootstrapResult, MetricPair, Resample,
 };
 pub use classification::{multiclass_metrics, predicted_class, MulticlassMetrics};
 pub use clustered::{clustered_delong_test, mean_variance, ClusteredDelongTest, MeanVariance};
@@ -57,6 +59,7 @@ pub use groups::Groups;
 pub use ranking::{per_user_ranking, ranking, ranking_from_parts, RankingMetrics, UserRanking};
 pub use regression::{regression_metrics, RegressionMetrics};
 pub use seeds::{mean_ci95, paired_t_test, MeanCi, PairedTTest};
+pub use srm::{sample_ratio_mismatch, SampleRatio};
 pub use student::student_t_two_sided_p;
 pub use verdict::{benjamini_hochberg, min_detectable_effect, verdict, Verdict};
 pub use weight::{Weight, UNWEIGHTED};

@@ -26,7 +26,7 @@ pub mod input;
 pub mod render;
 pub mod report;
 
-pub use compute::{compare, evaluate};
+pub use compute::{compare, compare_online, evaluate, OnlineArm, OnlineInput};
 pub use error::ReportError;
 pub use input::{EvalRows, GateSums, ModelScores, ReportOptions, ReportTask, TaskKind};
 pub use mtrec_schema::{EpochRecord, History, Metric, Scope};

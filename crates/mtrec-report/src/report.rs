@@ -129,6 +129,9 @@ pub enum VerdictTest {
     Delong,
     /// The paired bootstrap that resamples clusters.
     Bootstrap,
+    /// The two-sample bootstrap that resamples each arm's users independently: for arms of an
+    /// online experiment, which scored different users.
+    TwoSampleBootstrap,
 }
 
 impl VerdictTest {
@@ -138,6 +141,7 @@ impl VerdictTest {
             VerdictTest::ClusteredDelong => "clustered_delong",
             VerdictTest::Delong => "delong",
             VerdictTest::Bootstrap => "bootstrap",
+            VerdictTest::TwoSampleBootstrap => "two_sample_bootstrap",
         }
     }
 }
@@ -266,4 +270,43 @@ pub struct AbReport {
     pub degraded_tasks: Vec<String>,
     pub expert_usage: ExpertUsagePair,
     pub training: TrainingPair,
+    /// Set for a report of an online experiment (A the stable arm, B the candidate arm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<OnlineExperiment>,
+}
+
+/// One arm of an online experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArmSummary {
+    /// `stable` or `candidate`.
+    pub arm: String,
+    /// The model versions that scored it.
+    pub versions: Vec<String>,
+    /// Users assigned to it (with at least one exposure).
+    pub users: usize,
+    /// Scoring requests logged.
+    pub requests: usize,
+    /// Exposed (user, item) pairs.
+    pub exposures: usize,
+    /// Exposed pairs with an outcome: the rows evaluated.
+    pub rows: usize,
+}
+
+/// What an online A/B report rests on: the arms' sizes and the sample-ratio-mismatch check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OnlineExperiment {
+    /// A (stable), then B (candidate).
+    pub arms: Vec<ArmSummary>,
+    /// χ² of the arms' user counts against the configured candidate share.
+    pub sample_ratio: Option<mtrec_metrics::SampleRatio>,
+    /// The check failed: users were not split as configured (p below `srm_alpha`), so the
+    /// comparison is not to be trusted until the cause (routing, logging) is found.
+    pub sample_ratio_mismatch: bool,
+    pub srm_alpha: f64,
+    /// Exposed pairs without an outcome (not evaluated).
+    pub unmatched_exposures: usize,
+    /// Outcomes without an exposure (not evaluated).
+    pub unmatched_outcomes: usize,
+    /// Exposures outside the experiment: pinned requests and requests without a user id.
+    pub excluded_exposures: usize,
 }

@@ -12,6 +12,8 @@
 //! - [`server`]: the axum router built by [`app`] (testable without a socket), hot reload with
 //!   an atomic swap, request timeouts, and the server loop with graceful shutdown.
 //! - [`exposure`]: the exposure log of what `/v1/score` answered, written off the request path.
+//! - [`replay`]: `mtrec replay`, live traffic simulated from a raw log, with the outcomes the
+//!   log recorded.
 //! - [`api`]: request and response bodies; [`openapi`] generates `schemas/openapi.json` from
 //!   them.
 //! - [`error`]: the one error shape, `{"error": {"code", "message", "field"}}`.
@@ -25,6 +27,7 @@ pub mod error;
 pub mod exposure;
 pub mod metrics;
 pub mod openapi;
+pub mod replay;
 pub mod repository;
 pub mod scoring;
 pub mod server;

@@ -42,13 +42,18 @@ enum Command {
     /// Serve a bundle over HTTP: every task's output for every user-item pair (API v1, see
     /// schemas/openapi.json).
     Serve(ServeArgs),
+    /// Simulate live traffic: send the newest rows of a raw log to a running server as
+    /// /v1/score requests, and write each answered row's outcome (its logged labels) for
+    /// `mtrec ab --exposures --outcomes`.
+    Replay(ReplayArgs),
     /// Print the OpenAPI 3.1 description of the scoring API (the content of
     /// `schemas/openapi.json`).
     Openapi,
     /// One model's offline report on a split: report.html, report.md and report.json.
     Eval(EvalArgs),
-    /// Compare two models on the same rows (paired bootstrap CIs, DeLong, verdicts, seesaw):
-    /// report.html, report.md and report.json.
+    /// Compare two models on the same rows (paired bootstrap CIs, DeLong, verdicts, seesaw), or
+    /// the two arms of an online experiment from the exposure log and outcomes (two-sample
+    /// bootstrap, sample-ratio check): report.html, report.md and report.json.
     Ab(AbArgs),
     /// Train a grid of configurations (architectures × loss strategies × seeds) on one ingest
     /// and summarize: mean and 95% CI per task and configuration, multi-task gain, the best.
@@ -145,10 +150,35 @@ struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
-struct ReportArgs {
-    /// Ingest directory whose split is scored.
+struct ReplayArgs {
+    /// A bundle of the served model (which column feeds which side, how labels are read).
     #[arg(long)]
-    data: PathBuf,
+    bundle: PathBuf,
+    /// The raw log (CSV, Parquet or Arrow) whose newest rows are replayed.
+    #[arg(long)]
+    log: PathBuf,
+    /// The server.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The model name to score with (default: the server's default model).
+    #[arg(long)]
+    model: Option<String>,
+    /// The newest rows replayed, one request each.
+    #[arg(long, default_value_t = 20_000)]
+    rows: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// The outcomes file (.parquet or .csv): user_id, item_id and a column per task.
+    #[arg(long)]
+    outcomes: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// Ingest directory whose split is scored (not with --exposures).
+    #[arg(long)]
+    data: Option<PathBuf>,
     #[arg(long, default_value = "test")]
     split: mtrec_schema::Split,
     /// Output directory for report.html, report.md and report.json.
@@ -177,20 +207,25 @@ struct ReportArgs {
 }
 
 impl ReportArgs {
-    fn options(&self) -> mtrec_eval::EvalOptions {
-        mtrec_eval::EvalOptions {
-            data: self.data.clone(),
+    fn report_options(&self) -> mtrec_report::ReportOptions {
+        mtrec_report::ReportOptions {
+            bootstrap_replicates: self.bootstrap,
+            seed: self.seed,
+            ranking_k: self.k,
+            ..Default::default()
+        }
+    }
+
+    fn options(&self) -> Result<mtrec_eval::EvalOptions> {
+        let Some(data) = self.data.clone() else { bail!("--data is required: the ingest directory to score") };
+        Ok(mtrec_eval::EvalOptions {
+            data,
             split: self.split,
             batch_size: self.batch_size,
-            report: mtrec_report::ReportOptions {
-                bootstrap_replicates: self.bootstrap,
-                seed: self.seed,
-                ranking_k: self.k,
-                ..Default::default()
-            },
+            report: self.report_options(),
             force: self.force,
             progress: !self.quiet,
-        }
+        })
     }
 }
 
@@ -204,16 +239,33 @@ struct EvalArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("offline").multiple(true).args(["a", "b", "baseline"]).conflicts_with("online")))]
+#[command(group(clap::ArgGroup::new("online").multiple(true).args(["exposures", "outcomes"])))]
 struct AbArgs {
     /// Bundle A (usually the model in production).
-    #[arg(long)]
-    a: PathBuf,
+    #[arg(long, required_unless_present = "exposures")]
+    a: Option<PathBuf>,
     /// Bundle B (the candidate).
-    #[arg(long)]
-    b: PathBuf,
+    #[arg(long, required_unless_present = "exposures")]
+    b: Option<PathBuf>,
     /// A single-task bundle: multi-task gain of A and B over it.
     #[arg(long)]
     baseline: Option<PathBuf>,
+    /// Online experiment: the exposure log directory of `mtrec serve --exposure-log` (A is the
+    /// stable arm, B the candidate arm; users are compared between arms).
+    #[arg(long, requires = "outcomes")]
+    exposures: Option<PathBuf>,
+    /// Online experiment: the outcomes (CSV, Parquet or Arrow): `user_id`, `item_id` and a label
+    /// column per task, named as the task.
+    #[arg(long, requires = "exposures")]
+    outcomes: Option<PathBuf>,
+    /// Online experiment: the candidate share routing was configured with (the sample-ratio
+    /// check compares the arms' user counts with it).
+    #[arg(long, requires = "exposures")]
+    candidate_share: Option<f64>,
+    /// Online experiment: the sample-ratio check fails below this p-value.
+    #[arg(long, default_value_t = 0.001)]
+    srm_alpha: f64,
     #[command(flatten)]
     report: ReportArgs,
 }
@@ -501,21 +553,69 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Serve(args) => serve(args),
+        Command::Replay(args) => {
+            let options = mtrec_serve::replay::ReplayOptions {
+                bundle: args.bundle,
+                log: args.log,
+                url: args.url,
+                model: args.model,
+                rows: args.rows,
+                connections: args.connections,
+                outcomes: args.outcomes.clone(),
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let summary = runtime.block_on(mtrec_serve::replay::replay(&options))?;
+            let arms: Vec<String> = summary.arms.iter().map(|(arm, n)| format!("{arm} {n}")).collect();
+            println!(
+                "replayed {} rows: {} answered ({}), {} failed; wrote {} ({} outcomes)",
+                summary.sent,
+                summary.sent - summary.failed,
+                arms.join(", "),
+                summary.failed,
+                args.outcomes.display(),
+                summary.outcomes
+            );
+            if let Some(error) = summary.first_error {
+                bail!("{} requests failed; the first: {error}", summary.failed);
+            }
+            Ok(())
+        }
         Command::Openapi => {
             print!("{}", mtrec_serve::openapi::spec_string());
             Ok(())
         }
         Command::Eval(args) => {
             init_threads(args.report.threads)?;
-            let report = mtrec_eval::eval(&args.bundle, &args.report.options(), &args.report.out)?;
+            let report = mtrec_eval::eval(&args.bundle, &args.report.options()?, &args.report.out)?;
             print!("{}", mtrec_report::render_markdown(&report));
             println!("\nwrote {}", args.report.out.display());
             Ok(())
         }
         Command::Ab(args) => {
             init_threads(args.report.threads)?;
-            let report =
-                mtrec_eval::ab(&args.a, &args.b, args.baseline.as_deref(), &args.report.options(), &args.report.out)?;
+            let report = match (&args.exposures, &args.outcomes, &args.a, &args.b) {
+                (Some(exposures), Some(outcomes), _, _) => {
+                    let Some(candidate_share) = args.candidate_share else {
+                        bail!("--candidate-share is required with --exposures: the share routing was configured with")
+                    };
+                    let options = mtrec_eval::OnlineOptions {
+                        exposures: exposures.clone(),
+                        outcomes: outcomes.clone(),
+                        candidate_share,
+                        srm_alpha: args.srm_alpha,
+                        report: args.report.report_options(),
+                        force: args.report.force,
+                    };
+                    mtrec_eval::ab_online(&options, &args.report.out)?
+                }
+                (_, _, Some(a), Some(b)) => {
+                    mtrec_eval::ab(a, b, args.baseline.as_deref(), &args.report.options()?, &args.report.out)?
+                }
+                _ => bail!("give --a and --b (offline), or --exposures and --outcomes (online)"),
+            };
             print_verdicts(&report);
             println!("wrote {}", args.report.out.display());
             Ok(())
@@ -595,6 +695,34 @@ fn serve(args: ServeArgs) -> Result<()> {
 /// disagreement between DeLong and the clustered tests, and the seesaw flag.
 fn print_verdicts(report: &mtrec_report::AbReport) {
     println!("A = {}, B = {}, {} rows", report.model_a.name, report.model_b.name, report.rows);
+    if let Some(online) = &report.online {
+        for arm in &online.arms {
+            println!(
+                "arm {}: versions {}; {} users, {} requests, {} exposed pairs, {} with outcomes",
+                arm.arm,
+                arm.versions.join(", "),
+                arm.users,
+                arm.requests,
+                arm.exposures,
+                arm.rows
+            );
+        }
+        match &online.sample_ratio {
+            Some(s) => println!(
+                "sample ratio: candidate share {:.4} against {:.4} configured, chi2 {:.2}, p {:.2e}{}",
+                s.observed_share_b,
+                s.expected_share_b,
+                s.chi_square,
+                s.p_value,
+                if online.sample_ratio_mismatch {
+                    " -- SAMPLE RATIO MISMATCH: users were not split as configured; do not trust this comparison"
+                } else {
+                    ""
+                }
+            ),
+            None => println!("sample ratio: not checked"),
+        }
+    }
     println!(
         "{:<14} {:<8} {:>8} {:>8} {:>9}  {:<20} {:>8} {:>8}  {:<16} {:>5} {:>7}  verdict",
         "task", "metric", "A", "B", "B - A", "95% CI", "p", "q", "test", "deff", "MDE"

@@ -24,6 +24,7 @@ fn every_subcommand_has_help() {
         &["openapi", "--help"],
         &["eval", "--help"],
         &["ab", "--help"],
+        &["replay", "--help"],
     ] {
         let o = mtrec(args);
         assert!(o.status.success(), "{args:?}: {}", text(&o));
@@ -200,4 +201,163 @@ fn a_log_with_constant_columns_trains_predicts_evaluates_and_serves() {
         let click = scores["click"]["probability"].as_f64().unwrap();
         assert!(click > 0.0 && click < 1.0, "age {age}: {scores}");
     }
+}
+
+/// One HTTP/1.1 request on a fresh connection: the status and the body.
+fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer token\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// The README's online experiment, small: two versions in a repository, 50% of users routed to
+/// the candidate, traffic replayed from the log, the exposure log joined with the outcomes.
+#[test]
+fn an_online_experiment_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/synthetic.json");
+    let steps: Vec<Vec<String>> = vec![
+        vec![
+            "gen",
+            "synthetic",
+            "--out",
+            &path("log.parquet"),
+            "--users",
+            "300",
+            "--items",
+            "60",
+            "--rows",
+            "8000",
+            "--quiet",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect(),
+        vec![
+            "ingest",
+            "--schema",
+            schema.to_str().unwrap(),
+            "--input",
+            &path("log.parquet"),
+            "--out",
+            &path("data"),
+            "--quiet",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect(),
+    ];
+    for step in &steps {
+        let args: Vec<&str> = step.iter().map(String::as_str).collect();
+        let o = mtrec(&args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+    }
+    for architecture in ["shared_bottom", "mmoe"] {
+        let models = path("models/synthetic");
+        let args = [
+            "train",
+            "--data",
+            &path("data"),
+            "--architecture",
+            architecture,
+            "--epochs",
+            "1",
+            "--out",
+            &models,
+            "--next-version",
+            "--quiet",
+        ];
+        let o = mtrec(&args);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    assert!(
+        dir.path().join("models/synthetic/1/model.json").exists()
+            && dir.path().join("models/synthetic/2/model.json").exists()
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_mtrec"))
+        .args(["serve", "--models", &path("models"), "--exposure-log", &path("exposures"), "--admin-token", "token"])
+        .args(["--addr", &addr, "--poll-secs", "0.2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = (0..300).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        http(port, "GET", "/readyz", "").0 == 200
+    });
+    let routing = r#"{"labels": {"stable": "1", "candidate": "2"}, "experiment": {"candidate_share": 0.5, "seed": 7}}"#;
+    let routed = ready.then(|| http(port, "PUT", "/v1/admin/models/synthetic/routing", routing));
+    let replay = ready.then(|| {
+        mtrec(&[
+            "replay",
+            "--bundle",
+            &path("models/synthetic/1"),
+            "--log",
+            &path("log.parquet"),
+            "--url",
+            &format!("http://{addr}"),
+            "--rows",
+            "2000",
+            "--outcomes",
+            &path("outcomes.parquet"),
+        ])
+    });
+    // SIGTERM: the server finishes its requests and completes the exposure file.
+    let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
+    let _ = server.wait();
+    assert!(ready, "the server never became ready");
+    let (status, body) = routed.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let replay = replay.unwrap();
+    assert!(replay.status.success(), "{}", text(&replay));
+    assert!(text(&replay).contains("candidate") && text(&replay).contains("stable"), "{}", text(&replay));
+    let files: Vec<String> = std::fs::read_dir(dir.path().join("exposures"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!files.is_empty() && files.iter().all(|f| f.ends_with(".parquet")), "{files:?}");
+
+    let o = mtrec(&[
+        "ab",
+        "--exposures",
+        &path("exposures"),
+        "--outcomes",
+        &path("outcomes.parquet"),
+        "--candidate-share",
+        "0.5",
+        "--out",
+        &path("report"),
+        "--bootstrap",
+        "200",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let printed = text(&o);
+    assert!(printed.contains("arm stable: versions 1") && printed.contains("arm candidate: versions 2"), "{printed}");
+    assert!(printed.contains("sample ratio") && !printed.contains("MISMATCH"), "{printed}");
+    assert!(dir.path().join("report/report.html").exists());
+
+    let o = mtrec(&[
+        "ab",
+        "--exposures",
+        &path("exposures"),
+        "--outcomes",
+        &path("outcomes.parquet"),
+        "--out",
+        &path("r2"),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("--candidate-share"), "{}", text(&o));
 }

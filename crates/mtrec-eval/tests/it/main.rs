@@ -349,3 +349,5 @@ fn an_empty_split_is_refused_by_name() {
     assert_eq!(err, format!("the test split of {} is empty: there is nothing to evaluate", ingest.display()));
     assert!(!dir.path().join("report").exists());
 }
+
+mod online;

@@ -461,7 +461,7 @@ fn check_columns(
 }
 
 /// The column names of a file, without reading its rows (CSV: the header line).
-pub(crate) fn column_names(path: &Path, format: Format, csv: &CsvOptions) -> Result<Vec<String>, IngestError> {
+pub fn column_names(path: &Path, format: Format, csv: &CsvOptions) -> Result<Vec<String>, IngestError> {
     if let Some(names) = &csv.columns {
         return Ok(names.clone());
     }

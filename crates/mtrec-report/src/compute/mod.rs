@@ -1,5 +1,6 @@
-//! Computing reports: validation, evaluation units, metrics per model, and the A/B
-//! comparison (paired cluster bootstrap, clustered DeLong, verdicts, seesaw, multi-task gain).
+//! Computing reports: validation, evaluation units, metrics per model, the A/B comparison
+//! (paired cluster bootstrap, clustered DeLong, verdicts, seesaw, multi-task gain), and its
+//! online form for two arms of an experiment ([`compare_online`]).
 //!
 //! Units: a task is evaluated over its labeled rows (mask != 0). A `user`- (`item`-) scope
 //! task whose label is constant over each user's (item's) labeled rows is evaluated once per
@@ -11,8 +12,11 @@
 //! own cluster (an item is not nested in one user). The bootstrap resamples clusters, and
 //! the clustered DeLong test and design effects take them as the independent units.
 
+mod online;
 mod units;
 mod verdict;
+
+pub use online::{compare_online, OnlineArm, OnlineInput};
 
 use mtrec_metrics::{self as metrics, BootstrapOptions, MetricPair};
 use mtrec_schema::Metric;
@@ -215,25 +219,7 @@ pub fn compare(
         };
         let eval_a = task_eval(rows, task, &units, &prep_a, options);
         let eval_b = task_eval(rows, task, &units, &prep_b, options);
-        let metric_comparisons: Vec<MetricComparison> = names
-            .iter()
-            .zip(&boot)
-            .map(|(&metric, result)| {
-                let (va, vb) = (eval_a.metrics[&metric], eval_b.metrics[&metric]);
-                MetricComparison {
-                    metric,
-                    higher_is_better: metric.higher_is_better(),
-                    a: va,
-                    b: vb,
-                    delta: va.zip(vb).map(|(x, y)| y - x),
-                    ci_low: result.and_then(|r| r.ci_low),
-                    ci_high: result.and_then(|r| r.ci_high),
-                    p_value: result.and_then(|r| r.p_value),
-                    std_error: result.and_then(|r| r.std_error).and_then(finite),
-                    valid_replicates: result.map_or(0, |r| r.valid_replicates),
-                }
-            })
-            .collect();
+        let metric_comparisons = metric_comparisons(&names, &boot, &eval_a, &eval_b);
 
         let primary = Metric::primary(task.kind.task_type());
         let primary_row = metric_comparisons.iter().find(|m| m.metric == primary).expect("primary metric is listed");
@@ -303,7 +289,36 @@ pub fn compare(
         tasks: comparisons,
         expert_usage: ExpertUsagePair { a: expert_usage(tasks, a), b: expert_usage(tasks, b) },
         training: TrainingPair { a: a.history.clone(), b: b.history.clone() },
+        online: None,
     })
+}
+
+/// Each metric of A against B: the point values of the two evaluations, the bootstrap's interval.
+fn metric_comparisons(
+    names: &[Metric],
+    boot: &[Option<metrics::BootstrapResult>],
+    eval_a: &TaskEval,
+    eval_b: &TaskEval,
+) -> Vec<MetricComparison> {
+    names
+        .iter()
+        .zip(boot)
+        .map(|(&metric, result)| {
+            let (va, vb) = (eval_a.metrics[&metric], eval_b.metrics[&metric]);
+            MetricComparison {
+                metric,
+                higher_is_better: metric.higher_is_better(),
+                a: va,
+                b: vb,
+                delta: va.zip(vb).map(|(x, y)| y - x),
+                ci_low: result.and_then(|r| r.ci_low),
+                ci_high: result.and_then(|r| r.ci_high),
+                p_value: result.and_then(|r| r.p_value),
+                std_error: result.and_then(|r| r.std_error).and_then(finite),
+                valid_replicates: result.map_or(0, |r| r.valid_replicates),
+            }
+        })
+        .collect()
 }
 
 /// Adjusts the tasks' verdict p-values by Benjamini–Hochberg (the family: every task's primary

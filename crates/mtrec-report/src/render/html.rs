@@ -6,8 +6,8 @@ use mtrec_schema::{EpochRecord, MetricKey};
 
 use super::svg::{heat_color, Plot};
 use super::{
-    escape_html as esc, fmt_delta, fmt_gain, fmt_p, fmt_ratio, fmt_value, metric_label, ModelView, ReportRef, TaskView,
-    View, MODEL_COLORS,
+    escape_html as esc, fmt_delta, fmt_gain, fmt_p, fmt_ratio, fmt_value, metric_label, online_notes, ModelView,
+    ReportRef, TaskView, View, MODEL_COLORS,
 };
 use crate::report::{MetricComparison, Verdict};
 
@@ -44,6 +44,28 @@ pub fn render_html<'a>(report: impl Into<ReportRef<'a>>) -> String {
     );
     let _ = write!(h, "<h1>{}</h1><div class=\"meta\">{} rows evaluated</div>", esc(&view.title), view.rows);
     models_table(&mut h, &view);
+    if let Some(online) = view.online {
+        h.push_str("<h2>Online experiment</h2><section class=\"card\"><table><tr><th>arm</th><th>versions</th><th>users</th><th>requests</th><th>exposures</th><th>rows with outcomes</th></tr>");
+        for arm in &online.arms {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&arm.arm),
+                esc(&arm.versions.join(", ")),
+                arm.users,
+                arm.requests,
+                arm.exposures,
+                arm.rows
+            );
+        }
+        h.push_str("</table>");
+        let (mismatch, notes) = online_notes(online);
+        for (i, note) in notes.iter().enumerate() {
+            let class = if i == 0 && mismatch { "banner warn" } else { "meta" };
+            let _ = write!(h, "<div class=\"{class}\">{}</div>", esc(note));
+        }
+        h.push_str("</section>");
+    }
     if let Some((seesaw, improved, degraded)) = view.seesaw {
         if seesaw {
             let _ = write!(

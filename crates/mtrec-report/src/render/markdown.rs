@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{fmt_delta, fmt_gain, fmt_p, fmt_ratio, fmt_value, metric_label, ReportRef, View};
+use super::{fmt_delta, fmt_gain, fmt_p, fmt_ratio, fmt_value, metric_label, online_notes, ReportRef, View};
 
 /// Escapes text for a Markdown table cell (pipes, HTML, emphasis characters).
 fn md(s: &str) -> String {
@@ -34,6 +34,29 @@ pub fn render_markdown<'a>(report: impl Into<ReportRef<'a>>) -> String {
     }
     if let Some(base) = view.baseline {
         let _ = writeln!(m, "| baseline | {} | {} |", md(&base.name), md(&base.description));
+    }
+    if let Some(online) = view.online {
+        m.push_str("\n## Online experiment\n\n| arm | versions | users | requests | exposures | rows with outcomes |\n|---|---|---|---|---|---|\n");
+        for arm in &online.arms {
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} | {} |",
+                md(&arm.arm),
+                md(&arm.versions.join(", ")),
+                arm.users,
+                arm.requests,
+                arm.exposures,
+                arm.rows
+            );
+        }
+        let (mismatch, notes) = online_notes(online);
+        for (i, note) in notes.iter().enumerate() {
+            if i == 0 && mismatch {
+                let _ = writeln!(m, "\n**{}**", md(note));
+            } else {
+                let _ = writeln!(m, "\n{}", md(note));
+            }
+        }
     }
     if let Some((seesaw, improved, degraded)) = view.seesaw {
         if seesaw {

@@ -12,7 +12,9 @@ pub use markdown::render_markdown;
 
 use mtrec_schema::{History, Metric};
 
-use crate::report::{AbReport, EvalReport, ExpertUsage, ReportedModel, TaskComparison, TaskEval, Verdict, VerdictTest};
+use crate::report::{
+    AbReport, EvalReport, ExpertUsage, OnlineExperiment, ReportedModel, TaskComparison, TaskEval, Verdict, VerdictTest,
+};
 
 /// A report of either kind, for the renderers.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +63,7 @@ pub(crate) struct View<'a> {
     pub verdict_rule: Option<&'a str>,
     pub alpha: f64,
     pub ranking_k: usize,
+    pub online: Option<&'a OnlineExperiment>,
 }
 
 impl<'a> View<'a> {
@@ -81,9 +84,13 @@ impl<'a> View<'a> {
                 verdict_rule: None,
                 alpha: r.options.alpha,
                 ranking_k: r.options.ranking_k,
+                online: None,
             },
             ReportRef::Ab(r) => View {
-                title: format!("A/B: {} vs {}", r.model_a.name, r.model_b.name),
+                title: match r.online {
+                    Some(_) => format!("Online A/B: {} vs {}", r.model_a.name, r.model_b.name),
+                    None => format!("A/B: {} vs {}", r.model_a.name, r.model_b.name),
+                },
                 rows: r.rows,
                 models: vec![
                     ModelView {
@@ -105,9 +112,44 @@ impl<'a> View<'a> {
                 verdict_rule: Some(&r.verdict_rule),
                 alpha: r.options.alpha,
                 ranking_k: r.options.ranking_k,
+                online: r.online.as_ref(),
             },
         }
     }
+}
+
+/// The online experiment in sentences, the same in every rendering: the sample-ratio check first
+/// (a mismatch voids the comparison), then what was left out.
+pub(crate) fn online_notes(online: &OnlineExperiment) -> (bool, Vec<String>) {
+    let mut notes = Vec::new();
+    match &online.sample_ratio {
+        Some(s) => notes.push(format!(
+            "Sample ratio: {} stable and {} candidate users, candidate share {:.4} against {:.4} configured; χ² {:.2}, \
+             p {}. {}",
+            s.counts[0],
+            s.counts[1],
+            s.observed_share_b,
+            s.expected_share_b,
+            s.chi_square,
+            fmt_p(Some(s.p_value)),
+            if online.sample_ratio_mismatch {
+                format!(
+                    "Sample ratio mismatch (p < {}): users were not split as configured, so the comparison below is \
+                     not to be trusted until the cause (routing, logging, outcome joins) is found.",
+                    online.srm_alpha
+                )
+            } else {
+                format!("No sample ratio mismatch (p ≥ {}).", online.srm_alpha)
+            }
+        )),
+        None => notes.push("Sample ratio: not checked (no users, or no configured share in (0, 1)).".to_owned()),
+    }
+    notes.push(format!(
+        "Left out: {} exposures without an outcome, {} outcomes without an exposure, {} exposures outside the \
+         experiment (pinned versions, no user id).",
+        online.unmatched_exposures, online.unmatched_outcomes, online.excluded_exposures
+    ));
+    (online.sample_ratio_mismatch, notes)
 }
 
 /// One row of the verdict table, the same in every rendering (HTML, Markdown and the

@@ -86,7 +86,7 @@ pub struct ServingModel {
     side_columns: [HashSet<String>; 3],
 }
 
-fn side_index(side: Side) -> usize {
+pub(crate) fn side_index(side: Side) -> usize {
     match side {
         Side::User => 0,
         Side::Item => 1,
