@@ -2,7 +2,7 @@
 //! server's exposure log joined with the outcomes the product recorded afterwards.
 //!
 //! - Exposures: the completed `*.parquet` files of the log directory (`mtrec serve
-//!   --exposure-log`), one row per item and output. Requests of the `stable` and `candidate` arms
+//!   --exposure-log`), one row per request with its items and a list column per output. Requests of the `stable` and `candidate` arms
 //!   enter the comparison; pinned requests and requests without a user id are counted and left
 //!   out. A (user, item) pair exposed more than once counts once, with its first exposure (files
 //!   in name order, which is time order).
@@ -41,14 +41,14 @@ pub struct OnlineOptions {
 
 const ARMS: [&str; 2] = ["stable", "candidate"];
 
+/// An output: its task and, for a multiclass task, its class.
+type Output = (String, Option<String>);
+
 /// One exposed (user, item) pair: its arm and outputs, then its outcome.
 #[derive(Debug, Default)]
 struct Pair {
     arm: usize,
-    /// The exposure that counts: (file, request, position).
-    first: (usize, u64, u32),
-    /// (task, class) → value.
-    outputs: HashMap<(String, Option<String>), f64>,
+    outputs: HashMap<Output, f64>,
     /// Per evaluated task, the label (`None`: masked).
     labels: Option<Vec<Option<f32>>>,
 }
@@ -92,6 +92,17 @@ fn log_files(dir: &Path) -> Result<Vec<PathBuf>, EvalError> {
     Ok(files)
 }
 
+/// An output column of the log: `binary.<task>`, `regression.<task>` or
+/// `multiclass.<task>.<class>`.
+fn parse_output(name: &str) -> Option<(&str, &str, Option<&str>)> {
+    let (kind, rest) = name.split_once('.')?;
+    match kind {
+        "binary" | "regression" => Some((kind, rest, None)),
+        "multiclass" => rest.split_once('.').map(|(task, class)| (kind, task, Some(class))),
+        _ => None,
+    }
+}
+
 fn read_exposures(dir: &Path) -> Result<Exposures, EvalError> {
     let mut log = Exposures::default();
     for (f, path) in log_files(dir)?.iter().enumerate() {
@@ -99,54 +110,65 @@ fn read_exposures(dir: &Path) -> Result<Exposures, EvalError> {
         let df = ParquetReader::new(file).finish().map_err(|e| bad(path, e))?;
         let column = |name: &str| df.column(name).map_err(|e| bad(path, format!("not an exposure file: {e}")));
         let text = |name: &str| -> Result<StringChunked, EvalError> {
-            Ok(column(name)?
-                .cast(&DataType::String)
-                .map_err(|e| bad(path, e))?
-                .str()
-                .map_err(|e| bad(path, e))?
-                .clone())
+            let cast = column(name)?.cast(&DataType::String).map_err(|e| bad(path, e))?;
+            Ok(cast.str().map_err(|e| bad(path, e))?.clone())
         };
-        let (arm, version, user, item, task, kind, class) = (
-            text("arm")?,
-            text("version")?,
-            text("user_id")?,
-            text("item_id")?,
-            text("task")?,
-            text("kind")?,
-            text("class")?,
-        );
+        let (arm, version, user) = (text("arm")?, text("version")?, text("user_id")?);
         let request = column("request")?.cast(&DataType::UInt64).map_err(|e| bad(path, e))?;
-        let request = request.u64().map_err(|e| bad(path, e))?;
-        let position = column("position")?.cast(&DataType::UInt32).map_err(|e| bad(path, e))?;
-        let position = position.u32().map_err(|e| bad(path, e))?;
-        let value = column("value")?.cast(&DataType::Float64).map_err(|e| bad(path, e))?;
-        let value = value.f64().map_err(|e| bad(path, e))?;
+        let request = request.u64().map_err(|e| bad(path, e))?.clone();
+        let items = column("item_id")?.list().map_err(|e| bad(path, e))?.clone();
+        let mut outputs = Vec::new();
+        for name in df.get_column_names() {
+            let Some((kind, task, class)) = parse_output(name) else { continue };
+            let entry = log.tasks.entry(task.to_owned()).or_default();
+            entry.kind = kind.to_owned();
+            entry.classes.extend(class.map(str::to_owned));
+            let values = column(name)?.list().map_err(|e| bad(path, e))?.clone();
+            outputs.push(((task.to_owned(), class.map(str::to_owned)), values));
+        }
         for r in 0..df.height() {
-            let missing = |name: &str| bad(path, format!("row {r}: column {name} is null"));
-            let request = request.get(r).ok_or_else(|| missing("request"))?;
-            let position = position.get(r).ok_or_else(|| missing("position"))?;
-            let task = task.get(r).ok_or_else(|| missing("task"))?;
-            let class = class.get(r).map(str::to_owned);
+            let request = request.get(r).ok_or_else(|| bad(path, format!("row {r}: column request is null")))?;
+            let item_ids = match items.get_as_series(r) {
+                Some(ids) => {
+                    ids.cast(&DataType::String).map_err(|e| bad(path, e))?.str().map_err(|e| bad(path, e))?.clone()
+                }
+                None => continue,
+            };
             let arm_index = arm.get(r).and_then(|a| ARMS.iter().position(|&x| x == a));
-            let (Some(arm_index), Some(user), Some(item)) = (arm_index, user.get(r), item.get(r)) else {
-                log.excluded.insert((f, request, position));
+            let (Some(arm_index), Some(user)) = (arm_index, user.get(r)) else {
+                for position in 0..item_ids.len() {
+                    log.excluded.insert((f, request, position as u32));
+                }
                 continue;
             };
-            let entry = log.tasks.entry(task.to_owned()).or_default();
-            entry.kind = kind.get(r).unwrap_or("").to_owned();
-            if let Some(c) = &class {
-                entry.classes.insert(c.clone());
-            }
             let counts = &mut log.arms[arm_index];
             counts.versions.insert(version.get(r).unwrap_or("").to_owned());
             counts.users.insert(user.to_owned());
             counts.requests.insert((f, request));
-            let key = (user.to_owned(), item.to_owned());
-            let first = (f, request, position);
-            let pair = log.pairs.entry(key).or_insert_with(|| Pair { arm: arm_index, first, ..Pair::default() });
-            // Only the first exposure of a pair counts: rows of a later request are skipped.
-            if pair.first == first {
-                pair.outputs.insert((task.to_owned(), class), value.get(r).unwrap_or(f64::NAN));
+            let values: Vec<(&Output, Option<Float64Chunked>)> = outputs
+                .iter()
+                .map(|(output, lists)| {
+                    let list = lists.get_as_series(r).and_then(|s| s.cast(&DataType::Float64).ok());
+                    (output, list.and_then(|s| s.f64().ok().cloned()))
+                })
+                .collect();
+            for position in 0..item_ids.len() {
+                let Some(item) = item_ids.get(position) else {
+                    log.excluded.insert((f, request, position as u32));
+                    continue;
+                };
+                let key = (user.to_owned(), item.to_owned());
+                // Only the first exposure of a pair counts: a later request's item is skipped.
+                if log.pairs.contains_key(&key) {
+                    continue;
+                }
+                let outputs = values
+                    .iter()
+                    .filter_map(|(output, list)| {
+                        list.as_ref().and_then(|l| l.get(position)).map(|v| ((*output).clone(), v))
+                    })
+                    .collect();
+                log.pairs.insert(key, Pair { arm: arm_index, outputs, labels: None });
             }
         }
     }

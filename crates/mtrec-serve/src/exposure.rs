@@ -7,14 +7,17 @@
 //! `exposures-<start ms>-<seq>.parquet.partial` and renamed to `.parquet` when complete (rotated
 //! by size or age, and on shutdown), so a reader only ever sees whole files.
 //!
-//! Layout: one row per item and output: `time_ms`, `request` (sequence number of this server
-//! process), `model`, `version`, `arm`, `user_id` (the id's text, null when the request had
-//! none), `item_id`, `position` (the item's index in the request), `task`, `kind` (`binary`,
-//! `regression` or `multiclass`), `class` (a multiclass output's class, else null) and `value`
-//! (the probability, or a regression's value in the label's units).
+//! Layout: one row per request: `time_ms`, `request` (sequence number of this server process),
+//! `model`, `version`, `arm`, `user_id` (the id's text, null when the request had none),
+//! `item_id` (a list: the items in request order), then a list column per output, its values in
+//! item order: `binary.<task>` (the probability), `regression.<task>` (the value in the label's
+//! units) and `multiclass.<task>.<class>` (each class's probability); null where the version that
+//! scored the request has no such task. Lists keep what a request shares out of every item's row:
+//! the writer's CPU per item stays small next to scoring's.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -123,116 +126,154 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Rows buffered before they are written as one row group.
-const BATCH_ROWS: usize = 8_192;
+/// Items of the requests buffered before they are written as one row group: large groups keep
+/// the writer's CPU per item low (it shares the cores with scoring).
+const BATCH_ITEMS: usize = 65_536;
 /// A quiet server still writes what it holds this often.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// How long the writer sleeps when the queue is empty.
+const IDLE_POLL: Duration = Duration::from_millis(10);
 
-/// Column buffers of the rows not yet written.
-#[derive(Debug, Default)]
+/// The name of an output's column: `binary.<task>` (a probability), `regression.<task>` (the
+/// value in the label's units) or `multiclass.<task>.<class>` (a class's probability). Task names
+/// hold letters, digits and `_` only, so the kind and the task split off at the first two dots.
+fn output_column(task: &str, output: &TaskOutput) -> Vec<String> {
+    match output {
+        TaskOutput::Binary { .. } => vec![format!("binary.{task}")],
+        TaskOutput::Regression { .. } => vec![format!("regression.{task}")],
+        TaskOutput::Multiclass { probabilities, .. } => {
+            probabilities.keys().map(|class| format!("multiclass.{task}.{class}")).collect()
+        }
+    }
+}
+
+/// An output's values, in [`output_column`]'s order.
+fn output_values(output: &TaskOutput, mut push: impl FnMut(f64)) {
+    match output {
+        TaskOutput::Binary { probability } => push(f64::from(*probability)),
+        TaskOutput::Regression { value, .. } => push(*value),
+        TaskOutput::Multiclass { probabilities, .. } => probabilities.values().for_each(|p| push(f64::from(*p))),
+    }
+}
+
+/// The requests not yet written, one row each, column by column. The output columns are fixed
+/// for a file; a record with an output the file lacks starts a new file with the union (in
+/// practice: when a version with another task set starts serving).
 struct Rows {
+    outputs: Vec<String>,
+    index: HashMap<String, usize>,
+    /// Items of the buffered requests: what decides a flush.
+    items: usize,
     time_ms: Vec<i64>,
     request: Vec<u64>,
-    model: Vec<String>,
-    version: Vec<String>,
-    arm: Vec<&'static str>,
-    user_id: Vec<Option<String>>,
-    item_id: Vec<Option<String>>,
-    position: Vec<u32>,
-    task: Vec<String>,
-    kind: Vec<&'static str>,
-    class: Vec<Option<String>>,
-    value: Vec<f64>,
+    model: StringChunkedBuilder,
+    version: StringChunkedBuilder,
+    arm: StringChunkedBuilder,
+    user_id: StringChunkedBuilder,
+    item_id: ListStringChunkedBuilder,
+    values: Vec<ListPrimitiveChunkedBuilder<Float64Type>>,
+    /// One request's values of one output, reused.
+    scratch: Vec<Vec<f64>>,
 }
 
 impl Rows {
-    fn len(&self) -> usize {
-        self.value.len()
-    }
-
-    fn push_output(
-        &mut self,
-        e: &Exposure,
-        request: u64,
-        position: usize,
-        item_id: &Option<String>,
-        output: Output<'_>,
-    ) {
-        self.time_ms.push(e.time_ms);
-        self.request.push(request);
-        self.model.push(e.model.clone());
-        self.version.push(e.version.clone());
-        self.arm.push(e.arm.as_str());
-        self.user_id.push(e.user_id.clone());
-        self.item_id.push(item_id.clone());
-        self.position.push(position as u32);
-        self.task.push(output.task.to_owned());
-        self.kind.push(output.kind);
-        self.class.push(output.class.map(str::to_owned));
-        self.value.push(output.value);
-    }
-
-    fn push(&mut self, e: &Exposure, request: u64) {
-        for (position, pair) in e.results.iter().enumerate() {
-            let item_id = pair.item_id.as_ref().map(crate::repository::routing::id_key);
-            for (task, output) in &pair.scores {
-                match output {
-                    TaskOutput::Binary { probability } => self.push_output(
-                        e,
-                        request,
-                        position,
-                        &item_id,
-                        Output { task, kind: "binary", class: None, value: f64::from(*probability) },
-                    ),
-                    TaskOutput::Regression { value, .. } => self.push_output(
-                        e,
-                        request,
-                        position,
-                        &item_id,
-                        Output { task, kind: "regression", class: None, value: *value },
-                    ),
-                    TaskOutput::Multiclass { probabilities, .. } => {
-                        for (class, p) in probabilities {
-                            self.push_output(
-                                e,
-                                request,
-                                position,
-                                &item_id,
-                                Output { task, kind: "multiclass", class: Some(class), value: f64::from(*p) },
-                            );
-                        }
-                    }
-                }
-            }
+    fn new(outputs: Vec<String>) -> Self {
+        let requests = BATCH_ITEMS / 16;
+        let text = |name: &str| StringChunkedBuilder::new(name.into(), requests);
+        let list = |name: &str| {
+            ListPrimitiveChunkedBuilder::<Float64Type>::new(name.into(), requests, BATCH_ITEMS, DataType::Float64)
+        };
+        Self {
+            index: outputs.iter().enumerate().map(|(i, name)| (name.clone(), i)).collect(),
+            values: outputs.iter().map(|name| list(name)).collect(),
+            scratch: vec![Vec::new(); outputs.len()],
+            outputs,
+            items: 0,
+            time_ms: Vec::with_capacity(requests),
+            request: Vec::with_capacity(requests),
+            model: text("model"),
+            version: text("version"),
+            arm: text("arm"),
+            user_id: text("user_id"),
+            item_id: ListStringChunkedBuilder::new("item_id".into(), requests, BATCH_ITEMS),
         }
     }
 
+    fn len(&self) -> usize {
+        self.time_ms.len()
+    }
+
+    /// The output columns of a record (all of its items answer the same tasks).
+    fn columns_of(e: &Exposure) -> Vec<String> {
+        e.results.first().map_or_else(Vec::new, |pair| {
+            pair.scores.iter().flat_map(|(task, output)| output_column(task, output)).collect()
+        })
+    }
+
+    /// Whether this buffer's columns hold every output of the record.
+    fn holds(&self, columns: &[String]) -> bool {
+        columns.iter().all(|c| self.index.contains_key(c))
+    }
+
+    fn push(&mut self, e: &Exposure, columns: &[String], request: u64) {
+        self.time_ms.push(e.time_ms);
+        self.request.push(request);
+        self.model.append_value(&e.model);
+        self.version.append_value(&e.version);
+        self.arm.append_value(e.arm.as_str());
+        self.user_id.append_option(e.user_id.as_deref());
+        let ids: Vec<Option<std::borrow::Cow<'_, str>>> = e
+            .results
+            .iter()
+            .map(|pair| match &pair.item_id {
+                Some(serde_json::Value::String(id)) => Some(std::borrow::Cow::Borrowed(id.as_str())),
+                Some(other) => Some(std::borrow::Cow::Owned(crate::repository::routing::id_key(other))),
+                None => None,
+            })
+            .collect();
+        self.item_id.append_trusted_len_iter(ids.iter().map(|id| id.as_deref()));
+        let slots: Vec<usize> = columns.iter().map(|c| self.index[c]).collect();
+        self.scratch.iter_mut().for_each(Vec::clear);
+        for pair in &e.results {
+            let mut k = 0;
+            for output in pair.scores.values() {
+                output_values(output, |value| {
+                    if let Some(&slot) = slots.get(k) {
+                        self.scratch[slot].push(value);
+                    }
+                    k += 1;
+                });
+            }
+        }
+        for (slot, values) in self.scratch.iter().enumerate() {
+            if values.len() == e.results.len() && !values.is_empty() {
+                self.values[slot].append_slice(values);
+            } else {
+                // The version that scored the request has no such output.
+                self.values[slot].append_null();
+            }
+        }
+        self.items += e.results.len();
+    }
+
+    /// The buffered requests as a frame; the buffer starts over with the same columns.
     fn take_frame(&mut self) -> PolarsResult<DataFrame> {
-        let rows = std::mem::take(self);
+        let mut rows = std::mem::replace(self, Rows::new(self.outputs.clone()));
         let n = rows.len();
-        let columns: Vec<Column> = vec![
+        let mut columns: Vec<Column> = vec![
             Series::new("time_ms".into(), rows.time_ms).into(),
             Series::new("request".into(), rows.request).into(),
-            Series::new("model".into(), rows.model).into(),
-            Series::new("version".into(), rows.version).into(),
-            Series::new("arm".into(), rows.arm).into(),
-            Series::new("user_id".into(), rows.user_id).into(),
-            Series::new("item_id".into(), rows.item_id).into(),
-            Series::new("position".into(), rows.position).into(),
-            Series::new("task".into(), rows.task).into(),
-            Series::new("kind".into(), rows.kind).into(),
-            Series::new("class".into(), rows.class).into(),
-            Series::new("value".into(), rows.value).into(),
+            rows.model.finish().into_series().into(),
+            rows.version.finish().into_series().into(),
+            rows.arm.finish().into_series().into(),
+            rows.user_id.finish().into_series().into(),
+            rows.item_id.finish().into_series().into(),
         ];
+        for values in &mut rows.values {
+            columns.push(values.finish().into_series().into());
+        }
         DataFrame::new(n, columns)
     }
-}
-
-struct Output<'a> {
-    task: &'a str,
-    kind: &'static str,
-    class: Option<&'a str>,
-    value: f64,
 }
 
 /// The file being written.
@@ -257,26 +298,60 @@ struct Writer {
 impl Writer {
     fn new(config: ExposureConfig, counters: ExposureCounters) -> Self {
         let started_ms = now_ms();
-        Self { config, counters, rows: Rows::default(), records: 0, next_request: 0, file: None, files: 0, started_ms }
+        Self {
+            config,
+            counters,
+            rows: Rows::new(Vec::new()),
+            records: 0,
+            next_request: 0,
+            file: None,
+            files: 0,
+            started_ms,
+        }
     }
 
+    /// Drains the queue until every sender is gone. An empty queue is polled after a short sleep
+    /// rather than waited on: a blocked receiver would be woken by every request, a system call
+    /// on the scoring threads and a context switch here.
     fn run(mut self, receiver: &Receiver<Exposure>) {
+        let mut flushed = Instant::now();
         loop {
-            match receiver.recv_timeout(FLUSH_EVERY) {
+            match receiver.try_recv() {
                 Ok(exposure) => {
-                    self.rows.push(&exposure, self.next_request);
-                    self.next_request += 1;
-                    self.records += 1;
-                    if self.rows.len() >= BATCH_ROWS {
+                    self.add(&exposure);
+                    if self.rows.items >= BATCH_ITEMS {
                         self.flush();
+                        flushed = Instant::now();
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => self.flush(),
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    if flushed.elapsed() >= FLUSH_EVERY {
+                        self.flush();
+                        flushed = Instant::now();
+                    }
+                    std::thread::sleep(IDLE_POLL);
+                }
+                Err(TryRecvError::Disconnected) => break,
             }
         }
         self.flush();
         self.complete();
+    }
+
+    fn add(&mut self, exposure: &Exposure) {
+        let columns = Rows::columns_of(exposure);
+        if !self.rows.holds(&columns) {
+            // A new output: the current file's columns are fixed, so it is completed and the
+            // next one holds the union.
+            self.flush();
+            self.complete();
+            let mut union = self.rows.outputs.clone();
+            union.extend(columns.iter().filter(|c| !union.contains(c)).cloned().collect::<Vec<_>>());
+            self.rows = Rows::new(union);
+        }
+        self.rows.push(exposure, &columns, self.next_request);
+        self.next_request += 1;
+        self.records += 1;
     }
 
     /// Writes the buffered rows, then completes the file if it is big or old enough.
@@ -321,7 +396,12 @@ impl Writer {
         let complete = self.config.dir.join(&name);
         let partial = self.config.dir.join(format!("{name}.partial"));
         let file = std::fs::File::create(&partial)?;
-        let writer = ParquetWriter::new(file).batched(first.schema())?;
+        // Snappy and no column statistics: light on the CPU the server scores with; every Parquet
+        // reader reads it.
+        let writer = ParquetWriter::new(file)
+            .with_compression(ParquetCompression::Snappy)
+            .with_statistics(StatisticsOptions::empty())
+            .batched(first.schema())?;
         Ok(OpenFile { partial, complete, opened: Instant::now(), writer })
     }
 
@@ -337,5 +417,55 @@ impl Writer {
             self.counters.write_errors.inc();
             tracing::error!(error, file = %file.partial.display(), "the exposure log could not complete a file");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::api::PairScores;
+
+    fn record(tasks: &[&str], items: usize) -> Exposure {
+        let scores: BTreeMap<String, TaskOutput> =
+            tasks.iter().map(|t| ((*t).to_owned(), TaskOutput::Binary { probability: 0.25 })).collect();
+        Exposure {
+            time_ms: 1,
+            model: "m".to_owned(),
+            version: "1".to_owned(),
+            arm: Arm::Stable,
+            user_id: Some("u".to_owned()),
+            results: (0..items)
+                .map(|i| PairScores { item_id: Some(serde_json::json!(i)), user_id: None, scores: scores.clone() })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_new_output_starts_a_file_with_the_union_and_missing_outputs_are_null() {
+        let dir = tempfile::tempdir().unwrap();
+        let counters = ExposureCounters::default();
+        let log = ExposureLog::start(ExposureConfig::new(dir.path()), counters.clone()).unwrap();
+        log.record(record(&["click"], 2));
+        log.record(record(&["click", "convert"], 1));
+        log.record(record(&["click"], 3));
+        log.close();
+        assert_eq!(counters.written.get(), 3);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        assert_eq!(files.len(), 2, "{files:?}");
+        let read = |path: &PathBuf| ParquetReader::new(std::fs::File::open(path).unwrap()).finish().unwrap();
+        let (first, second) = (read(&files[0]), read(&files[1]));
+        let outputs =
+            |df: &DataFrame| -> Vec<String> { df.get_column_names().iter().skip(7).map(|c| c.to_string()).collect() };
+        assert_eq!(outputs(&first), ["binary.click"]);
+        assert_eq!(outputs(&second), ["binary.click", "binary.convert"]);
+        assert_eq!(second.height(), 2);
+        let convert = second.column("binary.convert").unwrap().list().unwrap().clone();
+        assert_eq!(convert.get_as_series(0).unwrap().len(), 1);
+        assert!(convert.get_as_series(1).is_none(), "the third request has no convert output");
+        let items = first.column("item_id").unwrap().list().unwrap().get_as_series(0).unwrap();
+        assert_eq!(items.str().unwrap().get(1), Some("1"), "numeric ids are logged as their text");
     }
 }

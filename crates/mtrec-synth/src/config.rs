@@ -14,6 +14,10 @@ pub struct SyntheticConfig {
     pub rows: usize,
     /// Seed of every random stream.
     pub seed: u64,
+    /// Seed of the event streams only (default: `seed`): another value draws new events in the
+    /// same world of users and items, e.g. live traffic for models trained on the first log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_seed: Option<u64>,
     /// Cosine similarity of the click and conversion directions, in `[-1, 1]`.
     pub task_correlation: f64,
     /// Dimension of the user and item latent vectors, at least 2.
@@ -22,11 +26,24 @@ pub struct SyntheticConfig {
 
 impl Default for SyntheticConfig {
     fn default() -> Self {
-        Self { users: 2_000, items: 1_000, rows: 200_000, seed: 42, task_correlation: 0.5, latent_dim: 8 }
+        Self {
+            users: 2_000,
+            items: 1_000,
+            rows: 200_000,
+            seed: 42,
+            events_seed: None,
+            task_correlation: 0.5,
+            latent_dim: 8,
+        }
     }
 }
 
 impl SyntheticConfig {
+    /// The seed of the event streams.
+    pub(crate) fn events_seed(&self) -> u64 {
+        self.events_seed.unwrap_or(self.seed)
+    }
+
     /// Checks every field, naming the first one that is out of range.
     pub fn validate(&self) -> Result<(), SynthError> {
         let invalid = |field: &'static str, message: String| Err(SynthError::InvalidConfig { field, message });

@@ -65,7 +65,7 @@ pub(crate) struct SortedTimes {
 
 impl SortedTimes {
     pub(crate) fn draw(cfg: &SyntheticConfig) -> Self {
-        let mut rng = stream_rng(cfg.seed, Stream::Times);
+        let mut rng = stream_rng(cfg.events_seed(), Stream::Times);
         let hour_dist = WeightedIndex::new(HOUR_WEIGHTS).expect("static weights are valid");
         let mut counts = vec![0u32; (DAYS * SECONDS_PER_DAY) as usize];
         for _ in 0..cfg.rows {
@@ -117,7 +117,7 @@ impl<'a> Simulation<'a> {
             users,
             items,
             times: SortedTimes::draw(cfg),
-            rng: stream_rng(cfg.seed, Stream::Events),
+            rng: stream_rng(cfg.events_seed(), Stream::Events),
             user_dist: WeightedIndex::new(&user_weights).expect("at least one user, weights > 0"),
             item_dist: WeightedIndex::new(&items.popularity).expect("at least one item, weights > 0"),
             device_dist: WeightedIndex::new(DEVICE_WEIGHTS).expect("static weights are valid"),

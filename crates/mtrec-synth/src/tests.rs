@@ -348,3 +348,33 @@ fn the_log_written_chunk_by_chunk_is_the_generated_one() {
     let ts = i64s(&back, "timestamp");
     assert!(ts.windows(2).all(|w| w[0] <= w[1]), "sorted by time across chunks");
 }
+
+#[test]
+fn another_events_seed_draws_new_events_in_the_same_world() {
+    let base = SyntheticConfig { rows: 2_000, ..SyntheticConfig::default() };
+    let live = SyntheticConfig { events_seed: Some(7), ..base.clone() };
+    let (a, b) = (generate(&base).unwrap(), generate(&live).unwrap());
+    // The same users keep their attributes and the same items their price level...
+    let by_id = |df: &DataFrame, id: &str, column: &str| -> std::collections::BTreeMap<String, String> {
+        let ids = df.column(id).unwrap();
+        let values = df.column(column).unwrap();
+        (0..df.height())
+            .map(|r| (ids.get(r).unwrap().str_value().into_owned(), values.get(r).unwrap().str_value().into_owned()))
+            .collect()
+    };
+    let (ua, ub) = (by_id(&a, "user_id", "region"), by_id(&b, "user_id", "region"));
+    let shared: Vec<&String> = ua.keys().filter(|u| ub.contains_key(*u)).collect();
+    assert!(shared.len() > 100);
+    assert!(shared.iter().all(|u| ua[*u] == ub[*u]));
+    let (ia, ib) = (by_id(&a, "item_id", "category"), by_id(&b, "item_id", "category"));
+    assert!(ia.keys().filter(|i| ib.contains_key(*i)).all(|i| ia[i] == ib[i]));
+    // ... but the events differ.
+    let pairs = |df: &DataFrame| -> Vec<(String, String)> {
+        let (u, i) = (df.column("user_id").unwrap(), df.column("item_id").unwrap());
+        (0..df.height())
+            .map(|r| (u.get(r).unwrap().str_value().into_owned(), i.get(r).unwrap().str_value().into_owned()))
+            .collect()
+    };
+    let same = pairs(&a).iter().zip(pairs(&b).iter()).filter(|(x, y)| x == y).count();
+    assert!(same < 100, "{same} of 2,000 events are the same");
+}

@@ -409,6 +409,10 @@ struct SyntheticArgs {
     rows: usize,
     #[arg(long, default_value_t = mtrec_synth::SyntheticConfig::default().seed)]
     seed: u64,
+    /// Seed of the events only (default: --seed): new events in the same world of users and
+    /// items, e.g. live traffic for models trained on a first log.
+    #[arg(long)]
+    events_seed: Option<u64>,
     /// Cosine similarity of the click and conversion tasks' weight vectors, in [-1, 1].
     #[arg(long, default_value_t = mtrec_synth::SyntheticConfig::default().task_correlation, allow_hyphen_values = true)]
     task_correlation: f64,
@@ -424,6 +428,7 @@ impl SyntheticArgs {
             items: self.items,
             rows: self.rows,
             seed: self.seed,
+            events_seed: self.events_seed,
             task_correlation: self.task_correlation,
             latent_dim: self.latent_dim,
         }

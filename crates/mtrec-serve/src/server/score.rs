@@ -128,20 +128,18 @@ async fn score(
         let (model, arm) = served.resolve(pin.as_ref(), user_key.as_deref())?;
         let mut response = model.score(&request, &limits)?;
         response.arm = Some(arm);
+        let (labels, pairs) = (labels(&response, arm), response.results.len() as u64);
+        let serialized = serialized(&response)?;
+        // The answer is serialized: its results move into the record, uncopied.
         let exposure = logging.then(|| Exposure {
             time_ms: now_ms(),
-            model: response.model.name.clone(),
-            version: response.model.version.clone(),
+            model: std::mem::take(&mut response.model.name),
+            version: std::mem::take(&mut response.model.version),
             arm,
             user_id: user_key,
-            results: response.results.clone(),
+            results: std::mem::take(&mut response.results),
         });
-        Ok(Scored {
-            labels: labels(&response, arm),
-            pairs: response.results.len() as u64,
-            exposure,
-            response: serialized(&response)?,
-        })
+        Ok(Scored { labels, pairs, exposure, response: serialized })
     })
     .await??;
     Ok(finish(&state, scored, start))

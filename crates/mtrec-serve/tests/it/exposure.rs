@@ -29,43 +29,50 @@ async fn the_log_holds_what_was_answered() {
         ParquetReader::new(file).finish().unwrap()
     });
 
-    let mut expected = 0;
+    assert_eq!(log.height(), answers.len(), "one row per request");
     for (request, (user, answer)) in answers.iter().enumerate() {
-        for (position, result) in answer["results"].as_array().unwrap().iter().enumerate() {
+        let cell = |name: &str| log.column(name).unwrap().get(request).unwrap().str_value().into_owned();
+        assert_eq!(cell("request"), request.to_string());
+        assert_eq!(cell("user_id"), *user);
+        assert_eq!(cell("arm"), "stable");
+        assert_eq!(cell("version"), answer["model"]["version"].as_str().unwrap());
+        let list = |name: &str| log.column(name).unwrap().list().unwrap().get_as_series(request).unwrap();
+        let items = list("item_id");
+        let results = answer["results"].as_array().unwrap();
+        assert_eq!(items.len(), results.len());
+        for (position, result) in results.iter().enumerate() {
+            assert_eq!(items.str().unwrap().get(position), result["item_id"].as_str());
+            let close = |name: &str, value: f64| {
+                // JSON carries f32 outputs in their shortest form; the log keeps them exactly.
+                let got = list(name).f64().unwrap().get(position).unwrap();
+                assert!((got - value).abs() <= 1e-6 * value.abs().max(1.0), "{name}: {got} vs {value}");
+            };
             for (task, output) in result["scores"].as_object().unwrap() {
-                let values: Vec<(Option<String>, f64)> = match output {
-                    o if o.get("probability").is_some() => vec![(None, o["probability"].as_f64().unwrap())],
-                    o if o.get("value").is_some() => vec![(None, o["value"].as_f64().unwrap())],
-                    o => o["probabilities"]
-                        .as_object()
-                        .unwrap()
-                        .iter()
-                        .map(|(c, p)| (Some(c.clone()), p.as_f64().unwrap()))
-                        .collect(),
-                };
-                for (class, value) in values {
-                    let found = (0..log.height()).find(|&r| {
-                        let cell = |name: &str| log.column(name).unwrap().get(r).unwrap().str_value().into_owned();
-                        cell("request") == request.to_string()
-                            && cell("position") == position.to_string()
-                            && cell("task") == *task
-                            && class.as_ref().is_none_or(|c| cell("class") == *c)
-                    });
-                    let r = found.unwrap_or_else(|| panic!("no row for request {request} item {position} {task}"));
-                    let cell = |name: &str| log.column(name).unwrap().get(r).unwrap().str_value().into_owned();
-                    assert_eq!(cell("user_id"), *user);
-                    assert_eq!(cell("item_id"), result["item_id"].as_str().unwrap());
-                    assert_eq!(cell("arm"), "stable");
-                    assert_eq!(cell("version"), answer["model"]["version"].as_str().unwrap());
-                    let logged = log.column("value").unwrap().f64().unwrap().get(r).unwrap();
-                    // JSON carries f32 outputs in their shortest form; the log keeps them exactly.
-                    assert!((logged - value).abs() <= 1e-6 * value.abs().max(1.0), "{task}: {logged} vs {value}");
-                    expected += 1;
+                if let Some(p) = output.get("probability") {
+                    close(&format!("binary.{task}"), p.as_f64().unwrap());
+                } else if let Some(v) = output.get("value") {
+                    close(&format!("regression.{task}"), v.as_f64().unwrap());
+                } else {
+                    for (class, p) in output["probabilities"].as_object().unwrap() {
+                        close(&format!("multiclass.{task}.{class}"), p.as_f64().unwrap());
+                    }
                 }
             }
         }
     }
-    assert_eq!(log.height(), expected, "rows beyond what was answered");
+    let outputs: Vec<String> = log.get_column_names().iter().skip(7).map(|c| c.to_string()).collect();
+    assert_eq!(
+        outputs,
+        [
+            "binary.click",
+            "binary.convert",
+            "regression.dwell",
+            "binary.high_value",
+            "multiclass.item_quality.high",
+            "multiclass.item_quality.low",
+            "multiclass.item_quality.mid"
+        ]
+    );
     let metrics = String::from_utf8(send(&state, "GET", "/metrics", None, vec![]).await.body).unwrap();
     assert!(metrics.contains("mtrec_exposure_records_written_total 3"), "{metrics}");
 }
