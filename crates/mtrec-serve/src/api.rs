@@ -57,7 +57,8 @@ pub struct PairRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ModelRef {
     pub name: String,
-    /// The first 12 hex digits of the weights' SHA-256: changes with every retrained bundle.
+    /// From a model repository, the version's directory name; serving one bundle, the first 12
+    /// hex digits of the weights' SHA-256 (it changes with every retrained bundle).
     pub version: String,
 }
 
