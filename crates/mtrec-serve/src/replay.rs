@@ -68,7 +68,7 @@ pub enum ReplayError {
 }
 
 /// A cell as JSON, as a client would send it.
-fn json_cell(value: AnyValue<'_>) -> Value {
+pub fn json_cell(value: AnyValue<'_>) -> Value {
     match value {
         AnyValue::Null => Value::Null,
         AnyValue::Boolean(b) => Value::Bool(b),

@@ -271,9 +271,7 @@ pub fn compare(
         });
     }
     decide_verdicts(&mut comparisons, options);
-    let tasks_with =
-        |v: Verdict| comparisons.iter().filter(|c| c.verdict == v).map(|c| c.task.clone()).collect::<Vec<_>>();
-    let (improved_tasks, degraded_tasks) = (tasks_with(Verdict::BBetter), tasks_with(Verdict::BWorse));
+    let (improved_tasks, degraded_tasks) = improved_and_degraded(&comparisons);
     Ok(AbReport {
         format_version: FORMAT_VERSION,
         report: "ab".to_owned(),
@@ -319,6 +317,13 @@ fn metric_comparisons(
             }
         })
         .collect()
+}
+
+/// The tasks whose verdict is `b_better`, and those whose verdict is `b_worse`.
+fn improved_and_degraded(comparisons: &[TaskComparison]) -> (Vec<String>, Vec<String>) {
+    let tasks_with =
+        |v: Verdict| comparisons.iter().filter(|c| c.verdict == v).map(|c| c.task.clone()).collect::<Vec<_>>();
+    (tasks_with(Verdict::BBetter), tasks_with(Verdict::BWorse))
 }
 
 /// Adjusts the tasks' verdict p-values by Benjamini–Hochberg (the family: every task's primary

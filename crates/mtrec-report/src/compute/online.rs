@@ -8,7 +8,9 @@ use mtrec_metrics::{self as metrics, BootstrapOptions, MetricPair};
 use mtrec_schema::Metric;
 
 use super::units::{metric_names, metric_values, prepare, task_eval, Units};
-use super::{decide_verdicts, expert_usage, metric_comparisons, model_info, validate_model, validate_rows};
+use super::{
+    decide_verdicts, expert_usage, improved_and_degraded, metric_comparisons, model_info, validate_model, validate_rows,
+};
 use crate::error::ReportError;
 use crate::input::{EvalRows, ModelScores, ReportOptions, ReportTask};
 use crate::report::*;
@@ -133,9 +135,7 @@ pub fn compare_online(input: &OnlineInput, options: &ReportOptions) -> Result<Ab
         });
     }
     decide_verdicts(&mut comparisons, options);
-    let tasks_with =
-        |v: Verdict| comparisons.iter().filter(|c| c.verdict == v).map(|c| c.task.clone()).collect::<Vec<_>>();
-    let (improved_tasks, degraded_tasks) = (tasks_with(Verdict::BBetter), tasks_with(Verdict::BWorse));
+    let (improved_tasks, degraded_tasks) = improved_and_degraded(&comparisons);
     let counts = [a.summary.users as u64, b.summary.users as u64];
     let sample_ratio = metrics::sample_ratio_mismatch(counts, input.expected_share_b);
     Ok(AbReport {

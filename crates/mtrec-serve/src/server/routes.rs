@@ -22,10 +22,10 @@ use crate::metrics::RequestLabels;
 /// The router, testable without a socket (`tower::ServiceExt::oneshot`).
 pub fn app(state: Arc<AppState>) -> Router {
     let scoring = Router::new()
-        .route("/v1/score", post(score::score_default))
-        .route("/v1/score/batch", post(score::batch_default))
-        .route("/v1/models/{name}/score", post(score::score_named))
-        .route("/v1/models/{name}/score/batch", post(score::batch_named))
+        .route("/v1/score", post(score::score_route))
+        .route("/v1/score/batch", post(score::batch_route))
+        .route("/v1/models/{name}/score", post(score::score_route))
+        .route("/v1/models/{name}/score/batch", post(score::batch_route))
         .layer(middleware::from_fn_with_state(state.clone(), timeout));
     Router::new()
         .merge(scoring)

@@ -22,42 +22,26 @@ use crate::repository::{Arm, Pin};
 type Body = Result<Bytes, BytesRejection>;
 type ScoreQueryResult = Result<Query<ScoreQuery>, QueryRejection>;
 
-pub(super) async fn score_default(
+/// `/v1/score` (the default model) and `/v1/models/{name}/score`.
+pub(super) async fn score_route(
     State(state): State<Arc<AppState>>,
+    name: Option<Path<String>>,
     query: ScoreQueryResult,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    score(state, None, query, headers, body).await
+    score(state, name.map(|Path(n)| n), query, headers, body).await
 }
 
-pub(super) async fn score_named(
+/// `/v1/score/batch` (the default model) and `/v1/models/{name}/score/batch`.
+pub(super) async fn batch_route(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    name: Option<Path<String>>,
     query: ScoreQueryResult,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    score(state, Some(name), query, headers, body).await
-}
-
-pub(super) async fn batch_default(
-    State(state): State<Arc<AppState>>,
-    query: ScoreQueryResult,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    batch(state, None, query, headers, body).await
-}
-
-pub(super) async fn batch_named(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    query: ScoreQueryResult,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    batch(state, Some(name), query, headers, body).await
+    batch(state, name.map(|Path(n)| n), query, headers, body).await
 }
 
 /// The query's pin, and its task filter (Arrow batches).

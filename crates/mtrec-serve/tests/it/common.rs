@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
+use mtrec_serve::replay::json_cell;
 use mtrec_serve::{app, AppState, ServeConfig, ServingModel, TablePaths};
 use polars::prelude::*;
 use tower::ServiceExt;
@@ -116,24 +117,6 @@ pub async fn send(state: &Arc<AppState>, method: &str, uri: &str, content_type: 
 
 pub async fn post_json(state: &Arc<AppState>, uri: &str, body: &serde_json::Value) -> Answer {
     send(state, "POST", uri, Some("application/json"), serde_json::to_vec(body).unwrap()).await
-}
-
-/// A raw cell as JSON, as a client would send it.
-pub fn json_cell(value: AnyValue<'_>) -> serde_json::Value {
-    use serde_json::Value;
-    match value {
-        AnyValue::Null => Value::Null,
-        AnyValue::Boolean(b) => Value::Bool(b),
-        AnyValue::String(s) => Value::String(s.to_owned()),
-        AnyValue::StringOwned(s) => Value::String(s.to_string()),
-        AnyValue::Float32(x) => serde_json::json!(x),
-        AnyValue::Float64(x) => serde_json::json!(x),
-        AnyValue::List(s) => Value::Array(s.iter().map(json_cell).collect()),
-        other => match other.extract::<i64>() {
-            Some(i) => serde_json::json!(i),
-            None => panic!("unexpected cell {other:?}"),
-        },
-    }
 }
 
 /// Raw row `row` of the log as a batch row: each feature's column in the object of its side.
