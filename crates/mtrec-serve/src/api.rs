@@ -240,7 +240,9 @@ pub struct ModelEntry {
     /// ready version.
     pub stable_version: Option<String>,
     pub routing: Routing,
-    /// Why the routing file was not applied (the previous routing stays in force).
+    /// Why the routing file was not applied (the previous routing stays in force), or which
+    /// labels point at a version that is not ready (`stable` then falls back to the newest
+    /// ready version; a `candidate` that is not ready gets no traffic).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing_error: Option<String>,
     /// Newest first.

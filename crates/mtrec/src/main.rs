@@ -606,6 +606,9 @@ fn run(cli: Cli) -> Result<()> {
                     let Some(candidate_share) = args.candidate_share else {
                         bail!("--candidate-share is required with --exposures: the share routing was configured with")
                     };
+                    if !(candidate_share > 0.0 && candidate_share < 1.0) {
+                        bail!("--candidate-share must lie in (0, 1) for the sample-ratio check, got {candidate_share}");
+                    }
                     let options = mtrec_eval::OnlineOptions {
                         exposures: exposures.clone(),
                         outcomes: outcomes.clone(),

@@ -27,7 +27,8 @@ pub struct ServedModel {
     pub name: String,
     pub versions: BTreeMap<VersionKey, VersionState>,
     pub routing: Routing,
-    /// Why the routing file was not applied (the previous routing stays in force).
+    /// Why the routing file was not applied (the previous routing stays in force), or which
+    /// labels point at a version that is not ready.
     pub routing_error: Option<String>,
 }
 

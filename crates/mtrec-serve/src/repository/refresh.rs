@@ -77,9 +77,13 @@ fn refresh_model(
     for (i, (key, dir)) in found.versions.iter().enumerate() {
         let qualified = format!("{name}/{key}");
         if i < newest && !protected.contains(key.0.as_str()) {
-            match std::fs::remove_dir_all(dir) {
-                Ok(()) => changes.removed.push(qualified),
-                Err(e) => tracing::warn!(version = qualified, error = %e, "retention could not remove a version"),
+            // Only bundles are deleted: a directory without a model.json is no version mtrec
+            // wrote, so it is left alone (and not served).
+            if dir.join(mtrec_model::bundle::MODEL_FILE).is_file() {
+                match std::fs::remove_dir_all(dir) {
+                    Ok(()) => changes.removed.push(qualified),
+                    Err(e) => tracing::warn!(version = qualified, error = %e, "retention could not remove a version"),
+                }
             }
             continue;
         }
@@ -99,6 +103,16 @@ fn refresh_model(
         };
         versions.insert(key.clone(), state);
     }
+    // A label on a version that is not ready is reported; requests fall back as `resolve` says.
+    let routing_error = routing_error.or_else(|| {
+        let dangling: Vec<String> = routing
+            .labels
+            .iter()
+            .filter(|(_, v)| !matches!(versions.get(&VersionKey((*v).clone())), Some(VersionState::Ready(_))))
+            .map(|(label, version)| format!("label {label:?} points at version {version:?}, which is not ready"))
+            .collect();
+        (!dangling.is_empty()).then(|| dangling.join("; "))
+    });
     ServedModel { name, versions, routing, routing_error }
 }
 

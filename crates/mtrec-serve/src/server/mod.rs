@@ -195,7 +195,9 @@ impl AppState {
         for (name, error) in &changes.routing_errors {
             tracing::error!(model = name, error, "routing file not applied");
         }
-        self.metrics.reloaded(changes.failed.is_empty());
+        if !changes.loaded.is_empty() || !changes.failed.is_empty() {
+            self.metrics.reloaded(changes.failed.is_empty());
+        }
         self.install(catalog);
         Ok(())
     }

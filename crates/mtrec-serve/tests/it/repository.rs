@@ -215,12 +215,21 @@ async fn retention_keeps_the_newest_labeled_and_served_versions() {
     for version in ["1", "2", "3", "4"] {
         repo.add(version, &fx.bundle);
     }
+    // Not a bundle: never deleted, whatever its place.
+    std::fs::create_dir_all(repo.version("0")).unwrap();
     std::fs::write(repo.root.join("ctr/routing.json"), r#"{"labels": {"stable": "2"}}"#).unwrap();
     let state = repo.state(1);
     state.refresh_repository().await.unwrap();
-    let on_disk: Vec<bool> = ["1", "2", "3", "4"].iter().map(|v| repo.version(v).exists()).collect();
-    assert_eq!(on_disk, [false, true, false, true]);
+    let on_disk: Vec<bool> = ["0", "1", "2", "3", "4"].iter().map(|v| repo.version(v).exists()).collect();
+    assert_eq!(on_disk, [true, false, true, false, true]);
     assert_eq!(models(&state).await["models"][0]["stable_version"], "2");
+
+    // A label on a version that is not there is reported, and stable falls back to the newest.
+    std::fs::write(repo.root.join("ctr/routing.json"), r#"{"labels": {"stable": "9"}}"#).unwrap();
+    state.refresh_repository().await.unwrap();
+    let model = &models(&state).await["models"][0];
+    assert!(model["routing_error"].as_str().unwrap().contains(r#"label "stable" points at version "9""#), "{model}");
+    assert_eq!(model["stable_version"], "4");
 
     // Unlabeled, the served version stays while a newer one that fails is added.
     std::fs::write(repo.root.join("ctr/routing.json"), "{}").unwrap();
