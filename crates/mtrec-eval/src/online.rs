@@ -2,10 +2,11 @@
 //! server's exposure log joined with the outcomes the product recorded afterwards.
 //!
 //! - Exposures: the completed `*.parquet` files of the log directory (`mtrec serve
-//!   --exposure-log`), one row per request with its items and a list column per output. Requests of the `stable` and `candidate` arms
-//!   enter the comparison; pinned requests and requests without a user id are counted and left
-//!   out. A (user, item) pair exposed more than once counts once, with its first exposure (files
-//!   in name order, which is time order).
+//!   --exposure-log`), one row per request with its items and a list column per output.
+//!   Requests of the `stable` and `candidate` arms enter the comparison; pinned requests and
+//!   requests without a user id are counted and left out. A (user, item) pair exposed more
+//!   than once counts once, with its first exposure (files in name order: by server start, then
+//!   sequence).
 //! - Outcomes: a CSV, Parquet or Arrow file with `user_id`, `item_id` and one column per task to
 //!   evaluate, named as the task (a binary label as 0/1 or a bool, a regression label in its own
 //!   units, a multiclass label as the class name); an empty cell masks the task for that pair.

@@ -3,9 +3,11 @@
 //! online A/B report (`mtrec ab --exposures`).
 //!
 //! Scoring hands each record to a bounded queue without waiting; a writer thread drains it.
-//! When the queue is full the record is dropped and counted (`mtrec_exposure_records_dropped_total`): logging never slows scoring down. Files are written as
-//! `exposures-<start ms>-<seq>.parquet.partial` and renamed to `.parquet` when complete (rotated
-//! by size or age, and on shutdown), so a reader only ever sees whole files.
+//! When the queue is full the record is dropped and counted
+//! (`mtrec_exposure_records_dropped_total`): scoring never waits for the log. Files are written
+//! as `exposures-<start ms>-<seq>.parquet.partial` and renamed to `.parquet` when complete
+//! (rotated by size or age, on shutdown, and when a record brings an output the file lacks), so a
+//! reader only ever sees whole files.
 //!
 //! Layout: one row per request: `time_ms`, `request` (sequence number of this server process),
 //! `model`, `version`, `arm`, `user_id` (the id's text, null when the request had none),
