@@ -5,9 +5,9 @@
 //! Scoring hands each record to a bounded queue without waiting; a writer thread drains it.
 //! When the queue is full the record is dropped and counted
 //! (`mtrec_exposure_records_dropped_total`): scoring never waits for the log. Files are written
-//! as `exposures-<start ms>-<seq>.parquet.partial` and renamed to `.parquet` when complete
-//! (rotated by size or age, on shutdown, and when a record brings an output the file lacks), so a
-//! reader only ever sees whole files.
+//! as `exposures-<start ms>-<process token>-<seq>.parquet.partial` (replicas may share the
+//! directory) and renamed to `.parquet` when complete (rotated by size or age, on shutdown, and
+//! when a record brings an output the file lacks), so a reader only ever sees whole files.
 //!
 //! Layout: one row per request: `time_ms`, `request` (sequence number of this server process),
 //! `model`, `version`, `arm`, `user_id` (the id's text, null when the request had none),
@@ -294,12 +294,18 @@ struct Writer {
     next_request: u64,
     file: Option<OpenFile>,
     files: u64,
-    started_ms: i64,
+    /// `<start ms>-<process token>`: the prefix of this process's file names.
+    prefix: String,
 }
 
 impl Writer {
     fn new(config: ExposureConfig, counters: ExposureCounters) -> Self {
-        let started_ms = now_ms();
+        // Replicas may share one log directory: the token (the time in nanoseconds, the process
+        // id and the host name, hashed) keeps two processes started in the same millisecond apart.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let host = std::env::var("HOSTNAME").unwrap_or_default();
+        let token = xxhash_rust::xxh3::xxh3_64(format!("{nanos}/{}/{host}", std::process::id()).as_bytes());
+        let prefix = format!("{}-{:08x}", now_ms(), token as u32);
         Self {
             config,
             counters,
@@ -308,7 +314,7 @@ impl Writer {
             next_request: 0,
             file: None,
             files: 0,
-            started_ms,
+            prefix,
         }
     }
 
@@ -394,10 +400,10 @@ impl Writer {
     fn open(&mut self, first: &DataFrame) -> Result<OpenFile, Box<dyn std::error::Error>> {
         let seq = self.files;
         self.files += 1;
-        let name = format!("exposures-{}-{seq:06}.parquet", self.started_ms);
+        let name = format!("exposures-{}-{seq:06}.parquet", self.prefix);
         let complete = self.config.dir.join(&name);
         let partial = self.config.dir.join(format!("{name}.partial"));
-        let file = std::fs::File::create(&partial)?;
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&partial)?;
         // Snappy and no column statistics: light on the CPU the server scores with; every Parquet
         // reader reads it.
         let writer = ParquetWriter::new(file)
