@@ -65,17 +65,19 @@ def mtrec_check(binary):
                 claim = volume.get("persistentVolumeClaim", {}).get("claimName")
                 if claim and ("PersistentVolumeClaim", claim) not in names:
                     fail(f"{where}: volume {volume['name']!r} claims {claim!r}, which no manifest defines")
-            for container in spec["containers"]:
+            for container in spec.get("initContainers", []) + spec["containers"]:
                 args = container.get("args", [])
                 if not container["image"].split("/")[-1].startswith("mtrec:") or not args:
                     continue
-                command = args[0]
+                # The command path: the leading words before the first flag (`gen synthetic`).
+                words = next((i for i, a in enumerate(args) if a.startswith("-")), len(args))
+                command = " ".join(args[:words])
                 if command not in helps:
-                    result = subprocess.run([binary, command, "--help"], capture_output=True, text=True)
+                    result = subprocess.run([binary, *args[:words], "--help"], capture_output=True, text=True)
                     if result.returncode != 0:
                         fail(f"{where}: `mtrec {command}` is not a command: {result.stderr.strip()}")
                     helps[command] = result.stdout
-                for arg in args[1:]:
+                for arg in args[words:]:
                     flag = arg.split("=", 1)[0]
                     if flag.startswith("--") and f"{flag} " not in helps[command] and f"{flag}\n" not in helps[command]:
                         fail(f"{where}: container {container['name']!r}: `mtrec {command}` has no flag {flag}")
