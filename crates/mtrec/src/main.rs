@@ -545,6 +545,11 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 other => other?,
             };
+            if args.next_version {
+                // A complete version is never resumed (the next run writes the next number): its
+                // checkpoint would only sit beside it in the repository.
+                let _ = std::fs::remove_dir_all(mtrec_train::checkpoint::checkpoint_dir(&out));
+            }
             print_validation(&trained.history);
             println!("wrote {}", out.display());
             Ok(())
@@ -842,6 +847,8 @@ fn quickstart(args: &QuickstartArgs) -> Result<()> {
             progress: true,
             ..mtrec_train::TrainOptions::new(&ingest_dir, cfg, &bundle)
         })?;
+        // The run is complete and the quickstart never resumes: its checkpoint is dead weight.
+        let _ = std::fs::remove_dir_all(mtrec_train::checkpoint::checkpoint_dir(&bundle));
         print_validation(&trained.history);
         println!("wrote {}", bundle.display());
         Ok(bundle)

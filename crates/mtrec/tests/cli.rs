@@ -136,6 +136,7 @@ fn quickstart_trains_two_models_and_writes_the_ab_report() {
         let path = out.join("ab-report").join(file);
         assert!(std::fs::metadata(&path).is_ok_and(|m| m.len() > 1000), "{} is missing or tiny", path.display());
     }
+    assert!(!out.join("mmoe.checkpoint").exists(), "the quickstart leaves no checkpoint");
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("ab-report/report.json")).unwrap()).unwrap();
     assert_eq!((report["report"].as_str(), report["model_a"]["name"].as_str()), (Some("ab"), Some("shared-bottom")));
@@ -284,6 +285,7 @@ fn an_online_experiment_runs_end_to_end() {
         dir.path().join("models/synthetic/1/model.json").exists()
             && dir.path().join("models/synthetic/2/model.json").exists()
     );
+    assert!(!dir.path().join("models/synthetic/1.checkpoint").exists(), "a complete version keeps no checkpoint");
 
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
