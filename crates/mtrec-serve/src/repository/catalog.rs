@@ -170,13 +170,34 @@ impl Catalog {
                     format!("no model {name:?} (models: {})", known.join(", ")),
                 )
             }),
-            None => self.default_model.as_deref().and_then(|n| self.models.get(n)).ok_or_else(ApiError::not_ready),
+            None => match self.default_model.as_deref() {
+                Some(name) => self.models.get(name).ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not_ready",
+                        format!("the default model {name:?} is not in the repository (yet)"),
+                    )
+                }),
+                None => Err(ApiError::not_ready()),
+            },
         }
     }
 
-    /// Ready to take traffic: the default model has a version to serve.
+    /// Ready to take traffic: the default model has a version to serve; else why not.
+    pub fn readiness(&self) -> Result<(), ApiError> {
+        let model = self.model(None)?;
+        match model.stable() {
+            Some(_) => Ok(()),
+            None => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                format!("model {:?} has no ready version yet (GET /v1/models says why)", model.name),
+            )),
+        }
+    }
+
     pub fn ready(&self) -> bool {
-        self.model(None).is_ok_and(|m| m.stable().is_some())
+        self.readiness().is_ok()
     }
 
     /// `GET /v1/models`.

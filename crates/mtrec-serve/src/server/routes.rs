@@ -143,10 +143,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.catalog().ready() {
-        Json(Status { status: "ready".to_owned() }).into_response()
-    } else {
-        ApiError::not_ready().into_response()
+    match state.catalog().readiness() {
+        Ok(()) => Json(Status { status: "ready".to_owned() }).into_response(),
+        Err(not_ready) => not_ready.into_response(),
     }
 }
 

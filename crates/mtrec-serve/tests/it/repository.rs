@@ -94,6 +94,8 @@ async fn a_broken_version_is_never_served_and_says_why_until_it_is_fixed() {
     state.refresh_repository().await.unwrap();
     let answer = send(&state, "GET", "/readyz", None, vec![]).await;
     assert_eq!(answer.status, 503, "an empty repository is not ready");
+    let message = answer.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains(r#"model "ctr" has no ready version"#), "{message}");
 
     repo.add("1", &fx.bundle);
     copy_dir(&fx.bundle, &repo.version("2"));
