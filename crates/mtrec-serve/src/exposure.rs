@@ -23,6 +23,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use mtrec_schema::RawValue;
 use polars::prelude::*;
 use prometheus_client::metrics::counter::Counter;
 
@@ -224,14 +225,11 @@ impl Rows {
         self.version.append_value(&e.version);
         self.arm.append_value(e.arm.as_str());
         self.user_id.append_option(e.user_id.as_deref());
+        // Items keyed as categories are (a number 1.0 and a string "1" are one item).
         let ids: Vec<Option<std::borrow::Cow<'_, str>>> = e
             .results
             .iter()
-            .map(|pair| match &pair.item_id {
-                Some(serde_json::Value::String(id)) => Some(std::borrow::Cow::Borrowed(id.as_str())),
-                Some(other) => Some(std::borrow::Cow::Owned(crate::repository::routing::id_key(other))),
-                None => None,
-            })
+            .map(|pair| pair.item_id.as_ref().and_then(RawValue::from_json).and_then(|id| id.category_key()))
             .collect();
         self.item_id.append_trusted_len_iter(ids.iter().map(|id| id.as_deref()));
         let slots: Vec<usize> = columns.iter().map(|c| self.index[c]).collect();
@@ -389,11 +387,11 @@ impl Writer {
 
     fn write(&mut self) -> Result<(), Box<dyn std::error::Error>> {
         let frame = self.rows.take_frame()?;
-        if self.file.is_none() {
-            self.file = Some(self.open(&frame)?);
-        }
-        let file = self.file.as_mut().expect("opened above");
-        file.writer.write_batch(&frame)?;
+        let file = match self.file.take() {
+            Some(file) => file,
+            None => self.open(&frame)?,
+        };
+        self.file.insert(file).writer.write_batch(&frame)?;
         Ok(())
     }
 

@@ -45,17 +45,17 @@ pub fn spec() -> Value {
         })
     };
     let name_parameter = json!({ "name": "name", "in": "path", "required": true, "description": "A model name of the repository", "schema": { "type": "string" } });
-    let pin_parameters = json!([
-        { "name": "version", "in": "query", "required": false, "description": "Score with this ready version (outside any experiment)", "schema": { "type": "string" } },
-        { "name": "label", "in": "query", "required": false, "description": "Score with the version this label points at (outside any experiment)", "schema": { "type": "string" } },
-    ]);
+    let pin_parameters = vec![
+        json!({ "name": "version", "in": "query", "required": false, "description": "Score with this ready version (outside any experiment)", "schema": { "type": "string" } }),
+        json!({ "name": "label", "in": "query", "required": false, "description": "Score with the version this label points at (outside any experiment)", "schema": { "type": "string" } }),
+    ];
     let mut batch_parameters = pin_parameters.clone();
-    batch_parameters.as_array_mut().expect("an array").push(
+    batch_parameters.push(
         json!({ "name": "tasks", "in": "query", "required": false, "description": "Arrow requests: comma-separated task filter", "schema": { "type": "string" } }),
     );
-    let with_name = |parameters: &Value| {
+    let with_name = |parameters: &[Value]| {
         let mut all = vec![name_parameter.clone()];
-        all.extend(parameters.as_array().expect("an array").iter().cloned());
+        all.extend_from_slice(parameters);
         Value::Array(all)
     };
     let score = |operation_id: &str, parameters: Value| {
@@ -92,8 +92,8 @@ pub fn spec() -> Value {
             "description": "Every task's output for every user-item pair of a multi-task recommender. Features absent from a request are looked up by id in the user and item feature tables the server loaded; absent from both, they are encoded as null and a `missing` warning says so.",
         },
         "paths": {
-            "/v1/score": score("score", pin_parameters.clone()),
-            "/v1/score/batch": batch("scoreBatch", batch_parameters.clone()),
+            "/v1/score": score("score", Value::Array(pin_parameters.clone())),
+            "/v1/score/batch": batch("scoreBatch", Value::Array(batch_parameters.clone())),
             "/v1/models/{name}/score": score("scoreModel", with_name(&pin_parameters)),
             "/v1/models/{name}/score/batch": batch("scoreBatchModel", with_name(&batch_parameters)),
             "/v1/models": { "get": {

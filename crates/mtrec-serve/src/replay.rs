@@ -169,7 +169,7 @@ fn outcome(encoder: &Encoder, row: &Map<String, Value>) -> Vec<Option<Value>> {
 }
 
 fn id_text(row: &Map<String, Value>, column: Option<&String>) -> Option<String> {
-    row.get(column?).filter(|v| !v.is_null()).map(crate::repository::routing::id_key)
+    row.get(column?).and_then(mtrec_schema::value::json_key)
 }
 
 /// Sends one request per row over `connections` keep-alive connections; the arm of each answered

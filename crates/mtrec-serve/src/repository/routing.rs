@@ -107,15 +107,6 @@ pub fn user_bucket(seed: u64, user_key: &str) -> f64 {
     (hash >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// The text of an id as routing and the exposure log key it: a string as it is, a number in
-/// its JSON form (`17`, `2.5`), anything else (a bool, an object) as its JSON text.
-pub fn id_key(id: &serde_json::Value) -> String {
-    match id {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,7 +144,5 @@ mod tests {
         let routing: Routing = serde_json::from_str(json).unwrap();
         assert_eq!(routing.labels["stable"], "1");
         assert!(routing.validate().is_ok());
-        assert_eq!(id_key(&serde_json::json!(17)), "17");
-        assert_eq!(id_key(&serde_json::json!("u17")), "u17");
     }
 }

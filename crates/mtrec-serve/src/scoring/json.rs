@@ -3,11 +3,11 @@
 //! else its feature table, else the null encoding (the order [`super`] describes).
 
 use mtrec_ingest::table::FeatureTable;
-use mtrec_schema::{Lookup, RawValue, Side};
+use mtrec_schema::{Lookup, Side};
 
 use super::column_builder::ColumnBuilder;
 use super::warnings::Warnings;
-use super::{side_index, Limits, ServingModel};
+use super::{id_key, record_id, side_index, Limits, ServingModel};
 use crate::api::{BatchRequest, PairScores, Record, ScoreRequest, ScoreResponse, WarningKind};
 use crate::error::ApiError;
 
@@ -160,8 +160,8 @@ impl<'a> Entity<'a> {
             Side::Item => (pipeline.ids.item.as_deref(), model.item_table.as_ref()),
             Side::Context => (None, None),
         };
-        let id = id_column.and_then(|c| record.get(c)).or_else(|| record.get("id")).filter(|v| !v.is_null());
-        let key = id.and_then(RawValue::from_json).and_then(|v| pipeline.text.apply(v).category_key());
+        let id = record_id(record, id_column);
+        let key = id.and_then(|v| id_key(&pipeline.text, v));
         let table_row = match (table, &key) {
             (Some(t), Some(k)) => {
                 let row = t.row(k);

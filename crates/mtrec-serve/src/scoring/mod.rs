@@ -19,13 +19,14 @@ mod column_builder;
 mod json;
 mod warnings;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use mtrec_ingest::table::{load_feature_table, load_feature_table_keyed, FeatureTable};
 use mtrec_model::bundle::{self, Bundle};
 use mtrec_model::infer::feature_views;
-use mtrec_schema::{EncodedValue, Encoder, FeatureColumn, Side, TaskType, Transform};
+use mtrec_schema::{EncodedValue, Encoder, FeatureColumn, RawValue, Side, TaskType, TextRules, Transform};
 
 use crate::api::{FeatureInfo, ModelInfo, ModelRef, Record, ScoreRequest, TableInfo, TaskInfo, TaskOutput};
 use crate::error::{ApiError, ModelLoadError};
@@ -92,6 +93,16 @@ pub(crate) fn side_index(side: Side) -> usize {
         Side::Item => 1,
         Side::Context => 2,
     }
+}
+
+/// An entity's id in a request object: under the side's id column, else `id`; null is none.
+pub(crate) fn record_id<'a>(record: &'a Record, id_column: Option<&str>) -> Option<&'a serde_json::Value> {
+    id_column.and_then(|c| record.get(c)).or_else(|| record.get("id")).filter(|v| !v.is_null())
+}
+
+/// The key of an id: its category key after the text rules, as feature tables are keyed.
+pub(crate) fn id_key<'a>(text: &TextRules, id: &'a serde_json::Value) -> Option<Cow<'a, str>> {
+    RawValue::from_json(id).and_then(|v| text.apply(v).category_key())
 }
 
 /// A unit enum's serde name (`binary`, `user`, `out_of_vocabulary`).
@@ -169,15 +180,11 @@ impl ServingModel {
         Ok(())
     }
 
-    /// The user id of a request, as routing and the exposure log key users: the schema's user id
-    /// column, else `id`.
+    /// The user id of a request as routing and the exposure log key users: the key the user
+    /// table is looked up by.
     pub fn user_key(&self, user: &Record) -> Option<String> {
-        let column = self.encoder.pipeline().ids.user.as_deref();
-        column
-            .and_then(|c| user.get(c))
-            .or_else(|| user.get("id"))
-            .filter(|v| !v.is_null())
-            .map(crate::repository::routing::id_key)
+        let pipeline = self.encoder.pipeline();
+        record_id(user, pipeline.ids.user.as_deref()).and_then(|id| id_key(&pipeline.text, id)).map(Cow::into_owned)
     }
 
     /// The model as `GET /v1/models` describes it.
@@ -301,5 +308,25 @@ impl ServingModel {
                 (head.name.clone(), value)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_found_by_column_then_id_and_keyed_as_categories() {
+        let record: Record = serde_json::from_str(r#"{"user_id": 17, "id": "other"}"#).unwrap();
+        let text = TextRules::default();
+        let key = |column| record_id(&record, column).and_then(|id| id_key(&text, id)).map(Cow::into_owned);
+        assert_eq!(key(Some("user_id")).as_deref(), Some("17"));
+        assert_eq!(key(None).as_deref(), Some("other"));
+        let float: Record = serde_json::from_str(r#"{"id": 17.0}"#).unwrap();
+        assert_eq!(record_id(&float, None).and_then(|id| id_key(&text, id)).as_deref(), Some("17"));
+        let null: Record = serde_json::from_str(r#"{"id": null}"#).unwrap();
+        assert_eq!(record_id(&null, None), None);
+        let string: Record = serde_json::from_str(r#"{"id": "u17"}"#).unwrap();
+        assert_eq!(record_id(&string, None).and_then(|id| id_key(&text, id)).as_deref(), Some("u17"));
     }
 }

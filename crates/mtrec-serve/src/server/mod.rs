@@ -24,7 +24,7 @@ use crate::error::ApiError;
 use crate::exposure::{ExposureConfig, ExposureLog};
 use crate::metrics::Metrics;
 use crate::repository::refresh::refresh;
-use crate::repository::{Catalog, RepositoryConfig};
+use crate::repository::{Catalog, RepositoryConfig, ServedModel};
 use crate::scoring::{Limits, ServingModel, TablePaths};
 
 /// Everything `mtrec serve` is configured with.
@@ -233,12 +233,11 @@ impl AppState {
         run_cpu(move || mtrec_schema::fs::write_file(&path, &text))
             .await?
             .map_err(|e| ApiError::internal(format!("writing the routing file: {e}")))?;
-        let mut catalog = (*current).clone();
-        let model = catalog.models.get_mut(&name).expect("looked up above");
-        model.routing = routing;
-        model.routing_error = None;
-        let entry = model.entry(catalog.default_model.as_deref() == Some(name.as_str()));
+        let model = ServedModel { routing, routing_error: None, ..served.clone() };
+        let entry = model.entry(current.default_model.as_deref() == Some(name.as_str()));
         tracing::info!(model = name, routing = ?entry.routing, "routing changed");
+        let mut catalog = (*current).clone();
+        catalog.models.insert(name, model);
         self.install(catalog);
         Ok(entry)
     }
