@@ -161,6 +161,17 @@ pub struct ReportOptions {
     pub roc_points: usize,
 }
 
+impl ReportOptions {
+    /// The cluster bootstrap these options ask for: intervals of coverage `1 - alpha`.
+    pub fn bootstrap(&self) -> mtrec_metrics::BootstrapOptions {
+        mtrec_metrics::BootstrapOptions {
+            replicates: self.bootstrap_replicates,
+            seed: self.seed,
+            confidence: 1.0 - self.alpha,
+        }
+    }
+}
+
 impl Default for ReportOptions {
     fn default() -> Self {
         ReportOptions {

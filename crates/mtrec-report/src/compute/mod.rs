@@ -18,7 +18,7 @@ mod verdict;
 
 pub use online::{compare_online, OnlineArm, OnlineInput};
 
-use mtrec_metrics::{self as metrics, BootstrapOptions, MetricPair};
+use mtrec_metrics::{self as metrics, MetricPair};
 use mtrec_schema::Metric;
 
 use crate::error::ReportError;
@@ -185,11 +185,7 @@ pub fn compare(
     if let Some(base) = baseline {
         validate_model(rows, tasks, base, true)?;
     }
-    let bootstrap = BootstrapOptions {
-        replicates: options.bootstrap_replicates,
-        seed: options.seed,
-        confidence: 1.0 - options.alpha,
-    };
+    let bootstrap = options.bootstrap();
     let mut comparisons = Vec::with_capacity(tasks.len());
     for (t, task) in tasks.iter().enumerate() {
         let units = Units::new(rows, t, task);

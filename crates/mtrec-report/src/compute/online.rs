@@ -4,7 +4,7 @@
 //! p-values adjusted by Benjamini–Hochberg over the tasks). The report adds the arms' sizes and
 //! the sample-ratio-mismatch check of their user counts.
 
-use mtrec_metrics::{self as metrics, BootstrapOptions, MetricPair};
+use mtrec_metrics::{self as metrics, MetricPair};
 use mtrec_schema::Metric;
 
 use super::units::{metric_names, metric_values, prepare, task_eval, Units};
@@ -60,11 +60,7 @@ pub fn compare_online(input: &OnlineInput, options: &ReportOptions) -> Result<Ab
     validate_rows(&b.rows, tasks, options)?;
     validate_model(&a.rows, tasks, &a.scores, false)?;
     validate_model(&b.rows, tasks, &b.scores, false)?;
-    let bootstrap = BootstrapOptions {
-        replicates: options.bootstrap_replicates,
-        seed: options.seed,
-        confidence: 1.0 - options.alpha,
-    };
+    let bootstrap = options.bootstrap();
     let mut comparisons = Vec::with_capacity(tasks.len());
     for (t, task) in tasks.iter().enumerate() {
         let (units_a, units_b) = (Units::new(&a.rows, t, task), Units::new(&b.rows, t, task));

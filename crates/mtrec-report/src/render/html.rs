@@ -6,8 +6,8 @@ use mtrec_schema::{EpochRecord, MetricKey};
 
 use super::svg::{heat_color, Plot};
 use super::{
-    escape_html as esc, fmt_delta, fmt_gain, fmt_p, fmt_ratio, fmt_value, metric_label, online_notes, ModelView,
-    ReportRef, TaskView, View, MODEL_COLORS,
+    arm_cells, escape_html as esc, fmt_delta, fmt_gain, fmt_p, fmt_ratio, fmt_value, metric_label, online_notes,
+    ModelView, ReportRef, TaskView, View, ARM_COLUMNS, MODEL_COLORS,
 };
 use crate::report::{MetricComparison, Verdict};
 
@@ -45,18 +45,17 @@ pub fn render_html<'a>(report: impl Into<ReportRef<'a>>) -> String {
     let _ = write!(h, "<h1>{}</h1><div class=\"meta\">{} rows evaluated</div>", esc(&view.title), view.rows);
     models_table(&mut h, &view);
     if let Some(online) = view.online {
-        h.push_str("<h2>Online experiment</h2><section class=\"card\"><table><tr><th>arm</th><th>versions</th><th>users</th><th>requests</th><th>exposures</th><th>rows with outcomes</th></tr>");
+        h.push_str("<h2>Online experiment</h2><section class=\"card\"><table><tr>");
+        for column in ARM_COLUMNS {
+            let _ = write!(h, "<th>{column}</th>");
+        }
+        h.push_str("</tr>");
         for arm in &online.arms {
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&arm.arm),
-                esc(&arm.versions.join(", ")),
-                arm.users,
-                arm.requests,
-                arm.exposures,
-                arm.rows
-            );
+            h.push_str("<tr>");
+            for cell in arm_cells(arm) {
+                let _ = write!(h, "<td>{}</td>", esc(&cell));
+            }
+            h.push_str("</tr>");
         }
         h.push_str("</table>");
         let (mismatch, notes) = online_notes(online);

@@ -2,7 +2,10 @@
 
 use std::fmt::Write;
 
-use super::{fmt_delta, fmt_gain, fmt_p, fmt_ratio, fmt_value, metric_label, online_notes, ReportRef, View};
+use super::{
+    arm_cells, fmt_delta, fmt_gain, fmt_p, fmt_ratio, fmt_value, metric_label, online_notes, ReportRef, View,
+    ARM_COLUMNS,
+};
 
 /// Escapes text for a Markdown table cell (pipes, HTML, emphasis characters).
 fn md(s: &str) -> String {
@@ -36,18 +39,15 @@ pub fn render_markdown<'a>(report: impl Into<ReportRef<'a>>) -> String {
         let _ = writeln!(m, "| baseline | {} | {} |", md(&base.name), md(&base.description));
     }
     if let Some(online) = view.online {
-        m.push_str("\n## Online experiment\n\n| arm | versions | users | requests | exposures | rows with outcomes |\n|---|---|---|---|---|---|\n");
+        let _ = writeln!(
+            m,
+            "\n## Online experiment\n\n| {} |\n|{}",
+            ARM_COLUMNS.join(" | "),
+            "---|".repeat(ARM_COLUMNS.len())
+        );
         for arm in &online.arms {
-            let _ = writeln!(
-                m,
-                "| {} | {} | {} | {} | {} | {} |",
-                md(&arm.arm),
-                md(&arm.versions.join(", ")),
-                arm.users,
-                arm.requests,
-                arm.exposures,
-                arm.rows
-            );
+            let cells: Vec<String> = arm_cells(arm).iter().map(|c| md(c)).collect();
+            let _ = writeln!(m, "| {} |", cells.join(" | "));
         }
         let (mismatch, notes) = online_notes(online);
         for (i, note) in notes.iter().enumerate() {

@@ -13,7 +13,8 @@ pub use markdown::render_markdown;
 use mtrec_schema::{History, Metric};
 
 use crate::report::{
-    AbReport, EvalReport, ExpertUsage, OnlineExperiment, ReportedModel, TaskComparison, TaskEval, Verdict, VerdictTest,
+    AbReport, ArmSummary, EvalReport, ExpertUsage, OnlineExperiment, ReportedModel, TaskComparison, TaskEval, Verdict,
+    VerdictTest,
 };
 
 /// A report of either kind, for the renderers.
@@ -116,6 +117,21 @@ impl<'a> View<'a> {
             },
         }
     }
+}
+
+/// The columns of the online experiment's arms table, the same in every rendering.
+pub(crate) const ARM_COLUMNS: [&str; 6] = ["arm", "versions", "users", "requests", "exposures", "rows with outcomes"];
+
+/// One arm's cells of that table (unescaped).
+pub(crate) fn arm_cells(arm: &ArmSummary) -> [String; 6] {
+    [
+        arm.arm.clone(),
+        arm.versions.join(", "),
+        arm.users.to_string(),
+        arm.requests.to_string(),
+        arm.exposures.to_string(),
+        arm.rows.to_string(),
+    ]
 }
 
 /// The online experiment in sentences, the same in every rendering: the sample-ratio check first
