@@ -15,20 +15,7 @@ items=100
 census=${CENSUS_TEST:-datasets/census-income/census-income.test.gz}
 [ -f "$census" ] || { echo "$census not found: run datasets/census-income/download.sh or set CENSUS_TEST" >&2; exit 1; }
 out=${EXPOSURE_BENCH_OUT:-out/exposure-bench}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mtrec-target}"
-cargo build --release -q --workspace --bins
-bin="$CARGO_TARGET_DIR/release/mtrec"
-load="$CARGO_TARGET_DIR/release/serve_load"
-work=$(mktemp -d)
-server=""
-stop_server() {
-  if [ -n "$server" ]; then
-    kill "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
-    server=""
-  fi
-}
-trap 'stop_server; rm -rf "$work"' EXIT
+. benches/serving_common.sh
 mkdir -p "$out"
 results="$out/results.jsonl"
 : >"$results"
@@ -36,8 +23,6 @@ results="$out/results.jsonl"
 "$bin" ingest --schema schemas/census-income.json --input "$census" --out "$work/data" >/dev/null
 "$bin" train --data "$work/data" --config configs/census-mmoe.json --out "$work/bundle" --epochs 1 --quiet >/dev/null
 
-port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
-url="http://127.0.0.1:$port"
 req=(--census "$census" --schema schemas/census-income.json --items "$items")
 echo "machine: $(nproc) cores, $(uname -m); load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for i in $(seq "$repeats"); do
@@ -47,13 +32,7 @@ for i in $(seq "$repeats"); do
       log) flags=(--exposure-log "$work/log-$i") ;;
       queue1) flags=(--exposure-log "$work/queue1-$i" --exposure-queue 1) ;;
     esac
-    "$bin" serve --bundle "$work/bundle" --addr "127.0.0.1:$port" "${flags[@]}" 2>"$work/serve.log" &
-    server=$!
-    for _ in $(seq 600); do
-      curl -sf "$url/readyz" >/dev/null 2>&1 && break
-      kill -0 "$server" 2>/dev/null || { cat "$work/serve.log" >&2; exit 1; }
-      sleep 0.1
-    done
+    start_server "$work/serve.log" --bundle "$work/bundle" "${flags[@]}"
     echo "== round $i of $repeats: $variant" >&2
     for connections in 16 1; do
       "$load" http --url "$url" "${req[@]}" --server-pid "$server" --connections "$connections" \

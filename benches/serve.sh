@@ -20,20 +20,7 @@ items=100
 census=${CENSUS_TEST:-datasets/census-income/census-income.test.gz}
 [ -f "$census" ] || { echo "$census not found: run datasets/census-income/download.sh or set CENSUS_TEST" >&2; exit 1; }
 out=${SERVE_BENCH_OUT:-out/serve-bench}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mtrec-target}"
-cargo build --release -q --workspace --bins
-bin="$CARGO_TARGET_DIR/release/mtrec"
-load="$CARGO_TARGET_DIR/release/serve_load"
-work=$(mktemp -d)
-server=""
-stop_server() {
-  if [ -n "$server" ]; then
-    kill "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
-    server=""
-  fi
-}
-trap 'stop_server; rm -rf "$work"' EXIT
+. benches/serving_common.sh
 mkdir -p "$out"
 results="$out/results.jsonl"
 : >"$results"
@@ -56,19 +43,10 @@ for m in $models; do
   fi
 done
 
-port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
-url="http://127.0.0.1:$port"
 echo "machine: $(nproc) cores, $(uname -m); load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for m in $models; do
   req=(--census "$census" --schema "$(schema_of "$m")" --items "$items")
-  "$bin" serve --bundle "$work/$m-bundle" --addr "127.0.0.1:$port" 2>"$work/serve-$m.log" &
-  server=$!
-  for _ in $(seq 600); do
-    curl -sf "$url/readyz" >/dev/null 2>&1 && break
-    kill -0 "$server" 2>/dev/null || { cat "$work/serve-$m.log" >&2; exit 1; }
-    sleep 0.1
-  done
-  curl -sf "$url/readyz" >/dev/null
+  start_server "$work/serve-$m.log" --bundle "$work/$m-bundle"
   for i in $(seq "$repeats"); do
     echo "== $m, round $i of $repeats" >&2
     label="$m/$i"
