@@ -41,7 +41,6 @@ use mtrec_schema::{Metric, MetricKey, Split};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::checkpoint;
 use crate::config::TrainConfig;
 use crate::data::SplitData;
 use crate::error::TrainError;
@@ -315,9 +314,8 @@ fn run_one(run: &Run, data: &Path, out: &Path, eval_split: &SplitData) -> Result
     let bundle = out.join("runs").join(&run.config).join(format!("seed-{}", run.seed));
     let started = Instant::now();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(run.train.threads).build()?;
-    let trained = pool.install(|| train(&TrainOptions::new(data, run.train.clone(), &bundle)))?;
-    // The run is complete: its resume checkpoint (weights and optimizer state) is dead weight.
-    let _ = std::fs::remove_dir_all(checkpoint::checkpoint_dir(&bundle));
+    let options = TrainOptions { keep_checkpoint: false, ..TrainOptions::new(data, run.train.clone(), &bundle) };
+    let trained = pool.install(|| train(&options))?;
     let validation = pool.install(|| validate(&trained.model, eval_split, run.train.eval_batch_size))?;
     Ok(RunResult {
         config: run.config.clone(),

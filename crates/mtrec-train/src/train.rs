@@ -36,6 +36,10 @@ pub struct TrainOptions {
     /// Stop after this many windows of shards have trained in this run, with a checkpoint that
     /// `resume` continues from (for time-boxed or preemptible jobs): [`TrainError::Stopped`].
     pub stop_after_windows: Option<usize>,
+    /// Keep `<out>.checkpoint` once the bundle is written, so that `resume` with more epochs
+    /// continues from the last one; off for runs that are never resumed (an experiment's runs,
+    /// the quickstart, a repository version).
+    pub keep_checkpoint: bool,
 }
 
 impl TrainOptions {
@@ -48,6 +52,7 @@ impl TrainOptions {
             resume: false,
             progress: false,
             stop_after_windows: None,
+            keep_checkpoint: true,
         }
     }
 }
@@ -230,7 +235,10 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
         ),
     };
     bundle::save(&opts.out, &best_model, &pipeline, meta, &history)?;
-    // The checkpoint stays: `--resume` with more epochs continues from the last one.
+    if !opts.keep_checkpoint {
+        // The run is complete and will not be resumed: its checkpoint is dead weight.
+        let _ = std::fs::remove_dir_all(&checkpoint_dir);
+    }
     Ok(Trained { history, model: best_model })
 }
 

@@ -537,6 +537,8 @@ fn run(cli: Cli) -> Result<()> {
                 resume: args.resume,
                 progress: !args.quiet,
                 stop_after_windows: args.stop_after_windows,
+                // A complete version is never resumed (the next run writes the next number).
+                keep_checkpoint: !args.next_version,
                 ..mtrec_train::TrainOptions::new(&args.data, cfg, &out)
             }) {
                 Err(stopped @ mtrec_train::TrainError::Stopped { .. }) => {
@@ -545,11 +547,6 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 other => other?,
             };
-            if args.next_version {
-                // A complete version is never resumed (the next run writes the next number): its
-                // checkpoint would only sit beside it in the repository.
-                let _ = std::fs::remove_dir_all(mtrec_train::checkpoint::checkpoint_dir(&out));
-            }
             print_validation(&trained.history);
             println!("wrote {}", out.display());
             Ok(())
@@ -845,10 +842,9 @@ fn quickstart(args: &QuickstartArgs) -> Result<()> {
         cfg.model.architecture = architecture;
         let trained = mtrec_train::train(&mtrec_train::TrainOptions {
             progress: true,
+            keep_checkpoint: false,
             ..mtrec_train::TrainOptions::new(&ingest_dir, cfg, &bundle)
         })?;
-        // The run is complete and the quickstart never resumes: its checkpoint is dead weight.
-        let _ = std::fs::remove_dir_all(mtrec_train::checkpoint::checkpoint_dir(&bundle));
         print_validation(&trained.history);
         println!("wrote {}", bundle.display());
         Ok(bundle)
