@@ -18,10 +18,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use mtrec_ingest::cells::Cells;
+use mtrec_ingest::source::RawTable;
 use mtrec_report::{
     AbReport, ArmSummary, EvalRows, ModelScores, OnlineArm, OnlineInput, ReportOptions, ReportRef, ReportTask, TaskKind,
 };
-use mtrec_schema::{CsvOptions, Scope};
+use mtrec_schema::{CsvOptions, Scope, TextRules};
 use polars::prelude::*;
 
 use crate::error::EvalError;
@@ -66,7 +68,6 @@ struct ArmCounts {
     versions: BTreeSet<String>,
     users: HashSet<String>,
     requests: HashSet<(usize, u64)>,
-    exposures: usize,
 }
 
 /// The exposure log, folded per (user, item).
@@ -173,9 +174,6 @@ fn read_exposures(dir: &Path) -> Result<Exposures, EvalError> {
             }
         }
     }
-    for pair in log.pairs.values() {
-        log.arms[pair.arm].exposures += 1;
-    }
     Ok(log)
 }
 
@@ -216,11 +214,10 @@ fn join_outcomes(log: &mut Exposures, tasks: &[ReportTask], path: &Path) -> Resu
     needed.extend(tasks.iter().map(|t| t.name.clone()));
     let referrer = |c: &str| format!("outcome column {c:?}");
     let df = mtrec_ingest::source::read_file(path, format, &csv, &needed, &referrer)?;
-    let text = |name: &str| -> Result<StringChunked, EvalError> {
-        let cast = df.column(name).and_then(|c| c.cast(&DataType::String)).map_err(|e| bad(path, e))?;
-        Ok(cast.str().map_err(|e| bad(path, e))?.clone())
-    };
-    let (users, items) = (text("user_id")?, text("item_id")?);
+    // Ids keyed as the server keys them (category keys: a 17 and a 17.0 are one id).
+    let table = RawTable::standalone(df, path, TextRules::default());
+    let (users, items) = (Cells::of(&table, "user_id")?, Cells::of(&table, "item_id")?);
+    let df = &table.df;
     let mut labels: Vec<Vec<Option<f32>>> = Vec::with_capacity(tasks.len());
     for task in tasks {
         let column = df.column(&task.name).map_err(|e| bad(path, e))?;
@@ -251,10 +248,10 @@ fn join_outcomes(log: &mut Exposures, tasks: &[ReportTask], path: &Path) -> Resu
     }
     let mut unmatched = 0;
     for r in 0..df.height() {
-        let (Some(user), Some(item)) = (users.get(r), items.get(r)) else {
+        let (Some(user), Some(item)) = (users.get(r).category_key(), items.get(r).category_key()) else {
             return Err(bad(path, format!("row {r}: user_id and item_id must not be empty")));
         };
-        let Some(pair) = log.pairs.get_mut(&(user.to_owned(), item.to_owned())) else {
+        let Some(pair) = log.pairs.get_mut(&(user.to_string(), item.to_string())) else {
             unmatched += 1;
             continue;
         };
@@ -308,7 +305,7 @@ fn arm(log: &Exposures, tasks: &[ReportTask], arm: usize) -> OnlineArm {
         versions: versions.clone(),
         users: counts.users.len(),
         requests: counts.requests.len(),
-        exposures: counts.exposures,
+        exposures: log.pairs.values().filter(|p| p.arm == arm).count(),
         rows: rows.len(),
     };
     let scores = ModelScores {
