@@ -75,7 +75,15 @@ pub struct Provenance {
     pub train_rows: usize,
     pub best_epoch: Option<usize>,
     pub epochs_run: usize,
+    /// Threads per process.
     pub threads: usize,
+    /// Processes that trained together (data-parallel ranks).
+    #[serde(default = "one_rank")]
+    pub ranks: usize,
+}
+
+fn one_rank() -> usize {
+    1
 }
 
 /// A loaded bundle.
@@ -235,6 +243,7 @@ pub fn provenance(
     best_epoch: Option<usize>,
     epochs_run: usize,
     threads: usize,
+    ranks: usize,
 ) -> Provenance {
     Provenance {
         mtrec_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -244,6 +253,7 @@ pub fn provenance(
         best_epoch,
         epochs_run,
         threads,
+        ranks,
     }
 }
 

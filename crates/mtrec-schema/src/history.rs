@@ -72,6 +72,10 @@ pub struct EpochRecord {
     /// MMoE and PLE: each task's gate statistics on the valid split.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub expert_usage: BTreeMap<String, GateStats>,
+    /// Training across processes: the bytes each step handed to the collectives on rank 0
+    /// (dense gradients, touched embedding rows, the step's label counts and losses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchanged_bytes_per_step: Option<f64>,
 }
 
 /// One task's gate over the valid split: the mean weight of each expert, and the mean entropy

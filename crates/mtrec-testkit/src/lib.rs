@@ -67,7 +67,7 @@ pub fn untrained_bundle(ingest: &Path, out: &Path, config: &ModelConfig, seed: u
         weights_sha256: String::new(),
         seed,
         training: serde_json::json!({ "untrained": true }),
-        provenance: bundle::provenance(ingest, train.rows, Some(0), 1, 1),
+        provenance: bundle::provenance(ingest, train.rows, Some(0), 1, 1, 1),
     };
     bundle::save(out, &model, &pipeline, meta, &history).expect("writing the bundle");
     out.to_owned()

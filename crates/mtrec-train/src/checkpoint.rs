@@ -79,6 +79,14 @@ struct State {
     strategy: StrategyState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     progress: Option<EpochProgress>,
+    /// The number of ranks that trained (1: one process): an epoch in progress continues only
+    /// with as many, since its windows and batches were cut for them.
+    #[serde(default = "one_rank")]
+    ranks: usize,
+}
+
+fn one_rank() -> usize {
+    1
 }
 
 type Tensors = io::NamedTensors;
@@ -111,11 +119,13 @@ fn optimizer_tensors(model: &MultiTaskModel, adam: &AdamState, sparse: &SparseOp
     out
 }
 
+/// Writes the checkpoint of a run of `ranks` ranks (one process: 1).
 pub fn save(
     dir: &Path,
     ck: CheckpointRef<'_>,
     pipeline: &FeaturePipeline,
     config: &TrainConfig,
+    ranks: usize,
 ) -> Result<(), TrainError> {
     let mut tensors: Tensors = with_prefix("model/", io::named_tensors(ck.model)).collect();
     if let Some((_, best)) = ck.best {
@@ -132,6 +142,7 @@ pub fn save(
         best_value_bits: ck.best.map(|(v, _)| v.to_bits()),
         strategy: ck.strategy.clone(),
         progress: ck.progress.cloned(),
+        ranks,
     };
     let fail = |source: std::io::Error| TrainError::WriteCheckpoint { path: dir.to_owned(), source };
     let staged = StagedDir::new(dir).map_err(fail)?;
@@ -142,8 +153,14 @@ pub fn save(
 }
 
 /// Loads a checkpoint written for the same pipeline and an equivalent config (only `epochs`
-/// and early-stopping settings may change between runs).
-pub fn load(dir: &Path, pipeline: &FeaturePipeline, config: &TrainConfig) -> Result<Checkpoint, TrainError> {
+/// and early-stopping settings may change between runs), for a run of `ranks` ranks: any
+/// count after a whole epoch (every rank holds the whole model), the same count within one.
+pub fn load(
+    dir: &Path,
+    pipeline: &FeaturePipeline,
+    config: &TrainConfig,
+    ranks: usize,
+) -> Result<Checkpoint, TrainError> {
     let bad = |m: String| TrainError::Checkpoint { path: dir.to_owned(), message: m };
     let unreadable = |file: &str| {
         let path = dir.join(file);
@@ -153,6 +170,13 @@ pub fn load(dir: &Path, pipeline: &FeaturePipeline, config: &TrainConfig) -> Res
     let state: State = serde_json::from_slice(&state_bytes).map_err(|e| unreadable(STATE_FILE)(e.into()))?;
     if state.schema_hash != pipeline.schema_hash {
         return Err(bad("it was written for another feature pipeline (schema hash differs)".to_owned()));
+    }
+    if state.progress.is_some() && state.ranks != ranks {
+        return Err(bad(format!(
+            "it was written within an epoch by {} rank(s), whose windows and batches were cut for that many; \
+             resume with {} rank(s) (mpirun -np {}), or from a checkpoint taken after an epoch",
+            state.ranks, state.ranks, state.ranks
+        )));
     }
     let comparable = |c: &TrainConfig| TrainConfig { epochs: 0, early_stopping: Default::default(), ..c.clone() };
     if comparable(&state.config) != comparable(config) {

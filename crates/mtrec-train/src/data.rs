@@ -7,6 +7,15 @@
 //! fits), this is exactly the shuffle of the whole split in memory, row for row. While a window
 //! trains, the next one is read on another thread. Memory holds two windows and the model,
 //! whatever the size of the split.
+//!
+//! Across N ranks ([`RankShare`]), a split kept whole is held by every rank and each batch is
+//! cut into N consecutive slices, rank r training slice r (so the batches are those of one
+//! process). A split read by windows is dealt instead: a window holds a multiple of N shards
+//! and rank r reads the shards at positions r, r + N, … of it, so that no shard is read twice;
+//! each rank shuffles its own rows, and every rank takes the same number of steps in a window
+//! (the most any rank needs at N-th of the batch size), each step taking an equal share of
+//! its rows, so no rank waits at the end of a window. Ranks hold equal rows when the window's
+//! shards do (train shards are uniform samples of about `shard_rows` rows each).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -19,6 +28,23 @@ use rand::SeedableRng;
 
 use crate::error::TrainError;
 
+/// Which rank of how many reads the split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RankShare {
+    pub rank: usize,
+    pub ranks: usize,
+}
+
+impl RankShare {
+    /// One process reading everything.
+    pub const ALONE: RankShare = RankShare { rank: 0, ranks: 1 };
+
+    /// Slice `rank` of `ranks` consecutive slices of `rows`.
+    pub fn slice<'a>(&self, rows: &'a [usize]) -> &'a [usize] {
+        &rows[self.rank * rows.len() / self.ranks..(self.rank + 1) * rows.len() / self.ranks]
+    }
+}
+
 /// A split read whole or by windows of shards.
 #[derive(Debug)]
 pub struct SplitData {
@@ -26,25 +52,29 @@ pub struct SplitData {
     /// The whole split, when it fits in one window.
     kept: Option<Arc<EncodedDataset>>,
     shards_per_window: usize,
+    share: RankShare,
 }
 
 impl SplitData {
-    /// Opens `split` of the ingest directory `dir`; reads it whole when it has at most
-    /// `window_rows` rows.
+    /// Opens `split` of the ingest directory `dir` for rank `share` ([`RankShare::ALONE`]: the
+    /// whole split); reads it whole when it has at most `window_rows` rows.
     pub fn open(
         dir: &std::path::Path,
         split: Split,
         pipeline: &FeaturePipeline,
         window_rows: usize,
+        share: RankShare,
     ) -> Result<Self, TrainError> {
         let shards = open_split(dir, split, pipeline)?;
         // Train shards hold about the same number of rows (spread by hash): a window takes the
         // number of them nearest to `window_rows`.
         let rows_per_shard = (shards.rows() as f64 / shards.shard_count().max(1) as f64).max(1.0);
-        let shards_per_window = ((window_rows as f64 / rows_per_shard).round() as usize).max(1);
+        // Dealt over the ranks, a window holds a multiple of their count.
+        let shards_per_window =
+            ((window_rows as f64 / rows_per_shard).round() as usize).max(1).next_multiple_of(share.ranks);
         let kept =
             if shards.rows() <= window_rows { Some(Arc::new(shards.read_all(Columns::ForTraining)?)) } else { None };
-        Ok(SplitData { shards, kept, shards_per_window })
+        Ok(SplitData { shards, kept, shards_per_window, share })
     }
 
     pub fn rows(&self) -> usize {
@@ -56,6 +86,12 @@ impl SplitData {
         self.kept.is_some()
     }
 
+    /// Whether each rank reads its own shards of every window (else every rank holds the
+    /// split and trains its slice of every batch).
+    pub fn is_dealt(&self) -> bool {
+        self.kept.is_none() && self.share.ranks > 1
+    }
+
     /// The windows of epoch `epoch`: groups of shard indices, in the order they train.
     pub fn windows(&self, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
         let count = self.shards.shard_count();
@@ -64,15 +100,24 @@ impl SplitData {
         }
         let mut order: Vec<usize> = (0..count).collect();
         order.shuffle(&mut StdRng::seed_from_u64(seed ^ SHARD_ORDER ^ (epoch as u64).wrapping_mul(GOLDEN)));
-        order.chunks(self.shards_per_window).map(<[usize]>::to_vec).collect()
+        let mut windows: Vec<Vec<usize>> = order.chunks(self.shards_per_window).map(<[usize]>::to_vec).collect();
+        // Too few shards left to deal one to every rank: they join the window before.
+        if windows.len() > 1 && windows.last().is_some_and(|w| w.len() < self.share.ranks) {
+            let tail = windows.pop().expect("more than one window");
+            windows.last_mut().expect("more than one window").extend(tail);
+        }
+        windows
     }
 
-    /// Starts reading the shards `window` on another thread (at once when the split is kept).
+    /// Starts reading this rank's shards of `window` on another thread (at once when the split
+    /// is kept).
     pub fn start_reading(&self, window: &[usize]) -> Reading {
         if let Some(kept) = &self.kept {
             return Reading::Ready(kept.clone());
         }
-        let (shards, window) = (self.shards.clone(), window.to_vec());
+        let RankShare { rank, ranks } = self.share;
+        let window: Vec<usize> = window.iter().copied().skip(rank).step_by(ranks).collect();
+        let shards = self.shards.clone();
         Reading::Pending(std::thread::spawn(move || read_window(&shards, &window, Columns::ForTraining)))
     }
 
@@ -120,6 +165,12 @@ pub fn window_order(data: &EncodedDataset, seed: u64, epoch: usize, window: usiz
     let shuffle = seed ^ (epoch as u64 + 1).wrapping_mul(GOLDEN) ^ (window as u64).wrapping_mul(WINDOW_MIX);
     order.shuffle(&mut StdRng::seed_from_u64(shuffle));
     order
+}
+
+/// This rank's rows of each of `steps` steps of a dealt window: `order` (its own rows, shuffled)
+/// cut into `steps` consecutive, near-equal parts.
+pub fn dealt_steps(order: &[usize], steps: usize) -> impl Iterator<Item = &[usize]> {
+    (0..steps).map(move |i| &order[i * order.len() / steps..(i + 1) * order.len() / steps])
 }
 
 /// A window being read.

@@ -12,7 +12,8 @@ use mtrec_schema::{FeaturePipeline, History};
 
 use crate::checkpoint::{self, CheckpointRef, EpochProgress};
 use crate::config::TrainConfig;
-use crate::data::{window_order, SplitData};
+use crate::data::{dealt_steps, window_order, SplitData};
+use crate::distributed::Collective;
 use crate::error::TrainError;
 use crate::step::{train_step, Optimizers};
 
@@ -32,6 +33,8 @@ pub(crate) struct EpochContext<'a> {
     pub progress_bar: bool,
     /// Stop (with a checkpoint) once this many windows have trained in this run.
     pub stop_after_windows: Option<usize>,
+    /// The ranks training together (rank 0 writes the checkpoints).
+    pub comm: &'a dyn Collective,
 }
 
 /// An epoch's mean training losses per task, mean Ω, and seconds (before a resume included).
@@ -39,6 +42,8 @@ pub(crate) struct EpochOutcome {
     pub losses: BTreeMap<String, f64>,
     pub penalty: Option<f64>,
     pub seconds: f64,
+    /// Across ranks: bytes handed to the collectives per step of this run.
+    pub exchanged_bytes_per_step: Option<f64>,
 }
 
 /// Trains epoch `ctx.epoch`, from `resumed` when it was cut short; `windows_run` counts the
@@ -62,14 +67,26 @@ pub(crate) fn run_epoch(
         seconds: 0.0,
     });
     let started = Instant::now();
+    let (bytes_before, mut steps_run) = (ctx.comm.bytes_sent(), 0usize);
     let bar = ctx.progress_bar.then(|| epoch_bar(ctx.data.rows(), epoch, cfg.epochs));
     let mut running: Vec<Option<f64>> = vec![None; tasks];
     let mut reading = windows.get(progress.windows_done).map(|w| ctx.data.start_reading(w));
     for w in progress.windows_done..windows.len() {
         let window = reading.take().expect("the window was started").wait()?;
         reading = windows.get(w + 1).map(|next| ctx.data.start_reading(next));
-        for rows in window_order(&window, cfg.seed, epoch, w).chunks(cfg.batch_size) {
-            let step = train_step(model, opt, cfg.loss_strategy, &window, rows, ctx.dwa, cfg.seed)?;
+        let order = window_order(&window, cfg.seed, epoch, w);
+        let steps: Box<dyn Iterator<Item = &[usize]>> = if ctx.data.is_dealt() {
+            // As many steps as the rank with the most rows needs at its share of the batch.
+            let ranks = ctx.comm.size();
+            let most = ctx.comm.all_gather_u64(&[order.len() as u64]).into_iter().flatten().max().unwrap_or(0);
+            Box::new(dealt_steps(&order, (most as usize).div_ceil(cfg.batch_size.div_ceil(ranks))))
+        } else {
+            let share = crate::data::RankShare { rank: ctx.comm.rank(), ranks: ctx.comm.size() };
+            Box::new(order.chunks(cfg.batch_size).map(move |batch| share.slice(batch)))
+        };
+        for rows in steps {
+            let step = train_step(model, opt, cfg.loss_strategy, &window, rows, ctx.dwa, cfg.seed, ctx.comm)?;
+            steps_run += 1;
             if let Some(p) = step.penalty {
                 progress.penalty_sum += f64::from(p);
                 progress.penalty_steps += 1;
@@ -86,7 +103,7 @@ pub(crate) fn run_epoch(
                 }
             }
             if let Some(bar) = &bar {
-                bar.inc(rows.len() as u64);
+                bar.inc((rows.len() * ctx.comm.size()) as u64);
                 let msg: Vec<String> = model
                     .heads
                     .iter()
@@ -110,7 +127,9 @@ pub(crate) fn run_epoch(
                 strategy: opt.strategy,
                 progress: Some(&saved),
             };
-            checkpoint::save(ctx.checkpoint_dir, state, ctx.pipeline, cfg)?;
+            if ctx.comm.rank() == 0 {
+                checkpoint::save(ctx.checkpoint_dir, state, ctx.pipeline, cfg, ctx.comm.size())?;
+            }
             if ctx.stop_after_windows.is_some_and(|limit| *windows_run >= limit) {
                 return Err(TrainError::Stopped { windows: *windows_run, checkpoint: ctx.checkpoint_dir.to_owned() });
             }
@@ -127,7 +146,14 @@ pub(crate) fn run_epoch(
         .map(|(t, h)| (h.name.clone(), progress.loss_sums[t] / progress.loss_counts[t] as f64))
         .collect();
     let penalty = (progress.penalty_steps > 0).then(|| progress.penalty_sum / progress.penalty_steps as f64);
-    Ok(EpochOutcome { losses, penalty, seconds: progress.seconds + started.elapsed().as_secs_f64() })
+    let exchanged_bytes_per_step = (ctx.comm.size() > 1 && steps_run > 0)
+        .then(|| (ctx.comm.bytes_sent() - bytes_before) as f64 / steps_run as f64);
+    Ok(EpochOutcome {
+        losses,
+        penalty,
+        seconds: progress.seconds + started.elapsed().as_secs_f64(),
+        exchanged_bytes_per_step,
+    })
 }
 
 fn epoch_bar(rows: usize, epoch: usize, epochs: usize) -> indicatif::ProgressBar {

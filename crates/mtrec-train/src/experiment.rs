@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::TrainConfig;
-use crate::data::SplitData;
+use crate::data::{RankShare, SplitData};
 use crate::error::TrainError;
 use crate::train::{train, validate, TrainOptions};
 
@@ -264,7 +264,7 @@ pub fn run(opts: &ExperimentOptions) -> Result<ExperimentSummary, TrainError> {
     let pipeline = mtrec_ingest::encoded::load_pipeline(&data)?;
     // Read whole once for every run when it fits in a run's window, else shard by shard.
     let window_rows = runs.first().map_or(TrainConfig::default().window_rows, |r| r.train.window_rows);
-    let eval_split = SplitData::open(&data, config.split, &pipeline, window_rows)?;
+    let eval_split = SplitData::open(&data, config.split, &pipeline, window_rows, RankShare::ALONE)?;
     let parallel = opts.parallel.unwrap_or(config.parallel).max(1);
     let total = runs.len();
     let queue = Mutex::new(runs.into_iter().enumerate());

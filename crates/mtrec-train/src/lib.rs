@@ -10,6 +10,8 @@
 //!   thread, gradients summed in part order) or per-task passes, the gradients taken out of
 //!   dfdx's tape, dense Adam and sparse embedding updates; `gradients`: the per-task gradients
 //!   the strategies combine.
+//! - [`distributed`]: data-parallel training across processes (MPI with the `mpi` feature):
+//!   the collectives, dense gradients summed in rank order, embedding rows gathered.
 //! - [`strategy`]: loss weighting and gradient strategies (static, uncertainty, DWA, GradNorm,
 //!   PCGrad), each with its reference and cost per step, and how each combines the tasks'
 //!   gradients.
@@ -27,6 +29,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod diagnostics;
+pub mod distributed;
 mod epoch;
 pub mod error;
 pub mod experiment;
@@ -39,4 +42,4 @@ pub mod train;
 pub use config::TrainConfig;
 pub use error::TrainError;
 pub use strategy::LossStrategy;
-pub use train::{train, TrainOptions, Trained};
+pub use train::{train, train_on, TrainOptions, Trained};

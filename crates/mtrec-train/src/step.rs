@@ -13,6 +13,7 @@ use mtrec_model::{AdamConfig, AdamState, SparseOptimizer};
 use mtrec_schema::EncodedDataset;
 use rayon::prelude::*;
 
+use crate::distributed::{self, Collective};
 use crate::error::TrainError;
 use crate::gradients::{add_scaled, TaskGradients};
 use crate::strategy::{LossStrategy, StrategyState};
@@ -36,7 +37,8 @@ pub struct StepOutcome {
 }
 
 /// One training step on `rows` with the static, uncertainty or DWA strategy (`scale`: DWA's
-/// weights, multiplying λ), or with GradNorm or PCGrad (per-task backward passes).
+/// weights, multiplying λ), or with GradNorm or PCGrad (per-task backward passes, one process
+/// only). `rows` are this rank's part of the batch.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     model: &mut MultiTaskModel,
@@ -46,14 +48,16 @@ pub fn train_step(
     rows: &[usize],
     scale: Option<&[f64]>,
     seed: u64,
+    comm: &dyn Collective,
 ) -> Result<StepOutcome, TrainError> {
     let features = feature_views(&data.features);
     let lambdas: Vec<f32> =
         model.heads.iter().enumerate().map(|(t, h)| h.weight * scale.map_or(1.0, |s| s[t] as f32)).collect();
     if strategy.per_task_gradients() {
+        debug_assert_eq!(comm.size(), 1, "the config check refuses per-task strategies across ranks");
         per_task_step(model, opt, strategy, data, &features, rows, &lambdas, seed)
     } else {
-        data_parallel_step(model, opt, data, &features, rows, &lambdas)
+        data_parallel_step(model, opt, data, &features, rows, &lambdas, comm)
     }
 }
 
@@ -136,15 +140,15 @@ fn backward_pass(
     Ok(Pass { values, penalty, dense, input })
 }
 
-/// One part of a data-parallel step: its ids, and its pass (`None` for a part without labels,
-/// which adds no gradient).
+/// One part of a data-parallel step: its embedding rows' gradients, and its pass (`None` for a
+/// part without labels, which adds no gradient but whose rows still count as touched).
 struct PartGradients {
-    ids: BatchIds,
+    sparse: Vec<mtrec_model::embedding::SparseGrad>,
     pass: Option<Pass>,
 }
 
 /// A step with the static, uncertainty or DWA strategy, data-parallel ([`batch_gradients`]
-/// over [`step_parts`] parts).
+/// over [`step_parts`] parts of this rank's rows).
 fn data_parallel_step(
     model: &mut MultiTaskModel,
     opt: &mut Optimizers<'_>,
@@ -152,8 +156,9 @@ fn data_parallel_step(
     features: &[FeatureData<'_>],
     rows: &[usize],
     lambdas: &[f32],
+    comm: &dyn Collective,
 ) -> Result<StepOutcome, TrainError> {
-    let g = batch_gradients(model, data, features, rows, lambdas, step_parts(rows.len()))?;
+    let g = batch_gradients(model, data, features, rows, lambdas, step_parts(rows.len()), comm)?;
     opt.adam.update_with(opt.adam_cfg, &mut model.params, &g.dense);
     opt.sparse.apply(&mut model.tables, &g.sparse);
     Ok(StepOutcome { losses: g.losses, penalty: g.penalty })
@@ -169,12 +174,67 @@ struct BatchGradients {
     penalty: Option<f32>,
 }
 
-/// The batch's gradients from `count` consecutive parts of `rows`, each assembled, run forward
-/// and backward on its own thread (dfdx's tapes are per thread; a small model's ops are too
-/// short to share well between threads), their gradients summed in part order. Each part's
-/// task losses are weighted by its share of the batch's labeled rows, so the sum is the
+/// How the parts of a batch, over every rank, are weighted: each part's labeled rows per task
+/// and which part takes Ω.
+struct BatchParts {
+    /// Per part of the batch (every rank's parts, in rank order), its rows and its labeled rows
+    /// per task.
+    rows: Vec<usize>,
+    labeled: Vec<Vec<usize>>,
+    /// Per task, the batch's labeled rows.
+    batch_labeled: Vec<usize>,
+    /// This rank's first part's index among all.
+    first: usize,
+    /// The part that takes Ω: the first with labels, else the first with rows.
+    with_penalty: usize,
+}
+
+impl BatchParts {
+    fn new(comm: &dyn Collective, local_rows: &[usize], local_labeled: &[Vec<usize>], tasks: usize) -> Self {
+        // Per local part: its rows, then its labeled rows per task.
+        let flat: Vec<u64> = local_rows
+            .iter()
+            .zip(local_labeled)
+            .flat_map(|(&n, l)| std::iter::once(n as u64).chain(l.iter().map(|&c| c as u64)))
+            .collect();
+        let gathered = comm.all_gather_u64(&flat);
+        let first = gathered[..comm.rank()].iter().map(|g| g.len() / (tasks + 1)).sum();
+        let (mut rows, mut labeled) = (Vec::new(), Vec::new());
+        for part in gathered.iter().flat_map(|g| g.chunks_exact(tasks + 1)) {
+            rows.push(part[0] as usize);
+            labeled.push(part[1..].iter().map(|&c| c as usize).collect::<Vec<_>>());
+        }
+        let batch_labeled = (0..tasks).map(|t| labeled.iter().map(|l: &Vec<usize>| l[t]).sum()).collect();
+        let with_penalty = (0..rows.len())
+            .find(|&p| labeled[p].iter().any(|&n| n > 0))
+            .or_else(|| (0..rows.len()).find(|&p| rows[p] > 0))
+            .unwrap_or(0);
+        BatchParts { rows, labeled, batch_labeled, first, with_penalty }
+    }
+
+    /// Part `p`'s share of task `t`'s labeled rows.
+    fn share(&self, p: usize, t: usize) -> f32 {
+        if self.batch_labeled[t] == 0 {
+            0.0
+        } else {
+            self.labeled[p][t] as f32 / self.batch_labeled[t] as f32
+        }
+    }
+
+    /// Whether part `p` runs a pass: it has labels, or takes Ω.
+    fn runs(&self, p: usize) -> bool {
+        p == self.with_penalty || (self.rows[p] > 0 && self.labeled[p].iter().any(|&n| n > 0))
+    }
+}
+
+/// The batch's gradients from `count` consecutive parts of this rank's `rows`, each assembled,
+/// run forward and backward on its own thread (dfdx's tapes are per thread; a small model's ops
+/// are too short to share well between threads), their gradients summed in part order, then
+/// over the ranks in rank order ([`crate::distributed`]). Each part's task losses are weighted
+/// by its share of the whole batch's labeled rows (every rank's parts), so the sum is the
 /// gradient of the whole batch's loss; Ω is taken once. Results depend on the part count
-/// (hence on the thread count, as the trainer promises), not on scheduling.
+/// (hence on the thread and rank counts, as the trainer promises), not on scheduling: one
+/// thread on each of N ranks gives exactly the dense gradients of one process with N parts.
 fn batch_gradients(
     model: &MultiTaskModel,
     data: &EncodedDataset,
@@ -182,38 +242,38 @@ fn batch_gradients(
     rows: &[usize],
     lambdas: &[f32],
     count: usize,
+    comm: &dyn Collective,
 ) -> Result<BatchGradients, TrainError> {
     let parts: Vec<&[usize]> =
         (0..count).map(|p| &rows[p * rows.len() / count..(p + 1) * rows.len() / count]).collect();
     let targets: Vec<_> = parts.iter().map(|part| data.targets(part)).collect();
     let labeled =
         |masks: &[Vec<u8>]| -> Vec<usize> { masks.iter().map(|m| m.iter().filter(|&&m| m != 0).count()).collect() };
-    let part_labeled: Vec<Vec<usize>> = targets.iter().map(|(_, masks)| labeled(masks)).collect();
     let tasks = model.heads.len();
-    let batch_labeled: Vec<usize> = (0..tasks).map(|t| part_labeled.iter().map(|l| l[t]).sum()).collect();
+    let local_labeled: Vec<Vec<usize>> = targets.iter().map(|(_, masks)| labeled(masks)).collect();
+    let local_rows: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+    let batch = BatchParts::new(comm, &local_rows, &local_labeled, tasks);
     // A part without labels adds no gradient and runs no passes, but its rows still count as
-    // touched (as in one pass over the batch). The first part with labels takes Ω; a batch
-    // without any runs its first part, whose loss reports it.
-    let with_penalty = (0..count).find(|&p| part_labeled[p].iter().any(|&n| n > 0)).unwrap_or(0);
-    let share = |p: usize, t: usize| {
-        if batch_labeled[t] == 0 {
-            0.0
-        } else {
-            part_labeled[p][t] as f32 / batch_labeled[t] as f32
-        }
-    };
+    // touched (as in one pass over the batch). Each part scatters its own embedding rows'
+    // gradients, merged in part order below and then over the ranks in rank order: the same
+    // additions whether the parts run on the threads of one process or one on each rank.
     let one_part = |p: usize| -> Result<PartGradients, TrainError> {
-        let (labels, masks) = &targets[p];
-        if p != with_penalty && part_labeled[p].iter().all(|&n| n == 0) {
-            return Ok(PartGradients { ids: BatchIds::new(&model.layout, features, parts[p]), pass: None });
+        let global = batch.first + p;
+        if !batch.runs(global) {
+            let ids = BatchIds::new(&model.layout, features, parts[p]);
+            let zeros = vec![0.0; parts[p].len() * model.layout.width];
+            return Ok(PartGradients { sparse: model.tables.sparse_grads(&model.layout, &ids, &zeros), pass: None });
         }
+        let (labels, masks) = &targets[p];
         let Assembled { input: leaf, ids } = model.assemble(features, parts[p]);
         // The input's gradient is only read summed per embedding id (`sparse_grads`), so the
         // first layers may compute per distinct id.
         let codes = model.input_codes(&ids);
-        let weights: Vec<f32> = (0..tasks).map(|t| lambdas[t] * share(p, t)).collect();
-        let pass = backward_pass(model, &leaf, Some(&codes), labels, masks, &weights, p == with_penalty)?;
-        Ok(PartGradients { ids, pass: Some(pass) })
+        let weights: Vec<f32> = (0..tasks).map(|t| lambdas[t] * batch.share(global, t)).collect();
+        let with_penalty = global == batch.with_penalty;
+        let mut pass = backward_pass(model, &leaf, Some(&codes), labels, masks, &weights, with_penalty)?;
+        let sparse = model.tables.sparse_grads(&model.layout, &ids, &std::mem::take(&mut pass.input));
+        Ok(PartGradients { sparse, pass: Some(pass) })
     };
     let results: Vec<PartGradients> = if count == 1 {
         vec![one_part(0)?]
@@ -222,39 +282,72 @@ fn batch_gradients(
     };
     let passes = || results.iter().enumerate().filter_map(|(p, r)| r.pass.as_ref().map(|pass| (p, pass)));
     let losses: Vec<Option<f32>> = (0..tasks)
-        .map(|t| passes().filter_map(|(p, pass)| pass.values[t].map(|v| share(p, t) * v)).reduce(|a, b| a + b))
+        .map(|t| {
+            passes()
+                .filter_map(|(p, pass)| pass.values[t].map(|v| batch.share(batch.first + p, t) * v))
+                .reduce(|a, b| a + b)
+        })
         .collect();
-    let penalty = results[with_penalty].pass.as_ref().and_then(|pass| pass.penalty);
-    // Dense gradients summed and input gradients concatenated in part order (the first part's
-    // moved, not copied; a part without labels adds zeros for its rows).
+    let penalty = passes().find_map(|(_, pass)| pass.penalty);
+    // Dense gradients summed in part order (the first part's moved, not copied).
     let mut dense: Option<Vec<Vec<f32>>> = None;
-    let mut input: Vec<f32> = Vec::new();
-    let mut ids = Vec::with_capacity(count);
-    for (part, r) in parts.iter().zip(results) {
-        match r.pass {
-            Some(pass) => {
-                match &mut dense {
-                    None => dense = Some(pass.dense),
-                    Some(acc) => {
-                        for (acc, g) in acc.iter_mut().zip(&pass.dense) {
-                            acc.iter_mut().zip(g).for_each(|(a, g)| *a += g);
-                        }
+    let mut sparse = Vec::with_capacity(count);
+    for r in results {
+        if let Some(pass) = r.pass {
+            match &mut dense {
+                None => dense = Some(pass.dense),
+                Some(acc) => {
+                    for (acc, g) in acc.iter_mut().zip(&pass.dense) {
+                        acc.iter_mut().zip(g).for_each(|(a, g)| *a += g);
                     }
                 }
-                if input.is_empty() {
-                    input = pass.input;
-                } else {
-                    input.extend_from_slice(&pass.input);
-                }
             }
-            None => input.resize(input.len() + part.len() * model.layout.width, 0.0),
         }
-        ids.push(r.ids);
+        sparse.push(r.sparse);
     }
-    let dense = dense.expect("the part that takes Ω always runs its pass");
-    let ids = if ids.len() == 1 { ids.pop().expect("one part") } else { BatchIds::concat(&ids) };
-    let sparse = model.tables.sparse_grads(&model.layout, &ids, &input);
+    // A rank none of whose parts ran adds zeros (some other rank's part took Ω).
+    let mut dense = dense.unwrap_or_else(|| model.params.ids().map(|id| vec![0.0; model.params.numel(id)]).collect());
+    let sparse = if count == 1 { sparse.pop().expect("one part") } else { model.tables.merge_sparse_grads(sparse) };
+    if comm.size() == 1 {
+        return Ok(BatchGradients { dense, sparse, losses, penalty });
+    }
+    let (sparse, losses, penalty) = combine_ranks(model, comm, &mut dense, sparse, &losses, penalty);
     Ok(BatchGradients { dense, sparse, losses, penalty })
+}
+
+/// Every rank's share of a step combined in rank order: the dense gradients summed (in place),
+/// the embedding rows merged, the task losses added, and Ω from the rank that took it.
+#[allow(clippy::type_complexity)]
+fn combine_ranks(
+    model: &MultiTaskModel,
+    comm: &dyn Collective,
+    dense: &mut [Vec<f32>],
+    sparse: Vec<mtrec_model::embedding::SparseGrad>,
+    losses: &[Option<f32>],
+    penalty: Option<f32>,
+) -> (Vec<mtrec_model::embedding::SparseGrad>, Vec<Option<f32>>, Option<f32>) {
+    let mut flat: Vec<f32> = dense.concat();
+    distributed::sum_in_rank_order(comm, &mut flat);
+    let mut at = 0;
+    for g in dense.iter_mut() {
+        let len = g.len();
+        g.copy_from_slice(&flat[at..at + len]);
+        at += len;
+    }
+    let dims: Vec<usize> = model.tables.tables.iter().map(|t| t.dim).collect();
+    let sparse = model.tables.merge_sparse_grads(distributed::gather_sparse(comm, sparse, &dims));
+    // Per task and then for Ω: whether this rank has a value, and the value.
+    let tasks = losses.len();
+    let local: Vec<f32> = losses
+        .iter()
+        .chain(std::iter::once(&penalty))
+        .flat_map(|v| [f32::from(v.is_some()), v.unwrap_or(0.0)])
+        .collect();
+    let gathered = comm.all_gather_f32(&local);
+    let sum = |i: usize| gathered.iter().filter(|r| r[2 * i] != 0.0).map(|r| r[2 * i + 1]).reduce(|a, b| a + b);
+    let losses = (0..tasks).map(sum).collect();
+    let penalty = sum(tasks);
+    (sparse, losses, penalty)
 }
 
 /// Each task's gradients of `weight_of(t) · L_t`: one forward and one backward per task, since
@@ -296,26 +389,63 @@ mod tests {
     use mtrec_model::{ArchitectureConfig, LossWeighting, ModelConfig};
 
     use super::*;
+    use crate::distributed::tests::on_ranks;
+    use crate::distributed::Solo;
 
     fn close(a: f32, b: f32, what: &str) {
         assert!((a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1e-2), "{what}: {a} vs {b}");
     }
 
-    /// Cutting a batch into parts changes only rounding: the summed gradients, sparse rows and
-    /// losses match one pass over the batch, for plain, coded and soft-sharing models (Ω taken
-    /// once), with uncertainty weighting, and when a part has no labeled row at all.
-    #[test]
-    fn a_batch_in_parts_has_the_gradient_of_the_whole_batch() {
+    /// A small synthetic train split, with the first 200 of `rows` unlabeled.
+    fn split_with_unlabeled_rows() -> (mtrec_schema::FeaturePipeline, EncodedDataset, Vec<usize>) {
         let dir = tempfile::tempdir().unwrap();
         let synth = mtrec_synth::SyntheticConfig { users: 80, items: 40, rows: 1_500, seed: 4, ..Default::default() };
         let ingest = mtrec_testkit::ingest_synthetic(dir.path(), &synth).ingest;
         let pipeline = mtrec_ingest::encoded::load_pipeline(&ingest).unwrap();
         let mut data = mtrec_ingest::encoded::load_split(&ingest, mtrec_schema::Split::Train, &pipeline).unwrap();
         let rows: Vec<usize> = (0..600).map(|r| (r * 7) % data.rows).collect();
-        // The first 200 rows of the batch (a whole part when cut in three) unlabeled.
         for masks in &mut data.masks {
             rows[..200].iter().for_each(|&r| masks[r] = 0);
         }
+        (pipeline, data, rows)
+    }
+
+    /// N ranks of one part each compute exactly what one process with N parts does: the same
+    /// dense and embedding gradients, losses and Ω, bit for bit (the same additions in the same
+    /// order); with a rank whose part has no label (rank 0 of three) and Ω taken on another.
+    #[test]
+    fn ranks_of_one_part_compute_what_one_process_of_as_many_parts_does() {
+        let (pipeline, data, rows) = split_with_unlabeled_rows();
+        let features = feature_views(&data.features);
+        for architecture in [
+            ArchitectureConfig::Mmoe { experts: 3, expert_layers: vec![16] },
+            ArchitectureConfig::SoftSharing { layers: vec![16], alpha: 0.1 },
+        ] {
+            let name = architecture.name();
+            let config = ModelConfig { architecture, ..Default::default() };
+            let model = MultiTaskModel::new(&pipeline, &config, 5).unwrap();
+            let lambdas: Vec<f32> = (0..model.heads.len()).map(|t| 1.0 + t as f32).collect();
+            for ranks in [2, 3] {
+                let one = batch_gradients(&model, &data, &features, &rows, &lambdas, ranks, &Solo).unwrap();
+                let per_rank = on_ranks(ranks, |comm| {
+                    let (r, n) = (comm.rank(), comm.size());
+                    let mine = &rows[r * rows.len() / n..(r + 1) * rows.len() / n];
+                    let g = batch_gradients(&model, &data, &features, mine, &lambdas, 1, comm).unwrap();
+                    (g.dense, g.sparse, g.losses, g.penalty)
+                });
+                for (rank, (dense, sparse, losses, penalty)) in per_rank.into_iter().enumerate() {
+                    let what = format!("{name}, rank {rank} of {ranks}");
+                    assert_eq!(penalty.is_some(), name == "soft_sharing", "{what}: Ω");
+                    assert_eq!((&dense, &sparse), (&one.dense, &one.sparse), "{what}: gradients");
+                    assert_eq!((&losses, penalty), (&one.losses, one.penalty), "{what}: losses");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_in_parts_has_the_gradient_of_the_whole_batch() {
+        let (pipeline, data, rows) = split_with_unlabeled_rows();
         let features = feature_views(&data.features);
         let configs = [
             ModelConfig {
@@ -339,11 +469,11 @@ mod tests {
             let name = config.architecture.name();
             let model = MultiTaskModel::new(&pipeline, &config, 5).unwrap();
             let lambdas: Vec<f32> = (0..model.heads.len()).map(|t| 1.0 + t as f32).collect();
-            let whole = batch_gradients(&model, &data, &features, &rows, &lambdas, 1).unwrap();
+            let whole = batch_gradients(&model, &data, &features, &rows, &lambdas, 1, &Solo).unwrap();
             assert!(whole.dense.iter().flatten().any(|g| *g != 0.0), "{name}: no gradient");
             assert_eq!(whole.penalty.is_some(), name == "soft_sharing");
             for count in [2, 3] {
-                let parts = batch_gradients(&model, &data, &features, &rows, &lambdas, count).unwrap();
+                let parts = batch_gradients(&model, &data, &features, &rows, &lambdas, count, &Solo).unwrap();
                 let what = |item: &str| format!("{name}, {count} parts: {item}");
                 for (t, (a, b)) in whole.losses.iter().zip(&parts.losses).enumerate() {
                     close(a.unwrap(), b.unwrap(), &what(&format!("task {t} loss")));

@@ -11,8 +11,9 @@ use mtrec_schema::{EpochRecord, History, MetricKey, Split};
 
 use crate::checkpoint::{self, CheckpointRef};
 use crate::config::TrainConfig;
-use crate::data::SplitData;
+use crate::data::{RankShare, SplitData};
 use crate::diagnostics::{self, LabelCorrelations};
+use crate::distributed::{Collective, Solo};
 use crate::epoch::{run_epoch, EpochContext};
 use crate::error::TrainError;
 use crate::monitor::{
@@ -66,11 +67,30 @@ pub struct Trained {
 
 /// Trains a model and writes its bundle.
 pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
+    train_on(opts, &Solo)
+}
+
+/// Trains a model as one of the ranks of `comm`, data-parallel ([`crate::distributed`]): each
+/// rank trains its part of every batch, the ranks combine their gradients before every update,
+/// and every rank validates and decides alike; rank 0 alone writes the checkpoints and the
+/// bundle. Every rank returns the same model.
+pub fn train_on(opts: &TrainOptions, comm: &dyn Collective) -> Result<Trained, TrainError> {
     let cfg = &opts.config;
     cfg.validate()?;
+    let (rank, ranks) = (comm.rank(), comm.size());
+    if ranks > 1 && cfg.loss_strategy.per_task_gradients() {
+        return Err(TrainError::Config(format!(
+            "loss_strategy {} takes one backward pass per task on the whole batch, which is not split \
+             across ranks: train it in one process, or choose static, uncertainty or dwa",
+            cfg.loss_strategy.name()
+        )));
+    }
+    // Only rank 0 talks (its progress is the job's).
+    let progress = opts.progress && rank == 0;
     let pipeline = load_pipeline(&opts.data)?;
-    let train_data = SplitData::open(&opts.data, Split::Train, &pipeline, cfg.window_rows)?;
-    let valid_data = SplitData::open(&opts.data, Split::Valid, &pipeline, cfg.window_rows)?;
+    let share = RankShare { rank, ranks };
+    let train_data = SplitData::open(&opts.data, Split::Train, &pipeline, cfg.window_rows, share)?;
+    let valid_data = SplitData::open(&opts.data, Split::Valid, &pipeline, cfg.window_rows, RankShare::ALONE)?;
     if train_data.rows() == 0 {
         return Err(TrainError::EmptyTrainSplit { data: opts.data.clone() });
     }
@@ -93,7 +113,7 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
     let validating = valid_data.rows() > 0;
     if !validating {
         tracing::warn!("the valid split is empty: training runs every epoch without early stopping and keeps the last");
-        if opts.progress {
+        if progress {
             eprintln!("warning: the valid split is empty: every epoch runs and the last one is kept");
         }
     } else {
@@ -115,7 +135,7 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
     let mut resumed = None;
     let checkpoint_dir = checkpoint::checkpoint_dir(&opts.out);
     if opts.resume && checkpoint_dir.exists() {
-        let ck = checkpoint::load(&checkpoint_dir, &pipeline, cfg)?;
+        let ck = checkpoint::load(&checkpoint_dir, &pipeline, cfg, ranks)?;
         model = ck.model;
         adam = ck.adam;
         sparse = ck.sparse;
@@ -126,7 +146,7 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
     }
 
     let threads = rayon::current_num_threads();
-    if opts.progress {
+    if progress {
         let reading = if train_data.is_kept() { "in memory" } else { "by windows of shards" };
         eprintln!(
             "training {} ({} parameters) on {} rows ({reading}), {threads} threads",
@@ -156,8 +176,9 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
             history: &history,
             best: best.as_ref(),
             checkpoint_dir: &checkpoint_dir,
-            progress_bar: opts.progress,
+            progress_bar: progress,
             stop_after_windows: opts.stop_after_windows,
+            comm,
         };
         let resume_at = resumed.take().filter(|p| p.epoch == epoch);
         let epoch_out = run_epoch(&mut model, &mut opt, &ctx, resume_at, &mut windows_run)?;
@@ -197,8 +218,9 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
             loss_weights: cfg.loss_strategy.recorded_weights(&model, dwa.as_deref(), &strategy),
             gradient_cosine,
             expert_usage,
+            exchanged_bytes_per_step: epoch_out.exchanged_bytes_per_step,
         });
-        if opts.progress {
+        if progress {
             eprintln!("{}", epoch_line(&history.epochs[epoch], monitor));
         }
         let state = CheckpointRef {
@@ -210,7 +232,9 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
             strategy: &strategy,
             progress: None,
         };
-        checkpoint::save(&checkpoint_dir, state, &pipeline, cfg)?;
+        if rank == 0 {
+            checkpoint::save(&checkpoint_dir, state, &pipeline, cfg, ranks)?;
+        }
     }
     let (_, mut best_model) = best.ok_or(TrainError::NoEpoch)?;
     if let Some(kept) = history.best() {
@@ -232,8 +256,12 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
             history.best_epoch,
             history.epochs.len(),
             threads,
+            ranks,
         ),
     };
+    if rank != 0 {
+        return Ok(Trained { history, model: best_model });
+    }
     bundle::save(&opts.out, &best_model, &pipeline, meta, &history)?;
     if !opts.keep_checkpoint {
         // The run is complete and will not be resumed: its checkpoint is dead weight.

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+mod distributed;
+
 // mimalloc: faster than the system allocator for the many small allocations of ingestion and
 // training, and it returns memory to the OS more readily (lower peak RSS).
 #[global_allocator]
@@ -295,6 +297,10 @@ struct TrainArgs {
     /// for time-boxed or preemptible jobs.
     #[arg(long)]
     stop_after_windows: Option<usize>,
+    /// Train as one rank of an MPI job, data-parallel (`mpirun -np N mtrec train --distributed
+    /// …`; `--threads` is per rank). Needs mtrec built with `--features mpi`.
+    #[arg(long)]
+    distributed: bool,
     #[command(flatten)]
     overrides: TrainOverrides,
     /// No progress bar.
@@ -533,19 +539,27 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 args.out.clone()
             };
-            let trained = match mtrec_train::train(&mtrec_train::TrainOptions {
+            let options = mtrec_train::TrainOptions {
                 resume: args.resume,
                 progress: !args.quiet,
                 stop_after_windows: args.stop_after_windows,
                 // A complete version is never resumed (the next run writes the next number).
                 keep_checkpoint: !args.next_version,
                 ..mtrec_train::TrainOptions::new(&args.data, cfg, &out)
-            }) {
-                Err(stopped @ mtrec_train::TrainError::Stopped { .. }) => {
-                    println!("{stopped}");
+            };
+            let result = if args.distributed {
+                distributed::train(&options).transpose()
+            } else {
+                Some(mtrec_train::train(&options).map_err(anyhow::Error::from))
+            };
+            let trained = match result {
+                // A rank other than 0: rank 0 reports.
+                None => return Ok(()),
+                Some(Err(e)) if matches!(e.downcast_ref(), Some(mtrec_train::TrainError::Stopped { .. })) => {
+                    println!("{e}");
                     return Ok(());
                 }
-                other => other?,
+                Some(other) => other?,
             };
             print_validation(&trained.history);
             println!("wrote {}", out.display());

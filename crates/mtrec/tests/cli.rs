@@ -11,6 +11,19 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+#[cfg(feature = "mpi")]
+#[path = "cli/distributed.rs"]
+mod distributed;
+
+/// Built without the `mpi` feature, `--distributed` says how to get it.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn distributed_training_without_mpi_says_how_to_build_it() {
+    let o = mtrec(&["train", "--distributed", "--data", "nowhere", "--out", "nowhere-bundle"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("--features mpi"), "{}", text(&o));
+}
+
 #[test]
 fn every_subcommand_has_help() {
     for args in [

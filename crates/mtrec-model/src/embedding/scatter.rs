@@ -53,6 +53,26 @@ impl EmbeddingTables {
         parts.into_iter().zip(&self.tables).zip(&lookups).map(|((p, table), &n)| merge_parts(p, table, n)).collect()
     }
 
+    /// Per table, the sparse gradients of several parts of one batch (`parts[p][t]`, parts in
+    /// batch order) merged into one: ids in order of first appearance, the rows of an id in
+    /// several parts added in part order. Data-parallel training across processes merges each
+    /// process's gradients with it.
+    pub fn merge_sparse_grads(&self, parts: Vec<Vec<SparseGrad>>) -> Vec<SparseGrad> {
+        let mut per_table: Vec<Vec<SparseGrad>> = vec![Vec::with_capacity(parts.len()); self.tables.len()];
+        for part in parts {
+            assert_eq!(part.len(), self.tables.len(), "merge_sparse_grads: a part of another model");
+            per_table.iter_mut().zip(part).for_each(|(acc, g)| acc.push(g));
+        }
+        per_table
+            .into_iter()
+            .zip(&self.tables)
+            .map(|(p, table)| {
+                let lookups = p.iter().map(|g| g.ids.len()).sum();
+                merge_parts(p, table, lookups)
+            })
+            .collect()
+    }
+
     /// The sparse gradients of `tables` from the batch rows `rows` only.
     fn scatter_rows(
         &self,

@@ -82,8 +82,14 @@ fn windows_of_shards_train_deterministically_and_learn() {
     assert!((auc(&a) - auc(&in_memory)).abs() < 0.03, "windowed {} vs in memory {}", auc(&a), auc(&in_memory));
     // Every shard trains once per epoch, in an order of the epoch; every row of a window once.
     let pipeline = mtrec_ingest::encoded::load_pipeline(&data.sharded()).unwrap();
-    let split =
-        mtrec_train::data::SplitData::open(&data.sharded(), mtrec_schema::Split::Train, &pipeline, 800).unwrap();
+    let split = mtrec_train::data::SplitData::open(
+        &data.sharded(),
+        mtrec_schema::Split::Train,
+        &pipeline,
+        800,
+        mtrec_train::data::RankShare::ALONE,
+    )
+    .unwrap();
     assert!(!split.is_kept());
     let shards = mtrec_ingest::encoded::load_manifest(&data.sharded()).unwrap().train.shards.len();
     let orders: Vec<Vec<usize>> = (0..3).map(|epoch| split.windows(42, epoch).concat()).collect();

@@ -1,0 +1,124 @@
+//! The MPI transport (the `mpi` cargo feature): the collectives over `MPI_COMM_WORLD`, through
+//! the `mpi` crate's safe bindings to the system's MPI library (OpenMPI).
+//!
+//! Only the thread that initialized MPI calls it (MPI_THREAD_FUNNELED): the step's worker
+//! threads compute, the main thread exchanges.
+
+use mpi::datatype::{Partition, PartitionMut};
+use mpi::environment::Universe;
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::*;
+use mpi::Count;
+
+use super::{ByteCounter, Collective};
+
+/// `MPI_COMM_WORLD`, held with the MPI environment (finalized when dropped).
+pub struct MpiCollective {
+    world: SimpleCommunicator,
+    // Dropped after `world`: finalizes MPI.
+    _universe: Universe,
+    sent: ByteCounter,
+}
+
+impl std::fmt::Debug for MpiCollective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MpiCollective {{ rank: {}, size: {} }}", self.rank(), self.size())
+    }
+}
+
+impl MpiCollective {
+    /// Initializes MPI, once per process. `None` when it was initialized already or the MPI
+    /// library cannot give the threading level the trainer needs.
+    pub fn init() -> Option<Self> {
+        let (universe, threading) = mpi::initialize_with_threading(mpi::Threading::Funneled)?;
+        if threading < mpi::Threading::Funneled {
+            return None;
+        }
+        Some(MpiCollective { world: universe.world(), _universe: universe, sent: ByteCounter::default() })
+    }
+
+    /// Ends every rank of the job (MPI_Abort): what a rank does when it cannot go on, so that
+    /// the others do not wait for it forever.
+    pub fn abort(&self, code: i32) -> ! {
+        self.world.abort(code)
+    }
+
+    fn counts(&self, len: usize) -> Vec<Count> {
+        let mut counts = vec![0 as Count; self.size()];
+        let len = Count::try_from(len).expect("a message of fewer than 2^31 values");
+        self.world.all_gather_into(&len, &mut counts[..]);
+        counts
+    }
+
+    fn gather<T: Equivalence + Copy + Default>(&self, data: &[T]) -> Vec<Vec<T>> {
+        let counts = self.counts(data.len());
+        let displs = offsets(&counts);
+        let mut all = vec![T::default(); counts.iter().map(|&c| c as usize).sum()];
+        {
+            let mut partition = PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
+            self.world.all_gather_varcount_into(data, &mut partition);
+        }
+        self.sent.add(data);
+        split(all, &counts)
+    }
+}
+
+/// Where each rank's values start in the concatenation of all of them.
+fn offsets(counts: &[Count]) -> Vec<Count> {
+    counts
+        .iter()
+        .scan(0, |at, &c| {
+            let start = *at;
+            *at += c;
+            Some(start)
+        })
+        .collect()
+}
+
+fn split<T: Copy>(all: Vec<T>, counts: &[Count]) -> Vec<Vec<T>> {
+    let mut rest = &all[..];
+    counts
+        .iter()
+        .map(|&c| {
+            let (head, tail) = rest.split_at(c as usize);
+            rest = tail;
+            head.to_vec()
+        })
+        .collect()
+}
+
+impl Collective for MpiCollective {
+    fn rank(&self) -> usize {
+        self.world.rank() as usize
+    }
+    fn size(&self) -> usize {
+        self.world.size() as usize
+    }
+    fn all_gather_f32(&self, data: &[f32]) -> Vec<Vec<f32>> {
+        self.gather(data)
+    }
+    fn all_gather_u64(&self, data: &[u64]) -> Vec<Vec<u64>> {
+        self.gather(data)
+    }
+    fn all_gather_u32(&self, data: &[u32]) -> Vec<Vec<u32>> {
+        self.gather(data)
+    }
+    fn all_to_all_f32(&self, chunks: &[&[f32]]) -> Vec<Vec<f32>> {
+        let send_counts: Vec<Count> = chunks.iter().map(|c| c.len() as Count).collect();
+        let mut recv_counts = vec![0 as Count; self.size()];
+        self.world.all_to_all_into(&send_counts[..], &mut recv_counts[..]);
+        let send: Vec<f32> = chunks.concat();
+        let mut recv = vec![0f32; recv_counts.iter().map(|&c| c as usize).sum()];
+        {
+            let (send_displs, recv_displs) = (offsets(&send_counts), offsets(&recv_counts));
+            let partition = Partition::new(&send[..], &send_counts[..], &send_displs[..]);
+            let mut received = PartitionMut::new(&mut recv[..], &recv_counts[..], &recv_displs[..]);
+            self.world.all_to_all_varcount_into(&partition, &mut received);
+        }
+        self.sent.add(&send);
+        split(recv, &recv_counts)
+    }
+    fn bytes_sent(&self) -> u64 {
+        self.sent.get()
+    }
+}
