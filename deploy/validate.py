@@ -3,10 +3,14 @@
 
 1. Every resource against the Kubernetes API's own schemas, strictly (an unknown field is an
    error), for the oldest and newest Kubernetes versions named below: `kubernetes-validate`
-   (`pip install kubernetes-validate`), which ships those schemas.
-2. Against mtrec itself: every `--flag` a container passes to `mtrec <command>` is one that
-   command's `--help` lists; probe paths are routes of schemas/openapi.json; claims, Service
-   selectors, autoscaler and disruption-budget targets name resources the manifests define.
+   (`pip install kubernetes-validate`), which ships those schemas. An MPIJob (a custom
+   resource of the Kubeflow MPI Operator, which those schemas do not know) is checked against
+   deploy/schemas/mpijob-v2beta1.schema.json, and each of its pod templates, wrapped in a
+   PodTemplate, against Kubernetes' schemas as above.
+2. Against mtrec itself: every `--flag` a container passes to `mtrec <command>` (also through
+   `mpirun`) is one that command's `--help` lists; probe paths are routes of
+   schemas/openapi.json; claims, Service selectors, autoscaler and disruption-budget targets
+   name resources the manifests define.
 
 Usage: deploy/validate.py [MTREC_BINARY] (default: $CARGO_TARGET_DIR/release/mtrec). Exits 1 and
 names file, resource and field on the first kind of failure it finds.
@@ -17,7 +21,9 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 
+import jsonschema
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -31,12 +37,38 @@ def fail(message):
     sys.exit(1)
 
 
-def schema_check():
+MPIJOB_SCHEMA = ROOT / "deploy" / "schemas" / "mpijob-v2beta1.schema.json"
+
+
+def kubernetes_check(files, what):
     for version in KUBERNETES_VERSIONS:
         command = [sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet", "-k", version]
-        result = subprocess.run(command + [str(m) for m in MANIFESTS], capture_output=True, text=True)
+        result = subprocess.run(command + [str(f) for f in files], capture_output=True, text=True)
         if result.returncode != 0:
-            fail(f"Kubernetes {version} schemas:\n{result.stdout}{result.stderr}")
+            fail(f"{what}, Kubernetes {version} schemas:\n{result.stdout}{result.stderr}")
+
+
+def schema_check():
+    """Built-in kinds against Kubernetes' schemas; MPIJobs against theirs, pod templates within."""
+    builtin, templates = [], []
+    for path, doc in documents():
+        if doc.get("kind") != "MPIJob":
+            builtin.append(doc)
+            continue
+        where = f"{path}: MPIJob/{doc['metadata']['name']}"
+        errors = sorted(jsonschema.Draft202012Validator(json.loads(MPIJOB_SCHEMA.read_text())).iter_errors(doc), key=str)
+        if errors:
+            fail(f"{where}: {'/'.join(map(str, errors[0].absolute_path))}: {errors[0].message}")
+        for replica, spec in doc["spec"]["mpiReplicaSpecs"].items():
+            name = f"{doc['metadata']['name']}-{replica.lower()}"
+            templates.append({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": name}, "template": spec["template"]})
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for name, docs in (("builtin.yaml", builtin), ("mpijob-pod-templates.yaml", templates)):
+            if docs:
+                files.append(pathlib.Path(tmp) / name)
+                files[-1].write_text(yaml.safe_dump_all(docs))
+        kubernetes_check(files, "deploy/kubernetes")
 
 
 def documents():
@@ -47,10 +79,25 @@ def documents():
 
 
 def pod_specs(doc):
-    """The pod template of a Deployment or Job."""
+    """The pod templates of a Deployment, a Job or an MPIJob."""
     kind = doc["kind"]
     if kind in ("Deployment", "Job"):
         yield doc["spec"]["template"]["spec"], doc["spec"]["template"]["metadata"].get("labels", {})
+    if kind == "MPIJob":
+        for spec in doc["spec"]["mpiReplicaSpecs"].values():
+            yield spec["template"]["spec"], spec["template"].get("metadata", {}).get("labels", {})
+
+
+def mtrec_args(container):
+    """The arguments a container gives mtrec: the image's entrypoint's, or those of the mtrec
+    program an `mpirun` command starts; None when it runs something else."""
+    args = container.get("args", [])
+    if container.get("command") == ["mpirun"]:
+        at = next((i for i, a in enumerate(args) if a.split("/")[-1] == "mtrec"), None)
+        return None if at is None else args[at + 1 :]
+    if container.get("command") or not container["image"].split("/")[-1].startswith("mtrec"):
+        return None
+    return args
 
 
 def mtrec_check(binary):
@@ -66,8 +113,8 @@ def mtrec_check(binary):
                 if claim and ("PersistentVolumeClaim", claim) not in names:
                     fail(f"{where}: volume {volume['name']!r} claims {claim!r}, which no manifest defines")
             for container in spec.get("initContainers", []) + spec["containers"]:
-                args = container.get("args", [])
-                if not container["image"].split("/")[-1].startswith("mtrec:") or not args:
+                args = mtrec_args(container)
+                if not args:
                     continue
                 # The command path: the leading words before the first flag (`gen synthetic`).
                 words = next((i for i, a in enumerate(args) if a.startswith("-")), len(args))

@@ -114,9 +114,21 @@ pub struct Forward<T: TapeKind> {
 impl MultiTaskModel {
     /// Builds a freshly initialized model for `pipeline` (deterministic in `seed`).
     pub fn new(pipeline: &FeaturePipeline, config: &ModelConfig, seed: u64) -> Result<Self, ModelError> {
+        Self::new_sharded(pipeline, config, seed, &|_| None)
+    }
+
+    /// As [`MultiTaskModel::new`], holding of each row-sharded table `t` (`shard_of(t) =
+    /// Some((rank, ranks))`) only that rank's rows ([`EmbeddingTables::from_pipeline_sharded`]):
+    /// a rank of distributed training.
+    pub fn new_sharded(
+        pipeline: &FeaturePipeline,
+        config: &ModelConfig,
+        seed: u64,
+        shard_of: &dyn Fn(usize) -> Option<(usize, usize)>,
+    ) -> Result<Self, ModelError> {
         validate(config)?;
         let mut rng = StdRng::seed_from_u64(seed);
-        let tables = EmbeddingTables::from_pipeline(pipeline, &mut rng);
+        let tables = EmbeddingTables::from_pipeline_sharded(pipeline, &mut rng, shard_of);
         let layout =
             InputLayout::new(pipeline, |f| pipeline.features[f].embedding_table().and_then(|name| tables.index(name)));
         let heads: Vec<Head> = pipeline

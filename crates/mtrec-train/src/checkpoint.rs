@@ -10,6 +10,8 @@ use mtrec_schema::{FeaturePipeline, History};
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
+use crate::distributed::sharding::Sharding;
+use crate::distributed::{self, Collective};
 use crate::error::TrainError;
 use crate::strategy::StrategyState;
 
@@ -83,6 +85,10 @@ struct State {
     /// with as many, since its windows and batches were cut for them.
     #[serde(default = "one_rank")]
     ranks: usize,
+    /// The row-sharded tables: each rank's rows of them are in its own file
+    /// (`shard-<rank>.safetensors`; rank 0's in `state.safetensors`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sharded_tables: Vec<String>,
 }
 
 fn one_rank() -> usize {
@@ -119,19 +125,76 @@ fn optimizer_tensors(model: &MultiTaskModel, adam: &AdamState, sparse: &SparseOp
     out
 }
 
-/// Writes the checkpoint of a run of `ranks` ranks (one process: 1).
+/// Rank `r`'s rows of the row-sharded tables, for `r > 0`.
+fn shard_file(rank: usize) -> String {
+    format!("shard-{rank}.safetensors")
+}
+
+/// Where ranks write their shard files before rank 0 moves them into the checkpoint.
+fn shards_staging(dir: &Path) -> PathBuf {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    dir.with_file_name(format!(".{name}.shards"))
+}
+
+/// The tensors of the row-sharded tables `names`: their weights (model and best) and their
+/// optimizer state.
+fn sharded_part(tensors: &Tensors, names: &[String]) -> Tensors {
+    let of_sharded = |key: &str| {
+        names.iter().any(|n| {
+            key == format!("model/embedding.{n}")
+                || key == format!("best/embedding.{n}")
+                || key == format!("sparse.first/{n}")
+                || key == format!("sparse.second/{n}")
+        })
+    };
+    tensors.iter().filter(|(k, _)| of_sharded(k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// Writes the checkpoint; every rank calls it. Rank 0 writes it, atomically; with row-sharded
+/// tables, each other rank first writes its rows of them (weights and optimizer state) into a
+/// staging directory beside it, and rank 0 moves those files into the checkpoint before it
+/// commits it, so a checkpoint holds every shard or is not there.
 pub fn save(
     dir: &Path,
     ck: CheckpointRef<'_>,
     pipeline: &FeaturePipeline,
     config: &TrainConfig,
-    ranks: usize,
+    comm: &dyn Collective,
+    sharding: &Sharding,
 ) -> Result<(), TrainError> {
+    let (rank, ranks) = (comm.rank(), comm.size());
+    let sharded_tables = sharding.sharded_names(&ck.model.tables);
+    if rank != 0 && sharded_tables.is_empty() {
+        return Ok(());
+    }
     let mut tensors: Tensors = with_prefix("model/", io::named_tensors(ck.model)).collect();
     if let Some((_, best)) = ck.best {
         tensors.extend(with_prefix("best/", io::named_tensors(best)));
     }
     tensors.extend(optimizer_tensors(ck.model, ck.adam, ck.sparse));
+    let fail = |path: &Path| {
+        let path = path.to_owned();
+        move |source: std::io::Error| TrainError::WriteCheckpoint { path, source }
+    };
+    let staging = shards_staging(dir);
+    if !sharded_tables.is_empty() {
+        if rank == 0 {
+            let _ = std::fs::remove_dir_all(&staging);
+            std::fs::create_dir_all(&staging).map_err(fail(&staging))?;
+        }
+        distributed::barrier(comm);
+        if rank != 0 {
+            let bytes = io::to_safetensors(&sharded_part(&tensors, &sharded_tables), None)?;
+            let path = staging.join(shard_file(rank));
+            let partial = staging.join(format!("{}.partial", shard_file(rank)));
+            std::fs::write(&partial, bytes).map_err(fail(&partial))?;
+            std::fs::rename(&partial, &path).map_err(fail(&path))?;
+        }
+        distributed::barrier(comm);
+        if rank != 0 {
+            return Ok(());
+        }
+    }
     let bytes = io::to_safetensors(&tensors, None)?;
     let state = State {
         config: config.clone(),
@@ -143,24 +206,35 @@ pub fn save(
         strategy: ck.strategy.clone(),
         progress: ck.progress.cloned(),
         ranks,
+        sharded_tables: sharded_tables.clone(),
     };
-    let fail = |source: std::io::Error| TrainError::WriteCheckpoint { path: dir.to_owned(), source };
-    let staged = StagedDir::new(dir).map_err(fail)?;
-    std::fs::write(staged.path().join(TENSORS_FILE), bytes).map_err(fail)?;
+    let staged = StagedDir::new(dir).map_err(fail(dir))?;
+    std::fs::write(staged.path().join(TENSORS_FILE), bytes).map_err(fail(dir))?;
     std::fs::write(staged.path().join(STATE_FILE), serde_json::to_string_pretty(&state).expect("state serializes"))
-        .map_err(fail)?;
-    staged.commit().map_err(fail)
+        .map_err(fail(dir))?;
+    if !sharded_tables.is_empty() {
+        for r in 1..ranks {
+            let from = staging.join(shard_file(r));
+            std::fs::rename(&from, staged.path().join(shard_file(r))).map_err(fail(&from))?;
+        }
+    }
+    staged.commit().map_err(fail(dir))?;
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(())
 }
 
 /// Loads a checkpoint written for the same pipeline and an equivalent config (only `epochs`
-/// and early-stopping settings may change between runs), for a run of `ranks` ranks: any
-/// count after a whole epoch (every rank holds the whole model), the same count within one.
+/// and early-stopping settings may change between runs), as rank `comm.rank()` of a run of
+/// `comm.size()` ranks: any count after a whole epoch (every rank holds the whole model), the
+/// same count within one or with row-sharded tables (whose rows are spread over that many).
 pub fn load(
     dir: &Path,
     pipeline: &FeaturePipeline,
     config: &TrainConfig,
-    ranks: usize,
+    comm: &dyn Collective,
+    sharding: &Sharding,
 ) -> Result<Checkpoint, TrainError> {
+    let (rank, ranks) = (comm.rank(), comm.size());
     let bad = |m: String| TrainError::Checkpoint { path: dir.to_owned(), message: m };
     let unreadable = |file: &str| {
         let path = dir.join(file);
@@ -178,6 +252,19 @@ pub fn load(
             state.ranks, state.ranks, state.ranks
         )));
     }
+    let mut model = sharding.model(pipeline, &config.model_config(), config.seed)?;
+    let sharded_tables = sharding.sharded_names(&model.tables);
+    if state.sharded_tables != sharded_tables || (!sharded_tables.is_empty() && state.ranks != ranks) {
+        return Err(bad(format!(
+            "it was written by {} rank(s) with the row-sharded tables [{}], whose rows are spread over \
+             that many ranks; this run has {ranks} rank(s) with [{}]: resume with mpirun -np {} and the \
+             same embedding_sharding",
+            state.ranks,
+            state.sharded_tables.join(", "),
+            sharded_tables.join(", "),
+            state.ranks
+        )));
+    }
     let comparable = |c: &TrainConfig| TrainConfig { epochs: 0, early_stopping: Default::default(), ..c.clone() };
     if comparable(&state.config) != comparable(config) {
         return Err(bad(
@@ -185,8 +272,13 @@ pub fn load(
         ));
     }
     let bytes = std::fs::read(dir.join(TENSORS_FILE)).map_err(|e| unreadable(TENSORS_FILE)(e.into()))?;
-    let tensors = io::from_safetensors(&bytes, TENSORS_FILE)?;
-    let mut model = MultiTaskModel::new(pipeline, &config.model_config(), config.seed)?;
+    let mut tensors = io::from_safetensors(&bytes, TENSORS_FILE)?;
+    if rank != 0 && !sharded_tables.is_empty() {
+        // This rank's rows of the sharded tables replace rank 0's.
+        let file = shard_file(rank);
+        let bytes = std::fs::read(dir.join(&file)).map_err(|e| unreadable(&file)(e.into()))?;
+        tensors.extend(io::from_safetensors(&bytes, &file)?);
+    }
     io::load_into(&mut model, &strip("model/", &tensors), dir)?;
     let best = match state.best_value_bits.map(f64::from_bits) {
         Some(value) => {

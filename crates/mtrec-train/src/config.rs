@@ -1,5 +1,6 @@
 //! The training configuration: a documented file (JSON) with defaults, saved into every bundle.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use mtrec_model::{LossWeighting, ModelConfig, SparseOptimizerConfig};
@@ -43,6 +44,36 @@ pub struct TrainConfig {
     /// kept; a larger one is read a window of shards at a time (the train split's windows in a
     /// seeded order per epoch, each shuffled), with the next window read while one trains.
     pub window_rows: usize,
+    /// Training across ranks (`--distributed`): which embedding tables are row-sharded over the
+    /// ranks instead of replicated on each.
+    pub embedding_sharding: EmbeddingSharding,
+}
+
+/// Where an embedding table lives when several ranks train: replicated (every rank holds it
+/// whole, and a step exchanges only its touched rows), or row-sharded (rank `i mod N` holds the
+/// row of id `i`, and a step fetches its rows from their owners and sends their gradients back),
+/// for tables too large to copy on every machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddingSharding {
+    /// Tables whose weights take at least this many bytes are sharded (default 1 GiB).
+    pub min_bytes: u64,
+    /// Per table name (a feature's table, or a shared vocabulary's), `sharded` or `replicated`,
+    /// whatever its size.
+    pub tables: BTreeMap<String, TablePlacement>,
+}
+
+impl Default for EmbeddingSharding {
+    fn default() -> Self {
+        Self { min_bytes: 1 << 30, tables: BTreeMap::new() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TablePlacement {
+    Replicated,
+    Sharded,
 }
 
 impl Default for TrainConfig {
@@ -65,6 +96,7 @@ impl Default for TrainConfig {
             eval_batch_size: 8192,
             loss_strategy: LossStrategy::Static,
             window_rows: 1 << 21,
+            embedding_sharding: EmbeddingSharding::default(),
         }
     }
 }

@@ -13,6 +13,7 @@ use mtrec_schema::{FeaturePipeline, History};
 use crate::checkpoint::{self, CheckpointRef, EpochProgress};
 use crate::config::TrainConfig;
 use crate::data::{dealt_steps, window_order, SplitData};
+use crate::distributed::sharding::Sharding;
 use crate::distributed::Collective;
 use crate::error::TrainError;
 use crate::step::{train_step, Optimizers};
@@ -33,8 +34,10 @@ pub(crate) struct EpochContext<'a> {
     pub progress_bar: bool,
     /// Stop (with a checkpoint) once this many windows have trained in this run.
     pub stop_after_windows: Option<usize>,
-    /// The ranks training together (rank 0 writes the checkpoints).
+    /// The ranks training together (rank 0 writes the checkpoints) and where the embedding
+    /// tables' rows live.
     pub comm: &'a dyn Collective,
+    pub sharding: &'a Sharding,
 }
 
 /// An epoch's mean training losses per task, mean Ω, and seconds (before a resume included).
@@ -85,7 +88,8 @@ pub(crate) fn run_epoch(
             Box::new(order.chunks(cfg.batch_size).map(move |batch| share.slice(batch)))
         };
         for rows in steps {
-            let step = train_step(model, opt, cfg.loss_strategy, &window, rows, ctx.dwa, cfg.seed, ctx.comm)?;
+            let step =
+                train_step(model, opt, cfg.loss_strategy, &window, rows, ctx.dwa, cfg.seed, ctx.comm, ctx.sharding)?;
             steps_run += 1;
             if let Some(p) = step.penalty {
                 progress.penalty_sum += f64::from(p);
@@ -127,9 +131,7 @@ pub(crate) fn run_epoch(
                 strategy: opt.strategy,
                 progress: Some(&saved),
             };
-            if ctx.comm.rank() == 0 {
-                checkpoint::save(ctx.checkpoint_dir, state, ctx.pipeline, cfg, ctx.comm.size())?;
-            }
+            checkpoint::save(ctx.checkpoint_dir, state, ctx.pipeline, cfg, ctx.comm, ctx.sharding)?;
             if ctx.stop_after_windows.is_some_and(|limit| *windows_run >= limit) {
                 return Err(TrainError::Stopped { windows: *windows_run, checkpoint: ctx.checkpoint_dir.to_owned() });
             }

@@ -13,6 +13,7 @@ use mtrec_model::{AdamConfig, AdamState, SparseOptimizer};
 use mtrec_schema::EncodedDataset;
 use rayon::prelude::*;
 
+use crate::distributed::sharding::Sharding;
 use crate::distributed::{self, Collective};
 use crate::error::TrainError;
 use crate::gradients::{add_scaled, TaskGradients};
@@ -49,6 +50,7 @@ pub fn train_step(
     scale: Option<&[f64]>,
     seed: u64,
     comm: &dyn Collective,
+    sharding: &Sharding,
 ) -> Result<StepOutcome, TrainError> {
     let features = feature_views(&data.features);
     let lambdas: Vec<f32> =
@@ -56,6 +58,8 @@ pub fn train_step(
     if strategy.per_task_gradients() {
         debug_assert_eq!(comm.size(), 1, "the config check refuses per-task strategies across ranks");
         per_task_step(model, opt, strategy, data, &features, rows, &lambdas, seed)
+    } else if sharding.is_active() {
+        sharded_step(model, opt, data, rows, &lambdas, comm, sharding)
     } else {
         data_parallel_step(model, opt, data, &features, rows, &lambdas, comm)
     }
@@ -158,10 +162,54 @@ fn data_parallel_step(
     lambdas: &[f32],
     comm: &dyn Collective,
 ) -> Result<StepOutcome, TrainError> {
-    let g = batch_gradients(model, data, features, rows, lambdas, step_parts(rows.len()), comm)?;
+    let parts = step_parts(rows.len());
+    let g = batch_gradients(model, data, features, rows, lambdas, parts, comm, SparseRoute::Gather)?;
     opt.adam.update_with(opt.adam_cfg, &mut model.params, &g.dense);
     opt.sparse.apply(&mut model.tables, &g.sparse);
     Ok(StepOutcome { losses: g.losses, penalty: g.penalty })
+}
+
+/// A data-parallel step with row-sharded tables: the batch's rows of them fetched from their
+/// owners into compact tables for the passes, their gradients sent back to the owners, which
+/// update their shards.
+fn sharded_step(
+    model: &mut MultiTaskModel,
+    opt: &mut Optimizers<'_>,
+    data: &EncodedDataset,
+    rows: &[usize],
+    lambdas: &[f32],
+    comm: &dyn Collective,
+    sharding: &Sharding,
+) -> Result<StepOutcome, TrainError> {
+    let mut batch = data.take(rows);
+    let mut fetched = sharding.fetch(comm, &model.layout, &model.tables, &mut batch);
+    let local: Vec<usize> = (0..batch.rows).collect();
+    fetched.swap(&mut model.tables);
+    let g = batch_gradients(
+        model,
+        &batch,
+        &feature_views(&batch.features),
+        &local,
+        lambdas,
+        step_parts(local.len()),
+        comm,
+        SparseRoute::Owners,
+    );
+    fetched.swap(&mut model.tables);
+    let g = g?;
+    let sparse = sharding.exchange(comm, &model.tables, g.sparse, &fetched);
+    opt.adam.update_with(opt.adam_cfg, &mut model.params, &g.dense);
+    opt.sparse.apply(&mut model.tables, &sparse);
+    Ok(StepOutcome { losses: g.losses, penalty: g.penalty })
+}
+
+/// Where a step's embedding gradients go across ranks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SparseRoute {
+    /// Every rank gathers every rank's touched rows and merges them (replicated tables).
+    Gather,
+    /// Left to the caller, to send to the rows' owners ([`Sharding::exchange`]).
+    Owners,
 }
 
 /// The gradients of a batch's loss (Σ λ_t L_t, + Ω), and its task losses.
@@ -235,6 +283,7 @@ impl BatchParts {
 /// gradient of the whole batch's loss; Ω is taken once. Results depend on the part count
 /// (hence on the thread and rank counts, as the trainer promises), not on scheduling: one
 /// thread on each of N ranks gives exactly the dense gradients of one process with N parts.
+#[allow(clippy::too_many_arguments)]
 fn batch_gradients(
     model: &MultiTaskModel,
     data: &EncodedDataset,
@@ -243,6 +292,7 @@ fn batch_gradients(
     lambdas: &[f32],
     count: usize,
     comm: &dyn Collective,
+    route: SparseRoute,
 ) -> Result<BatchGradients, TrainError> {
     let parts: Vec<&[usize]> =
         (0..count).map(|p| &rows[p * rows.len() / count..(p + 1) * rows.len() / count]).collect();
@@ -311,21 +361,25 @@ fn batch_gradients(
     if comm.size() == 1 {
         return Ok(BatchGradients { dense, sparse, losses, penalty });
     }
-    let (sparse, losses, penalty) = combine_ranks(model, comm, &mut dense, sparse, &losses, penalty);
+    let (losses, penalty) = combine_ranks(comm, &mut dense, &losses, penalty);
+    let sparse = match route {
+        SparseRoute::Gather => {
+            let dims: Vec<usize> = model.tables.tables.iter().map(|t| t.dim).collect();
+            model.tables.merge_sparse_grads(distributed::gather_sparse(comm, sparse, &dims))
+        }
+        SparseRoute::Owners => sparse,
+    };
     Ok(BatchGradients { dense, sparse, losses, penalty })
 }
 
 /// Every rank's share of a step combined in rank order: the dense gradients summed (in place),
-/// the embedding rows merged, the task losses added, and Ω from the rank that took it.
-#[allow(clippy::type_complexity)]
+/// the task losses added, and Ω from the rank that took it.
 fn combine_ranks(
-    model: &MultiTaskModel,
     comm: &dyn Collective,
     dense: &mut [Vec<f32>],
-    sparse: Vec<mtrec_model::embedding::SparseGrad>,
     losses: &[Option<f32>],
     penalty: Option<f32>,
-) -> (Vec<mtrec_model::embedding::SparseGrad>, Vec<Option<f32>>, Option<f32>) {
+) -> (Vec<Option<f32>>, Option<f32>) {
     let mut flat: Vec<f32> = dense.concat();
     distributed::sum_in_rank_order(comm, &mut flat);
     let mut at = 0;
@@ -334,8 +388,6 @@ fn combine_ranks(
         g.copy_from_slice(&flat[at..at + len]);
         at += len;
     }
-    let dims: Vec<usize> = model.tables.tables.iter().map(|t| t.dim).collect();
-    let sparse = model.tables.merge_sparse_grads(distributed::gather_sparse(comm, sparse, &dims));
     // Per task and then for Ω: whether this rank has a value, and the value.
     let tasks = losses.len();
     let local: Vec<f32> = losses
@@ -347,7 +399,7 @@ fn combine_ranks(
     let sum = |i: usize| gathered.iter().filter(|r| r[2 * i] != 0.0).map(|r| r[2 * i + 1]).reduce(|a, b| a + b);
     let losses = (0..tasks).map(sum).collect();
     let penalty = sum(tasks);
-    (sparse, losses, penalty)
+    (losses, penalty)
 }
 
 /// Each task's gradients of `weight_of(t) · L_t`: one forward and one backward per task, since
@@ -426,11 +478,13 @@ mod tests {
             let model = MultiTaskModel::new(&pipeline, &config, 5).unwrap();
             let lambdas: Vec<f32> = (0..model.heads.len()).map(|t| 1.0 + t as f32).collect();
             for ranks in [2, 3] {
-                let one = batch_gradients(&model, &data, &features, &rows, &lambdas, ranks, &Solo).unwrap();
+                let one = batch_gradients(&model, &data, &features, &rows, &lambdas, ranks, &Solo, SparseRoute::Gather)
+                    .unwrap();
                 let per_rank = on_ranks(ranks, |comm| {
                     let (r, n) = (comm.rank(), comm.size());
                     let mine = &rows[r * rows.len() / n..(r + 1) * rows.len() / n];
-                    let g = batch_gradients(&model, &data, &features, mine, &lambdas, 1, comm).unwrap();
+                    let g = batch_gradients(&model, &data, &features, mine, &lambdas, 1, comm, SparseRoute::Gather)
+                        .unwrap();
                     (g.dense, g.sparse, g.losses, g.penalty)
                 });
                 for (rank, (dense, sparse, losses, penalty)) in per_rank.into_iter().enumerate() {
@@ -469,11 +523,14 @@ mod tests {
             let name = config.architecture.name();
             let model = MultiTaskModel::new(&pipeline, &config, 5).unwrap();
             let lambdas: Vec<f32> = (0..model.heads.len()).map(|t| 1.0 + t as f32).collect();
-            let whole = batch_gradients(&model, &data, &features, &rows, &lambdas, 1, &Solo).unwrap();
+            let whole =
+                batch_gradients(&model, &data, &features, &rows, &lambdas, 1, &Solo, SparseRoute::Gather).unwrap();
             assert!(whole.dense.iter().flatten().any(|g| *g != 0.0), "{name}: no gradient");
             assert_eq!(whole.penalty.is_some(), name == "soft_sharing");
             for count in [2, 3] {
-                let parts = batch_gradients(&model, &data, &features, &rows, &lambdas, count, &Solo).unwrap();
+                let parts =
+                    batch_gradients(&model, &data, &features, &rows, &lambdas, count, &Solo, SparseRoute::Gather)
+                        .unwrap();
                 let what = |item: &str| format!("{name}, {count} parts: {item}");
                 for (t, (a, b)) in whole.losses.iter().zip(&parts.losses).enumerate() {
                     close(a.unwrap(), b.unwrap(), &what(&format!("task {t} loss")));

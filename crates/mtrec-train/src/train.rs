@@ -7,12 +7,13 @@ use std::path::PathBuf;
 use mtrec_ingest::encoded::{load_pipeline, Columns};
 use mtrec_model::bundle::{self, ModelMeta};
 use mtrec_model::{AdamState, LabelTotals, MultiTaskModel, OutputBias, SparseOptimizer, Validation, ValidationSet};
-use mtrec_schema::{EpochRecord, History, MetricKey, Split};
+use mtrec_schema::{EncodedDataset, EpochRecord, History, MetricKey, Split};
 
 use crate::checkpoint::{self, CheckpointRef};
 use crate::config::TrainConfig;
 use crate::data::{RankShare, SplitData};
 use crate::diagnostics::{self, LabelCorrelations};
+use crate::distributed::sharding::Sharding;
 use crate::distributed::{Collective, Solo};
 use crate::epoch::{run_epoch, EpochContext};
 use crate::error::TrainError;
@@ -95,7 +96,9 @@ pub fn train_on(opts: &TrainOptions, comm: &dyn Collective) -> Result<Trained, T
         return Err(TrainError::EmptyTrainSplit { data: opts.data.clone() });
     }
     let model_config = cfg.model_config();
-    let mut model = MultiTaskModel::new(&pipeline, &model_config, cfg.seed)?;
+    // Row-sharded tables hold this rank's rows only, from the start.
+    let sharding = Sharding::plan(&cfg.embedding_sharding, &pipeline, rank, ranks)?;
+    let mut model = sharding.model(&pipeline, &model_config, cfg.seed)?;
     // One pass over the train labels: the output biases' priors and the label correlations.
     let mut totals = LabelTotals::new(&model);
     let mut correlations = LabelCorrelations::new(&model);
@@ -135,7 +138,7 @@ pub fn train_on(opts: &TrainOptions, comm: &dyn Collective) -> Result<Trained, T
     let mut resumed = None;
     let checkpoint_dir = checkpoint::checkpoint_dir(&opts.out);
     if opts.resume && checkpoint_dir.exists() {
-        let ck = checkpoint::load(&checkpoint_dir, &pipeline, cfg, ranks)?;
+        let ck = checkpoint::load(&checkpoint_dir, &pipeline, cfg, comm, &sharding)?;
         model = ck.model;
         adam = ck.adam;
         sparse = ck.sparse;
@@ -179,12 +182,16 @@ pub fn train_on(opts: &TrainOptions, comm: &dyn Collective) -> Result<Trained, T
             progress_bar: progress,
             stop_after_windows: opts.stop_after_windows,
             comm,
+            sharding: &sharding,
         };
         let resume_at = resumed.take().filter(|p| p.epoch == epoch);
         let epoch_out = run_epoch(&mut model, &mut opt, &ctx, resume_at, &mut windows_run)?;
-        let gradient_cosine = diagnostics::gradient_cosines(&model, &diagnostic_batch)?;
+        let gradient_cosine = with_rows_of(&mut model, comm, &sharding, diagnostic_batch.clone(), |model, batch| {
+            diagnostics::gradient_cosines(model, batch)
+        })?;
         let (valid, expert_usage, value) = if validating {
-            let Validation { mut metrics, expert_usage } = validate(&model, &valid_data, cfg.eval_batch_size)?;
+            let Validation { mut metrics, expert_usage } =
+                validate_on(&mut model, &valid_data, cfg.eval_batch_size, comm, &sharding)?;
             let first = history.epochs.first().map(|e| &e.valid);
             if let Some(tasks) = tasks_value(&primary_keys(&model), &metrics, first) {
                 metrics.insert(MetricKey::Tasks, tasks);
@@ -232,11 +239,16 @@ pub fn train_on(opts: &TrainOptions, comm: &dyn Collective) -> Result<Trained, T
             strategy: &strategy,
             progress: None,
         };
-        if rank == 0 {
-            checkpoint::save(&checkpoint_dir, state, &pipeline, cfg, ranks)?;
-        }
+        checkpoint::save(&checkpoint_dir, state, &pipeline, cfg, comm, &sharding)?;
     }
     let (_, mut best_model) = best.ok_or(TrainError::NoEpoch)?;
+    if sharding.is_active() {
+        // The bundle holds whole tables: rank 0 gathers the shards.
+        match sharding.gather_tables(comm, &best_model.tables) {
+            Some(whole) => best_model.tables = whole,
+            None => return Ok(Trained { history, model: best_model }),
+        }
+    }
     if let Some(kept) = history.best() {
         best_model.set_residual_variances(&kept.valid);
     }
@@ -278,4 +290,45 @@ pub fn validate(model: &MultiTaskModel, data: &SplitData, batch_size: usize) -> 
         Ok(())
     })?;
     Ok(set.finish(model))
+}
+
+/// [`validate`] as a rank of distributed training: with row-sharded tables, each part's rows of
+/// them are fetched from their owners first (every rank validates the whole split alike).
+fn validate_on(
+    model: &mut MultiTaskModel,
+    data: &SplitData,
+    batch_size: usize,
+    comm: &dyn Collective,
+    sharding: &Sharding,
+) -> Result<Validation, TrainError> {
+    if !sharding.is_active() {
+        return validate(model, data, batch_size);
+    }
+    let mut set = ValidationSet::new(model);
+    data.for_each_part(Columns::ForTraining, |part| {
+        with_rows_of(model, comm, sharding, part.clone(), |model, part| {
+            set.add(model, part, batch_size);
+            Ok(())
+        })
+    })?;
+    Ok(set.finish(model))
+}
+
+/// Runs `f` on `data` with the rows it looks up in row-sharded tables fetched from their owners
+/// (every rank calls it together); without sharding, on `data` as it is.
+fn with_rows_of<T>(
+    model: &mut MultiTaskModel,
+    comm: &dyn Collective,
+    sharding: &Sharding,
+    mut data: EncodedDataset,
+    f: impl FnOnce(&MultiTaskModel, &EncodedDataset) -> Result<T, TrainError>,
+) -> Result<T, TrainError> {
+    if !sharding.is_active() {
+        return f(model, &data);
+    }
+    let mut fetched = sharding.fetch(comm, &model.layout, &model.tables, &mut data);
+    fetched.swap(&mut model.tables);
+    let out = f(model, &data);
+    fetched.swap(&mut model.tables);
+    out
 }

@@ -65,12 +65,40 @@ impl EmbeddingTables {
     /// One table per distinct table name of the pipeline (shared vocabularies share one),
     /// initialized uniformly in ±0.05.
     pub fn from_pipeline(pipeline: &FeaturePipeline, rng: &mut impl Rng) -> Self {
+        Self::from_pipeline_sharded(pipeline, rng, &|_| None)
+    }
+
+    /// As [`EmbeddingTables::from_pipeline`], but of table `t` with `shard_of(t) = Some((r, n))`
+    /// only the rows `r, r + n, r + 2n, …` (rank `r`'s share of a row-sharded table, as rows
+    /// `0, 1, 2, …`), with the values the whole table would have: every value is drawn, only
+    /// the share's are kept, so memory holds the share alone.
+    pub fn from_pipeline_sharded(
+        pipeline: &FeaturePipeline,
+        rng: &mut impl Rng,
+        shard_of: &dyn Fn(usize) -> Option<(usize, usize)>,
+    ) -> Self {
         let tables = pipeline
             .table_sizes()
             .into_iter()
-            .map(|(name, (rows, dim))| {
-                let weights = (0..rows * dim).map(|_| rng.gen_range(-0.05f32..0.05)).collect();
-                EmbeddingTable { name, rows, dim, weights }
+            .enumerate()
+            .map(|(t, (name, (rows, dim)))| match shard_of(t) {
+                None => {
+                    let weights = (0..rows * dim).map(|_| rng.gen_range(-0.05f32..0.05)).collect();
+                    EmbeddingTable { name, rows, dim, weights }
+                }
+                Some((rank, ranks)) => {
+                    let kept = (rows + ranks - 1 - rank) / ranks;
+                    let mut weights = Vec::with_capacity(kept * dim);
+                    for row in 0..rows {
+                        for _ in 0..dim {
+                            let value = rng.gen_range(-0.05f32..0.05);
+                            if row % ranks == rank {
+                                weights.push(value);
+                            }
+                        }
+                    }
+                    EmbeddingTable { name, rows: kept, dim, weights }
+                }
             })
             .collect();
         Self { tables }

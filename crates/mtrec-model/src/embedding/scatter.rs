@@ -73,6 +73,13 @@ impl EmbeddingTables {
             .collect()
     }
 
+    /// Table `table`'s sparse gradients from several parts (in order) merged into one, as
+    /// [`EmbeddingTables::merge_sparse_grads`] merges each table's.
+    pub fn merge_table_grads(&self, table: usize, parts: Vec<SparseGrad>) -> SparseGrad {
+        let lookups = parts.iter().map(|g| g.ids.len()).sum();
+        merge_parts(parts, &self.tables[table], lookups)
+    }
+
     /// The sparse gradients of `tables` from the batch rows `rows` only.
     fn scatter_rows(
         &self,

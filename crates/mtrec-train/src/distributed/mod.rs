@@ -11,11 +11,14 @@
 //! - embedding gradients travel as the touched rows only (ids and values, gathered from every
 //!   rank) and are merged in rank order; a whole table is never sent.
 //!
+//! - embedding tables too large to copy on every rank are row-sharded ([`sharding`]).
+//!
 //! [`Collective`] is the transport: [`Solo`] for one process, and with the `mpi` cargo feature
 //! [`mpi::MpiCollective`] over an MPI communicator (OpenMPI through the `mpi` crate).
 
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod sharding;
 
 use std::cell::Cell;
 
@@ -37,6 +40,8 @@ pub trait Collective: std::fmt::Debug {
     fn all_gather_u32(&self, data: &[u32]) -> Vec<Vec<u32>>;
     /// Sends `chunks[k]` to rank `k`; returns what each rank sent to this one, in rank order.
     fn all_to_all_f32(&self, chunks: &[&[f32]]) -> Vec<Vec<f32>>;
+    /// Sends `chunks[k]` to rank `k`; returns what each rank sent to this one, in rank order.
+    fn all_to_all_u32(&self, chunks: &[&[u32]]) -> Vec<Vec<u32>>;
     /// Bytes this rank has sent since it started (payload only).
     fn bytes_sent(&self) -> u64;
 }
@@ -62,6 +67,9 @@ impl Collective for Solo {
         vec![data.to_vec()]
     }
     fn all_to_all_f32(&self, chunks: &[&[f32]]) -> Vec<Vec<f32>> {
+        chunks.iter().map(|c| c.to_vec()).collect()
+    }
+    fn all_to_all_u32(&self, chunks: &[&[u32]]) -> Vec<Vec<u32>> {
         chunks.iter().map(|c| c.to_vec()).collect()
     }
     fn bytes_sent(&self) -> u64 {
@@ -128,6 +136,11 @@ pub fn gather_sparse(comm: &dyn Collective, grads: Vec<SparseGrad>, dims: &[usiz
                 .collect()
         })
         .collect()
+}
+
+/// Returns once every rank has called it.
+pub fn barrier(comm: &dyn Collective) {
+    comm.all_gather_u64(&[]);
 }
 
 /// Per rank, in rank order, the values of `local` (f64 carried as bits, so that nothing is
@@ -217,6 +230,13 @@ pub(crate) mod tests {
             self.exchange(to)
                 .into_iter()
                 .map(|b| b.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect())
+                .collect()
+        }
+        fn all_to_all_u32(&self, chunks: &[&[u32]]) -> Vec<Vec<u32>> {
+            let to = chunks.iter().map(|c| c.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
+            self.exchange(to)
+                .into_iter()
+                .map(|b| b.chunks_exact(4).map(|b| u32::from_le_bytes(b.try_into().unwrap())).collect())
                 .collect()
         }
         fn bytes_sent(&self) -> u64 {

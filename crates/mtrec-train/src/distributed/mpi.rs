@@ -63,6 +63,25 @@ impl MpiCollective {
     }
 }
 
+impl MpiCollective {
+    fn all_to_all<T: Equivalence + Copy + Default>(&self, chunks: &[&[T]]) -> Vec<Vec<T>> {
+        let send_counts: Vec<Count> =
+            chunks.iter().map(|c| Count::try_from(c.len()).expect("a message of fewer than 2^31 values")).collect();
+        let mut recv_counts = vec![0 as Count; self.size()];
+        self.world.all_to_all_into(&send_counts[..], &mut recv_counts[..]);
+        let send: Vec<T> = chunks.concat();
+        let mut recv = vec![T::default(); recv_counts.iter().map(|&c| c as usize).sum()];
+        {
+            let (send_displs, recv_displs) = (offsets(&send_counts), offsets(&recv_counts));
+            let partition = Partition::new(&send[..], &send_counts[..], &send_displs[..]);
+            let mut received = PartitionMut::new(&mut recv[..], &recv_counts[..], &recv_displs[..]);
+            self.world.all_to_all_varcount_into(&partition, &mut received);
+        }
+        self.sent.add(&send);
+        split(recv, &recv_counts)
+    }
+}
+
 /// Where each rank's values start in the concatenation of all of them.
 fn offsets(counts: &[Count]) -> Vec<Count> {
     counts
@@ -104,19 +123,10 @@ impl Collective for MpiCollective {
         self.gather(data)
     }
     fn all_to_all_f32(&self, chunks: &[&[f32]]) -> Vec<Vec<f32>> {
-        let send_counts: Vec<Count> = chunks.iter().map(|c| c.len() as Count).collect();
-        let mut recv_counts = vec![0 as Count; self.size()];
-        self.world.all_to_all_into(&send_counts[..], &mut recv_counts[..]);
-        let send: Vec<f32> = chunks.concat();
-        let mut recv = vec![0f32; recv_counts.iter().map(|&c| c as usize).sum()];
-        {
-            let (send_displs, recv_displs) = (offsets(&send_counts), offsets(&recv_counts));
-            let partition = Partition::new(&send[..], &send_counts[..], &send_displs[..]);
-            let mut received = PartitionMut::new(&mut recv[..], &recv_counts[..], &recv_displs[..]);
-            self.world.all_to_all_varcount_into(&partition, &mut received);
-        }
-        self.sent.add(&send);
-        split(recv, &recv_counts)
+        self.all_to_all(chunks)
+    }
+    fn all_to_all_u32(&self, chunks: &[&[u32]]) -> Vec<Vec<u32>> {
+        self.all_to_all(chunks)
     }
     fn bytes_sent(&self) -> u64 {
         self.sent.get()

@@ -52,10 +52,11 @@ fn weights(bundle: &Path) -> mtrec_model::io::NamedTensors {
 }
 
 /// Two ranks of one thread give, after 10 epochs of about 15 steps, the weights of one process
-/// of two threads on the same data bit for bit, for shared-bottom and MMoE: every batch is cut
-/// into the same two parts (the batch size is chosen so that the last batch of an epoch is
-/// large enough for two parts in one process too), and the parts' gradients are added in the
-/// same order.
+/// of two threads on the same data bit for bit, for shared-bottom and MMoE, with replicated and
+/// with row-sharded embedding tables: every batch is cut into the same two parts (the batch
+/// size is chosen so that the last batch of an epoch is large enough for two parts in one
+/// process too), the parts' gradients are added in the same order, and a sharded row is
+/// updated with the same sums as a replicated one.
 #[test]
 fn two_ranks_train_the_weights_of_one_process_with_two_parts() {
     let dir = tempfile::tempdir().unwrap();
@@ -87,7 +88,8 @@ fn two_ranks_train_the_weights_of_one_process_with_two_parts() {
 }
 
 /// Reading by windows of shards dealt to the ranks: two runs give the same weights bit for bit,
-/// and a run stopped within an epoch and resumed gives them too.
+/// and a run with row-sharded tables, stopped within an epoch (its checkpoint holding each
+/// rank's rows) and resumed, gives them too.
 #[test]
 fn distributed_runs_are_deterministic_and_resume_within_an_epoch() {
     let dir = tempfile::tempdir().unwrap();
@@ -105,18 +107,23 @@ fn distributed_runs_are_deterministic_and_resume_within_an_epoch() {
     let [first, second, resumed] = ["first", "second", "resumed"].map(|n| dir.path().join(n));
     train(&first, &[]);
     train(&second, &[]);
-    let o = train(&resumed, &["--stop-after-windows", "3"]);
+    let sharded = dir.path().join("sharded.json");
+    std::fs::write(&sharded, r#"{"embedding_sharding": {"min_bytes": 0}}"#).unwrap();
+    let sharded = ["--config", sharded.to_str().unwrap()];
+    let o = train(&resumed, &[&sharded[..], &["--stop-after-windows", "3"]].concat());
+    assert!(dir.path().join("resumed.checkpoint/shard-1.safetensors").is_file(), "rank 1's rows");
     assert!(text(&o).contains("stopped after 3 window(s)"), "{}", text(&o));
     assert!(!resumed.exists(), "a stopped run writes no bundle");
     // Within an epoch, another rank count is refused, and says why.
     let alone = [
         &["train", "--threads", "1", "--data", data.to_str().unwrap(), "--epochs", "2", "--batch-size", "256"][..],
         &["--window-rows", "4000", "--quiet", "--resume", "--out", resumed.to_str().unwrap()],
+        &sharded,
     ]
     .concat();
     let o = mtrec(&alone);
-    assert!(!o.status.success() && text(&o).contains("resume with 2 rank(s)"), "{}", text(&o));
-    train(&resumed, &["--resume"]);
+    assert!(!o.status.success() && text(&o).contains("mpirun -np 2"), "{}", text(&o));
+    train(&resumed, &[&sharded[..], &["--resume"]].concat());
     let bytes = |b: &Path| std::fs::read(b.join("weights.safetensors")).unwrap();
     assert!(bytes(&first) == bytes(&second), "two runs differ");
     assert!(bytes(&first) == bytes(&resumed), "the resumed run differs");
@@ -140,16 +147,20 @@ fn rank_pid(parent: u32, rank: usize) -> Option<u32> {
     })
 }
 
-/// A rank killed mid-run ends the whole job with an error naming it, leaves a whole checkpoint,
-/// and `--resume` on the same ranks completes the run.
+/// A rank killed mid-run ends the whole job with an error naming it, leaves a whole checkpoint
+/// (with row-sharded tables: every rank's rows of them), and `--resume` on the same ranks
+/// completes the run.
 #[test]
 fn a_killed_rank_ends_the_job_and_its_checkpoint_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let data = ingest(dir.path(), "sharded", 20_000, 2_000);
     let out = dir.path().join("bundle");
+    let config = dir.path().join("sharded.json");
+    std::fs::write(&config, r#"{"embedding_sharding": {"min_bytes": 0}}"#).unwrap();
     let args = |epochs: &str, extra: &[&str]| {
         let common = ["train", "--distributed", "--threads", "1", "--data", data.to_str().unwrap()];
-        [&common[..], &["--batch-size", "256", "--window-rows", "4000", "--quiet", "--epochs", epochs], extra]
+        let common = [&common[..], &["--config", config.to_str().unwrap()]].concat();
+        [&common, &["--batch-size", "256", "--window-rows", "4000", "--quiet", "--epochs", epochs][..], extra]
             .concat()
             .into_iter()
             .map(str::to_owned)
@@ -175,6 +186,7 @@ fn a_killed_rank_ends_the_job_and_its_checkpoint_resumes() {
     assert!(!o.status.success(), "the job went on without rank 1");
     assert!(text(&o).contains("rank 1"), "the error does not name rank 1: {}", text(&o));
     assert!(!out.exists(), "a killed job wrote a bundle");
+    assert!(checkpoint.join("shard-1.safetensors").is_file(), "the checkpoint lacks rank 1's rows");
     // The checkpoint left is whole: a run of the same ranks resumes from it and finishes.
     let resume = args("2", &["--out", out.to_str().unwrap(), "--resume"]);
     run(mpirun(2, &resume.iter().map(String::as_str).collect::<Vec<_>>()));
