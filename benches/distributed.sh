@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Training across processes: N ranks of T/N threads under mpirun against one process of T
-# threads, same model, data, batch size and seed, alternated in one run; and the bytes each step
-# hands to MPI. Usage: benches/distributed.sh [REPEATS] [EPOCHS] [RANKS] [THREADS]
+# Training across processes: N ranks of T/N threads under mpirun, with replicated and with
+# row-sharded embedding tables, against one process of T threads, same model, data, batch size
+# and seed, alternated in one run; and the bytes each step hands to MPI.
+# Usage: benches/distributed.sh [REPEATS] [EPOCHS] [RANKS] [THREADS]
 # (defaults 3, 4, 2, 2). Needs OpenMPI (openmpi-bin, libopenmpi-dev, libclang-dev) and the
 # Census-Income test file (CENSUS_TEST, as for train_speed.sh); set BASELINE_BIN to an mtrec
 # binary to also time it as the one-process reference (e.g. the build before a change).
@@ -45,6 +46,12 @@ many() { # data config
     --config "$2" --out "$work/many" --epochs "$epochs" --threads $((threads / ranks)) --quiet >/dev/null
   figures "$work/many"
 }
+# The config with every embedding table row-sharded.
+sharded() { # config
+  python3 -c "import json,sys; c=json.load(open('$1')); c['embedding_sharding']={'min_bytes': 0}; print(json.dumps(c))" \
+    > "$work/sharded.json"
+  echo "$work/sharded.json"
+}
 for i in $(seq "$repeats"); do
   for model in small wide synthetic dealt; do
     case $model in
@@ -55,11 +62,12 @@ for i in $(seq "$repeats"); do
     esac
     read -r a _ < <(one "$bin" "$data" "$config")
     read -r b bytes < <(many "$data" "$config")
+    read -r c sbytes < <(many "$data" "$(sharded "$config")")
     base=0
     if [ -n "${BASELINE_BIN:-}" ]; then
       read -r base _ < <(one "$BASELINE_BIN" "$data" "$config")
     fi
-    echo "run $i model=$model one=$a many=$b bytes=$bytes baseline=$base"
+    echo "run $i model=$model one=$a many=$b bytes=$bytes sharded=$c sbytes=$sbytes baseline=$base"
   done
 done | tee "$work/runs"
 python3 - "$work/runs" "$ranks" "$threads" <<'PY'
@@ -71,10 +79,14 @@ for model in ("small", "wide", "synthetic", "dealt"):
     one = [float(r["one"]) for r in rs]
     many = [float(r["many"]) for r in rs]
     ratio = [m / o for m, o in zip(many, one)]
-    line = (f"{model}: {ranks} ranks {st.median(many):,.0f} samples/s, 1 process x {threads} threads "
-            f"{st.median(one):,.0f}, ratio per pair median {st.median(ratio):.2f} "
-            f"(min {min(ratio):.2f}, max {max(ratio):.2f}); "
-            f"{st.median(float(r['bytes']) for r in rs) / 1024:,.1f} KiB per step per rank")
+    sharded = [float(r["sharded"]) for r in rs]
+    sratio = [m / o for m, o in zip(sharded, one)]
+    line = (f"{model}: 1 process x {threads} threads {st.median(one):,.0f} samples/s; {ranks} ranks, replicated "
+            f"{st.median(many):,.0f}, ratio per pair median {st.median(ratio):.2f} "
+            f"(min {min(ratio):.2f}, max {max(ratio):.2f}), "
+            f"{st.median(float(r['bytes']) for r in rs) / 1024:,.1f} KiB per step per rank; sharded "
+            f"{st.median(sharded):,.0f}, ratio {st.median(sratio):.2f} (min {min(sratio):.2f}, max {max(sratio):.2f}), "
+            f"{st.median(float(r['sbytes']) for r in rs) / 1024:,.1f} KiB per step per rank")
     base = [float(r["baseline"]) for r in rs]
     if all(b > 0 for b in base):
         line += f"; this build / baseline, 1 process: {st.median(o / b for o, b in zip(one, base)):.3f}"

@@ -114,8 +114,9 @@ impl Sharding {
     }
 
     /// Fetches the rows `data` looks up in sharded tables from their owners and renumbers
-    /// `data`'s ids of those tables to rows of the compact tables returned. Every rank calls it
-    /// together (with its own data, possibly empty).
+    /// `data`'s ids of those tables to rows of the compact tables returned: one all-to-all of
+    /// ids and one of rows for all the sharded tables. Every rank calls it together (with its
+    /// own data, possibly empty).
     pub fn fetch(
         &self,
         comm: &dyn Collective,
@@ -123,53 +124,53 @@ impl Sharding {
         tables: &EmbeddingTables,
         data: &mut EncodedDataset,
     ) -> Fetched {
+        let sharded: Vec<usize> = self.sharded().collect();
+        // Per sharded table, its distinct ids in order of first appearance (each renumbered in
+        // place to its position).
+        let globals: Vec<Vec<u32>> = sharded.iter().map(|&t| renumber(layout, t, data)).collect();
+        // Per owner: each table's count of ids asked, then the ids, table after table; and
+        // where each answer goes.
+        let mut asked: Vec<Vec<u32>> = vec![vec![0; sharded.len()]; self.ranks];
+        let mut slots: Vec<Vec<(usize, u32)>> = vec![Vec::new(); self.ranks];
+        for (i, ids) in globals.iter().enumerate() {
+            for (k, &id) in ids.iter().enumerate() {
+                let owner = self.owner(id);
+                asked[owner][i] += 1;
+                asked[owner].push(id);
+                slots[owner].push((i, k as u32));
+            }
+        }
+        let requests = comm.all_to_all_u32(&asked.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        let answers: Vec<Vec<f32>> = requests
+            .iter()
+            .map(|request| {
+                let (counts, mut ids) = request.split_at(sharded.len());
+                let mut rows = Vec::new();
+                for (&t, &n) in sharded.iter().zip(counts) {
+                    let shard = &tables.tables[t];
+                    for &id in &ids[..n as usize] {
+                        rows.extend_from_slice(shard.row(id / self.ranks as u32));
+                    }
+                    ids = &ids[n as usize..];
+                }
+                rows
+            })
+            .collect();
+        let answered = comm.all_to_all_f32(&answers.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        let mut weights: Vec<Vec<f32>> =
+            sharded.iter().zip(&globals).map(|(&t, ids)| vec![0.0; ids.len() * tables.tables[t].dim]).collect();
+        for (owner, rows) in answered.iter().enumerate() {
+            let mut at = 0;
+            for &(i, k) in &slots[owner] {
+                let dim = tables.tables[sharded[i]].dim;
+                weights[i][k as usize * dim..(k as usize + 1) * dim].copy_from_slice(&rows[at..at + dim]);
+                at += dim;
+            }
+        }
         let mut fetched = Fetched { tables: vec![None; self.full_rows.len()], swapped: false };
-        for t in self.sharded() {
-            let dim = tables.tables[t].dim;
-            // The table's distinct ids in order of first appearance, each renumbered in place.
-            let mut compact: HashMap<u32, u32> = HashMap::new();
-            let mut globals: Vec<u32> = Vec::new();
-            let mut columns: Vec<usize> = layout
-                .slots
-                .iter()
-                .filter(|s| matches!(s.source, SlotSource::Embedding { table, .. } if table == t))
-                .map(|s| s.feature)
-                .collect();
-            columns.dedup();
-            for f in columns {
-                let ids = match &mut data.features[f] {
-                    FeatureColumn::Ids(ids) => ids,
-                    FeatureColumn::Lists { values, .. } => values,
-                    FeatureColumn::Values(_) => continue,
-                };
-                for id in ids.iter_mut() {
-                    *id = *compact.entry(*id).or_insert_with(|| {
-                        globals.push(*id);
-                        globals.len() as u32 - 1
-                    });
-                }
-            }
-            // Ask each owner for its rows, in the order they are asked.
-            let mut asked: Vec<Vec<u32>> = vec![Vec::new(); self.ranks];
-            let mut slots: Vec<Vec<u32>> = vec![Vec::new(); self.ranks];
-            for (k, &id) in globals.iter().enumerate() {
-                asked[self.owner(id)].push(id);
-                slots[self.owner(id)].push(k as u32);
-            }
-            let requests = comm.all_to_all_u32(&asked.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        for ((&t, globals), weights) in sharded.iter().zip(globals).zip(weights) {
             let shard = &tables.tables[t];
-            let answers: Vec<Vec<f32>> = requests
-                .iter()
-                .map(|ids| ids.iter().flat_map(|&id| shard.row(id / self.ranks as u32).iter().copied()).collect())
-                .collect();
-            let rows = comm.all_to_all_f32(&answers.iter().map(Vec::as_slice).collect::<Vec<_>>());
-            let mut weights = vec![0.0; globals.len() * dim];
-            for (owner, rows) in rows.iter().enumerate() {
-                for (&k, row) in slots[owner].iter().zip(rows.chunks_exact(dim)) {
-                    weights[k as usize * dim..(k as usize + 1) * dim].copy_from_slice(row);
-                }
-            }
-            let table = EmbeddingTable { name: shard.name.clone(), rows: globals.len(), dim, weights };
+            let table = EmbeddingTable { name: shard.name.clone(), rows: globals.len(), dim: shard.dim, weights };
             fetched.tables[t] = Some((table, globals));
         }
         fetched
@@ -177,8 +178,9 @@ impl Sharding {
 
     /// A step's embedding gradients (rows of the compact tables for sharded ones) made into
     /// what this rank applies: replicated tables' rows gathered from every rank and merged in
-    /// rank order; sharded tables' rows sent to their owners, merged there in rank order, and
-    /// numbered as rows of this rank's shard.
+    /// rank order; sharded tables' rows sent to their owners (one all-to-all of ids, one of
+    /// values, for all of them), merged there in rank order, and numbered as rows of this
+    /// rank's shard.
     pub fn exchange(
         &self,
         comm: &dyn Collective,
@@ -186,26 +188,75 @@ impl Sharding {
         mut grads: Vec<SparseGrad>,
         fetched: &Fetched,
     ) -> Vec<SparseGrad> {
-        let routed: Vec<(usize, SparseGrad)> = self.sharded().map(|t| (t, std::mem::take(&mut grads[t]))).collect();
+        let sharded: Vec<usize> = self.sharded().collect();
+        let routed: Vec<SparseGrad> = sharded.iter().map(|&t| std::mem::take(&mut grads[t])).collect();
         let dims: Vec<usize> = tables.tables.iter().map(|t| t.dim).collect();
-        let mut out = tables.merge_sparse_grads(super::gather_sparse(comm, grads, &dims));
-        for (t, grad) in routed {
+        let mut out = if sharded.len() < tables.tables.len() {
+            tables.merge_sparse_grads(super::gather_sparse(comm, grads, &dims))
+        } else {
+            grads
+        };
+        // Per owner: each table's count of rows, then their local ids, table after table; and
+        // their values in the same order.
+        let mut ids: Vec<Vec<u32>> = vec![vec![0; sharded.len()]; self.ranks];
+        let mut values: Vec<Vec<f32>> = vec![Vec::new(); self.ranks];
+        for (i, (&t, grad)) in sharded.iter().zip(&routed).enumerate() {
             let globals = &fetched.tables[t].as_ref().expect("the step fetched every sharded table").1;
-            let dim = dims[t];
-            let mut ids: Vec<Vec<u32>> = vec![Vec::new(); self.ranks];
-            let mut values: Vec<Vec<f32>> = vec![Vec::new(); self.ranks];
-            for (&k, row) in grad.ids.iter().zip(grad.values.chunks_exact(dim)) {
+            for (&k, row) in grad.ids.iter().zip(grad.values.chunks_exact(dims[t])) {
                 let id = globals[k as usize];
-                ids[self.owner(id)].push(id / self.ranks as u32);
-                values[self.owner(id)].extend_from_slice(row);
+                let owner = self.owner(id);
+                ids[owner][i] += 1;
+                ids[owner].push(id / self.ranks as u32);
+                values[owner].extend_from_slice(row);
             }
-            let ids = comm.all_to_all_u32(&ids.iter().map(Vec::as_slice).collect::<Vec<_>>());
-            let values = comm.all_to_all_f32(&values.iter().map(Vec::as_slice).collect::<Vec<_>>());
-            let parts = ids.into_iter().zip(values).map(|(ids, values)| SparseGrad { ids, values }).collect();
+        }
+        let ids = comm.all_to_all_u32(&ids.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        let values = comm.all_to_all_f32(&values.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        // Per sharded table, each rank's rows in rank order.
+        let mut parts: Vec<Vec<SparseGrad>> = vec![Vec::with_capacity(self.ranks); sharded.len()];
+        for (ids, values) in ids.iter().zip(&values) {
+            let (counts, mut ids) = ids.split_at(sharded.len());
+            let mut values = &values[..];
+            for (i, &n) in counts.iter().enumerate() {
+                let (n, dim) = (n as usize, dims[sharded[i]]);
+                parts[i].push(SparseGrad { ids: ids[..n].to_vec(), values: values[..n * dim].to_vec() });
+                (ids, values) = (&ids[n..], &values[n * dim..]);
+            }
+        }
+        for (&t, parts) in sharded.iter().zip(parts) {
             out[t] = tables.merge_table_grads(t, parts);
         }
         out
     }
+}
+
+/// Renumbers `data`'s ids of table `t` (in every column that looks it up) to their positions
+/// among the table's distinct ids, in order of first appearance; returns those ids.
+fn renumber(layout: &InputLayout, t: usize, data: &mut EncodedDataset) -> Vec<u32> {
+    let mut compact: HashMap<u32, u32> = HashMap::new();
+    let mut globals: Vec<u32> = Vec::new();
+    let mut columns: Vec<usize> = layout
+        .slots
+        .iter()
+        .filter(|s| matches!(s.source, SlotSource::Embedding { table, .. } if table == t))
+        .map(|s| s.feature)
+        .collect();
+    columns.sort_unstable();
+    columns.dedup();
+    for f in columns {
+        let ids = match &mut data.features[f] {
+            FeatureColumn::Ids(ids) => ids,
+            FeatureColumn::Lists { values, .. } => values,
+            FeatureColumn::Values(_) => continue,
+        };
+        for id in ids.iter_mut() {
+            *id = *compact.entry(*id).or_insert_with(|| {
+                globals.push(*id);
+                globals.len() as u32 - 1
+            });
+        }
+    }
+    globals
 }
 
 /// The compact tables a step fetched: per table, the rows it looks up and their global ids.
