@@ -301,6 +301,11 @@ struct TrainArgs {
     /// …`; `--threads` is per rank). Needs mtrec built with `--features mpi`.
     #[arg(long)]
     distributed: bool,
+    /// With --distributed: end the job when a rank has waited this long in one exchange of
+    /// gradients or rows, because another rank hangs (0: wait forever). It must exceed the
+    /// longest phase one rank spends alone (rank 0 writing a checkpoint, reading a window).
+    #[arg(long, default_value_t = 1800)]
+    exchange_timeout_secs: u64,
     #[command(flatten)]
     overrides: TrainOverrides,
     /// No progress bar.
@@ -548,7 +553,7 @@ fn run(cli: Cli) -> Result<()> {
                 ..mtrec_train::TrainOptions::new(&args.data, cfg, &out)
             };
             let result = if args.distributed {
-                distributed::train(&options).transpose()
+                distributed::train(&options, std::time::Duration::from_secs(args.exchange_timeout_secs)).transpose()
             } else {
                 Some(mtrec_train::train(&options).map_err(anyhow::Error::from))
             };

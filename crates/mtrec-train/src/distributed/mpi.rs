@@ -4,6 +4,10 @@
 //! Only the thread that initialized MPI calls it (MPI_THREAD_FUNNELED): the step's worker
 //! threads compute, the main thread exchanges.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use mpi::datatype::{Partition, PartitionMut};
 use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
@@ -18,6 +22,31 @@ pub struct MpiCollective {
     // Dropped after `world`: finalizes MPI.
     _universe: Universe,
     sent: ByteCounter,
+    watch: Arc<Watch>,
+}
+
+/// When this rank entered the exchange it is in (milliseconds since `start`, plus one; 0: in
+/// none), for the watchdog.
+#[derive(Debug)]
+struct Watch {
+    start: Instant,
+    entered: AtomicU64,
+}
+
+impl Watch {
+    fn enter(&self) -> Exchanging<'_> {
+        self.entered.store(self.start.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
+        Exchanging(self)
+    }
+}
+
+/// An exchange in progress; its end clears the watch.
+struct Exchanging<'a>(&'a Watch);
+
+impl Drop for Exchanging<'_> {
+    fn drop(&mut self) {
+        self.0.entered.store(0, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for MpiCollective {
@@ -34,7 +63,34 @@ impl MpiCollective {
         if threading < mpi::Threading::Funneled {
             return None;
         }
-        Some(MpiCollective { world: universe.world(), _universe: universe, sent: ByteCounter::default() })
+        let watch = Arc::new(Watch { start: Instant::now(), entered: AtomicU64::new(0) });
+        Some(MpiCollective { world: universe.world(), _universe: universe, sent: ByteCounter::default(), watch })
+    }
+
+    /// Ends the job when this rank has waited `timeout` in one exchange: the other ranks never
+    /// came, because one hangs (a dead one is noticed by mpirun itself). The rank says so and
+    /// exits with status 1, which makes mpirun end every rank. Exchanges wait for each other's
+    /// steps, so the timeout must exceed the longest phase one rank spends alone (rank 0
+    /// writing a checkpoint, a window of shards read while the others wait).
+    pub fn watchdog(self, timeout: Duration) -> Self {
+        let (watch, rank, ranks) = (Arc::clone(&self.watch), self.rank(), self.size());
+        std::thread::spawn(move || loop {
+            std::thread::sleep((timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(5)));
+            let entered = watch.entered.load(Ordering::Relaxed);
+            if entered == 0 {
+                continue;
+            }
+            let waited = watch.start.elapsed().saturating_sub(Duration::from_millis(entered - 1));
+            if waited >= timeout {
+                eprintln!(
+                    "error on rank {rank} of {ranks}: waited {} s in an exchange for the other ranks (the limit, \
+                     --exchange-timeout-secs): another rank hangs; ending the job",
+                    waited.as_secs()
+                );
+                std::process::exit(1);
+            }
+        });
+        self
     }
 
     /// Ends every rank of the job (MPI_Abort): what a rank does when it cannot go on, so that
@@ -44,6 +100,7 @@ impl MpiCollective {
     }
 
     fn counts(&self, len: usize) -> Vec<Count> {
+        let _exchanging = self.watch.enter();
         let mut counts = vec![0 as Count; self.size()];
         let len = Count::try_from(len).expect("a message of fewer than 2^31 values");
         self.world.all_gather_into(&len, &mut counts[..]);
@@ -55,6 +112,7 @@ impl MpiCollective {
         let displs = offsets(&counts);
         let mut all = vec![T::default(); counts.iter().map(|&c| c as usize).sum()];
         {
+            let _exchanging = self.watch.enter();
             let mut partition = PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
             self.world.all_gather_varcount_into(data, &mut partition);
         }
@@ -67,6 +125,7 @@ impl MpiCollective {
     fn all_to_all<T: Equivalence + Copy + Default>(&self, chunks: &[&[T]]) -> Vec<Vec<T>> {
         let send_counts: Vec<Count> =
             chunks.iter().map(|c| Count::try_from(c.len()).expect("a message of fewer than 2^31 values")).collect();
+        let _exchanging = self.watch.enter();
         let mut recv_counts = vec![0 as Count; self.size()];
         self.world.all_to_all_into(&send_counts[..], &mut recv_counts[..]);
         let send: Vec<T> = chunks.concat();

@@ -192,3 +192,36 @@ fn a_killed_rank_ends_the_job_and_its_checkpoint_resumes() {
     run(mpirun(2, &resume.iter().map(String::as_str).collect::<Vec<_>>()));
     assert!(out.join("weights.safetensors").is_file());
 }
+
+/// A rank that hangs (stopped here) ends the job: the others, waiting for it in an exchange
+/// longer than `--exchange-timeout-secs`, say so and exit, and mpirun ends every rank.
+#[test]
+fn a_hanging_rank_ends_the_job_after_the_exchange_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = ingest(dir.path(), "sharded", 20_000, 2_000);
+    let out = dir.path().join("bundle");
+    let args = [
+        &["train", "--distributed", "--threads", "1", "--data", data.to_str().unwrap(), "--epochs", "1000"][..],
+        &["--batch-size", "256", "--window-rows", "4000", "--quiet", "--exchange-timeout-secs", "3"],
+        &["--out", out.to_str().unwrap()],
+    ]
+    .concat();
+    let mut job = mpirun(2, &args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let checkpoint = dir.path().join("bundle.checkpoint");
+    let started = Instant::now();
+    while !checkpoint.join("checkpoint.json").exists() {
+        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint after two minutes");
+        assert!(job.try_wait().unwrap().is_none(), "the job ended before its first checkpoint");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let hung = rank_pid(job.id(), 1).expect("rank 1 is a child of mpirun");
+    assert!(Command::new("kill").args(["-STOP", &hung.to_string()]).status().unwrap().success());
+    let stopped_at = Instant::now();
+    let o = job.wait_with_output().unwrap();
+    // Never left stopped, whatever mpirun did.
+    let _ = Command::new("kill").args(["-KILL", &hung.to_string()]).status();
+    assert!(!o.status.success(), "the job went on with rank 1 hung");
+    assert!(stopped_at.elapsed() < Duration::from_secs(60), "the job took {:?} to end", stopped_at.elapsed());
+    assert!(text(&o).contains("error on rank 0 of 2: waited"), "{}", text(&o));
+    assert!(text(&o).contains("another rank hangs"), "{}", text(&o));
+}
