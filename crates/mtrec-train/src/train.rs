@@ -73,8 +73,9 @@ pub fn train(opts: &TrainOptions) -> Result<Trained, TrainError> {
 
 /// Trains a model as one of the ranks of `comm`, data-parallel ([`crate::distributed`]): each
 /// rank trains its part of every batch, the ranks combine their gradients before every update,
-/// and every rank validates and decides alike; rank 0 alone writes the checkpoints and the
-/// bundle. Every rank returns the same model.
+/// and every rank validates and decides alike; rank 0 writes the checkpoints (each rank its rows
+/// of row-sharded tables) and the bundle. Every rank returns the same model, except that on
+/// ranks other than 0 row-sharded tables hold that rank's rows only.
 pub fn train_on(opts: &TrainOptions, comm: &dyn Collective) -> Result<Trained, TrainError> {
     let cfg = &opts.config;
     cfg.validate()?;

@@ -133,6 +133,18 @@ fn distributed_runs_are_deterministic_and_resume_within_an_epoch() {
     assert!(exchanged > 1_000.0, "{exchanged} bytes per step");
 }
 
+/// Starts a two-rank job and returns once it has written its first checkpoint.
+fn start_until_checkpoint(args: &[&str], checkpoint: &Path) -> std::process::Child {
+    let mut job = mpirun(2, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let started = Instant::now();
+    while !checkpoint.join("checkpoint.json").exists() {
+        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint after two minutes");
+        assert!(job.try_wait().unwrap().is_none(), "the job ended before its first checkpoint");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    job
+}
+
 /// The pid of rank `rank` among the processes `mpirun` (pid `parent`) started.
 fn rank_pid(parent: u32, rank: usize) -> Option<u32> {
     let wanted = format!("OMPI_COMM_WORLD_RANK={rank}");
@@ -167,18 +179,8 @@ fn a_killed_rank_ends_the_job_and_its_checkpoint_resumes() {
             .collect::<Vec<_>>()
     };
     let training = args("1000", &["--out", out.to_str().unwrap()]);
-    let mut job = mpirun(2, &training.iter().map(String::as_str).collect::<Vec<_>>())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let checkpoint = dir.path().join("bundle.checkpoint");
-    let started = Instant::now();
-    while !checkpoint.join("checkpoint.json").exists() {
-        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint after two minutes");
-        assert!(job.try_wait().unwrap().is_none(), "the job ended before its first checkpoint");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let job = start_until_checkpoint(&training.iter().map(String::as_str).collect::<Vec<_>>(), &checkpoint);
     let victim = rank_pid(job.id(), 1).expect("rank 1 is a child of mpirun");
     let killed = Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap();
     assert!(killed.success());
@@ -206,14 +208,7 @@ fn a_hanging_rank_ends_the_job_after_the_exchange_timeout() {
         &["--out", out.to_str().unwrap()],
     ]
     .concat();
-    let mut job = mpirun(2, &args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let checkpoint = dir.path().join("bundle.checkpoint");
-    let started = Instant::now();
-    while !checkpoint.join("checkpoint.json").exists() {
-        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint after two minutes");
-        assert!(job.try_wait().unwrap().is_none(), "the job ended before its first checkpoint");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let job = start_until_checkpoint(&args, &dir.path().join("bundle.checkpoint"));
     let hung = rank_pid(job.id(), 1).expect("rank 1 is a child of mpirun");
     assert!(Command::new("kill").args(["-STOP", &hung.to_string()]).status().unwrap().success());
     let stopped_at = Instant::now();
