@@ -109,6 +109,34 @@ pub struct ModelConfig {
     pub loss_weighting: LossWeighting,
     /// λ per task, overriding the schema's `weight`.
     pub task_weights: BTreeMap<String, f64>,
+    /// A DCN-v2 cross network on each scope group's input ([`crate::cross`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cross: Option<CrossConfig>,
+}
+
+/// A cross network (DCN-v2) of `layers` layers, full rank or of `rank`, placed by `structure`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrossConfig {
+    pub layers: usize,
+    /// The rank of each layer's `U Vᵀ` product; full rank (`d x d`) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<usize>,
+    #[serde(default)]
+    pub structure: CrossStructure,
+}
+
+/// Where the cross network sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CrossStructure {
+    /// Before the architecture, which reads the crossed input (every expert of MMoE and PLE
+    /// sees the crosses; with `shared_bottom`, DCN-v2's stacked structure).
+    #[default]
+    Stacked,
+    /// Beside the architecture: each task's tower reads its hidden representation and the
+    /// cross network's output side by side (DCN-v2's parallel structure).
+    Parallel,
 }
 
 impl Default for ModelConfig {
@@ -121,6 +149,7 @@ impl Default for ModelConfig {
             regression_loss: RegressionLoss::default(),
             loss_weighting: LossWeighting::default(),
             task_weights: BTreeMap::new(),
+            cross: None,
         }
     }
 }

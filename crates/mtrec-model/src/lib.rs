@@ -7,6 +7,7 @@
 //!   (lazy Adam, Adagrad, row-wise Adagrad).
 //! - [`layout`]: where every feature sits in the input row.
 //! - [`arch`]: sharing architectures (shared-bottom, MMoE, single-task, PLE, soft sharing).
+//! - [`cross`]: DCN-v2's cross network, stacked under or beside any architecture.
 //! - [`fused`]: the hot path as fused ops with hand-written backward passes on dfdx's tape:
 //!   linear layers and whole MLPs / expert banks over faer's GEMM (product, bias and ReLU in
 //!   one op), and the gate's softmax with the experts' mixture; dfdx's own element-wise kernels
@@ -94,6 +95,7 @@ pub mod arch;
 pub mod bundle;
 pub mod config;
 mod cpu;
+pub mod cross;
 pub mod embedding;
 pub mod error;
 pub mod fused;
@@ -105,7 +107,10 @@ pub mod model;
 pub mod params;
 pub mod priors;
 
-pub use config::{ArchitectureConfig, Interactions, LossWeighting, ModelConfig, OutputBias, RegressionLoss};
+pub use config::{
+    ArchitectureConfig, CrossConfig, CrossStructure, Interactions, LossWeighting, ModelConfig, OutputBias,
+    RegressionLoss,
+};
 pub use embedding::{BatchIds, EmbeddingTables, FeatureData, SparseOptimizer, SparseOptimizerConfig};
 pub use error::ModelError;
 pub use fused::InputCodes;

@@ -6,7 +6,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::arch::{Mlp, Sharing};
-use crate::config::{ArchitectureConfig, Interactions, LossWeighting, ModelConfig, RegressionLoss};
+use crate::config::{ArchitectureConfig, CrossStructure, Interactions, LossWeighting, ModelConfig, RegressionLoss};
+use crate::cross::CrossNetwork;
 use crate::embedding::{BatchIds, EmbeddingTables, FeatureData};
 use crate::error::ModelError;
 use crate::fused::{InputCodes, CODED_MIN_WIDTH};
@@ -65,6 +66,8 @@ struct Group {
     /// Indices into `heads`, in task order.
     tasks: Vec<usize>,
     sharing: Sharing,
+    /// The cross network and where it sits ([`crate::cross`]).
+    cross: Option<(CrossNetwork, CrossStructure)>,
     towers: Vec<Mlp>,
     outputs: Vec<Linear>,
 }
@@ -172,15 +175,26 @@ impl MultiTaskModel {
                 tasks.len(),
                 &mut rng,
             );
+            let cross = config.cross.as_ref().map(|c| {
+                let net = CrossNetwork::new(&mut params, &format!("{prefix}.cross"), input, c.layers, c.rank, &mut rng);
+                (net, c.structure)
+            });
+            // In parallel, a tower reads the task's hidden representation and the crossed input.
+            let tower_input = match &cross {
+                Some((_, CrossStructure::Parallel)) => hidden + input,
+                _ => hidden,
+            };
             let mut towers = Vec::new();
             let mut outputs = Vec::new();
             for &t in &tasks {
                 let name = &heads[t].name;
-                towers.push(Mlp::new(&mut params, &format!("tower.{name}"), hidden, &config.tower_layers, &mut rng));
-                let fan_in = config.tower_layers.last().copied().unwrap_or(hidden);
+                let tower =
+                    Mlp::new(&mut params, &format!("tower.{name}"), tower_input, &config.tower_layers, &mut rng);
+                towers.push(tower);
+                let fan_in = config.tower_layers.last().copied().unwrap_or(tower_input);
                 outputs.push(params.add_linear(&format!("head.{name}"), fan_in, heads[t].outputs, &mut rng));
             }
-            groups.push(Group { scope, dots, tasks, sharing, towers, outputs });
+            groups.push(Group { scope, dots, tasks, sharing, cross, towers, outputs });
         }
         let log_vars = (config.loss_weighting == LossWeighting::Uncertainty)
             .then(|| params.add_vector("loss.log_vars", vec![0.0; heads.len()]));
@@ -201,7 +215,10 @@ impl MultiTaskModel {
     /// (small vocabularies), where computing per distinct id saves most of the first layer's
     /// products. None when no first layer is wide enough to run coded.
     pub fn input_codes(&self, ids: &BatchIds) -> InputCodes {
-        let wide = self.groups.iter().any(|g| g.sharing.first_layer_width(&self.params) >= CODED_MIN_WIDTH);
+        // A stacked cross network stands between the input and the architecture's first layer.
+        let reads_input = |g: &Group| !matches!(g.cross, Some((_, CrossStructure::Stacked)));
+        let wide =
+            self.groups.iter().any(|g| reads_input(g) && g.sharing.first_layer_width(&self.params) >= CODED_MIN_WIDTH);
         if !wide {
             return InputCodes { rows: ids.rows(), blocks: Vec::new() };
         }
@@ -241,9 +258,21 @@ impl MultiTaskModel {
             let x = if range.len() == self.layout.width { x } else { crate::arch::slice_columns(x, range) };
             // The dot products are appended after the slots: the codes' columns stay put.
             let x = with_dot_interactions(x, &group.dots);
+            let (x, group_codes, mut crossed) = match &group.cross {
+                None => (x, group_codes, Vec::new()),
+                // The architecture reads the crossed input, which the codes do not describe.
+                Some((net, CrossStructure::Stacked)) => (net.forward(&self.params, x), None, Vec::new()),
+                Some((net, CrossStructure::Parallel)) => {
+                    let mut uses = crate::arch::fan_out(x, 2);
+                    let x = uses.remove(0);
+                    let crossed = net.forward(&self.params, uses.remove(0));
+                    (x, group_codes, crate::arch::fan_out(crossed, group.tasks.len()))
+                }
+            };
             let (hidden, group_gates) = group.sharing.forward(&self.params, x, group.tasks.len(), group_codes.as_ref());
             for (k, h) in hidden.into_iter().enumerate() {
                 let t = group.tasks[k];
+                let h = if crossed.is_empty() { h } else { (h, crossed.remove(0)).concat_along(Axis::<1>) };
                 let h = group.towers[k].forward(&self.params, h, None);
                 logits[t] = Some(group.outputs[k].forward(&self.params, h));
                 gates[t] = group_gates.get(k).cloned();
@@ -435,6 +464,11 @@ fn validate(config: &ModelConfig) -> Result<(), ModelError> {
     }
     if !widths_ok(&config.tower_layers) {
         return bad("tower_layers: widths must be >= 1");
+    }
+    if let Some(cross) = &config.cross {
+        if cross.layers == 0 || cross.rank == Some(0) {
+            return bad("cross: needs layers >= 1 and, when given, rank >= 1");
+        }
     }
     if let RegressionLoss::Huber { delta } = config.regression_loss {
         if delta.is_nan() || delta <= 0.0 {

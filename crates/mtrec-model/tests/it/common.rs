@@ -77,7 +77,9 @@ impl Batch {
 }
 
 pub fn configs() -> Vec<(&'static str, mtrec_model::ModelConfig)> {
-    use mtrec_model::{ArchitectureConfig as A, LossWeighting, ModelConfig, RegressionLoss};
+    use mtrec_model::{
+        ArchitectureConfig as A, CrossConfig, CrossStructure, LossWeighting, ModelConfig, RegressionLoss,
+    };
     let base = ModelConfig { tower_layers: vec![3], ..Default::default() };
     vec![
         ("shared_bottom", ModelConfig { architecture: A::SharedBottom { layers: vec![5] }, ..base.clone() }),
@@ -102,6 +104,22 @@ pub fn configs() -> Vec<(&'static str, mtrec_model::ModelConfig)> {
             // A large α, so that Ω's share of every gradient is well above the check's tolerance.
             "soft_sharing",
             ModelConfig { architecture: A::SoftSharing { layers: vec![4, 3], alpha: 0.5 }, ..base.clone() },
+        ),
+        (
+            "mmoe_cross_stacked",
+            ModelConfig {
+                architecture: A::Mmoe { experts: 2, expert_layers: vec![4] },
+                cross: Some(CrossConfig { layers: 2, rank: None, structure: CrossStructure::Stacked }),
+                ..base.clone()
+            },
+        ),
+        (
+            "shared_bottom_cross_parallel_low_rank",
+            ModelConfig {
+                architecture: A::SharedBottom { layers: vec![4] },
+                cross: Some(CrossConfig { layers: 2, rank: Some(2), structure: CrossStructure::Parallel }),
+                ..base.clone()
+            },
         ),
         (
             "uncertainty_huber",

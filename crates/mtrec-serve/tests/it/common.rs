@@ -43,9 +43,13 @@ fn build() -> Fixture {
         let root = dir.path().to_owned();
         let cfg = mtrec_synth::SyntheticConfig { users: 120, items: 60, rows: 3_000, seed: 5, ..Default::default() };
         let mtrec_testkit::SyntheticIngest { raw, ingest, .. } = mtrec_testkit::ingest_synthetic(&root, &cfg);
+        // With a cross network beside the experts, so that parity covers it too.
+        let cross =
+            mtrec_model::CrossConfig { layers: 2, rank: Some(4), structure: mtrec_model::CrossStructure::Parallel };
         let config = mtrec_model::ModelConfig {
             architecture: mtrec_model::ArchitectureConfig::Mmoe { experts: 3, expert_layers: vec![16] },
             tower_layers: vec![8],
+            cross: Some(cross),
             ..Default::default()
         };
         let bundle = mtrec_testkit::untrained_bundle(&ingest, &root.join("bundle"), &config, 1);
