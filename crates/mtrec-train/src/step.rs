@@ -4,8 +4,11 @@
 //! With the static, uncertainty and DWA strategies a step is data-parallel: the batch is cut
 //! into one part per thread, each part runs its forward and backward pass on its own thread
 //! (dfdx's tapes are per thread), and the gradients are summed in part order, weighted so that
-//! the sum is the whole batch's gradient. GradNorm and PCGrad take one backward pass per task
-//! instead and hand the per-task gradients to their strategy to combine.
+//! the sum is the whole batch's gradient. Across ranks ([`crate::distributed`]) each rank holds
+//! its own parts of the batch, and the parts' sums are then added over the ranks in rank order;
+//! row-sharded tables fetch the batch's rows first and send their gradients to the rows'
+//! owners after. GradNorm and PCGrad take one backward pass per task instead and hand the
+//! per-task gradients to their strategy to combine (one process only).
 
 use dfdx::prelude::*;
 use mtrec_model::{feature_views, Assembled, BatchIds, FeatureData, InputCodes, Mat, MultiTaskModel};
