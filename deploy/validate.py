@@ -7,8 +7,8 @@
    resource of the Kubeflow MPI Operator, which those schemas do not know) is checked against
    deploy/schemas/mpijob-v2beta1.schema.json, and each of its pod templates, wrapped in a
    PodTemplate, against Kubernetes' schemas as above.
-2. Against mtrec itself: every `--flag` a container passes to `mtrec <command>` (also through
-   `mpirun`) is one that command's `--help` lists; probe paths are routes of
+2. Against mtrec itself: every `--flag` a container (or a service of docker-compose.yml)
+   passes to `mtrec <command>` (also through `mpirun`) is one that command's `--help` lists; probe paths are routes of
    schemas/openapi.json; claims, Service selectors, autoscaler and disruption-budget targets
    name resources the manifests define.
 
@@ -100,6 +100,39 @@ def mtrec_args(container):
     return args
 
 
+def check_flags(binary, helps, where, args):
+    """Fails unless `mtrec <command>` exists and has every `--flag` in `args`."""
+    # The command path: the leading words before the first flag (`gen synthetic`).
+    words = next((i for i, a in enumerate(args) if a.startswith("-")), len(args))
+    command = " ".join(args[:words])
+    if command not in helps:
+        result = subprocess.run([binary, *args[:words], "--help"], capture_output=True, text=True)
+        if result.returncode != 0:
+            fail(f"{where}: `mtrec {command}` is not a command: {result.stderr.strip()}")
+        helps[command] = result.stdout
+    for arg in args[words:]:
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("--") and f"{flag} " not in helps[command] and f"{flag}\n" not in helps[command]:
+            fail(f"{where}: `mtrec {command}` has no flag {flag}")
+
+
+def compose_check(binary):
+    """docker-compose.yml parses, and every service running mtrec (itself, or under mpirun)
+    passes flags its command has."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    helps = {}
+    for name, service in compose["services"].items():
+        command = service.get("command", [])
+        image = service.get("image", "").split("/")[-1]
+        if command[:1] == ["mpirun"]:
+            container = {"command": ["mpirun"], "args": command[1:], "image": image}
+        else:
+            container = {"args": command, "image": image}
+        args = mtrec_args(container)
+        if args:
+            check_flags(binary, helps, f"docker-compose.yml: service {name!r}", args)
+
+
 def mtrec_check(binary):
     routes = set(json.loads((ROOT / "schemas" / "openapi.json").read_text())["paths"])
     docs = list(documents())
@@ -114,20 +147,8 @@ def mtrec_check(binary):
                     fail(f"{where}: volume {volume['name']!r} claims {claim!r}, which no manifest defines")
             for container in spec.get("initContainers", []) + spec["containers"]:
                 args = mtrec_args(container)
-                if not args:
-                    continue
-                # The command path: the leading words before the first flag (`gen synthetic`).
-                words = next((i for i, a in enumerate(args) if a.startswith("-")), len(args))
-                command = " ".join(args[:words])
-                if command not in helps:
-                    result = subprocess.run([binary, *args[:words], "--help"], capture_output=True, text=True)
-                    if result.returncode != 0:
-                        fail(f"{where}: `mtrec {command}` is not a command: {result.stderr.strip()}")
-                    helps[command] = result.stdout
-                for arg in args[words:]:
-                    flag = arg.split("=", 1)[0]
-                    if flag.startswith("--") and f"{flag} " not in helps[command] and f"{flag}\n" not in helps[command]:
-                        fail(f"{where}: container {container['name']!r}: `mtrec {command}` has no flag {flag}")
+                if args:
+                    check_flags(binary, helps, f"{where}: container {container['name']!r}", args)
                 for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
                     route = container.get(probe, {}).get("httpGet", {}).get("path")
                     if route and route not in routes:
@@ -155,7 +176,11 @@ def main():
         fail(f"no mtrec binary at {binary}: build it (cargo build --release) or pass its path")
     schema_check()
     mtrec_check(binary)
-    print(f"deploy/validate.py: {len(MANIFESTS)} manifest files valid for Kubernetes {', '.join(KUBERNETES_VERSIONS)} and mtrec")
+    compose_check(binary)
+    print(
+        f"deploy/validate.py: {len(MANIFESTS)} manifest files valid for Kubernetes {', '.join(KUBERNETES_VERSIONS)} "
+        "and mtrec; docker-compose.yml's mtrec flags too"
+    )
 
 
 if __name__ == "__main__":
