@@ -10,8 +10,6 @@
 //! updated with the same sums in the same order as a replicated table's, so sharding changes
 //! where rows live, not the weights a run reaches.
 
-use std::collections::HashMap;
-
 use mtrec_model::embedding::{EmbeddingTable, EmbeddingTables, SparseGrad};
 use mtrec_model::layout::{InputLayout, SlotSource};
 use mtrec_model::MultiTaskModel;
@@ -233,7 +231,8 @@ impl Sharding {
 /// Renumbers `data`'s ids of table `t` (in every column that looks it up) to their positions
 /// among the table's distinct ids, in order of first appearance; returns those ids.
 fn renumber(layout: &InputLayout, t: usize, data: &mut EncodedDataset) -> Vec<u32> {
-    let mut compact: HashMap<u32, u32> = HashMap::new();
+    // Hashed on every lookup of every step: foldhash, not the default DoS-resistant SipHash.
+    let mut compact: foldhash::HashMap<u32, u32> = foldhash::HashMap::default();
     let mut globals: Vec<u32> = Vec::new();
     let mut columns: Vec<usize> = layout
         .slots
