@@ -26,6 +26,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
+use crate::distributed::part_range;
 use crate::error::TrainError;
 
 /// Which rank of how many reads the split.
@@ -41,7 +42,7 @@ impl RankShare {
 
     /// Slice `rank` of `ranks` consecutive slices of `rows`.
     pub fn slice<'a>(&self, rows: &'a [usize]) -> &'a [usize] {
-        &rows[self.rank * rows.len() / self.ranks..(self.rank + 1) * rows.len() / self.ranks]
+        &rows[part_range(rows.len(), self.ranks, self.rank)]
     }
 }
 
@@ -170,7 +171,7 @@ pub fn window_order(data: &EncodedDataset, seed: u64, epoch: usize, window: usiz
 /// This rank's rows of each of `steps` steps of a dealt window: `order` (its own rows, shuffled)
 /// cut into `steps` consecutive, near-equal parts.
 pub fn dealt_steps(order: &[usize], steps: usize) -> impl Iterator<Item = &[usize]> {
-    (0..steps).map(move |i| &order[i * order.len() / steps..(i + 1) * order.len() / steps])
+    (0..steps).map(move |i| &order[part_range(order.len(), steps, i)])
 }
 
 /// A window being read.

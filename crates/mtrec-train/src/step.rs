@@ -297,8 +297,7 @@ fn batch_gradients(
     comm: &dyn Collective,
     route: SparseRoute,
 ) -> Result<BatchGradients, TrainError> {
-    let parts: Vec<&[usize]> =
-        (0..count).map(|p| &rows[p * rows.len() / count..(p + 1) * rows.len() / count]).collect();
+    let parts: Vec<&[usize]> = (0..count).map(|p| &rows[distributed::part_range(rows.len(), count, p)]).collect();
     let targets: Vec<_> = parts.iter().map(|part| data.targets(part)).collect();
     let labeled =
         |masks: &[Vec<u8>]| -> Vec<usize> { masks.iter().map(|m| m.iter().filter(|&&m| m != 0).count()).collect() };

@@ -187,7 +187,7 @@ pub fn train_on(opts: &TrainOptions, comm: &dyn Collective) -> Result<Trained, T
         };
         let resume_at = resumed.take().filter(|p| p.epoch == epoch);
         let epoch_out = run_epoch(&mut model, &mut opt, &ctx, resume_at, &mut windows_run)?;
-        let gradient_cosine = with_rows_of(&mut model, comm, &sharding, diagnostic_batch.clone(), |model, batch| {
+        let gradient_cosine = with_rows_of(&mut model, comm, &sharding, &diagnostic_batch, |model, batch| {
             diagnostics::gradient_cosines(model, batch)
         })?;
         let (valid, expert_usage, value) = if validating {
@@ -307,7 +307,7 @@ fn validate_on(
     }
     let mut set = ValidationSet::new(model);
     data.for_each_part(Columns::ForTraining, |part| {
-        with_rows_of(model, comm, sharding, part.clone(), |model, part| {
+        with_rows_of(model, comm, sharding, part, |model, part| {
             set.add(model, part, batch_size);
             Ok(())
         })
@@ -316,17 +316,19 @@ fn validate_on(
 }
 
 /// Runs `f` on `data` with the rows it looks up in row-sharded tables fetched from their owners
-/// (every rank calls it together); without sharding, on `data` as it is.
+/// (every rank calls it together), on a copy whose ids are renumbered to the fetched rows;
+/// without sharding, on `data` as it is.
 fn with_rows_of<T>(
     model: &mut MultiTaskModel,
     comm: &dyn Collective,
     sharding: &Sharding,
-    mut data: EncodedDataset,
+    data: &EncodedDataset,
     f: impl FnOnce(&MultiTaskModel, &EncodedDataset) -> Result<T, TrainError>,
 ) -> Result<T, TrainError> {
     if !sharding.is_active() {
-        return f(model, &data);
+        return f(model, data);
     }
+    let mut data = data.clone();
     let mut fetched = sharding.fetch(comm, &model.layout, &model.tables, &mut data);
     fetched.swap(&mut model.tables);
     let out = f(model, &data);

@@ -20,8 +20,6 @@
 pub mod mpi;
 pub mod sharding;
 
-use std::cell::Cell;
-
 use mtrec_model::embedding::SparseGrad;
 
 /// The collective operations of data-parallel training. Every rank calls the same operations in
@@ -77,9 +75,11 @@ impl Collective for Solo {
     }
 }
 
-/// The contiguous chunk of a vector of `len` values that rank `k` of `size` sums.
-fn chunk(len: usize, size: usize, k: usize) -> std::ops::Range<usize> {
-    k * len / size..(k + 1) * len / size
+/// Part `k` of `parts` consecutive, near-equal parts of `len` items: how a batch is cut into
+/// data-parallel parts and over ranks, a dealt window into steps, and a vector into the chunks
+/// ranks sum.
+pub(crate) fn part_range(len: usize, parts: usize, k: usize) -> std::ops::Range<usize> {
+    k * len / parts..(k + 1) * len / parts
 }
 
 /// Replaces every rank's `values` (one length on every rank) by their sum over the ranks, added
@@ -92,7 +92,7 @@ pub fn sum_in_rank_order(comm: &dyn Collective, values: &mut [f32]) {
         return;
     }
     let len = values.len();
-    let chunks: Vec<&[f32]> = (0..size).map(|k| &values[chunk(len, size, k)]).collect();
+    let chunks: Vec<&[f32]> = (0..size).map(|k| &values[part_range(len, size, k)]).collect();
     let mut received = comm.all_to_all_f32(&chunks).into_iter();
     let mut sum = received.next().expect("one chunk per rank");
     for other in received {
@@ -100,7 +100,7 @@ pub fn sum_in_rank_order(comm: &dyn Collective, values: &mut [f32]) {
         sum.iter_mut().zip(&other).for_each(|(a, b)| *a += b);
     }
     for (k, part) in comm.all_gather_f32(&sum).into_iter().enumerate() {
-        values[chunk(len, size, k)].copy_from_slice(&part);
+        values[part_range(len, size, k)].copy_from_slice(&part);
     }
 }
 
@@ -141,26 +141,6 @@ pub fn gather_sparse(comm: &dyn Collective, grads: Vec<SparseGrad>, dims: &[usiz
 /// Returns once every rank has called it.
 pub fn barrier(comm: &dyn Collective) {
     comm.all_gather_u64(&[]);
-}
-
-/// Per rank, in rank order, the values of `local` (f64 carried as bits, so that nothing is
-/// rounded on the way).
-pub fn gather_f64(comm: &dyn Collective, local: &[f64]) -> Vec<Vec<f64>> {
-    let bits: Vec<u64> = local.iter().map(|v| v.to_bits()).collect();
-    comm.all_gather_u64(&bits).into_iter().map(|r| r.into_iter().map(f64::from_bits).collect()).collect()
-}
-
-/// Counts the bytes a transport sends, for the figures of the training history.
-#[derive(Debug, Default)]
-pub struct ByteCounter(Cell<u64>);
-
-impl ByteCounter {
-    pub fn add<T>(&self, values: &[T]) {
-        self.0.set(self.0.get() + std::mem::size_of_val(values) as u64);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.get()
-    }
 }
 
 #[cfg(test)]

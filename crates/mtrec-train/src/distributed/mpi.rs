@@ -14,7 +14,7 @@ use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use mpi::Count;
 
-use super::{ByteCounter, Collective};
+use super::Collective;
 
 /// `MPI_COMM_WORLD`, held with the MPI environment (finalized when dropped).
 pub struct MpiCollective {
@@ -23,6 +23,19 @@ pub struct MpiCollective {
     _universe: Universe,
     sent: ByteCounter,
     watch: Arc<Watch>,
+}
+
+/// Counts the bytes this rank hands to MPI, for the figures of the training history.
+#[derive(Debug, Default)]
+struct ByteCounter(std::cell::Cell<u64>);
+
+impl ByteCounter {
+    fn add<T>(&self, values: &[T]) {
+        self.0.set(self.0.get() + std::mem::size_of_val(values) as u64);
+    }
+    fn get(&self) -> u64 {
+        self.0.get()
+    }
 }
 
 /// When this rank entered the exchange it is in (milliseconds since `start`, plus one; 0: in
