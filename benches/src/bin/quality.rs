@@ -1,7 +1,11 @@
 //! Multi-seed quality benchmark: trains each config with seeds 1..=N on one ingest directory,
 //! scores the test split, and reports the mean and 95% confidence interval (Student's t) of
 //! every test metric, plus the Bayes-optimal AUC where the data carries true probabilities
-//! (`extra.p_<task>`). Figures and commands: benches/README.md.
+//! (`extra.p_<task>`). Where it also carries a task's outcome on every row
+//! (`extra.would_<task>`, the synthetic data's conversion had the impression been clicked),
+//! `<task>.auc_all_impressions` is the AUC of the task's predictions against it over the whole
+//! test split, the population a conversion model scores when serving. Figures and commands:
+//! benches/README.md.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -54,6 +58,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
+    // Tasks whose outcome is known on every row, and their Bayes-optimal AUC there.
+    let all_rows: Vec<(usize, Vec<f32>)> = pipeline
+        .tasks
+        .iter()
+        .enumerate()
+        .filter_map(|(t, task)| Some((t, test.extras.get(&format!("would_{}", task.name))?)))
+        .map(|(t, y)| (t, y.iter().map(|&v| v as f32).collect()))
+        .collect();
+    for (t, outcome) in &all_rows {
+        let name = &pipeline.tasks[*t].name;
+        if let Some(p) = test.extras.get(&format!("p_{name}")) {
+            let scores: Vec<f32> = p.iter().map(|&v| v as f32).collect();
+            if let Some(auc) = mtrec_metrics::auc(&scores, outcome, None) {
+                bayes.insert(format!("{name}.auc_all_impressions"), auc);
+            }
+        }
+    }
     let work = tempfile::tempdir()?;
     let mut runs = Vec::new();
     let mut summary = BTreeMap::new();
@@ -70,11 +91,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 cfg,
                 &work.path().join(format!("{name}-{seed}")),
             ))?;
-            let metrics: BTreeMap<String, f64> = mtrec_model::validation_metrics(&trained.model, &test, 8192)
+            let mut metrics: BTreeMap<String, f64> = mtrec_model::validation_metrics(&trained.model, &test, 8192)
                 .metrics
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
+            if !all_rows.is_empty() {
+                let predictions = mtrec_model::predict_all(&trained.model, &test, 8192);
+                for (t, outcome) in &all_rows {
+                    if let Some(auc) = mtrec_metrics::auc(&predictions.outputs[*t], outcome, None) {
+                        metrics.insert(format!("{}.auc_all_impressions", pipeline.tasks[*t].name), auc);
+                    }
+                }
+            }
             eprintln!(
                 "{name} seed {seed}: {} epochs, best {:?}, {:.0}s: {}",
                 trained.history.epochs.len(),

@@ -193,15 +193,28 @@ pub fn encode_split(
         feature_counts.push(n);
     }
 
-    let labels: Vec<(Column, Column, TaskCounts)> = (0..pipeline.tasks.len())
+    // Tasks read from columns are encoded in parallel; a product task then combines its
+    // factors, which come before it.
+    let mut targets: Vec<(Vec<f32>, Vec<u8>)> = (0..pipeline.tasks.len())
         .into_par_iter()
-        .map(|t| encode_task(encoder, table, cells, t, rows))
+        .map(|t| match pipeline.tasks[t].label {
+            Some(_) => encode_task(encoder, table, cells, t, rows),
+            None => Ok((Vec::new(), Vec::new())),
+        })
         .collect::<Result<_, _>>()?;
+    for t in 0..pipeline.tasks.len() {
+        let factors = pipeline.factors(t);
+        if !factors.is_empty() {
+            targets[t] = (0..rows.len())
+                .map(|r| mtrec_schema::product_target(factors.iter().map(|&f| (targets[f].0[r], targets[f].1[r]))))
+                .unzip();
+        }
+    }
     let mut task_counts = Vec::new();
-    for (label, mask, n) in labels {
-        out_columns.push(label);
-        out_columns.push(mask);
-        task_counts.push(n);
+    for (task, (labels, masks)) in pipeline.tasks.iter().zip(targets) {
+        task_counts.push(task_counts_of(task.classes.len(), &labels, &masks));
+        out_columns.push(Series::new(columns::label(&task.name).into(), labels).into());
+        out_columns.push(Series::new(columns::mask(&task.name).into(), masks).into());
     }
 
     for (name, column) in [(columns::USER_ID, &pipeline.ids.user), (columns::ITEM_ID, &pipeline.ids.item)] {
@@ -246,19 +259,19 @@ pub fn encode_split(
     Ok(EncodedSplit { df, summary: SplitSummary { rows: rows.len(), features: feature_counts, tasks: task_counts } })
 }
 
+/// The labels and masks of task `t` (which has a label column) over `rows`.
 fn encode_task(
     encoder: &Encoder,
     table: &RawTable,
     cells: &HashMap<String, Cells>,
     t: usize,
     rows: &[u32],
-) -> Result<(Column, Column, TaskCounts), IngestError> {
+) -> Result<(Vec<f32>, Vec<u8>), IngestError> {
     let task = &encoder.pipeline().tasks[t];
-    let label_cells = &cells[&task.label.column];
+    let label_cells = &cells[&task.label.as_ref().expect("a task read from a column").column];
     let mask_cells = task.mask.as_ref().map(|m| &cells[&m.column]);
     let mut labels = Vec::with_capacity(rows.len());
     let mut masks = Vec::with_capacity(rows.len());
-    let mut counts = TaskCounts { per_class: vec![0; task.classes.len()], ..Default::default() };
     for &r in rows {
         let r = r as usize;
         let label = encoder.label(t, label_cells.get(r)).map_err(|e| cell_err(table, r, e))?;
@@ -266,25 +279,25 @@ fn encode_task(
             Some(c) => encoder.mask_holds(t, c.get(r)).map_err(|e| cell_err(table, r, e))?,
             None => true,
         };
-        match label {
-            Some(y) if holds => {
-                labels.push(y);
-                masks.push(1u8);
-                counts.labeled += 1;
-                counts.label_sum += f64::from(y);
-                if let Some(c) = counts.per_class.get_mut(y as usize) {
-                    *c += 1;
-                }
-            }
-            _ => {
-                labels.push(0.0);
-                masks.push(0u8);
-            }
+        let (y, m) = match label {
+            Some(y) if holds => (y, 1u8),
+            _ => (0.0, 0u8),
+        };
+        labels.push(y);
+        masks.push(m);
+    }
+    Ok((labels, masks))
+}
+
+/// A task's labeled rows, their label sum and (multiclass) rows per class.
+fn task_counts_of(classes: usize, labels: &[f32], masks: &[u8]) -> TaskCounts {
+    let mut counts = TaskCounts { per_class: vec![0; classes], ..Default::default() };
+    for (&y, _) in labels.iter().zip(masks).filter(|(_, &m)| m != 0) {
+        counts.labeled += 1;
+        counts.label_sum += f64::from(y);
+        if let Some(c) = counts.per_class.get_mut(y as usize) {
+            *c += 1;
         }
     }
-    Ok((
-        Series::new(columns::label(&task.name).into(), labels).into(),
-        Series::new(columns::mask(&task.name).into(), masks).into(),
-        counts,
-    ))
+    counts
 }

@@ -337,7 +337,9 @@ fn needed_columns(schema: &DatasetSchema) -> (Vec<String>, BTreeMap<String, Stri
         refs.push((f.column().to_owned(), path));
     }
     for (i, t) in schema.tasks.iter().enumerate() {
-        refs.push((t.label.column.clone(), format!("tasks[{i}].label.column")));
+        if let Some(l) = &t.label {
+            refs.push((l.column.clone(), format!("tasks[{i}].label.column")));
+        }
         if let Some(m) = &t.mask {
             refs.push((m.column.clone(), format!("tasks[{i}].mask.column")));
         }
@@ -388,9 +390,9 @@ fn check_dtypes(
             return Err(wrong(ts, "text", "numbers or timestamps"));
         }
     }
-    for t in &schema.tasks {
-        if cells[&t.label.column].is_list() {
-            return Err(wrong(&t.label.column, "lists", "one label per row"));
+    for l in schema.tasks.iter().filter_map(|t| t.label.as_ref()) {
+        if cells[&l.column].is_list() {
+            return Err(wrong(&l.column, "lists", "one label per row"));
         }
     }
     Ok(())

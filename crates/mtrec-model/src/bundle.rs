@@ -63,6 +63,9 @@ pub struct TaskMeta {
     /// scale), for the mean in the label's units ([`crate::Head::label_mean`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub residual_variance: Option<f64>,
+    /// A product task's factors (ESMM): its probability is the product of theirs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub product_of: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +142,7 @@ pub fn task_meta(model: &MultiTaskModel) -> Vec<TaskMeta> {
             classes: h.classes.clone(),
             weight: h.weight,
             residual_variance: h.residual_variance,
+            product_of: h.factors.iter().map(|&f| model.heads[f].name.clone()).collect(),
         })
         .collect()
 }

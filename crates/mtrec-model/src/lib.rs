@@ -106,6 +106,7 @@ pub mod loss;
 pub mod model;
 pub mod params;
 pub mod priors;
+mod product;
 
 pub use config::{
     ArchitectureConfig, CrossConfig, CrossStructure, Interactions, LossWeighting, ModelConfig, OutputBias,

@@ -35,6 +35,9 @@ pub struct Head {
     /// For a `label_log1p` head, the variance of its residuals on the valid split (on the
     /// training scale), measured by the trainer: with it, [`Head::label_mean`] is known.
     pub residual_variance: Option<f64>,
+    /// A product task's factors (earlier binary tasks, by index): its probability is the
+    /// product of theirs and it has no tower ([`crate::product`]). Empty for other tasks.
+    pub factors: Vec<usize>,
 }
 
 impl Head {
@@ -137,15 +140,17 @@ impl MultiTaskModel {
         let heads: Vec<Head> = pipeline
             .tasks
             .iter()
-            .map(|t| Head {
+            .enumerate()
+            .map(|(i, t)| Head {
                 name: t.name.clone(),
                 kind: t.kind,
                 scope: t.scope,
                 outputs: if t.kind == TaskType::Multiclass { t.classes.len() } else { 1 },
                 weight: config.task_weights.get(&t.name).copied().unwrap_or(t.weight) as f32,
                 classes: t.classes.clone(),
-                label_log1p: t.kind == TaskType::Regression && t.label.log1p,
+                label_log1p: t.kind == TaskType::Regression && t.label.as_ref().is_some_and(|l| l.log1p),
                 residual_variance: None,
+                factors: pipeline.factors(i),
             })
             .collect();
         for name in config.task_weights.keys() {
@@ -156,7 +161,8 @@ impl MultiTaskModel {
         let mut params = ParamStore::new(Dev::default());
         let mut groups = Vec::new();
         for scope in [Scope::Pair, Scope::User, Scope::Item] {
-            let tasks: Vec<usize> = (0..heads.len()).filter(|&t| heads[t].scope == scope).collect();
+            let tasks: Vec<usize> =
+                (0..heads.len()).filter(|&t| heads[t].scope == scope && heads[t].factors.is_empty()).collect();
             if tasks.is_empty() {
                 continue;
             }
@@ -278,7 +284,21 @@ impl MultiTaskModel {
                 gates[t] = group_gates.get(k).cloned();
             }
         }
-        Forward { logits: logits.into_iter().map(|l| l.expect("every task belongs to a group")).collect(), gates }
+        // Product tasks, after their factors (which come earlier in task order).
+        for (t, head) in self.heads.iter().enumerate().filter(|(_, h)| !h.factors.is_empty()) {
+            let mut product: Option<Mat<T>> = None;
+            for &f in &head.factors {
+                let mut uses = crate::arch::fan_out(logits[f].take().expect("a factor precedes its product"), 2);
+                logits[f] = Some(uses.remove(0));
+                let z = uses.remove(0);
+                product = Some(match product {
+                    None => z,
+                    Some(p) => crate::product::product_logit(p, z),
+                });
+            }
+            logits[t] = product;
+        }
+        Forward { logits: logits.into_iter().map(|l| l.expect("every task has an output")).collect(), gates }
     }
 
     /// Task outputs of `rows`: probabilities for binary tasks, values for regression, class
@@ -386,6 +406,14 @@ impl MultiTaskModel {
     /// layer (see [`Sharing::last_shared_layer`]), or its tower's first layer (else its head)
     /// when the sharing has no layer.
     pub fn gradnorm_params(&self, task: usize) -> Vec<ParamId> {
+        // A product task reaches the network through its factors.
+        if !self.heads[task].factors.is_empty() {
+            let mut ids: Vec<ParamId> =
+                self.heads[task].factors.iter().flat_map(|&f| self.gradnorm_params(f)).collect();
+            ids.sort();
+            ids.dedup();
+            return ids;
+        }
         let (group, k) = self
             .groups
             .iter()
@@ -502,6 +530,7 @@ mod tests {
             classes: Vec::new(),
             label_log1p,
             residual_variance,
+            factors: Vec::new(),
         }
     }
 

@@ -68,7 +68,9 @@ pub struct Encoder {
     pipeline: FeaturePipeline,
     /// One lookup per feature with a vocabulary (indexed like `pipeline.features`).
     lookups: Vec<Option<std::sync::Arc<VocabularyLookup>>>,
-    labels: Vec<LabelRule>,
+    /// Per task, its label rule (`None` for a product task) and its factors' indices.
+    labels: Vec<Option<LabelRule>>,
+    factors: Vec<Vec<usize>>,
     masks: Vec<Option<ConditionRule>>,
 }
 
@@ -91,8 +93,9 @@ impl Encoder {
             })
             .collect();
         let labels = pipeline.tasks.iter().map(LabelRule::compile).collect();
+        let factors = (0..pipeline.tasks.len()).map(|t| pipeline.factors(t)).collect();
         let masks = pipeline.tasks.iter().map(|t| t.mask.as_ref().map(ConditionRule::compile)).collect();
-        Self { pipeline, lookups, labels, masks }
+        Self { pipeline, lookups, labels, factors, masks }
     }
 
     pub fn pipeline(&self) -> &FeaturePipeline {
@@ -227,12 +230,11 @@ impl Encoder {
         }
     }
 
-    /// The label of task `t` from its label cell, `None` when null.
+    /// The label of task `t` from its label cell, `None` when null (and always for a product
+    /// task, whose label comes from its factors: [`crate::product_target`]).
     pub fn label(&self, t: usize, value: RawValue<'_>) -> Result<Option<f32>, CellError> {
-        let value = self.pipeline.text.apply(value);
-        self.labels[t]
-            .read(value)
-            .map_err(|message| CellError { column: self.pipeline.tasks[t].label.column.clone(), message })
+        let (Some(rule), Some(spec)) = (&self.labels[t], &self.pipeline.tasks[t].label) else { return Ok(None) };
+        rule.read(self.pipeline.text.apply(value)).map_err(|message| CellError { column: spec.column.clone(), message })
     }
 
     /// Whether task `t`'s mask condition holds for its condition cell (true without a mask).
@@ -252,6 +254,10 @@ impl Encoder {
         record: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(f32, u8), CellError> {
         let task = &self.pipeline.tasks[t];
+        let Some(spec) = &task.label else {
+            let factors: Result<Vec<_>, _> = self.factors[t].iter().map(|&f| self.record_label(f, record)).collect();
+            return Ok(crate::product_target(factors?));
+        };
         let cell = |column: &str| -> Result<RawValue<'_>, CellError> {
             let v = record.get(column).unwrap_or(&serde_json::Value::Null);
             RawValue::from_json(v).ok_or_else(|| CellError {
@@ -259,7 +265,7 @@ impl Encoder {
                 message: format!("expected a scalar, got {}", json_type(v)),
             })
         };
-        let label = self.label(t, cell(&task.label.column)?)?;
+        let label = self.label(t, cell(&spec.column)?)?;
         let holds = match &task.mask {
             Some(m) => self.mask_holds(t, cell(&m.column)?)?,
             None => true,
@@ -341,16 +347,17 @@ struct LabelRule {
 }
 
 impl LabelRule {
-    fn compile(task: &crate::pipeline::FittedTask) -> Self {
-        Self {
+    fn compile(task: &crate::pipeline::FittedTask) -> Option<Self> {
+        let label = task.label.as_ref()?;
+        Some(Self {
             kind: task.kind,
-            positive: task.label.positive.as_deref().map(keys),
-            negative: task.label.negative.as_deref().map(keys),
-            threshold: task.label.threshold,
-            map: task.label.map.as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            positive: label.positive.as_deref().map(keys),
+            negative: label.negative.as_deref().map(keys),
+            threshold: label.threshold,
+            map: label.map.as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
             classes: task.classes.iter().enumerate().map(|(i, c)| (c.clone(), i)).collect(),
-            log1p: task.label.log1p,
-        }
+            log1p: label.log1p,
+        })
     }
 
     fn read(&self, value: RawValue<'_>) -> Result<Option<f32>, String> {

@@ -41,8 +41,8 @@ pub use error::{error_chain, CellError, PipelineError, SchemaError, SchemaFileEr
 pub use history::{task_pair_key, EpochRecord, GateStats, History};
 pub use metric::{Metric, MetricKey, UnknownMetric};
 pub use pipeline::{
-    EncodedKind, FeaturePipeline, FittedFeature, FittedTask, IdMapping, NumericTransform, Scale, TableRef, TextRules,
-    Transform, FIRST_ID, NULL_ID, OOV_ID, PIPELINE_FORMAT_VERSION,
+    product_target, EncodedKind, FeaturePipeline, FittedFeature, FittedTask, IdMapping, NumericTransform, Scale,
+    TableRef, TextRules, Transform, FIRST_ID, NULL_ID, OOV_ID, PIPELINE_FORMAT_VERSION,
 };
 pub use shards::{ShardEntry, ShardManifest, SplitShards, MANIFEST_FILE, SHARD_FORMAT_VERSION};
 pub use spec::*;
@@ -139,6 +139,51 @@ mod tests {
         assert_eq!(e.path, "ids.timestamp");
         let e = error_of(|v| v["features"][3]["bucketize"] = serde_json::json!({"boundaries": [2, 1]}));
         assert_eq!(e.path, "features[3].bucketize.boundaries");
+    }
+
+    #[test]
+    fn product_tasks_name_earlier_binary_tasks_of_their_scope() {
+        let with_product = |product: serde_json::Value| {
+            move |v: &mut serde_json::Value| {
+                let tasks = v["tasks"].as_array_mut().unwrap();
+                tasks.push(serde_json::json!({"name": "buy", "type": "binary", "label": {"column": "buy"},
+                    "mask": {"column": "click", "in": [1]}}));
+                tasks.push(product);
+            }
+        };
+        let mut v = base();
+        with_product(serde_json::json!({"name": "click_buy", "type": "binary", "product_of": ["click", "buy"]}))(
+            &mut v,
+        );
+        let s = parse_schema(&v.to_string()).unwrap();
+        assert_eq!(
+            (s.tasks[3].label.as_ref(), s.tasks[3].product_of.as_slice()),
+            (None, &["click".into(), "buy".into()][..])
+        );
+
+        let bad = |product: serde_json::Value| error_of(with_product(product)).to_string();
+        let p = |factors: serde_json::Value| serde_json::json!({"name": "p", "type": "binary", "product_of": factors});
+        assert_eq!(
+            bad(p(serde_json::json!(["click", "nope"]))),
+            "tasks[3].product_of[1]: \"nope\" names no task declared before this one"
+        );
+        assert_eq!(
+            bad(p(serde_json::json!(["click", "p"]))),
+            "tasks[3].product_of[1]: \"p\" names no task declared before this one"
+        );
+        assert_eq!(bad(p(serde_json::json!(["click", "click"]))), "tasks[3].product_of[1]: \"click\" is named twice");
+        assert_eq!(bad(p(serde_json::json!(["click"]))), "tasks[3].product_of: needs at least two tasks");
+        assert_eq!(
+            bad(p(serde_json::json!(["click", "q"]))),
+            "tasks[3].product_of[1]: \"q\" must be a binary task of the same scope (tasks[1])"
+        );
+        let mut regression = p(serde_json::json!(["click", "buy"]));
+        regression["type"] = serde_json::json!("regression");
+        assert_eq!(bad(regression), "tasks[3].type: a product_of task is binary");
+        let mut labeled = p(serde_json::json!(["click", "buy"]));
+        labeled["label"] = serde_json::json!({"column": "y"});
+        assert!(bad(labeled).starts_with("tasks[3].label: a product_of task takes its label from its factors"));
+        assert_eq!(bad(serde_json::json!({"name": "p", "type": "binary"})), "tasks[3].label: required (or product_of)");
     }
 
     #[test]

@@ -215,12 +215,53 @@ pub struct FittedTask {
     pub classes: Vec<String>,
     pub scope: Scope,
     pub weight: f64,
-    pub label: LabelSpec,
+    /// How the label is read; absent for a product task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<LabelSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask: Option<Condition>,
+    /// The tasks whose product this one is (the schema's `product_of`); empty for a task with
+    /// a label column.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub product_of: Vec<String>,
+}
+
+impl FittedTask {
+    /// The raw columns its label and mask are read from (none for a product task).
+    pub fn columns(&self) -> impl Iterator<Item = &str> {
+        self.label.iter().map(|l| l.column.as_str()).chain(self.mask.iter().map(|m| m.column.as_str()))
+    }
+}
+
+/// The label and mask of a product task from its factors' (label, mask) pairs: 0 where any
+/// factor is labeled 0 (the chain stopped there), 1 where every factor is labeled 1, and
+/// unlabeled otherwise.
+pub fn product_target(factors: impl IntoIterator<Item = (f32, u8)>) -> (f32, u8) {
+    let mut all_known = true;
+    for (label, mask) in factors {
+        if mask != 0 && label == 0.0 {
+            return (0.0, 1);
+        }
+        all_known &= mask != 0;
+    }
+    if all_known {
+        (1.0, 1)
+    } else {
+        (0.0, 0)
+    }
 }
 
 impl FeaturePipeline {
+    /// The task indices of task `t`'s factors (empty unless it is a product task; validation
+    /// guarantees that they name earlier tasks).
+    pub fn factors(&self, t: usize) -> Vec<usize> {
+        self.tasks[t]
+            .product_of
+            .iter()
+            .map(|name| self.tasks.iter().position(|u| &u.name == name).expect("validated factor names"))
+            .collect()
+    }
+
     /// Number of rows of every embedding table, by table name.
     pub fn table_sizes(&self) -> BTreeMap<String, (usize, usize)> {
         let mut out = BTreeMap::new();

@@ -401,7 +401,16 @@ pub struct TaskSpec {
     /// multiclass: class names, in class-index order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classes: Option<Vec<String>>,
-    pub label: LabelSpec,
+    /// How the label is read from the logs; absent for a `product_of` task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<LabelSpec>,
+    /// A binary task that is the product of earlier binary tasks of its scope (ESMM: `click`
+    /// then `convert` makes click-and-convert): its probability is the product of theirs and its
+    /// label is 1 where every factor's is, 0 where any factor's is 0, and unknown otherwise. It
+    /// has no tower of its own; training it on every impression trains the later factors
+    /// through it, on the whole sample rather than the rows the earlier factors select.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub product_of: Vec<String>,
     #[serde(default)]
     pub scope: Scope,
     /// Loss weight λ in L = Σ λ_i L_i.

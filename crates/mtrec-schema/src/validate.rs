@@ -278,7 +278,20 @@ impl DatasetSchema {
             if !(t.weight.is_finite() && t.weight >= 0.0) {
                 return Err(SchemaError::new(at("weight"), "must be a finite number >= 0"));
             }
-            let l = &t.label;
+            let l = match (&t.label, t.product_of.is_empty()) {
+                (Some(l), true) => l,
+                (None, false) => {
+                    self.validate_product(i, &seen)?;
+                    continue;
+                }
+                (None, true) => return Err(SchemaError::new(at("label"), "required (or product_of)")),
+                (Some(_), false) => {
+                    return Err(SchemaError::new(
+                        at("label"),
+                        "a product_of task takes its label from its factors: give label or product_of",
+                    ))
+                }
+            };
             if l.column.is_empty() {
                 return Err(SchemaError::new(at("label.column"), "must not be empty"));
             }
@@ -342,6 +355,39 @@ impl DatasetSchema {
                 if m.column.is_empty() {
                     return Err(SchemaError::new(at("mask.column"), "must not be empty"));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// A `product_of` task: binary, unmasked, of at least two distinct binary factors declared
+    /// before it (`earlier`: their names and indices) in its scope.
+    fn validate_product(&self, i: usize, earlier: &HashMap<&str, usize>) -> Result<(), SchemaError> {
+        let t = &self.tasks[i];
+        let at = |field: &str| format!("tasks[{i}].{field}");
+        if t.kind != TaskType::Binary || t.classes.is_some() {
+            return Err(SchemaError::new(at("type"), "a product_of task is binary"));
+        }
+        if t.mask.is_some() {
+            return Err(SchemaError::new(at("mask"), "a product_of task's rows are labeled by its factors' labels"));
+        }
+        if t.product_of.len() < 2 {
+            return Err(SchemaError::new(at("product_of"), "needs at least two tasks"));
+        }
+        for (k, name) in t.product_of.iter().enumerate() {
+            let at = || at(&format!("product_of[{k}]"));
+            let Some(&j) = earlier.get(name.as_str()).filter(|&&j| j != i) else {
+                return Err(SchemaError::new(at(), format!("{name:?} names no task declared before this one")));
+            };
+            if t.product_of[..k].contains(name) {
+                return Err(SchemaError::new(at(), format!("{name:?} is named twice")));
+            }
+            let factor = &self.tasks[j];
+            if factor.kind != TaskType::Binary || factor.scope != t.scope {
+                return Err(SchemaError::new(
+                    at(),
+                    format!("{name:?} must be a binary task of the same scope (tasks[{j}])"),
+                ));
             }
         }
         Ok(())

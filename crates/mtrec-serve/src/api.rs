@@ -148,6 +148,10 @@ pub struct TaskInfo {
     pub scope: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<String>,
+    /// A product task's factors (ESMM's click-and-convert: `["click", "convert"]`): its
+    /// probability is the product of theirs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub product_of: Vec<String>,
 }
 
 /// A feature as `/v1/models` describes it.

@@ -94,8 +94,7 @@ fn read_rows(encoder: &Encoder, opts: &ReplayOptions) -> Result<Vec<Map<String, 
     let mut wanted: Vec<String> = pipeline.features.iter().map(|f| f.column.clone()).collect();
     wanted.extend(pipeline.ids.user.iter().chain(&pipeline.ids.item).cloned());
     for task in &pipeline.tasks {
-        wanted.push(task.label.column.clone());
-        wanted.extend(task.mask.iter().map(|m| m.column.clone()));
+        wanted.extend(task.columns().map(str::to_owned));
     }
     let mut needed: Vec<String> = Vec::new();
     for column in wanted {
@@ -158,7 +157,7 @@ fn outcome(encoder: &Encoder, row: &Map<String, Value>) -> Vec<Option<Value>> {
                 TaskType::Binary => Some(Value::from(f64::from(label))),
                 // In the label's own units, as the exposure log holds regression outputs.
                 TaskType::Regression => row
-                    .get(&task.label.column)
+                    .get(&task.label.as_ref()?.column)
                     .and_then(RawValue::from_json)
                     .and_then(|v| v.as_number().ok().flatten())
                     .map(Value::from),

@@ -24,6 +24,9 @@ pub(crate) struct Events {
     pub(crate) recent_end: Vec<usize>,
     pub(crate) click: Vec<i64>,
     pub(crate) convert: Vec<i64>,
+    /// Whether the row would convert had it been clicked: `convert` where clicked, else drawn
+    /// from `p_convert` on its own stream (so the observed columns do not depend on it).
+    pub(crate) would_convert: Vec<i64>,
     pub(crate) dwell_time: Vec<Option<f64>>,
     pub(crate) high_value: Vec<i64>,
     pub(crate) quality: Vec<u8>,
@@ -45,6 +48,7 @@ impl Events {
             recent_end: Vec::with_capacity(n),
             click: Vec::with_capacity(n),
             convert: Vec::with_capacity(n),
+            would_convert: Vec::with_capacity(n),
             dwell_time: Vec::with_capacity(n),
             high_value: Vec::with_capacity(n),
             quality: Vec::with_capacity(n),
@@ -99,6 +103,7 @@ pub(crate) struct Simulation<'a> {
     items: &'a Items,
     times: SortedTimes,
     rng: rand::rngs::StdRng,
+    counterfactual_rng: rand::rngs::StdRng,
     user_dist: WeightedIndex<u32>,
     item_dist: WeightedIndex<f64>,
     device_dist: WeightedIndex<f64>,
@@ -118,6 +123,7 @@ impl<'a> Simulation<'a> {
             items,
             times: SortedTimes::draw(cfg),
             rng: stream_rng(cfg.events_seed(), Stream::Events),
+            counterfactual_rng: stream_rng(cfg.events_seed(), Stream::Counterfactual),
             user_dist: WeightedIndex::new(&user_weights).expect("at least one user, weights > 0"),
             item_dist: WeightedIndex::new(&items.popularity).expect("at least one item, weights > 0"),
             device_dist: WeightedIndex::new(DEVICE_WEIGHTS).expect("static weights are valid"),
@@ -215,6 +221,8 @@ impl<'a> Simulation<'a> {
             ev.position.push(position);
             ev.click.push(i64::from(click));
             ev.convert.push(i64::from(convert));
+            let would_convert = if click { convert } else { self.counterfactual_rng.gen::<f64>() < p_convert };
+            ev.would_convert.push(i64::from(would_convert));
             ev.dwell_time.push(dwell);
             ev.high_value.push(i64::from(high_value));
             ev.quality.push(quality);

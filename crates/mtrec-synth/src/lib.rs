@@ -23,7 +23,12 @@
 //! `s2 = d·(w2·x)` (`d = latent_dim`) have roughly unit variance.
 //! - `click` ~ Bernoulli(`p_click`), `p_click = σ(a·s1 + position bias + device + hour + b)`.
 //! - `convert` ~ Bernoulli(`p_convert`) for clicked rows only (0 otherwise);
-//!   `p_convert = σ(a·s2 − price effect + b)` is written for every row.
+//!   `p_convert = σ(a·s2 − price effect + b)` is written for every row. `would_convert` is the
+//!   conversion had the row been clicked: `convert` where clicked, else a draw from `p_convert`
+//!   (on a stream of its own, so the other columns do not depend on it). Against it a
+//!   conversion model is judged on every impression, the population it scores when serving,
+//!   not only on the clicked rows it can be trained on (the sample-selection bias ESMM
+//!   addresses).
 //! - `dwell_time` (seconds, null without a click) is log-normal around
 //!   `expected_log_dwell = 3 + 0.5·s1`.
 //! - `high_value` is drawn per event from a user-level `p_high_value` (latent, age, activity).

@@ -12,6 +12,8 @@ pub(crate) enum Stream {
     Items = 3,
     Times = 4,
     Events = 5,
+    /// The conversions of impressions that were not clicked (`would_convert`).
+    Counterfactual = 6,
 }
 
 pub(crate) fn splitmix64(mut z: u64) -> u64 {

@@ -91,6 +91,7 @@ fn schema_has_the_documented_columns_and_dtypes() {
         ("recent_items", DataType::String),
         ("click", DataType::Int64),
         ("convert", DataType::Int64),
+        ("would_convert", DataType::Int64),
         ("dwell_time", DataType::Float64),
         ("high_value", DataType::Int64),
         ("item_quality", DataType::String),
@@ -215,6 +216,13 @@ fn default_world_rates_calibration_and_bayes_auc() {
         click.iter().zip(convert.iter().zip(&p_convert)).filter(|(c, _)| **c == 1).map(|(_, (v, p))| (*v, *p)).unzip();
     assert_calibrated(&conv_clicked, &p_conv_clicked, "convert | click");
     assert!(click.iter().zip(&convert).all(|(c, v)| *c == 1 || *v == 0));
+    // The counterfactual conversion is the observed one where clicked, and is drawn from
+    // p_convert on the other impressions.
+    let would = i64s(&df, "would_convert");
+    assert!(click.iter().zip(convert.iter().zip(&would)).all(|(c, (v, w))| *c == 0 || v == w));
+    let (would_unclicked, p_unclicked): (Vec<i64>, Vec<f64>) =
+        click.iter().zip(would.iter().zip(&p_convert)).filter(|(c, _)| **c == 0).map(|(_, (w, p))| (*w, *p)).unzip();
+    assert_calibrated(&would_unclicked, &p_unclicked, "would_convert | no click");
 
     let dwell = df.column("dwell_time").unwrap().f64().unwrap().clone();
     for (c, d) in click.iter().zip(dwell.iter()) {

@@ -28,15 +28,25 @@ pub fn synthetic_schema() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/synthetic.json")
 }
 
+/// The repository's `schemas/synthetic-esmm.json`: the synthetic log with ESMM's product task.
+pub fn synthetic_esmm_schema() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/synthetic-esmm.json")
+}
+
 /// Generates the log of `config` into `dir` and ingests it into `dir/ingest`.
 pub fn ingest_synthetic(dir: &Path, config: &mtrec_synth::SyntheticConfig) -> SyntheticIngest {
+    ingest_synthetic_with(dir, config, &synthetic_schema())
+}
+
+/// [`ingest_synthetic`] with the dataset schema `schema`.
+pub fn ingest_synthetic_with(dir: &Path, config: &mtrec_synth::SyntheticConfig, schema: &Path) -> SyntheticIngest {
     let mut raw = mtrec_synth::generate(config).expect("a valid synthetic config");
     let parquet = dir.join("log.parquet");
     mtrec_synth::write_parquet(&mut raw, &parquet).expect("writing the synthetic log");
     let ingest = dir.join("ingest");
     mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
         input: vec![parquet.to_string_lossy().into_owned()],
-        ..mtrec_ingest::IngestOptions::new(&synthetic_schema(), &ingest)
+        ..mtrec_ingest::IngestOptions::new(schema, &ingest)
     })
     .expect("ingesting the synthetic log");
     SyntheticIngest { raw, parquet, ingest }

@@ -243,6 +243,7 @@ impl<'a> Fitter<'a> {
                 weight: t.weight,
                 label: t.label.clone(),
                 mask: t.mask.clone(),
+                product_of: t.product_of.clone(),
             })
             .collect();
         let pipeline = FeaturePipeline {

@@ -123,7 +123,7 @@ fn parquet_rows_encode_identically_from_typed_json() {
 }
 
 /// The synthetic dataset: a multi-categorical history sharing the item vocabulary, quantile
-/// buckets, passthrough columns.
+/// buckets, passthrough columns; and with ESMM's product task.
 #[test]
 fn synthetic_rows_encode_identically() {
     let fx = Fixture::new();
@@ -131,14 +131,64 @@ fn synthetic_rows_encode_identically() {
     let mut df = mtrec_synth::generate(&cfg).unwrap();
     let parquet = fx.path("synthetic.parquet");
     mtrec_synth::write_parquet(&mut df, &parquet).unwrap();
-    let schema_path = fx.path("synthetic.json");
-    std::fs::copy(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/synthetic.json"), &schema_path)
-        .unwrap();
-    mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
-        input: vec![parquet.to_string_lossy().into_owned()],
-        ..mtrec_ingest::IngestOptions::new(&schema_path, &fx.path("out"))
-    })
-    .unwrap();
     let records = typed_records(&df);
+    for schema in ["synthetic.json", "synthetic-esmm.json"] {
+        let schema_path = fx.path(schema);
+        let repo_schemas = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas");
+        std::fs::copy(repo_schemas.join(schema), &schema_path).unwrap();
+        let out = fx.path(&format!("out-{schema}"));
+        mtrec_ingest::ingest(&mtrec_ingest::IngestOptions {
+            input: vec![parquet.to_string_lossy().into_owned()],
+            ..mtrec_ingest::IngestOptions::new(&schema_path, &out)
+        })
+        .unwrap();
+        assert_eq!(assert_parity(&out, &records), records.len(), "{schema}");
+    }
+}
+
+/// A product task (ESMM's click-and-buy) is labeled on every impression: 0 without a click,
+/// the purchase where clicked; rows where a clicked purchase is unknown stay unlabeled.
+#[test]
+fn a_product_task_is_labeled_from_its_factors() {
+    let fx = Fixture::new();
+    let mut schema = fx.schema();
+    schema["tasks"]
+        .as_array_mut()
+        .unwrap()
+        .insert(2, serde_json::json!({"name": "click_buy", "type": "binary", "product_of": ["click", "buy"]}));
+    fx.set_schema(&schema);
+    // One clicked row with an unknown purchase.
+    let csv = fx.csv();
+    let mut lines: Vec<String> = csv.lines().map(str::to_owned).collect();
+    let clicked = lines.iter().position(|l| l.split(',').nth(7) == Some("1")).unwrap();
+    let mut cells: Vec<&str> = lines[clicked].split(',').collect();
+    cells[8] = "";
+    lines[clicked] = cells.join(",");
+    fx.set_csv(&(lines.join("\n") + "\n"));
+    fx.ingest(&[]).unwrap();
+
+    let records = csv_records(&fx.csv());
+    let mut seen = std::collections::BTreeMap::new();
+    for split in ["train", "valid", "test"] {
+        let df = read_split(&fx.path("out"), split);
+        let rows = df.column(columns::ROW).unwrap().u64().unwrap().clone();
+        let label = df.column(&columns::label("click_buy")).unwrap().f32().unwrap().clone();
+        let mask = df.column(&columns::mask("click_buy")).unwrap().u8().unwrap().clone();
+        for i in 0..df.height() {
+            let record = &records[rows.get(i).unwrap() as usize];
+            let cell = |c: &str| record[c].as_str().unwrap().to_owned();
+            let (case, want) = match (cell("clicked").as_str(), cell("bought").as_str()) {
+                ("0", _) => ("no click", (0.0, 1)),
+                ("1", "") => ("purchase unknown", (0.0, 0)),
+                ("1", "1") => ("bought", (1.0, 1)),
+                ("1", "0") => ("clicked only", (0.0, 1)),
+                other => panic!("unexpected cells {other:?}"),
+            };
+            assert_eq!((label.get(i).unwrap(), mask.get(i).unwrap()), want, "{split} row {i}: {case}");
+            *seen.entry(case).or_insert(0) += 1;
+        }
+    }
+    // Every case occurs: no click, clicked and bought, clicked without buying, unknown.
+    assert_eq!(seen.len(), 4, "{seen:?}");
     assert_eq!(assert_parity(&fx.path("out"), &records), records.len());
 }

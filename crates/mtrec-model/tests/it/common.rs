@@ -26,6 +26,22 @@ pub fn pipeline() -> FeaturePipeline {
     .expect("a valid pipeline")
 }
 
+/// [`pipeline`] with ESMM's tasks added: `buy` (a conversion, labeled where clicked, with no
+/// loss of its own) and `click_buy`, the product of `click` and `buy`.
+pub fn pipeline_with_product() -> FeaturePipeline {
+    let mut pipeline = pipeline();
+    let mut buy = pipeline.tasks[0].clone();
+    buy.name = "buy".into();
+    buy.weight = 0.0;
+    let mut click_buy = buy.clone();
+    click_buy.name = "click_buy".into();
+    click_buy.weight = 1.0;
+    click_buy.label = None;
+    click_buy.product_of = vec!["click".into(), "buy".into()];
+    pipeline.tasks.extend([buy, click_buy]);
+    pipeline
+}
+
 /// Columns of a batch of 6 rows.
 pub struct Batch {
     pub user: Vec<u32>,
@@ -58,6 +74,19 @@ impl Batch {
             // dwell is masked where there is no click; tier misses one label.
             masks: vec![vec![1; 6], vec![1, 0, 1, 0, 0, 1], vec![1, 1, 1, 0, 1, 1], vec![1; 6]],
         }
+    }
+
+    /// [`Batch::new`] with the targets of [`pipeline_with_product`]'s two added tasks.
+    pub fn with_product() -> Self {
+        let mut batch = Self::new();
+        let click = (batch.labels[0].clone(), batch.masks[0].clone());
+        let buy = vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0];
+        let buy_mask: Vec<u8> = click.0.iter().map(|&c| u8::from(c == 1.0)).collect();
+        let (product, product_mask): (Vec<f32>, Vec<u8>) =
+            (0..6).map(|r| mtrec_schema::product_target([(click.0[r], click.1[r]), (buy[r], buy_mask[r])])).unzip();
+        batch.labels.extend([buy, product]);
+        batch.masks.extend([buy_mask, product_mask]);
+        batch
     }
 
     pub fn data(&self) -> Vec<FeatureData<'_>> {

@@ -199,6 +199,7 @@ impl ServingModel {
                 kind: snake(&t.kind),
                 scope: snake(&t.scope),
                 classes: t.classes.clone(),
+                product_of: t.product_of.clone(),
             })
             .collect();
         let features = pipeline

@@ -42,7 +42,9 @@ fn build() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_owned();
         let cfg = mtrec_synth::SyntheticConfig { users: 120, items: 60, rows: 3_000, seed: 5, ..Default::default() };
-        let mtrec_testkit::SyntheticIngest { raw, ingest, .. } = mtrec_testkit::ingest_synthetic(&root, &cfg);
+        // With ESMM's product task, so that every test also serves one.
+        let mtrec_testkit::SyntheticIngest { raw, ingest, .. } =
+            mtrec_testkit::ingest_synthetic_with(&root, &cfg, &mtrec_testkit::synthetic_esmm_schema());
         // With a cross network beside the experts, so that parity covers it too.
         let cross =
             mtrec_model::CrossConfig { layers: 2, rank: Some(4), structure: mtrec_model::CrossStructure::Parallel };

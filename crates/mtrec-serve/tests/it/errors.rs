@@ -139,9 +139,10 @@ async fn models_describes_tasks_features_and_training_metrics() {
     .await;
     assert_eq!(&by_path.json(), info);
     let tasks: Vec<&str> = info["tasks"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(tasks, ["click", "convert", "dwell", "high_value", "item_quality"]);
-    assert_eq!(info["tasks"][3]["scope"], "user");
-    assert_eq!(info["tasks"][4]["classes"], serde_json::json!(["low", "mid", "high"]));
+    assert_eq!(tasks, ["click", "convert", "click_convert", "dwell", "high_value", "item_quality"]);
+    assert_eq!(info["tasks"][2]["product_of"], serde_json::json!(["click", "convert"]));
+    assert_eq!(info["tasks"][4]["scope"], "user");
+    assert_eq!(info["tasks"][5]["classes"], serde_json::json!(["low", "mid", "high"]));
     assert!(info["training_metrics"]["click.auc"].as_f64().is_some_and(|a| a > 0.0 && a < 1.0));
     assert!(info["features"].as_array().unwrap().iter().any(|f| f["field"] == "price" && f["side"] == "item"));
 }

@@ -65,6 +65,7 @@ async fn the_log_holds_what_was_answered() {
         outputs,
         [
             "binary.click",
+            "binary.click_convert",
             "binary.convert",
             "regression.dwell",
             "binary.high_value",

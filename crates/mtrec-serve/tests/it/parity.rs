@@ -105,7 +105,7 @@ async fn json_batch_scores_equal_predict_on_every_test_row() {
             }
         }
     }
-    assert_eq!(compared, test.rows * 9, "5 tasks: one with 3 classes, one regression with 3 fields");
+    assert_eq!(compared, test.rows * 10, "6 tasks: one with 3 classes, one regression with 3 fields");
 }
 
 #[tokio::test]
