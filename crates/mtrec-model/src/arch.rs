@@ -6,7 +6,8 @@
 use dfdx::prelude::*;
 use rand::Rng;
 
-use crate::config::ArchitectureConfig;
+use crate::config::{ArchitectureConfig, CrossConfig};
+use crate::cross::CrossNetwork;
 use crate::fused::{mix, mix_gates, InputCodes};
 use crate::params::{Dev, Linear, Mat, ParamId, ParamStore, TapeKind, Taped, Vector};
 
@@ -62,31 +63,61 @@ pub(crate) fn slice_columns<T: TapeKind>(x: Mat<T>, range: std::ops::Range<usize
 /// `n` experts reading the same input. Their first layers are one fused matrix
 /// (`input x n*width`): one large product instead of many small ones. Deeper layers are per
 /// expert. The output holds the experts' outputs side by side, `B x n*out_width`.
+///
+/// With cross networks (`model.cross.structure: experts`), each expert first crosses the input
+/// with a DCN-v2 cross network of its own, and its first layer reads that: the first layers
+/// are then one grouped product over the experts' crossed inputs side by side.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExpertBank {
     pub experts: usize,
-    pub first: Linear,
+    /// One fused layer over the shared input, or one per expert over its cross network's output.
+    pub first: Vec<Linear>,
     pub first_width: usize,
     pub deeper: Vec<Mlp>,
+    /// Per expert, its cross network; empty without them.
+    pub crosses: Vec<CrossNetwork>,
 }
 
 impl ExpertBank {
     /// The fused first layer is named `{prefix}.experts.0`, expert e's deeper layers
-    /// `{prefix}.expert{e}.{i}`.
+    /// `{prefix}.expert{e}.{i}`; with `cross`, expert e's cross network is
+    /// `{prefix}.expert{e}.cross` and its first layer `{prefix}.expert{e}.first`.
     pub fn new(
         store: &mut ParamStore,
         prefix: &str,
         input: usize,
         experts: usize,
         layers: &[usize],
+        cross: Option<&CrossConfig>,
         rng: &mut impl Rng,
     ) -> Self {
         let first_width = layers[0];
-        let first = store.add_linear(&format!("{prefix}.experts.0"), input, experts * first_width, rng);
+        let (first, crosses) = match cross {
+            None => {
+                (vec![store.add_linear(&format!("{prefix}.experts.0"), input, experts * first_width, rng)], Vec::new())
+            }
+            Some(c) => (0..experts)
+                .map(|e| {
+                    let p = format!("{prefix}.expert{e}");
+                    let net = CrossNetwork::new(store, &format!("{p}.cross"), input, c.layers, c.rank, rng);
+                    (store.add_linear(&format!("{p}.first"), input, first_width, rng), net)
+                })
+                .unzip(),
+        };
         let deeper = (0..experts)
             .map(|e| Mlp::new(store, &format!("{prefix}.expert{e}"), first_width, &layers[1..], rng))
             .collect();
-        Self { experts, first, first_width, deeper }
+        Self { experts, first, first_width, deeper, crosses }
+    }
+
+    /// The width of the fused first layer, which reads the bank's input as it is (0 when each
+    /// expert reads its own crossed input instead).
+    fn fused_first_width(&self, store: &ParamStore) -> usize {
+        if self.crosses.is_empty() {
+            self.first[0].fan_out(store)
+        } else {
+            0
+        }
     }
 
     /// The width of one expert's output.
@@ -98,7 +129,14 @@ impl ExpertBank {
     /// the first layer one product, each deeper layer of all experts one grouped product over
     /// the experts' column blocks. `codes` describe `x` (training only).
     pub fn forward<T: TapeKind>(&self, store: &ParamStore, x: Mat<T>, codes: Option<&InputCodes>) -> Mat<T> {
-        let mut layers = vec![vec![(store.matrix(self.first.w), store.vector(self.first.b))]];
+        let mut layers = vec![self.first.iter().map(|l| (store.matrix(l.w), store.vector(l.b))).collect::<Vec<_>>()];
+        let (x, codes) = if self.crosses.is_empty() {
+            (x, codes)
+        } else {
+            // The codes describe the raw input, which no first layer reads here.
+            let crossed = fan_out(x, self.experts).into_iter().zip(&self.crosses).map(|(x, c)| c.forward(store, x));
+            (concat_columns(crossed.collect()), None)
+        };
         for depth in 0..self.deeper[0].layers.len() {
             layers.push(
                 self.deeper
@@ -113,7 +151,7 @@ impl ExpertBank {
     /// The weight matrices of the experts' last layers.
     fn last_weights(&self) -> Vec<ParamId> {
         if self.deeper[0].layers.is_empty() {
-            vec![self.first.w]
+            self.first.iter().map(|l| l.w).collect()
         } else {
             self.deeper.iter().filter_map(|m| m.layers.last().map(|l| l.w)).collect()
         }
@@ -169,13 +207,15 @@ pub enum Sharing {
 
 impl Sharing {
     /// Builds the parameters under `prefix`; returns the sharing and the width of each task's
-    /// hidden representation.
+    /// hidden representation. `expert_cross` gives every MMoE or PLE expert a cross network
+    /// of its own ([`ExpertBank`]).
     pub fn new(
         config: &ArchitectureConfig,
         store: &mut ParamStore,
         prefix: &str,
         input: usize,
         tasks: usize,
+        expert_cross: Option<&CrossConfig>,
         rng: &mut impl Rng,
     ) -> (Self, usize) {
         let per_task = |store: &mut ParamStore, rng: &mut _, layers: &[usize]| -> Vec<Mlp> {
@@ -194,7 +234,7 @@ impl Sharing {
                 layers.last().copied().unwrap_or(input),
             ),
             ArchitectureConfig::Mmoe { experts, expert_layers } => {
-                let bank = ExpertBank::new(store, prefix, input, *experts, expert_layers, rng);
+                let bank = ExpertBank::new(store, prefix, input, *experts, expert_layers, expert_cross, rng);
                 let gates =
                     (0..tasks).map(|t| store.add_linear(&format!("{prefix}.gate{t}"), input, *experts, rng)).collect();
                 let out = *expert_layers.last().expect("validated: experts have layers");
@@ -214,12 +254,20 @@ impl Sharing {
                                     fan_in,
                                     *task_experts,
                                     expert_layers,
+                                    expert_cross,
                                     rng,
                                 )
                             })
                             .collect();
-                        let shared =
-                            ExpertBank::new(store, &format!("{p}.shared"), fan_in, *shared_experts, expert_layers, rng);
+                        let shared = ExpertBank::new(
+                            store,
+                            &format!("{p}.shared"),
+                            fan_in,
+                            *shared_experts,
+                            expert_layers,
+                            expert_cross,
+                            rng,
+                        );
                         let gates = (0..tasks)
                             .map(|t| {
                                 store.add_linear(&format!("{p}.gate{t}"), fan_in, task_experts + shared_experts, rng)
@@ -245,9 +293,9 @@ impl Sharing {
         match self {
             Sharing::SharedBottom { bottom } => mlp(bottom),
             Sharing::SingleTask { nets } | Sharing::SoftSharing { nets, .. } => nets.iter().map(mlp).max().unwrap_or(0),
-            Sharing::Mmoe { experts, .. } => experts.first.fan_out(store),
+            Sharing::Mmoe { experts, .. } => experts.fused_first_width(store),
             Sharing::Ple { levels } => levels.first().map_or(0, |l| {
-                l.task_experts.iter().chain([&l.shared_experts]).map(|b| b.first.fan_out(store)).max().unwrap_or(0)
+                l.task_experts.iter().chain([&l.shared_experts]).map(|b| b.fused_first_width(store)).max().unwrap_or(0)
             }),
         }
     }

@@ -137,6 +137,9 @@ pub enum CrossStructure {
     /// Beside the architecture: each task's tower reads its hidden representation and the
     /// cross network's output side by side (DCN-v2's parallel structure).
     Parallel,
+    /// Inside every expert of `mmoe` and `ple`: each expert crosses its input with a cross
+    /// network of its own before its MLP, so the experts can specialize in different crosses.
+    Experts,
 }
 
 impl Default for ModelConfig {

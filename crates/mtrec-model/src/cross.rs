@@ -10,7 +10,8 @@
 //! [`crate::config::CrossConfig`] places it stacked (the architecture reads the crossed input:
 //! DCN-v2's stacked structure, the cross network shared by every expert) or in parallel (each
 //! task's tower reads its hidden representation beside the cross network's output: DCN-v2's
-//! parallel structure).
+//! parallel structure), or inside every expert of MMoE and PLE (each expert's own cross network
+//! on its input, before its MLP: [`crate::arch::ExpertBank`]).
 
 use rand::Rng;
 

@@ -173,15 +173,17 @@ impl MultiTaskModel {
                 _ => Vec::new(),
             };
             let input = layout.scope_range(scope).len() + dots.len();
+            let expert_cross = config.cross.as_ref().filter(|c| c.structure == CrossStructure::Experts);
             let (sharing, hidden) = Sharing::new(
                 &config.architecture,
                 &mut params,
                 &format!("{prefix}.shared"),
                 input,
                 tasks.len(),
+                expert_cross,
                 &mut rng,
             );
-            let cross = config.cross.as_ref().map(|c| {
+            let cross = config.cross.as_ref().filter(|c| c.structure != CrossStructure::Experts).map(|c| {
                 let net = CrossNetwork::new(&mut params, &format!("{prefix}.cross"), input, c.layers, c.rank, &mut rng);
                 (net, c.structure)
             });
@@ -268,6 +270,7 @@ impl MultiTaskModel {
                 None => (x, group_codes, Vec::new()),
                 // The architecture reads the crossed input, which the codes do not describe.
                 Some((net, CrossStructure::Stacked)) => (net.forward(&self.params, x), None, Vec::new()),
+                Some((_, CrossStructure::Experts)) => unreachable!("expert cross networks live in the experts"),
                 Some((net, CrossStructure::Parallel)) => {
                     let mut uses = crate::arch::fan_out(x, 2);
                     let x = uses.remove(0);
@@ -497,6 +500,11 @@ fn validate(config: &ModelConfig) -> Result<(), ModelError> {
         if cross.layers == 0 || cross.rank == Some(0) {
             return bad("cross: needs layers >= 1 and, when given, rank >= 1");
         }
+        let has_experts =
+            matches!(config.architecture, ArchitectureConfig::Mmoe { .. } | ArchitectureConfig::Ple { .. });
+        if cross.structure == CrossStructure::Experts && !has_experts {
+            return bad("cross: structure \"experts\" needs an architecture with experts (mmoe or ple)");
+        }
     }
     if let RegressionLoss::Huber { delta } = config.regression_loss {
         if delta.is_nan() || delta <= 0.0 {
@@ -532,6 +540,21 @@ mod tests {
             residual_variance,
             factors: Vec::new(),
         }
+    }
+
+    #[test]
+    fn cross_networks_inside_experts_need_an_architecture_with_experts() {
+        use crate::config::CrossConfig;
+        let cross = |structure| Some(CrossConfig { layers: 1, rank: Some(4), structure });
+        let config =
+            |architecture, structure| ModelConfig { architecture, cross: cross(structure), ..Default::default() };
+        let bottom = ArchitectureConfig::SharedBottom { layers: vec![8] };
+        let message = validate(&config(bottom.clone(), CrossStructure::Experts)).unwrap_err().to_string();
+        assert!(message.contains("structure \"experts\" needs an architecture with experts"), "{message}");
+        assert!(validate(&config(bottom, CrossStructure::Stacked)).is_ok());
+        assert!(validate(&config(ArchitectureConfig::default(), CrossStructure::Experts)).is_ok());
+        let ple = ArchitectureConfig::Ple { shared_experts: 1, task_experts: 1, expert_layers: vec![4], levels: 1 };
+        assert!(validate(&config(ple, CrossStructure::Experts)).is_ok());
     }
 
     #[test]

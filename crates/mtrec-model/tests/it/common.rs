@@ -143,6 +143,22 @@ pub fn configs() -> Vec<(&'static str, mtrec_model::ModelConfig)> {
             },
         ),
         (
+            "mmoe_cross_experts",
+            ModelConfig {
+                architecture: A::Mmoe { experts: 2, expert_layers: vec![4, 3] },
+                cross: Some(CrossConfig { layers: 2, rank: None, structure: CrossStructure::Experts }),
+                ..base.clone()
+            },
+        ),
+        (
+            "ple_cross_experts_low_rank",
+            ModelConfig {
+                architecture: A::Ple { shared_experts: 2, task_experts: 1, expert_layers: vec![4], levels: 2 },
+                cross: Some(CrossConfig { layers: 1, rank: Some(2), structure: CrossStructure::Experts }),
+                ..base.clone()
+            },
+        ),
+        (
             "shared_bottom_cross_parallel_low_rank",
             ModelConfig {
                 architecture: A::SharedBottom { layers: vec![4] },

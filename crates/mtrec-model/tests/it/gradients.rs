@@ -193,10 +193,12 @@ fn coded_forward_gives_the_same_loss_and_gradients() {
             assert!(c.values.iter().zip(&p.values).all(|(a, b)| near(*a, *b)), "{name}: embedding gradients differ");
         }
         // The coded path ran: per row, the input's gradient is no longer the plain one; except
-        // under a stacked cross network, which reads the input instead of the first layer.
-        let stacked = cfg.cross.as_ref().is_some_and(|c| c.structure == mtrec_model::CrossStructure::Stacked);
-        if stacked {
-            assert_eq!(input_c, input_p, "{name}: codes used under a stacked cross network");
+        // under stacked or per-expert cross networks, which read the input instead of the first
+        // layer.
+        use mtrec_model::CrossStructure::{Experts, Stacked};
+        let crossed_first = cfg.cross.as_ref().is_some_and(|c| matches!(c.structure, Stacked | Experts));
+        if crossed_first {
+            assert_eq!(input_c, input_p, "{name}: codes used under a cross network that reads the input");
             assert!(model.input_codes(&assembled.ids).blocks.is_empty(), "{name}: codes computed for nothing");
         } else {
             assert_ne!(input_c, input_p, "{name}: the codes were not used");
