@@ -336,6 +336,17 @@ impl FeaturePipeline {
                 }
             }
         }
+        // A product task's factors are earlier binary tasks, and it reads no label column.
+        for (i, t) in self.tasks.iter().enumerate() {
+            if t.label.is_none() == t.product_of.is_empty() {
+                return Err(format!("tasks[{i}]: needs exactly one of label and product_of"));
+            }
+            for name in &t.product_of {
+                if !self.tasks[..i].iter().any(|f| &f.name == name && f.kind == TaskType::Binary) {
+                    return Err(format!("tasks[{i}].product_of: {name:?} is no earlier binary task"));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -428,6 +439,32 @@ mod tests {
             passthrough: Vec::new(),
             tables: Vec::new(),
         }
+    }
+
+    /// A hand-edited `features.json` whose product task names no earlier binary task is
+    /// refused with where, not a panic when the model is built.
+    #[test]
+    fn product_tasks_must_name_earlier_binary_tasks() {
+        let task = |name: &str, label: bool, product_of: &[&str]| FittedTask {
+            name: name.into(),
+            kind: TaskType::Binary,
+            classes: Vec::new(),
+            scope: Scope::Pair,
+            weight: 1.0,
+            label: label.then(|| serde_json::from_value(serde_json::json!({"column": name})).unwrap()),
+            mask: None,
+            product_of: product_of.iter().map(|f| f.to_string()).collect(),
+        };
+        let mut pipeline = with_scale(0.0, 1.0);
+        pipeline.tasks =
+            vec![task("click", true, &[]), task("buy", true, &[]), task("click_buy", false, &["click", "buy"])];
+        assert_eq!(pipeline.check(), Ok(()));
+        assert_eq!(pipeline.factors(2), [0, 1]);
+        pipeline.tasks.swap(1, 2);
+        assert_eq!(pipeline.check().unwrap_err(), "tasks[1].product_of: \"buy\" is no earlier binary task");
+        pipeline.tasks.swap(1, 2);
+        pipeline.tasks[2].label = pipeline.tasks[0].label.clone();
+        assert_eq!(pipeline.check().unwrap_err(), "tasks[2]: needs exactly one of label and product_of");
     }
 
     #[test]
