@@ -112,6 +112,9 @@ pub struct ModelConfig {
     /// A DCN-v2 cross network on each scope group's input ([`crate::cross`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cross: Option<CrossConfig>,
+    /// Hidden layers of the activation unit that weighs each position of a sequence pooled by
+    /// attention ([`crate::attention`]).
+    pub attention_units: Vec<usize>,
 }
 
 /// A cross network (DCN-v2) of `layers` layers, full rank or of `rank`, placed by `structure`.
@@ -153,6 +156,7 @@ impl Default for ModelConfig {
             loss_weighting: LossWeighting::default(),
             task_weights: BTreeMap::new(),
             cross: None,
+            attention_units: vec![32],
         }
     }
 }

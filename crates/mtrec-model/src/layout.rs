@@ -24,6 +24,11 @@ pub struct Slot {
 pub enum SlotSource {
     /// Rows of embedding table `table`; lists are pooled.
     Embedding { table: usize, pooling: Option<Pooling> },
+    /// A list's first `length` ids, one row of table `table` each (zeros past the list's end),
+    /// then `length` mask columns (1 where a position holds an id): `length x (dim + 1)`
+    /// columns, pooled in the forward pass by attention against the embedding of feature
+    /// `target` ([`crate::attention`]).
+    Sequence { table: usize, length: usize, target: usize },
     /// The numeric value itself.
     Value,
 }
@@ -52,13 +57,21 @@ impl InputLayout {
                     }
                     let (width, source) = match (&f.transform, f.embedding_dim(), table_of(i)) {
                         (Transform::Numeric { .. }, _, _) => (1, SlotSource::Value),
+                        (Transform::MultiCategorical { attention: Some(a), .. }, Some(d), Some(t)) => {
+                            let target = pipeline
+                                .features
+                                .iter()
+                                .position(|g| g.name == a.target)
+                                .expect("validated: the attention target is a feature");
+                            (a.max_length * (d + 1), SlotSource::Sequence { table: t, length: a.max_length, target })
+                        }
                         (Transform::MultiCategorical { pooling, .. }, Some(d), Some(t)) => {
                             (d, SlotSource::Embedding { table: t, pooling: Some(*pooling) })
                         }
                         (_, Some(d), Some(t)) => (d, SlotSource::Embedding { table: t, pooling: None }),
                         _ => unreachable!("every categorical feature has a table"),
                     };
-                    if matches!(source, SlotSource::Embedding { .. }) == pass_embeddings {
+                    if matches!(source, SlotSource::Embedding { .. } | SlotSource::Sequence { .. }) == pass_embeddings {
                         slots.push(Slot { feature: i, offset, width, source });
                         offset += width;
                     }

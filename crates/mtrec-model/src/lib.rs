@@ -92,6 +92,7 @@
 //! item-side ones, and the CTR head reads and trains them all.
 
 pub mod arch;
+pub mod attention;
 pub mod bundle;
 pub mod config;
 mod cpu;

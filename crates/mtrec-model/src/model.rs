@@ -6,12 +6,13 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::arch::{Mlp, Sharing};
+use crate::attention::SequencePooling;
 use crate::config::{ArchitectureConfig, CrossStructure, Interactions, LossWeighting, ModelConfig, RegressionLoss};
 use crate::cross::CrossNetwork;
 use crate::embedding::{BatchIds, EmbeddingTables, FeatureData};
 use crate::error::ModelError;
 use crate::fused::{InputCodes, CODED_MIN_WIDTH};
-use crate::layout::InputLayout;
+use crate::layout::{InputLayout, SlotSource};
 use crate::loss::{task_loss, Loss};
 use crate::params::{Dev, Linear, Mat, ParamId, ParamStore, TapeKind, Taped};
 
@@ -66,6 +67,9 @@ struct Group {
     scope: Scope,
     /// Dot-product interactions appended to the group's input (pair group only).
     dots: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    /// The behaviour sequences in the group's input, pooled by attention or the mean
+    /// ([`crate::attention`]).
+    sequences: Vec<SequencePooling>,
     /// Indices into `heads`, in task order.
     tasks: Vec<usize>,
     sharing: Sharing,
@@ -172,7 +176,37 @@ impl MultiTaskModel {
                 (Scope::Pair, Interactions::UserItemDot) => layout.user_item_pairs(),
                 _ => Vec::new(),
             };
-            let input = layout.scope_range(scope).len() + dots.len();
+            let range = layout.scope_range(scope);
+            let sequences: Vec<SequencePooling> = layout
+                .slots
+                .iter()
+                .filter(|s| range.contains(&s.offset))
+                .filter_map(|s| match s.source {
+                    SlotSource::Sequence { table, length, target } => Some((s, table, length, target)),
+                    _ => None,
+                })
+                .map(|(s, table, length, target)| {
+                    let local =
+                        |slot: &crate::layout::Slot| slot.offset - range.start..slot.offset - range.start + slot.width;
+                    // Attention where the group sees the candidate, else the mean.
+                    let target =
+                        layout.slots.iter().find(|t| t.feature == target && range.contains(&t.offset)).map(local);
+                    let name = &pipeline.features[s.feature].name;
+                    let pooling = SequencePooling::mean(local(s), length, tables.tables[table].dim);
+                    match target {
+                        Some(t) => pooling.attending(
+                            &mut params,
+                            &format!("{prefix}.attention.{name}"),
+                            t,
+                            &config.attention_units,
+                            &mut rng,
+                        ),
+                        None => pooling,
+                    }
+                })
+                .collect();
+            let pooled_away: usize = sequences.iter().map(|s| s.columns.len() - s.dim).sum();
+            let input = range.len() + dots.len() - pooled_away;
             let expert_cross = config.cross.as_ref().filter(|c| c.structure == CrossStructure::Experts);
             let (sharing, hidden) = Sharing::new(
                 &config.architecture,
@@ -202,7 +236,7 @@ impl MultiTaskModel {
                 let fan_in = config.tower_layers.last().copied().unwrap_or(tower_input);
                 outputs.push(params.add_linear(&format!("head.{name}"), fan_in, heads[t].outputs, &mut rng));
             }
-            groups.push(Group { scope, dots, tasks, sharing, cross, towers, outputs });
+            groups.push(Group { scope, dots, sequences, tasks, sharing, cross, towers, outputs });
         }
         let log_vars = (config.loss_weighting == LossWeighting::Uncertainty)
             .then(|| params.add_vector("loss.log_vars", vec![0.0; heads.len()]));
@@ -223,8 +257,9 @@ impl MultiTaskModel {
     /// (small vocabularies), where computing per distinct id saves most of the first layer's
     /// products. None when no first layer is wide enough to run coded.
     pub fn input_codes(&self, ids: &BatchIds) -> InputCodes {
-        // A stacked cross network stands between the input and the architecture's first layer.
-        let reads_input = |g: &Group| !matches!(g.cross, Some((_, CrossStructure::Stacked)));
+        // A stacked cross network or pooled sequences stand between the input and the
+        // architecture's first layer.
+        let reads_input = |g: &Group| !matches!(g.cross, Some((_, CrossStructure::Stacked))) && g.sequences.is_empty();
         let wide =
             self.groups.iter().any(|g| reads_input(g) && g.sharing.first_layer_width(&self.params) >= CODED_MIN_WIDTH);
         if !wide {
@@ -266,6 +301,11 @@ impl MultiTaskModel {
             let x = if range.len() == self.layout.width { x } else { crate::arch::slice_columns(x, range) };
             // The dot products are appended after the slots: the codes' columns stay put.
             let x = with_dot_interactions(x, &group.dots);
+            // Pooling moves the columns, which the codes no longer describe.
+            let (x, group_codes) = match group.sequences.is_empty() {
+                true => (x, group_codes),
+                false => (crate::attention::pool_sequences(&self.params, x, &group.sequences), None),
+            };
             let (x, group_codes, mut crossed) = match &group.cross {
                 None => (x, group_codes, Vec::new()),
                 // The architecture reads the crossed input, which the codes do not describe.

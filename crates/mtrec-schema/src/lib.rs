@@ -187,6 +187,50 @@ mod tests {
     }
 
     #[test]
+    fn attention_pools_a_user_sequence_against_an_item_feature_of_its_dimension() {
+        let attend = |v: &mut serde_json::Value| {
+            v["features"][2]["pooling"] = serde_json::json!("attention");
+            v["features"][2]["attention"] = serde_json::json!({"target": "i", "max_length": 20});
+        };
+        let mut v = base();
+        attend(&mut v);
+        let s = parse_schema(&v.to_string()).unwrap();
+        assert_eq!(s.features[2].attention.as_ref().map(|a| (a.target.as_str(), a.max_length)), Some(("i", 20)));
+
+        let bad = |patch: &dyn Fn(&mut serde_json::Value)| {
+            error_of(|v| {
+                attend(v);
+                patch(v);
+            })
+            .to_string()
+        };
+        assert_eq!(
+            bad(&|v| v["features"][2]["attention"] = serde_json::Value::Null),
+            "features[2].attention: required with pooling \"attention\""
+        );
+        assert_eq!(
+            bad(&|v| v["features"][2]["pooling"] = serde_json::json!("mean")),
+            "features[2].attention: applies with pooling \"attention\" only"
+        );
+        assert_eq!(
+            bad(&|v| v["features"][2]["attention"]["max_length"] = serde_json::json!(0)),
+            "features[2].attention.max_length: must be between 1 and 256"
+        );
+        assert_eq!(
+            bad(&|v| v["features"][2]["attention"]["target"] = serde_json::json!("u")),
+            "features[2].attention.target: \"u\" names no categorical item feature"
+        );
+        assert_eq!(
+            bad(&|v| v["features"][1]["embedding_dim"] = serde_json::json!(4)),
+            "features[2].attention.target: \"i\" has embedding_dim 4, the sequence 8"
+        );
+        assert_eq!(
+            bad(&|v| v["features"][0]["attention"] = serde_json::json!({"target": "i", "max_length": 2})),
+            "features[0].attention: does not apply to a categorical feature"
+        );
+    }
+
+    #[test]
     fn time_cutoffs_accept_dates_and_numbers() {
         let mut v = base();
         v["ids"]["timestamp"] = serde_json::json!("ts");

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::PipelineError;
-use crate::spec::{Condition, Ids, LabelSpec, Pooling, Scope, Side, TaskType};
+use crate::spec::{AttentionSpec, Condition, Ids, LabelSpec, Pooling, Scope, Side, TaskType};
 use crate::value::RawValue;
 
 /// Version of the `features.json` format; bumped on any incompatible change.
@@ -94,10 +94,28 @@ pub struct FittedFeature {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Transform {
-    Categorical { ids: IdMapping, embedding_dim: usize },
-    MultiCategorical { separator: String, ids: IdMapping, embedding_dim: usize, pooling: Pooling },
-    Numeric { numeric: NumericTransform, scale: Scale },
-    Bucketized { numeric: NumericTransform, boundaries: Vec<f64>, embedding_dim: usize },
+    Categorical {
+        ids: IdMapping,
+        embedding_dim: usize,
+    },
+    MultiCategorical {
+        separator: String,
+        ids: IdMapping,
+        embedding_dim: usize,
+        pooling: Pooling,
+        /// With `pooling: attention`, the candidate feature and the sequence length.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attention: Option<AttentionSpec>,
+    },
+    Numeric {
+        numeric: NumericTransform,
+        scale: Scale,
+    },
+    Bucketized {
+        numeric: NumericTransform,
+        boundaries: Vec<f64>,
+        embedding_dim: usize,
+    },
 }
 
 /// How a category becomes an id.

@@ -246,6 +246,9 @@ pub struct FeatureSpec {
     /// multi_categorical: how the model pools the embeddings of one row's categories.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pooling: Option<Pooling>,
+    /// multi_categorical with `pooling: attention`: the candidate feature and the sequence length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<AttentionSpec>,
     /// Embedding dimension (categorical, multi_categorical, bucketized numeric); defaults to
     /// `defaults.embedding_dim`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -296,6 +299,22 @@ pub enum Pooling {
     #[default]
     Mean,
     Sum,
+    /// DIN's target attention (Zhou et al., KDD 2018): each of the row's first
+    /// `attention.max_length` categories (a behaviour sequence, most recent first) is weighted
+    /// by a small network of it and the candidate's embedding (`attention.target`), without
+    /// normalizing the weights. Tasks that do not see the candidate (user tasks) take the mean.
+    Attention,
+}
+
+/// What attention pooling attends with ([`Pooling::Attention`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttentionSpec {
+    /// The candidate: a categorical item feature whose embeddings have the sequence's dimension
+    /// (typically the item id, sharing the sequence's vocabulary).
+    pub target: String,
+    /// Only the first this many categories of a row are attended to (1 to 256).
+    pub max_length: usize,
 }
 
 /// A vocabulary fitted on the train split.

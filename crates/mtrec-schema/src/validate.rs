@@ -7,7 +7,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::error::{SchemaError, SchemaFileError};
-use crate::spec::{DatasetSchema, FeatureSpec, FeatureType, Fill, Normalize, SplitMethod, TaskType};
+use crate::spec::{DatasetSchema, FeatureSpec, FeatureType, Fill, Normalize, Pooling, Side, SplitMethod, TaskType};
 use crate::value::RawValue;
 
 /// Reads, parses and validates a schema file.
@@ -112,6 +112,45 @@ impl DatasetSchema {
         Ok(())
     }
 
+    /// A multi-categorical feature's `attention`: given exactly with `pooling: attention`, its
+    /// target a categorical item feature of the same embedding dimension, on a user or context
+    /// sequence.
+    fn validate_attention(&self, f: &FeatureSpec, at: &dyn Fn(&str) -> String) -> Result<(), SchemaError> {
+        let attention = match (f.pooling == Some(Pooling::Attention), &f.attention) {
+            (false, None) => return Ok(()),
+            (true, Some(a)) => a,
+            (true, None) => return Err(SchemaError::new(at("attention"), "required with pooling \"attention\"")),
+            (false, Some(_)) => {
+                return Err(SchemaError::new(at("attention"), "applies with pooling \"attention\" only"))
+            }
+        };
+        if !(1..=256).contains(&attention.max_length) {
+            return Err(SchemaError::new(at("attention.max_length"), "must be between 1 and 256"));
+        }
+        if f.side == Side::Item {
+            return Err(SchemaError::new(at("side"), "an attended sequence is a user or context feature"));
+        }
+        let target = self.features.iter().find(|t| t.name == attention.target);
+        let Some(target) = target.filter(|t| t.kind == FeatureType::Categorical && t.side == Side::Item) else {
+            return Err(SchemaError::new(
+                at("attention.target"),
+                format!("{:?} names no categorical item feature", attention.target),
+            ));
+        };
+        if self.embedding_dim(target) != self.embedding_dim(f) {
+            return Err(SchemaError::new(
+                at("attention.target"),
+                format!(
+                    "{:?} has embedding_dim {}, the sequence {}",
+                    target.name,
+                    self.embedding_dim(target),
+                    self.embedding_dim(f)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_feature(&self, f: &FeatureSpec, at: &dyn Fn(&str) -> String) -> Result<(), SchemaError> {
         let not_for = |field: &str, present: bool| -> Result<(), SchemaError> {
             if present {
@@ -138,6 +177,9 @@ impl DatasetSchema {
                 if f.kind == FeatureType::Categorical {
                     not_for("separator", f.separator.is_some())?;
                     not_for("pooling", f.pooling.is_some())?;
+                    not_for("attention", f.attention.is_some())?;
+                } else {
+                    self.validate_attention(f, at)?;
                 }
                 if f.separator.as_deref() == Some("") {
                     return Err(SchemaError::new(at("separator"), "must not be empty"));
@@ -170,6 +212,7 @@ impl DatasetSchema {
                     ("hashing", f.hashing.is_some()),
                     ("separator", f.separator.is_some()),
                     ("pooling", f.pooling.is_some()),
+                    ("attention", f.attention.is_some()),
                     ("embedding_dim", f.embedding_dim.is_some() && f.bucketize.is_none()),
                 ] {
                     not_for(field, present)?;

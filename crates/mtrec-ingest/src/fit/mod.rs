@@ -226,6 +226,7 @@ impl<'a> Fitter<'a> {
                         ids: ids(),
                         embedding_dim: schema.embedding_dim(spec),
                         pooling: spec.pooling.unwrap_or(Pooling::Mean),
+                        attention: spec.attention.clone(),
                     },
                     FeatureType::Numeric => transforms.remove(&i).expect("every numeric feature is fitted"),
                 };

@@ -30,15 +30,27 @@ impl BatchIds {
                     (SlotSource::Embedding { .. }, FeatureData::Ids(ids)) => {
                         Some(SlotLookups::Ids(rows.iter().map(|&r| ids[r]).collect()))
                     }
-                    (SlotSource::Embedding { .. }, FeatureData::Lists { offsets, values }) => {
+                    (
+                        source @ (SlotSource::Embedding { .. } | SlotSource::Sequence { .. }),
+                        FeatureData::Lists { offsets, values },
+                    ) => {
+                        // A sequence reads only its first `length` ids.
+                        let most = match source {
+                            SlotSource::Sequence { length, .. } => *length,
+                            _ => usize::MAX,
+                        };
                         let mut starts = Vec::with_capacity(rows.len() + 1);
                         let mut ids = Vec::new();
                         starts.push(0);
                         for &r in rows {
-                            ids.extend_from_slice(&values[offsets[r]..offsets[r + 1]]);
+                            let end = offsets[r + 1].min(offsets[r].saturating_add(most));
+                            ids.extend_from_slice(&values[offsets[r]..end]);
                             starts.push(ids.len());
                         }
                         Some(SlotLookups::Lists { offsets: starts, ids })
+                    }
+                    (SlotSource::Sequence { .. }, _) => {
+                        panic!("feature {} is no list, its slot a sequence", slot.feature)
                     }
                     (SlotSource::Embedding { .. }, FeatureData::Values(_)) => {
                         panic!("feature {} has values, its slot an embedding", slot.feature)

@@ -59,6 +59,19 @@ impl EmbeddingTables {
                             }
                         }
                     }
+                    (SlotSource::Sequence { table, length, .. }, Some(SlotLookups::Lists { offsets, ids }), _) => {
+                        let table = &self.tables[*table];
+                        let dim = table.dim;
+                        for (b, dst) in (first..).zip(dsts) {
+                            dst.fill(0.0);
+                            let ids = &ids[offsets[b]..offsets[b + 1]];
+                            let (rows_part, mask) = dst.split_at_mut(length * dim);
+                            for (j, &id) in ids.iter().enumerate() {
+                                copy_row(&mut rows_part[j * dim..(j + 1) * dim], table.row(id));
+                                mask[j] = 1.0;
+                            }
+                        }
+                    }
                     (source, _, _) => panic!("feature {} does not match its slot {source:?}", slot.feature),
                 }
             }

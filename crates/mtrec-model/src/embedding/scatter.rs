@@ -99,6 +99,10 @@ impl EmbeddingTables {
                 (SlotSource::Embedding { table, pooling }, Some(l)) => {
                     tables.iter().position(|t| t == table).map(|k| (s, *pooling, l, k))
                 }
+                // Position j's columns are the gradient of the j-th id's row.
+                (SlotSource::Sequence { table, .. }, Some(l)) => {
+                    tables.iter().position(|t| t == table).map(|k| (s, Some(Pooling::Attention), l, k))
+                }
                 _ => None,
             })
             .collect();
@@ -116,6 +120,12 @@ impl EmbeddingTables {
                 let g = &row_grad[slot.offset..slot.offset + slot.width];
                 match lookups {
                     SlotLookups::Ids(ids) => acc[k].add(ids[b], g, 1.0),
+                    SlotLookups::Lists { offsets, ids } if pooling == Some(Pooling::Attention) => {
+                        let dim = acc[k].dim;
+                        for (j, &id) in ids[offsets[b]..offsets[b + 1]].iter().enumerate() {
+                            acc[k].add(id, &g[j * dim..(j + 1) * dim], 1.0);
+                        }
+                    }
                     SlotLookups::Lists { offsets, ids } => {
                         let ids = &ids[offsets[b]..offsets[b + 1]];
                         let scale =

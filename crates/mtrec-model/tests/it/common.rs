@@ -42,6 +42,19 @@ pub fn pipeline_with_product() -> FeaturePipeline {
     pipeline
 }
 
+/// [`pipeline`] with the history `hist` pooled by attention against the candidate `item`, over
+/// its first 2 ids (row 2 of [`Batch`] holds 3).
+pub fn pipeline_with_attention() -> FeaturePipeline {
+    let mut pipeline = pipeline();
+    let hist = pipeline.features.iter_mut().find(|f| f.name == "hist").unwrap();
+    let mtrec_schema::Transform::MultiCategorical { pooling, attention, .. } = &mut hist.transform else {
+        panic!("hist is multi-categorical")
+    };
+    *pooling = mtrec_schema::Pooling::Attention;
+    *attention = Some(mtrec_schema::AttentionSpec { target: "item".into(), max_length: 2 });
+    pipeline
+}
+
 /// Columns of a batch of 6 rows.
 pub struct Batch {
     pub user: Vec<u32>,

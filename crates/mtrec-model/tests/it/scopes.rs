@@ -52,3 +52,30 @@ fn outputs_are_probabilities_where_they_should_be() {
         assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
     }
 }
+
+/// A sequence pooled by attention reads its first `max_length` ids and no more; the user task,
+/// which pools the same sequence by its mean, does not see the candidate.
+#[test]
+fn attention_pooling_reads_the_first_ids_and_user_tasks_ignore_the_candidate() {
+    for (name, cfg) in configs() {
+        let model = MultiTaskModel::new(&crate::common::pipeline_with_attention(), &cfg, 11).unwrap();
+        let base = Batch::new();
+        let p = model.predict(&base.data(), &base.rows());
+        let click = model.heads.iter().position(|h| h.name == "click").unwrap();
+        let tier = model.heads.iter().position(|h| h.name == "tier").unwrap();
+        // Row 2's history is [4, 5, 2]: its third id is past max_length 2.
+        let mut other = Batch::new();
+        other.hist[4] = 3;
+        let q = model.predict(&other.data(), &other.rows());
+        assert_eq!(p.outputs, q.outputs, "{name}: an id past max_length changed a score");
+        // Its second id is read.
+        other.hist[3] = 2;
+        let q = model.predict(&other.data(), &other.rows());
+        assert_ne!(p.outputs[click][2], q.outputs[click][2], "{name}: the second id was not read");
+        // The candidate enters the user task nowhere, the pair task through attention too.
+        let mut other = Batch::new();
+        other.item = vec![5, 2, 2, 3, 4, 0];
+        let q = model.predict(&other.data(), &other.rows());
+        assert_eq!(p.outputs[tier], q.outputs[tier], "{name}: the user task moved with the candidate");
+    }
+}

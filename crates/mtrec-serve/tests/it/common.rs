@@ -42,9 +42,18 @@ fn build() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_owned();
         let cfg = mtrec_synth::SyntheticConfig { users: 120, items: 60, rows: 3_000, seed: 5, ..Default::default() };
-        // With ESMM's product task, so that every test also serves one.
+        // With ESMM's product task and the recent items pooled by attention against the
+        // candidate (DIN), so that every test also serves both.
+        let mut schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(mtrec_testkit::synthetic_esmm_schema()).unwrap()).unwrap();
+        let recent =
+            schema["features"].as_array_mut().unwrap().iter_mut().find(|f| f["name"] == "recent_items").unwrap();
+        recent["pooling"] = serde_json::json!("attention");
+        recent["attention"] = serde_json::json!({"target": "item_id", "max_length": 5});
+        let schema_path = root.join("schema.json");
+        std::fs::write(&schema_path, schema.to_string()).unwrap();
         let mtrec_testkit::SyntheticIngest { raw, ingest, .. } =
-            mtrec_testkit::ingest_synthetic_with(&root, &cfg, &mtrec_testkit::synthetic_esmm_schema());
+            mtrec_testkit::ingest_synthetic_with(&root, &cfg, &schema_path);
         // With a cross network beside the experts, so that parity covers it too.
         let cross =
             mtrec_model::CrossConfig { layers: 2, rank: Some(4), structure: mtrec_model::CrossStructure::Parallel };

@@ -237,7 +237,9 @@ fn renumber(layout: &InputLayout, t: usize, data: &mut EncodedDataset) -> Vec<u3
     let mut columns: Vec<usize> = layout
         .slots
         .iter()
-        .filter(|s| matches!(s.source, SlotSource::Embedding { table, .. } if table == t))
+        .filter(|s| {
+            matches!(s.source, SlotSource::Embedding { table, .. } | SlotSource::Sequence { table, .. } if table == t)
+        })
         .map(|s| s.feature)
         .collect();
     columns.sort_unstable();
