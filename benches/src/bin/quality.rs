@@ -1,5 +1,5 @@
-//! Multi-seed quality benchmark: trains each config with seeds 1..=N on one ingest directory,
-//! scores the test split, and reports the mean and 95% confidence interval (Student's t) of
+//! Multi-seed quality benchmark: trains each config with seeds 1..=N (or from `--first-seed`) on
+//! one ingest directory, scores the test split, and reports the mean and 95% confidence interval (Student's t) of
 //! every test metric, plus the Bayes-optimal AUC where the data carries true probabilities
 //! (`extra.p_<task>`). Where it also carries a task's outcome on every row
 //! (`extra.would_<task>`, the synthetic data's conversion had the impression been clicked),
@@ -23,9 +23,12 @@ struct Args {
     /// Training configs to compare (JSON).
     #[arg(long, num_args = 1.., required = true)]
     config: Vec<PathBuf>,
-    /// Seeds 1..=N per config.
+    /// How many seeds per config: 1..=N, or N from `--first-seed` on.
     #[arg(long, default_value_t = 5)]
     seeds: u64,
+    /// The first seed: a run can continue another's seeds (`--first-seed 4 --seeds 2`).
+    #[arg(long, default_value_t = 1)]
+    first_seed: u64,
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Write every run's metrics and the summary as JSON here.
@@ -81,7 +84,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for path in &args.config {
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let mut per_metric: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-        for seed in 1..=args.seeds {
+        for seed in args.first_seed..args.first_seed + args.seeds {
             let mut cfg = mtrec_train::TrainConfig::load(path)?;
             cfg.seed = seed;
             cfg.threads = args.threads;
