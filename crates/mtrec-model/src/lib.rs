@@ -7,7 +7,12 @@
 //!   (lazy Adam, Adagrad, row-wise Adagrad).
 //! - [`layout`]: where every feature sits in the input row.
 //! - [`arch`]: sharing architectures (shared-bottom, MMoE, single-task, PLE, soft sharing).
-//! - [`cross`]: DCN-v2's cross network, stacked under or beside any architecture.
+//! - [`cross`]: DCN-v2's cross network, stacked under or beside any architecture, or inside
+//!   every MMoE/PLE expert.
+//! - [`attention`]: DIN's target attention over behaviour sequences (mean pooling where a
+//!   group does not see the candidate).
+//! - `product`: product tasks (ESMM's click-and-convert), whose probability is the product of
+//!   their factors'.
 //! - [`fused`]: the hot path as fused ops with hand-written backward passes on dfdx's tape:
 //!   linear layers and whole MLPs / expert banks over faer's GEMM (product, bias and ReLU in
 //!   one op), and the gate's softmax with the experts' mixture; dfdx's own element-wise kernels

@@ -37,7 +37,7 @@ pub struct Head {
     /// training scale), measured by the trainer: with it, [`Head::label_mean`] is known.
     pub residual_variance: Option<f64>,
     /// A product task's factors (earlier binary tasks, by index): its probability is the
-    /// product of theirs and it has no tower ([`crate::product`]). Empty for other tasks.
+    /// product of theirs and it has no tower (module `product`). Empty for other tasks.
     pub factors: Vec<usize>,
 }
 
