@@ -22,6 +22,17 @@ pub struct SyntheticConfig {
     pub task_correlation: f64,
     /// Dimension of the user and item latent vectors, at least 2.
     pub latent_dim: usize,
+    /// How much a user's recent clicks steer the next one: the click logit gains
+    /// `history_effect · max_j cos(v, v_j)` over the latent vectors `v_j` of the user's recent
+    /// clicks (0 without any), so a candidate like one just clicked is likelier to be clicked,
+    /// whatever the user's long-term taste: what target attention over the history can see and
+    /// a mean of it cannot. 0 (the default) leaves the world as it was.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub history_effect: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl Default for SyntheticConfig {
@@ -34,6 +45,7 @@ impl Default for SyntheticConfig {
             events_seed: None,
             task_correlation: 0.5,
             latent_dim: 8,
+            history_effect: 0.0,
         }
     }
 }
@@ -63,6 +75,9 @@ impl SyntheticConfig {
             );
         }
         // `contains` is false for NaN, so NaN is rejected too.
+        if !(self.history_effect.is_finite() && self.history_effect.abs() <= 10.0) {
+            return invalid("history_effect", format!("must be in [-10, 10], got {}", self.history_effect));
+        }
         if !(-1.0..=1.0).contains(&self.task_correlation) {
             return invalid("task_correlation", format!("must be in [-1, 1], got {}", self.task_correlation));
         }

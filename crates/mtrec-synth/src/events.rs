@@ -112,6 +112,7 @@ pub(crate) struct Simulation<'a> {
     recent: Vec<[usize; RECENT_LEN]>,
     recent_len: Vec<u8>,
     rows_left: usize,
+    history_effect: f64,
 }
 
 impl<'a> Simulation<'a> {
@@ -131,6 +132,7 @@ impl<'a> Simulation<'a> {
             recent: vec![[0usize; RECENT_LEN]; users.ids.len()],
             recent_len: vec![0u8; users.ids.len()],
             rows_left: cfg.rows,
+            history_effect: cfg.history_effect,
         }
     }
 
@@ -172,18 +174,25 @@ impl<'a> Simulation<'a> {
             s1 *= d;
             s2 *= d;
 
+            let len = recent_len[user] as usize;
+            let history = if self.history_effect == 0.0 {
+                0.0
+            } else {
+                let clicked = recent[user][..len].iter().map(|&j| &items.latent[j * dim..(j + 1) * dim]);
+                self.history_effect * max_cosine(v, clicked)
+            };
             let p_click = sigmoid(
                 CLICK_AFFINITY * s1
                     + CLICK_POSITION * (position - 1) as f64
                     + CLICK_DEVICE[device]
                     + self.hour_effect[ev.hour[row] as usize]
-                    + CLICK_BIAS,
+                    + CLICK_BIAS
+                    + history,
             );
             let p_convert = sigmoid(CONVERT_AFFINITY * s2 + CONVERT_PRICE * items.price_z[item] + CONVERT_BIAS);
             let expected_log_dwell = DWELL_LOG_MEAN + DWELL_AFFINITY * s1;
 
             // recent_items is what the user had clicked before this event.
-            let len = recent_len[user] as usize;
             for (j, &it) in recent[user][..len].iter().enumerate() {
                 if j > 0 {
                     ev.recent_buf.push('|');
@@ -232,4 +241,14 @@ impl<'a> Simulation<'a> {
         }
         Some(ev)
     }
+}
+
+/// The largest cosine similarity of `v` to any of `others`; 0 without any.
+fn max_cosine<'a>(v: &[f64], others: impl Iterator<Item = &'a [f64]>) -> f64 {
+    let norm = |x: &[f64]| crate::random::dot(x, x).sqrt();
+    let nv = norm(v);
+    others
+        .map(|o| crate::random::dot(v, o) / (nv * norm(o)).max(f64::MIN_POSITIVE))
+        .fold(None, |best: Option<f64>, c| Some(best.map_or(c, |b| b.max(c))))
+        .unwrap_or(0.0)
 }

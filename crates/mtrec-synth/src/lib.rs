@@ -29,6 +29,10 @@
 //!   conversion model is judged on every impression, the population it scores when serving,
 //!   not only on the clicked rows it can be trained on (the sample-selection bias ESMM
 //!   addresses).
+//! - With `history_effect` h ≠ 0, the click logit also gains `h · max_j cos(v, v_j)` over the
+//!   user's recent clicks `v_j` (`recent_items`; 0 without any): short-term interest, which
+//!   depends on the candidate and the history jointly (what target attention over the history
+//!   can represent and its mean cannot). `p_click` includes it.
 //! - `dwell_time` (seconds, null without a click) is log-normal around
 //!   `expected_log_dwell = 3 + 0.5·s1`.
 //! - `high_value` is drawn per event from a user-level `p_high_value` (latent, age, activity).

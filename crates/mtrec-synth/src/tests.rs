@@ -386,3 +386,41 @@ fn another_events_seed_draws_new_events_in_the_same_world() {
     let same = pairs(&a).iter().zip(pairs(&b).iter()).filter(|(x, y)| x == y).count();
     assert!(same < 100, "{same} of 2,000 events are the same");
 }
+
+/// With a history effect, a candidate of the category of one of the user's recent clicks is
+/// clicked more often than in the same world without it; the other rows much less so.
+#[test]
+fn the_history_effect_favours_candidates_like_recent_clicks() {
+    let rate = |history_effect: f64| -> (f64, f64) {
+        let df = generate(&SyntheticConfig { history_effect, ..cfg(30_000) }).unwrap();
+        let items = df.column("item_id").unwrap().str().unwrap().clone();
+        let categories = df.column("category").unwrap().str().unwrap().clone();
+        let recent = df.column("recent_items").unwrap().str().unwrap().clone();
+        let click = i64s(&df, "click");
+        let category_of: std::collections::HashMap<String, String> =
+            items.iter().zip(categories.iter()).filter_map(|(i, c)| Some((i?.to_owned(), c?.to_owned()))).collect();
+        let (mut like, mut other) = ((0.0, 0.0), (0.0, 0.0));
+        for (r, &clicked) in click.iter().enumerate() {
+            let category = categories.get(r).unwrap();
+            let recent = recent.get(r).unwrap_or("");
+            let similar = recent
+                .split('|')
+                .filter(|i| !i.is_empty())
+                .any(|i| category_of.get(i).map(String::as_str) == Some(category));
+            let bucket = if similar { &mut like } else { &mut other };
+            bucket.0 += clicked as f64;
+            bucket.1 += 1.0;
+        }
+        (like.0 / like.1, other.0 / other.1)
+    };
+    let (like_without, other_without) = rate(0.0);
+    let (like_with, other_with) = rate(3.0);
+    assert!(
+        like_with > like_without + 0.05,
+        "like a recent click: {like_with} with the effect, {like_without} without"
+    );
+    assert!(
+        like_with - like_without > 2.0 * (other_with - other_without),
+        "other rows: {other_with} vs {other_without}"
+    );
+}

@@ -430,6 +430,10 @@ struct SyntheticArgs {
     /// Dimension of the users' and items' latent vectors.
     #[arg(long, default_value_t = mtrec_synth::SyntheticConfig::default().latent_dim)]
     latent_dim: usize,
+    /// How much the user's recent clicks steer the next click: the click logit gains
+    /// history_effect times the largest cosine of the candidate to a recent click (0: none).
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    history_effect: f64,
 }
 
 impl SyntheticArgs {
@@ -442,6 +446,7 @@ impl SyntheticArgs {
             events_seed: self.events_seed,
             task_correlation: self.task_correlation,
             latent_dim: self.latent_dim,
+            history_effect: self.history_effect,
         }
     }
 }
