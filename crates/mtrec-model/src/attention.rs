@@ -7,7 +7,10 @@
 //! by `Σ_j a_j h_j`: the weights are not normalized, so how much of the history is relevant
 //! to this candidate stays in the pooled vector's scale. A group that does not see the
 //! candidate (user tasks) takes the mean of the row's embeddings instead. Either way the
-//! sequence's `L x (d + 1)` columns become `d`, appended after the group's other columns.
+//! sequence's `L x (d + 1)` columns become `d`, appended after the group's other columns, and
+//! with the `user_item_dot` interactions the pooled vector's dot product with each item-side
+//! embedding of its dimension follows it (as a mean-pooled history gets from
+//! [`crate::layout::InputLayout::user_item_pairs`]).
 //!
 //! The pooling reads the assembled input, so the embeddings' gradients arrive in the sequence
 //! slot's columns, one position per id, and the scatter adds them to the ids' rows.
@@ -29,13 +32,27 @@ pub struct SequencePooling {
     pub dim: usize,
     /// The candidate's columns and the activation unit; `None` pools by the mean.
     attention: Option<(Range<usize>, Mlp, Linear)>,
+    /// Columns of the item-side embeddings the pooled vector is dotted with.
+    dots: Vec<Range<usize>>,
 }
 
 impl SequencePooling {
     /// Mean pooling of the sequence of `length` embeddings of `dim` at `columns`.
     pub fn mean(columns: Range<usize>, length: usize, dim: usize) -> Self {
         assert_eq!(columns.len(), length * (dim + 1), "a sequence slot holds length x (dim + 1) columns");
-        Self { columns, length, dim, attention: None }
+        Self { columns, length, dim, attention: None, dots: Vec::new() }
+    }
+
+    /// Appends the pooled vector's dot product with each embedding at `dots` (columns of the
+    /// same input, of `dim` each).
+    pub fn dotted_with(self, dots: Vec<Range<usize>>) -> Self {
+        assert!(dots.iter().all(|r| r.len() == self.dim), "dot operands of another dimension");
+        Self { dots, ..self }
+    }
+
+    /// The columns this sequence adds to its group's input in place of its slot.
+    pub fn pooled_width(&self) -> usize {
+        self.dim + self.dots.len()
     }
 
     /// Attention against the candidate at `target` (columns of the same input) instead, with
@@ -119,10 +136,17 @@ pub(crate) fn pool_sequences<T: TapeKind>(store: &ParamStore, x: Mat<T>, sequenc
     if at < width {
         kept.push(at..width);
     }
-    let mut uses = fan_out(x, kept.len() + sequences.len());
+    let dots: usize = sequences.iter().map(|s| s.dots.len()).sum();
+    let mut uses = fan_out(x, kept.len() + sequences.len() + dots);
     let mut parts: Vec<Mat<T>> = kept.into_iter().map(|r| slice_columns(uses.remove(0), r)).collect();
     for (s, mask) in sequences.iter().zip(&masks) {
-        parts.push(s.pool(store, uses.remove(0), mask));
+        let pooled = s.pool(store, uses.remove(0), mask);
+        let mut pooled = fan_out(pooled, 1 + s.dots.len());
+        parts.push(pooled.remove(0));
+        for (range, p) in s.dots.iter().zip(pooled) {
+            let item = slice_columns(uses.remove(0), range.clone());
+            parts.push((p * item).sum::<(usize,), Axis<1>>().reshape_like(&(n, 1usize)));
+        }
     }
     let mut parts = parts.into_iter();
     let mut out = parts.next().expect("at least the pooled vector");
@@ -140,7 +164,8 @@ mod tests {
 
     /// Finite differences of a weighted sum of the pooled input, with respect to the input (the
     /// embeddings and the candidate) and every parameter of the activation unit; rows with a
-    /// full, a partial and an empty history, pooled by attention and by the mean.
+    /// full, a partial and an empty history, pooled by attention (and dotted with the candidate)
+    /// and by the mean.
     #[test]
     fn pooling_matches_finite_differences() {
         let (n, l, d) = (3usize, 2usize, 2usize);
@@ -150,8 +175,11 @@ mod tests {
         for attention in [true, false] {
             let mut store = ParamStore::new(Dev::default());
             let seq = SequencePooling::mean(1..1 + l * (d + 1), l, d);
+            // With attention, the pooled vector is also dotted with the candidate.
             let seq = match attention {
-                true => seq.attending(&mut store, "a", 1 + l * (d + 1)..width, &[3], &mut rng),
+                true => seq
+                    .attending(&mut store, "a", 1 + l * (d + 1)..width, &[3], &mut rng)
+                    .dotted_with(std::iter::once(1 + l * (d + 1)..width).collect()),
                 false => seq,
             };
             for id in store.ids().collect::<Vec<_>>() {
@@ -169,7 +197,7 @@ mod tests {
                     }
                 }
             }
-            let out_width = width - l * (d + 1) + d;
+            let out_width = width - l * (d + 1) + seq.pooled_width();
             let weights: Vec<f32> = (0..n * out_width).map(|_| rng.gen_range(-1.0..1.0)).collect();
             let objective = |store: &ParamStore, input: &[f32]| -> f64 {
                 let x: Mat = dev.tensor_from_vec(input.to_vec(), (n, width));

@@ -192,7 +192,21 @@ impl MultiTaskModel {
                     let target =
                         layout.slots.iter().find(|t| t.feature == target && range.contains(&t.offset)).map(local);
                     let name = &pipeline.features[s.feature].name;
-                    let pooling = SequencePooling::mean(local(s), length, tables.tables[table].dim);
+                    let dim = tables.tables[table].dim;
+                    // Dotted with the item-side embeddings of its dimension, as a mean-pooled
+                    // history is by the user-item dot interactions.
+                    let item_side = layout.scope_range(Scope::Item);
+                    let dots = match (scope, config.interactions) {
+                        (Scope::Pair, Interactions::UserItemDot) => layout
+                            .slots
+                            .iter()
+                            .filter(|t| matches!(t.source, SlotSource::Embedding { .. }))
+                            .filter(|t| item_side.contains(&t.offset) && t.width == dim)
+                            .map(local)
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    let pooling = SequencePooling::mean(local(s), length, dim).dotted_with(dots);
                     match target {
                         Some(t) => pooling.attending(
                             &mut params,
@@ -205,8 +219,9 @@ impl MultiTaskModel {
                     }
                 })
                 .collect();
-            let pooled_away: usize = sequences.iter().map(|s| s.columns.len() - s.dim).sum();
-            let input = range.len() + dots.len() - pooled_away;
+            let pooled: usize = sequences.iter().map(|s| s.pooled_width()).sum();
+            let removed: usize = sequences.iter().map(|s| s.columns.len()).sum();
+            let input = range.len() + dots.len() + pooled - removed;
             let expert_cross = config.cross.as_ref().filter(|c| c.structure == CrossStructure::Experts);
             let (sharing, hidden) = Sharing::new(
                 &config.architecture,
