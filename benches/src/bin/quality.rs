@@ -114,7 +114,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 started.elapsed().as_secs_f64(),
                 metrics
                     .iter()
-                    .filter(|(k, _)| k.ends_with(".auc"))
+                    .filter(|(k, _)| k.ends_with(".auc") || k.ends_with(".auc_all_impressions"))
                     .map(|(k, v)| format!("{k} {v:.4}"))
                     .collect::<Vec<_>>()
                     .join(", ")
