@@ -110,7 +110,8 @@ impl SequencePooling {
 }
 
 /// `x` with every sequence slot's columns replaced by its pooled vector, the pooled vectors
-/// appended after the remaining columns, in `sequences` order (which is column order).
+/// (each followed by its dot products) appended after the remaining columns, in `sequences`
+/// order (which is column order).
 pub(crate) fn pool_sequences<T: TapeKind>(store: &ParamStore, x: Mat<T>, sequences: &[SequencePooling]) -> Mat<T> {
     if sequences.is_empty() {
         return x;
