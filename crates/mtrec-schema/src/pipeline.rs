@@ -354,6 +354,29 @@ impl FeaturePipeline {
                 }
             }
         }
+        // Attention pooling names its candidate: a categorical feature of the same dimension.
+        for (i, f) in self.features.iter().enumerate() {
+            if let Transform::MultiCategorical { pooling, attention, embedding_dim, .. } = &f.transform {
+                match (*pooling == Pooling::Attention, attention) {
+                    (false, None) => {}
+                    (true, Some(a)) => {
+                        let target = self.features.iter().find(|g| g.name == a.target);
+                        let ok = target.is_some_and(|g| {
+                            matches!(g.transform, Transform::Categorical { .. })
+                                && g.embedding_dim() == Some(*embedding_dim)
+                        });
+                        if !ok || a.max_length == 0 {
+                            return Err(format!(
+                                "features[{i}].transform.attention: {:?} is no categorical feature of dimension \
+                                 {embedding_dim}, or max_length is 0",
+                                a.target
+                            ));
+                        }
+                    }
+                    _ => return Err(format!("features[{i}].transform: pooling \"attention\" goes with `attention`")),
+                }
+            }
+        }
         // A product task's factors are earlier binary tasks, and it reads no label column.
         for (i, t) in self.tasks.iter().enumerate() {
             if t.label.is_none() == t.product_of.is_empty() {
@@ -483,6 +506,37 @@ mod tests {
         pipeline.tasks.swap(1, 2);
         pipeline.tasks[2].label = pipeline.tasks[0].label.clone();
         assert_eq!(pipeline.check().unwrap_err(), "tasks[2]: needs exactly one of label and product_of");
+    }
+
+    /// A hand-edited attention pooling without its candidate, or naming a feature that cannot
+    /// be one, is refused at load instead of reaching the model.
+    #[test]
+    fn attention_pooling_must_name_a_categorical_feature_of_its_dimension() {
+        let ids = || IdMapping::Vocabulary { vocabulary: "region".into() };
+        let feature = |name: &str, transform| FittedFeature {
+            name: name.into(),
+            column: name.into(),
+            side: Side::User,
+            transform,
+        };
+        let mut pipeline = with_scale(0.0, 1.0);
+        pipeline.features.push(feature("item", Transform::Categorical { ids: ids(), embedding_dim: 2 }));
+        let hist = |pooling, target: &str| Transform::MultiCategorical {
+            separator: "|".into(),
+            ids: ids(),
+            embedding_dim: 2,
+            pooling,
+            attention: Some(AttentionSpec { target: target.into(), max_length: 3 }),
+        };
+        pipeline.features.push(feature("hist", hist(Pooling::Attention, "item")));
+        assert_eq!(pipeline.check(), Ok(()));
+        pipeline.features[2].transform = hist(Pooling::Attention, "age");
+        assert!(pipeline
+            .check()
+            .unwrap_err()
+            .starts_with("features[2].transform.attention: \"age\" is no categorical"));
+        pipeline.features[2].transform = hist(Pooling::Mean, "item");
+        assert_eq!(pipeline.check().unwrap_err(), "features[2].transform: pooling \"attention\" goes with `attention`");
     }
 
     #[test]
