@@ -210,39 +210,17 @@ mod tests {
             let loss = (out * dev.tensor_from_vec(weights.clone(), (n, out_width))).sum();
             let mut grads = loss.backward();
             let input_grad = crate::params::take_grad(&mut grads, &leaf).unwrap();
-            let h = 1e-2f32;
-            let close = |analytic: f32, numeric: f64, what: &str| {
-                assert!(
-                    (f64::from(analytic) - numeric).abs() <= 2e-3 * (1.0 + numeric.abs()),
-                    "attention {attention}, {what}: analytic {analytic} vs numeric {numeric}"
-                );
-            };
-            for i in 0..input.len() {
-                let mask_columns = 1 + l * d..1 + l * (d + 1);
-                if mask_columns.contains(&(i % width)) {
-                    continue; // the mask columns are data
-                }
-                let (mut up, mut down) = (input.clone(), input.clone());
-                up[i] += h;
-                down[i] -= h;
-                let numeric = (objective(&store, &up) - objective(&store, &down)) / (2.0 * f64::from(h));
-                close(input_grad[i], numeric, &format!("input {i}"));
-            }
-            for id in store.ids().collect::<Vec<_>>() {
-                let analytic = store.grad(&mut grads, id);
-                let values = store.values(id);
-                for i in 0..values.len() {
-                    let mut shifted = store.clone();
-                    let (mut up, mut down) = (values.clone(), values.clone());
-                    up[i] += h;
-                    down[i] -= h;
-                    shifted.set_values(id, &up);
-                    let plus = objective(&shifted, &input);
-                    shifted.set_values(id, &down);
-                    let minus = objective(&shifted, &input);
-                    close(analytic[i], (plus - minus) / (2.0 * f64::from(h)), &format!("{} [{i}]", store.name(id)));
-                }
-            }
+            // The mask columns are data.
+            let mask_columns = 1 + l * d..1 + l * (d + 1);
+            crate::params::assert_gradients_match_central_differences(
+                &store,
+                &mut grads,
+                &input,
+                &input_grad,
+                &|i| mask_columns.contains(&(i % width)),
+                &objective,
+                &format!("attention {attention}"),
+            );
         }
     }
 }

@@ -247,6 +247,51 @@ impl AdamState {
     }
 }
 
+/// Asserts that the analytic gradients of a scalar `objective` of the store and an input —
+/// `input_grad` for the input, `grads` for every parameter — match central differences of
+/// step 1e-2 within 2e-3 (relative above 1); inputs where `skip_input` holds (data, not
+/// learned) are left out. `what` prefixes every failure. The layers' own tests share it.
+#[cfg(test)]
+pub(crate) fn assert_gradients_match_central_differences(
+    store: &ParamStore,
+    grads: &mut Grads,
+    input: &[f32],
+    input_grad: &[f32],
+    skip_input: &dyn Fn(usize) -> bool,
+    objective: &dyn Fn(&ParamStore, &[f32]) -> f64,
+    what: &str,
+) {
+    let h = 1e-2f32;
+    let close = |analytic: f32, numeric: f64, at: &str| {
+        assert!(
+            (f64::from(analytic) - numeric).abs() <= 2e-3 * (1.0 + numeric.abs()),
+            "{what}, {at}: analytic {analytic} vs numeric {numeric}"
+        );
+    };
+    for i in (0..input.len()).filter(|&i| !skip_input(i)) {
+        let (mut up, mut down) = (input.to_vec(), input.to_vec());
+        up[i] += h;
+        down[i] -= h;
+        let numeric = (objective(store, &up) - objective(store, &down)) / (2.0 * f64::from(h));
+        close(input_grad[i], numeric, &format!("input {i}"));
+    }
+    for id in store.ids().collect::<Vec<_>>() {
+        let analytic = store.grad(grads, id);
+        let values = store.values(id);
+        for i in 0..values.len() {
+            let mut shifted = store.clone();
+            let (mut up, mut down) = (values.clone(), values.clone());
+            up[i] += h;
+            down[i] -= h;
+            shifted.set_values(id, &up);
+            let plus = objective(&shifted, input);
+            shifted.set_values(id, &down);
+            let minus = objective(&shifted, input);
+            close(analytic[i], (plus - minus) / (2.0 * f64::from(h)), &format!("{} [{i}]", store.name(id)));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
