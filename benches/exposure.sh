@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The exposure log's cost on the scoring path: the same `mtrec serve` (small Census MMoE, one
-# epoch) under the same load (benches/src/bin/serve_load.rs, 100 items per request) without an
+# epoch) under the same load (benches/src/bin/serve_load/, 100 items per request) without an
 # exposure log, with one, and with a one-record queue (most records dropped and counted), the
 # three servers taking turns in every round so that the machine's noise falls on all of them.
 #

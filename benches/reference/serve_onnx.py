@@ -1,20 +1,23 @@
-"""onnxruntime reference for mtrec's serving benchmark (benches/serve.sh).
+"""onnxruntime reference for mtrec's serving benchmarks (benches/serve.sh, serve_synthetic.sh).
 
-Builds mtrec's Census MMoE in PyTorch from a bundle's `weights.safetensors` (tensor names:
-crates/mtrec-model/src/io.rs; the structure of benches/reference/census_torch.py), exports it to
-ONNX, checks that onnxruntime's outputs equal `mtrec predict`'s on the test split, then times
-onnxruntime on the same 100-item batches as the load generator (benches/src/bin/serve_load.rs):
-batch k is the encoded Census row k*items, repeated `items` times (`--endpoint score`: one user,
-`items` candidates that carry no feature), or rows k*items.. (`--endpoint batch`).
+Builds an mtrec MMoE in PyTorch from a bundle's `weights.safetensors` (tensor names:
+crates/mtrec-model/src/io.rs), exports it to ONNX, checks that onnxruntime's outputs equal
+`mtrec predict`'s on the test split, then times onnxruntime on the same batches as the load
+generator (benches/src/bin/serve_load/): with `--endpoint score`, batch k holds `items` rows,
+each the user and context of encoded row k*items with the item of row k*items + j (a Census
+row has no item, so its rows are equal); with `--endpoint batch`, rows k*items.. as they are.
+Every row is computed in full, as a typical ONNX deployment scores flattened rows.
 
-The ONNX graph takes encoded inputs (int64 ids of every categorical feature, float32 numerics)
-and returns every task's probability: it does the embedding lookups and the dense network, not
-the JSON parsing and feature encoding that `mtrec serve` does per request.
+The ONNX graph takes encoded inputs (int64 ids, float32 numerics) and returns every task's
+output: it does the embedding lookups and the dense network, not the JSON parsing and feature
+encoding that `mtrec serve` does per request.
 
-Two structures, both exactly mtrec's function:
-- `fused` (default): all embedding tables in one (one Gather), the experts' first layers as one
-  product (as mtrec has them), the experts' deeper layers as one batched product;
-- `census_torch`: census_torch.py's MMoE class as it is (one module per expert), weights loaded.
+Three structures, all exactly mtrec's function:
+- `fused` (default; Census): all embedding tables in one (one Gather), the experts' first layers
+  as one product (as mtrec has them), the experts' deeper layers as one batched product;
+- `census_torch`: census_torch.py's MMoE class as it is (one module per expert), weights loaded;
+- `general`: mtrec_torch.py's MMoE of any bundle without cross networks, attention or product
+  tasks (user, item and context features, lists, the dot-product interactions, every scope).
 
 Prints one JSON line per measurement (like serve_load). Optional: needs torch, numpy, pyarrow,
 onnx and onnxruntime (pip install onnxruntime onnx); no test uses it.
@@ -29,7 +32,10 @@ import threading
 import time
 import warnings
 
+import glob
+
 import numpy as np
+import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import torch
@@ -37,6 +43,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from census_torch import MMoE  # noqa: E402
+from mtrec_torch import MtrecMMoE  # noqa: E402
 
 
 def read_safetensors(path):
@@ -52,6 +59,12 @@ def read_safetensors(path):
         a, b = t["data_offsets"]
         out[name] = torch.from_numpy(np.frombuffer(data[8 + n + a : 8 + n + b], dtype="<f4").reshape(t["shape"]).copy())
     return out
+
+
+def general_layout(pipeline):
+    from mtrec_torch import layout as mtrec_layout
+
+    return mtrec_layout(pipeline)
 
 
 def layout(pipeline):
@@ -155,18 +168,58 @@ class CensusTorch(nn.Module):
         return torch.sigmoid(torch.stack(self.m(ids, numeric), dim=1))
 
 
-def encoded_rows(data, cats, nums):
+def read_split(data, split):
+    """An encoded split: `<split>.arrow`, or the parts of `<split>/`."""
+    path = f"{data}/{split}.arrow"
+    if os.path.exists(path):
+        return ipc.open_file(path).read_all()
+    parts = sorted(glob.glob(f"{data}/{split}/*.arrow"))
+    return pa.concat_tables([ipc.open_file(p).read_all() for p in parts])
+
+
+def inputs_of(t, slots):
+    """The model's inputs for the rows of table `t`: name -> array, and per input, a flag per
+    column: whether it is an item-side feature's."""
+    ids = [s for s in slots if s["kind"] == "ids"]
+    lists = [s for s in slots if s["kind"] == "list"]
+    values = [s for s in slots if s["kind"] == "value"]
+    n = t.num_rows
+    out = {"ids": np.stack([t.column(s["name"]).to_numpy().astype(np.int64) for s in ids], axis=1) if ids else np.zeros((n, 0), np.int64),
+           "values": np.stack([t.column(s["name"]).to_numpy().astype(np.float32) for s in values], axis=1) if values else np.zeros((n, 0), np.float32)}
+    if lists:
+        cols = [t.column(s["name"]).combine_chunks() for s in lists]
+        lengths = np.stack([np.diff(c.offsets.to_numpy()) for c in cols], axis=1).astype(np.int64)
+        width = max(1, int(lengths.max()))
+        padded = np.zeros((n, len(lists), width), np.int64)
+        for j, c in enumerate(cols):
+            offsets, flat = c.offsets.to_numpy(), c.values.to_numpy()
+            for r in range(n):
+                padded[r, j, : offsets[r + 1] - offsets[r]] = flat[offsets[r] : offsets[r + 1]]
+        out["lists"], out["lengths"] = padded, lengths
+    side = lambda group: np.array([s["side"] == "item" for s in group], dtype=bool)
+    item = {"ids": side(ids), "values": side(values), "lists": side(lists), "lengths": side(lists)}
+    return out, item
+
+
+def encoded_rows(data, slots):
     """Every encoded row of the three splits, indexed by source row (`id.row`)."""
-    ids, numeric, source = [], [], []
-    for split in ("train", "valid", "test"):
-        t = ipc.open_file(f"{data}/{split}.arrow").read_all()
-        ids.append(np.stack([t.column(c).to_numpy().astype(np.int64) for c, _ in cats], axis=1))
-        numeric.append(np.stack([t.column(c).to_numpy().astype(np.float32) for c in nums], axis=1))
-        source.append(t.column("id.row").to_numpy())
-    ids, numeric, source = np.concatenate(ids), np.concatenate(numeric), np.concatenate(source)
+    tables = [read_split(data, split) for split in ("train", "valid", "test")]
+    t = pa.concat_tables(tables)
+    source = t.column("id.row").to_numpy()
     order = np.empty(source.max() + 1, dtype=np.int64)
     order[source] = np.arange(len(source))
-    return ids[order], numeric[order]
+    inputs, item = inputs_of(t, slots)
+    return {k: v[order] for k, v in inputs.items()}, item
+
+
+def pad_lists(inputs, width):
+    """`lists` padded (or cut) to `width` positions, so that batches share a shape."""
+    if "lists" in inputs and inputs["lists"].shape[2] != width:
+        lists = np.zeros(inputs["lists"].shape[:2] + (width,), np.int64)
+        w = min(width, inputs["lists"].shape[2])
+        lists[:, :, :w] = inputs["lists"][:, :, :w]
+        inputs = {**inputs, "lists": lists}
+    return inputs
 
 
 def percentiles(lat_ms):
@@ -194,7 +247,7 @@ def main():
     p.add_argument("--items", type=int, default=100)
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--endpoint", choices=["score", "batch"], default="score")
-    p.add_argument("--structure", choices=["fused", "census_torch"], default="fused")
+    p.add_argument("--structure", choices=["fused", "census_torch", "general"], default="fused")
     p.add_argument("--workers", type=int, default=16, help="concurrent callers (threads) of one session")
     p.add_argument("--intra-threads", type=int, default=1, help="onnxruntime intra-op threads under --workers callers")
     p.add_argument("--single-threads", type=int, default=0, help="intra-op threads for the single-caller timing (0: cores)")
@@ -211,25 +264,36 @@ def main():
     pipeline = json.load(open(f"{a.bundle}/features.json"))
     meta = json.load(open(f"{a.bundle}/model.json"))
     arch = meta["model"]["architecture"]
-    if arch["type"] != "mmoe" or any(t["kind"] != "binary" or t["scope"] != "pair" for t in meta["tasks"]):
-        raise SystemExit("only MMoE bundles with binary pair tasks are supported here")
-    tasks = [t["name"] for t in meta["tasks"]]
-    towers = meta["model"]["tower_layers"]
-    cats, nums = layout(pipeline)
     w = read_safetensors(f"{a.bundle}/weights.safetensors")
-    tables = [t for _, t in cats]
-    if a.structure == "fused":
-        model = ServeMMoE(w, tables, arch["experts"], towers, tasks)
+    slots = general_layout(pipeline)
+    if a.structure == "general":
+        model = MtrecMMoE(pipeline, meta, w)
+        columns = model.prediction_columns()
+        names = ["ids", "values"] + (["lists", "lengths"] if any(s["kind"] == "list" for s in slots) else [])
+        feed = lambda x: {k: x[k] for k in names}
     else:
-        model = CensusTorch(w, tables, len(nums), arch["experts"], arch["expert_layers"], towers, tasks)
+        if arch["type"] != "mmoe" or any(t["kind"] != "binary" or t["scope"] != "pair" for t in meta["tasks"]):
+            raise SystemExit("only MMoE bundles with binary pair tasks are supported by this structure (try --structure general)")
+        tasks = [t["name"] for t in meta["tasks"]]
+        towers = meta["model"]["tower_layers"]
+        cats, nums = layout(pipeline)
+        tables = [t for _, t in cats]
+        if a.structure == "fused":
+            model = ServeMMoE(w, tables, arch["experts"], towers, tasks)
+        else:
+            model = CensusTorch(w, tables, len(nums), arch["experts"], arch["expert_layers"], towers, tasks)
+        columns = [f"pred.{t}" for t in tasks]
+        names = ["ids", "numeric"]
+        feed = lambda x: {"ids": x["ids"], "numeric": x["values"]}
     model.eval()
 
-    ids_all, num_all = encoded_rows(a.data, cats, nums)
+    all_rows, item_columns = encoded_rows(a.data, slots)
+    positions = all_rows["lists"].shape[2] if "lists" in all_rows else 0
     path = os.path.join(tempfile.mkdtemp(), "model.onnx")
-    example = (torch.from_numpy(ids_all[: a.items]), torch.from_numpy(num_all[: a.items]))
+    example = tuple(torch.from_numpy(v[: a.items]) for v in feed(all_rows).values())
     with torch.no_grad():
-        torch.onnx.export(model, example, path, input_names=["ids", "numeric"], output_names=["probabilities"],
-                          dynamic_axes={"ids": {0: "batch"}, "numeric": {0: "batch"}, "probabilities": {0: "batch"}},
+        torch.onnx.export(model, example, path, input_names=names, output_names=["outputs"],
+                          dynamic_axes={**{k: {0: "batch"} for k in names}, "outputs": {0: "batch"}},
                           opset_version=17, dynamo=False)
 
     def session(threads):
@@ -241,13 +305,12 @@ def main():
         return ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
 
     # The same model: onnxruntime against `mtrec predict` on the first rows of the test split.
-    test = ipc.open_file(f"{a.data}/test.arrow").read_all()
-    n = min(a.check_rows, test.num_rows)
-    t_ids = np.stack([test.column(c).to_numpy()[:n].astype(np.int64) for c, _ in cats], axis=1)
-    t_num = np.stack([test.column(c).to_numpy()[:n].astype(np.float32) for c in nums], axis=1)
-    got = session(1).run(None, {"ids": t_ids, "numeric": t_num})[0]
+    test, _ = inputs_of(read_split(a.data, "test"), slots)
+    test = pad_lists(test, positions)
+    n = min(a.check_rows, len(test["ids"]))
+    got = session(1).run(None, feed({k: v[:n] for k, v in test.items()}))[0]
     pred = pq.read_table(a.predictions)
-    want = np.stack([pred.column(f"pred.{t}").to_numpy()[:n] for t in tasks], axis=1)
+    want = np.stack([pred.column(c).to_numpy()[:n] for c in columns], axis=1)
     diff = float(np.abs(got - want).max())
     print(json.dumps({"mode": "onnx_check", "label": a.label, "rows": n, "max_abs_diff": diff, "tolerance": a.tolerance,
                       "structure": a.structure, "onnxruntime": ort.__version__}), flush=True)
@@ -255,13 +318,19 @@ def main():
     if not diff <= a.tolerance:
         raise SystemExit(f"onnxruntime's outputs differ from mtrec's by {diff:.2e} (> {a.tolerance}): not the same model")
 
-    # The load generator's batches.
+    # The load generator's batches: the user and context of row k*items, the items of the rows
+    # after it (score), or the rows as they are (batch).
     batches = []
     for k in range(a.requests):
         rows = np.arange(k * a.items, (k + 1) * a.items)
-        if a.endpoint == "score":
-            rows = np.full(a.items, k * a.items)
-        batches.append({"ids": np.ascontiguousarray(ids_all[rows]), "numeric": np.ascontiguousarray(num_all[rows])})
+        batch = {}
+        for name, values in all_rows.items():
+            b = values[rows].copy()
+            if a.endpoint == "score":
+                keep = ~item_columns[name]
+                b[:, keep] = values[np.full(a.items, k * a.items)][:, keep]
+            batch[name] = np.ascontiguousarray(b)
+        batches.append(feed(batch))
 
     sess = session(a.intra_threads)
     start = time.perf_counter()

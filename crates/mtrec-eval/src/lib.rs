@@ -1,7 +1,7 @@
 //! # mtrec-eval
 //!
 //! `mtrec eval` and `mtrec ab`: score one split of an ingest directory with one or two bundles
-//! (and optionally a single-task baseline) through the model's one forward function
+//! (and optionally a single-task baseline) with the model packed for inference
 //! ([`mtrec_model::predict_all`]), hand the scores, labels, masks and ids to
 //! [`mtrec_report`], and write `report.html`, `report.md` and `report.json` into a directory,
 //! atomically (a temporary sibling renamed into place). [`predict`] is `mtrec predict`: the

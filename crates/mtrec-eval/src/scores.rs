@@ -1,5 +1,5 @@
 //! Scoring a split with bundles: the split a bundle can read, and each bundle's outputs for
-//! the reports' tasks through the model's one forward function, shard by shard.
+//! the reports' tasks with the model packed for inference, shard by shard.
 
 use std::path::Path;
 

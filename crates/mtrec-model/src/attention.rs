@@ -31,9 +31,9 @@ pub struct SequencePooling {
     pub length: usize,
     pub dim: usize,
     /// The candidate's columns and the activation unit; `None` pools by the mean.
-    attention: Option<(Range<usize>, Mlp, Linear)>,
+    pub(crate) attention: Option<(Range<usize>, Mlp, Linear)>,
     /// Columns of the item-side embeddings the pooled vector is dotted with.
-    dots: Vec<Range<usize>>,
+    pub(crate) dots: Vec<Range<usize>>,
 }
 
 impl SequencePooling {

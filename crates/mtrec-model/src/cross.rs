@@ -20,7 +20,7 @@ use crate::params::{Linear, Mat, ParamStore, TapeKind};
 
 /// One layer's product: full rank, or low rank (`v` then `u`).
 #[derive(Debug, Clone, PartialEq)]
-enum Product {
+pub(crate) enum Product {
     Full(Linear),
     LowRank { v: Linear, u: Linear },
 }
@@ -28,7 +28,7 @@ enum Product {
 /// A stack of cross layers over inputs of `width` columns; its output has `width` columns too.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CrossNetwork {
-    layers: Vec<Product>,
+    pub(crate) layers: Vec<Product>,
 }
 
 impl CrossNetwork {

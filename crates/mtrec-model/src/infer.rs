@@ -1,5 +1,5 @@
 //! Inference over encoded data, shared by prediction, evaluation, validation and serving: the
-//! model's view of encoded columns, scoring a whole split through the one forward function,
+//! model's view of encoded columns, scoring a whole split with the packed model ([`crate::packed`]),
 //! the validation metrics of a split, and the names of prediction columns.
 
 use std::collections::BTreeMap;
@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use crate::embedding::FeatureData;
 use crate::loss::mean_task_loss;
 use crate::model::{MultiTaskModel, Predictions};
+use crate::packed::PackedModel;
 
 impl<'a> From<&'a FeatureColumn> for FeatureData<'a> {
     fn from(column: &'a FeatureColumn) -> Self {
@@ -27,14 +28,16 @@ pub fn feature_views(columns: &[FeatureColumn]) -> Vec<FeatureData<'_>> {
 }
 
 /// Predictions for every row of `data`, in row order: batches scored in parallel (one per
-/// thread at a time, as training's parts), each exactly as it would be alone.
+/// thread at a time, as training's parts) by the model packed for inference, each exactly as
+/// it would be alone.
 pub fn predict_all(model: &MultiTaskModel, data: &EncodedDataset, batch_size: usize) -> Predictions {
+    let packed = PackedModel::new(model);
     let features = feature_views(&data.features);
     let mut all =
         Predictions { rows: 0, outputs: vec![Vec::new(); model.heads.len()], gates: vec![None; model.heads.len()] };
     let rows: Vec<usize> = (0..data.rows).collect();
     let batches: Vec<Predictions> =
-        rows.par_chunks(batch_size.max(1)).map(|chunk| model.predict(&features, chunk)).collect();
+        rows.par_chunks(batch_size.max(1)).map(|chunk| packed.predict(model, &features, chunk)).collect();
     for p in batches {
         all.rows += p.rows;
         for (acc, out) in all.outputs.iter_mut().zip(p.outputs) {

@@ -19,8 +19,9 @@
 //!   and its gemm 0.15 were the bottleneck (benches/README.md, "Training speed against PyTorch:
 //!   history"). In training, a wide first layer computes its embedding slots once per distinct
 //!   id of the batch ([`fused::InputCodes`], [`MultiTaskModel::forward_coded`]).
-//! - [`model`]: heads and the one forward function used by training, evaluation and serving
-//!   alike.
+//! - [`model`]: heads and the model's forward function on the tape, which training runs.
+//! - [`packed`]: the same function with the weights packed once, over plain buffers: what
+//!   prediction, evaluation, validation and serving score with.
 //! - [`loss`]: each task's loss, on the tape for training and as a number for validation.
 //! - [`infer`]: inference over encoded data: the model's view of encoded columns, a whole
 //!   split scored in batches, its validation metrics, the names of prediction columns.
@@ -110,6 +111,7 @@ pub mod io;
 pub mod layout;
 pub mod loss;
 pub mod model;
+pub mod packed;
 pub mod params;
 pub mod priors;
 mod product;
@@ -124,5 +126,6 @@ pub use fused::InputCodes;
 pub use infer::{feature_views, predict_all, validation_metrics, Validation, ValidationSet};
 pub use loss::Loss;
 pub use model::{Assembled, Forward, Head, MultiTaskModel, Predictions, TaskLosses};
+pub use packed::PackedModel;
 pub use params::{AdamConfig, AdamState, Dev, Mat, ParamStore};
 pub use priors::LabelTotals;

@@ -1,4 +1,4 @@
-//! The multi-task model and its one forward function.
+//! The multi-task model and its forward function on the tape.
 
 use dfdx::prelude::*;
 use mtrec_schema::{FeaturePipeline, Scope, TaskType};
@@ -63,20 +63,20 @@ impl Head {
 
 /// The tasks of one scope and the network that serves them.
 #[derive(Debug, Clone, PartialEq)]
-struct Group {
-    scope: Scope,
+pub(crate) struct Group {
+    pub(crate) scope: Scope,
     /// Dot-product interactions appended to the group's input (pair group only).
-    dots: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    pub(crate) dots: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
     /// The behaviour sequences in the group's input, pooled by attention or the mean
     /// ([`crate::attention`]).
-    sequences: Vec<SequencePooling>,
+    pub(crate) sequences: Vec<SequencePooling>,
     /// Indices into `heads`, in task order.
-    tasks: Vec<usize>,
-    sharing: Sharing,
+    pub(crate) tasks: Vec<usize>,
+    pub(crate) sharing: Sharing,
     /// The cross network and where it sits ([`crate::cross`]).
-    cross: Option<(CrossNetwork, CrossStructure)>,
-    towers: Vec<Mlp>,
-    outputs: Vec<Linear>,
+    pub(crate) cross: Option<(CrossNetwork, CrossStructure)>,
+    pub(crate) towers: Vec<Mlp>,
+    pub(crate) outputs: Vec<Linear>,
 }
 
 /// The model: embedding tables, dense parameters and the structure tying them together.
@@ -87,7 +87,7 @@ pub struct MultiTaskModel {
     pub tables: EmbeddingTables,
     pub params: ParamStore,
     pub heads: Vec<Head>,
-    groups: Vec<Group>,
+    pub(crate) groups: Vec<Group>,
     /// Uncertainty weighting: one log-variance per task.
     pub log_vars: Option<ParamId>,
 }
@@ -295,8 +295,8 @@ impl MultiTaskModel {
         self.groups.iter().flat_map(|g| g.tasks.iter().zip(&g.outputs).map(|(&t, o)| (t, o.b))).collect()
     }
 
-    /// The one forward function: training (with a tape), evaluation and serving (without) all
-    /// call it. `x` is the assembled input.
+    /// The forward function on the tape, which training runs; `x` is the assembled input.
+    /// Scoring runs the same function packed for inference ([`crate::PackedModel`]).
     pub fn forward<T: TapeKind>(&self, x: Mat<T>) -> Forward<T> {
         self.forward_coded(x, None)
     }
@@ -360,7 +360,9 @@ impl MultiTaskModel {
     }
 
     /// Task outputs of `rows`: probabilities for binary tasks, values for regression, class
-    /// probabilities (`B x classes`, row-major) for multiclass.
+    /// probabilities (`B x classes`, row-major) for multiclass. This is the training forward's
+    /// answer; prediction, evaluation and serving score with [`crate::PackedModel`], which
+    /// computes the same (its tests compare the two).
     pub fn predict(&self, data: &[FeatureData<'_>], rows: &[usize]) -> Predictions {
         let out = self.forward(self.assemble(data, rows).input);
         let outputs = self

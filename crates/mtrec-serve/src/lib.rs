@@ -4,8 +4,8 @@
 //! Arrow) and get every task's output for every pair.
 //!
 //! - [`scoring`]: a bundle made ready to serve (model, encoder, feature tables, self-test) and
-//!   the synchronous scoring of requests through the model's one forward function, with the
-//!   encoder ingestion used, so serving and `mtrec predict` agree.
+//!   the synchronous scoring of requests by the model packed for inference (as `mtrec predict`
+//!   scores), with the encoder ingestion used, so serving and `mtrec predict` agree.
 //! - [`repository`]: the catalog of served models: one bundle (`--bundle`), or a versioned
 //!   model repository (`--models DIR`) polled for new versions, with labels and the sticky
 //!   routing of a share of users to a candidate.

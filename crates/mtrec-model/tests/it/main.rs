@@ -3,6 +3,7 @@
 mod common;
 mod gradients;
 mod init;
+mod packed;
 mod product;
 mod scopes;
 mod sharing;

@@ -10,9 +10,9 @@
 //!    `missing` warning says so.
 //!
 //! A request's path, one file each: `json` (or `arrow`) finds and encodes each feature into
-//! encoded columns (`column_builder`), noting what it had to assume (`warnings`); one forward
-//! pass scores every row through the model's one forward function; the outputs become the
-//! answer.
+//! encoded columns (`column_builder`), noting what it had to assume (`warnings`); the model, packed
+//! for inference at load (`mtrec_model::packed`), scores every row, as `mtrec predict` does;
+//! the outputs become the answer.
 
 mod arrow;
 mod column_builder;
@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use mtrec_ingest::table::{load_feature_table, load_feature_table_keyed, FeatureTable};
 use mtrec_model::bundle::{self, Bundle};
 use mtrec_model::infer::feature_views;
+use mtrec_model::PackedModel;
 use mtrec_schema::{EncodedValue, Encoder, FeatureColumn, RawValue, Side, TaskType, TextRules, Transform};
 
 use crate::api::{FeatureInfo, ModelInfo, ModelRef, Record, ScoreRequest, TableInfo, TaskInfo, TaskOutput};
@@ -76,6 +77,8 @@ pub struct TablePaths {
 pub struct ServingModel {
     pub dir: PathBuf,
     pub bundle: Bundle,
+    /// The bundle's model packed for inference once, at load: what every request scores with.
+    packed: PackedModel,
     pub encoder: Encoder,
     pub user_table: Option<FeatureTable>,
     pub item_table: Option<FeatureTable>,
@@ -131,6 +134,7 @@ impl ServingModel {
         let model_ref = ModelRef { name, version: bundle.meta.weights_sha256.chars().take(12).collect() };
         let model = Self {
             dir: dir.to_owned(),
+            packed: PackedModel::new(&bundle.model),
             bundle,
             encoder,
             user_table,
@@ -185,6 +189,12 @@ impl ServingModel {
     pub fn user_key(&self, user: &Record) -> Option<String> {
         let pipeline = self.encoder.pipeline();
         record_id(user, pipeline.ids.user.as_deref()).and_then(|id| id_key(&pipeline.text, id)).map(Cow::into_owned)
+    }
+
+    /// Turns the reuse of what a request's rows share on or off (on by default; see
+    /// `mtrec_model::packed`): off, every row is computed in full, as a plain forward pass.
+    pub fn set_reuse(&mut self, reuse: bool) {
+        self.packed = PackedModel::new(&self.bundle.model).with_reuse(reuse);
     }
 
     /// The model as `GET /v1/models` describes it.
@@ -282,10 +292,10 @@ impl ServingModel {
         Ok(())
     }
 
-    /// The model's one forward function over encoded columns: per task, `n x outputs`.
+    /// The packed model's outputs for encoded columns: per task, `n x outputs`.
     fn forward(&self, columns: &[FeatureColumn], n: usize) -> Vec<Vec<f32>> {
         let rows: Vec<usize> = (0..n).collect();
-        self.bundle.model.predict(&feature_views(columns), &rows).outputs
+        self.packed.predict(&self.bundle.model, &feature_views(columns), &rows).outputs
     }
 
     fn pair_outputs(&self, outputs: &[Vec<f32>], tasks: &[usize], r: usize) -> BTreeMap<String, TaskOutput> {

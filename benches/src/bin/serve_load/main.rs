@@ -3,12 +3,15 @@
 //! one run. Figures and commands: benches/README.md ("Serving: HTTP, in-process and
 //! onnxruntime"); driver: benches/serve.sh.
 //!
-//! Requests are built from raw Census rows (the CSV the model was trained from). Every Census
-//! feature is on the user side and there is no item id, so a `/v1/score` request is one person
-//! (row `k * items`, all its fields as the user) and `items` candidates carrying only an `id`
-//! (the numbers of the rows `k * items ..`): the forward pass is over `items` rows, as for any
-//! other model, but the rows are equal. `--endpoint batch` sends the same rows as a
-//! `/v1/score/batch` of `items` distinct people instead (100 users encoded per request).
+//! Requests (module `requests`) are built from raw Census rows (the CSV the model was trained
+//! from) or from a synthetic log. Every Census feature is on the user side and there is no item
+//! id, so a `/v1/score` request is one person (row `k * items`, all its fields as the user) and
+//! `items` candidates carrying only an `id` (the numbers of the rows `k * items ..`): the rows
+//! are equal, and only the plain forward pass (`--no-reuse`) computes each of them. A synthetic
+//! request is the user and context of row `k * items` and the item ids of rows `k * items ..`,
+//! whose features the server looks up in its item table (`serve_load item-table`).
+//! `--endpoint batch` sends the same rows as a `/v1/score/batch` of `items` independent rows
+//! instead.
 //!
 //! - `serve_load http --url http://127.0.0.1:PORT ...`: N connections (HTTP/1.1 keep-alive), each
 //!   sending requests back to back for D seconds; pairs/s and latency percentiles.
@@ -19,7 +22,8 @@
 //!
 //! Each measurement prints one JSON line on stdout.
 
-use std::io::{BufRead, BufReader};
+mod requests;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,12 +32,14 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand, ValueEnum};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+
+use crate::requests::request_bodies;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -78,11 +84,27 @@ enum Mode {
         /// `mtrec serve`).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Compute every row in full, without the reuse of what a request's rows share: the
+        /// plain forward pass (reported as mode `inprocess_plain`).
+        #[arg(long)]
+        no_reuse: bool,
+        /// The item table the server is given (`mtrec serve --item-features`).
+        #[arg(long)]
+        item_features: Option<PathBuf>,
+    },
+    /// Write the item table of a synthetic log (for `mtrec serve --item-features`).
+    ItemTable {
+        #[arg(long)]
+        synthetic: PathBuf,
+        #[arg(long)]
+        schema: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Endpoint {
+pub(crate) enum Endpoint {
     /// `/v1/score`: one user, `items` candidates.
     Score,
     /// `/v1/score/batch` (JSON): `items` independent rows.
@@ -90,21 +112,25 @@ enum Endpoint {
 }
 
 #[derive(Debug, clap::Args)]
-struct RequestArgs {
-    /// Raw Census file (CSV, optionally gzipped).
+pub(crate) struct RequestArgs {
+    /// Raw Census file (CSV, optionally gzipped): requests of one person each.
+    #[arg(long, required_unless_present = "synthetic", conflicts_with = "synthetic")]
+    census: Option<PathBuf>,
+    /// A synthetic log (`mtrec gen synthetic`, Parquet): requests of one user and context each,
+    /// candidates by id (their features from the item table the server is given).
     #[arg(long)]
-    census: PathBuf,
-    /// Dataset schema of the model (its CSV columns, null values and features).
+    synthetic: Option<PathBuf>,
+    /// Dataset schema of the model (its source columns, null values and features).
     #[arg(long)]
     schema: PathBuf,
     /// Items (pairs) per request.
     #[arg(long, default_value_t = 100)]
-    items: usize,
+    pub(crate) items: usize,
     /// Distinct requests, cycled through.
     #[arg(long, default_value_t = 200)]
-    requests: usize,
+    pub(crate) requests: usize,
     #[arg(long, value_enum, default_value_t = Endpoint::Score)]
-    endpoint: Endpoint,
+    pub(crate) endpoint: Endpoint,
 }
 
 #[derive(Debug, clap::Args)]
@@ -121,88 +147,6 @@ struct RunArgs {
     /// A label copied into the JSON output.
     #[arg(long, default_value = "")]
     label: String,
-}
-
-/// A Census row as request fields: numeric features as JSON numbers, the rest as text, null
-/// values as null.
-fn census_records(census: &Path, schema: &Path, rows: usize) -> Result<Vec<Map<String, Value>>, Error> {
-    let schema: Value = serde_json::from_slice(&std::fs::read(schema)?)?;
-    let csv = &schema["source"]["csv"];
-    let columns: Vec<&str> = csv["columns"]
-        .as_array()
-        .ok_or("the schema has no source.csv.columns")?
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    let nulls: Vec<&str> =
-        csv["null_values"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-    let delimiter = csv["delimiter"].as_str().and_then(|d| d.chars().next()).unwrap_or(',');
-    // (index in the CSV row, field name, numeric?) of every feature's source column, once.
-    let mut fields: Vec<(usize, String, bool)> = Vec::new();
-    for f in schema["features"].as_array().ok_or("the schema has no features")? {
-        let column = f["column"].as_str().or(f["name"].as_str()).ok_or("a feature without a name")?;
-        if fields.iter().any(|(_, c, _)| c == column) {
-            continue;
-        }
-        let index = columns.iter().position(|c| *c == column).ok_or_else(|| format!("no CSV column {column:?}"))?;
-        fields.push((index, column.to_owned(), f["type"] == "numeric"));
-    }
-    let file = std::fs::File::open(census).map_err(|e| format!("{}: {e}", census.display()))?;
-    let reader: Box<dyn BufRead> = if census.extension().is_some_and(|e| e == "gz") {
-        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file)))
-    } else {
-        Box::new(BufReader::new(file))
-    };
-    let mut out = Vec::with_capacity(rows);
-    for line in reader.lines().take(rows) {
-        let line = line?;
-        let cells: Vec<&str> = line.split(delimiter).map(str::trim).collect();
-        let mut record = Map::new();
-        for (index, name, numeric) in &fields {
-            let cell = cells.get(*index).copied().unwrap_or("");
-            let value = if nulls.contains(&cell) {
-                Value::Null
-            } else if *numeric {
-                cell.parse::<f64>()
-                    .ok()
-                    .and_then(serde_json::Number::from_f64)
-                    .map_or_else(|| Value::from(cell), Value::Number)
-            } else {
-                Value::from(cell)
-            };
-            record.insert(name.clone(), value);
-        }
-        out.push(record);
-    }
-    if out.len() < rows {
-        return Err(format!("{}: {} rows, {rows} needed", census.display(), out.len()).into());
-    }
-    Ok(out)
-}
-
-/// The request bodies (JSON) and the path they are posted to.
-fn request_bodies(args: &RequestArgs) -> Result<(&'static str, Vec<Bytes>), Error> {
-    let rows = census_records(&args.census, &args.schema, args.requests * args.items)?;
-    let bodies = (0..args.requests)
-        .map(|k| {
-            let block = k * args.items..(k + 1) * args.items;
-            let body = match args.endpoint {
-                Endpoint::Score => json!({
-                    "user": rows[block.start],
-                    "items": block.map(|r| json!({"id": r.to_string()})).collect::<Vec<_>>(),
-                }),
-                Endpoint::Batch => json!({
-                    "rows": block.map(|r| json!({"user": rows[r], "item": {"id": r.to_string()}})).collect::<Vec<_>>(),
-                }),
-            };
-            Bytes::from(serde_json::to_vec(&body).expect("JSON values serialize"))
-        })
-        .collect();
-    let path = match args.endpoint {
-        Endpoint::Score => "/v1/score",
-        Endpoint::Batch => "/v1/score/batch",
-    };
-    Ok((path, bodies))
 }
 
 /// CPU seconds (user + system, all threads) a process has used so far, from `/proc` (Linux
@@ -382,8 +326,20 @@ fn run_http(
     Ok(())
 }
 
-fn run_inprocess(bundle: &Path, requests: &RequestArgs, run: &RunArgs, single: usize, full: bool) -> Result<(), Error> {
-    let model = Arc::new(mtrec_serve::ServingModel::load(bundle, &mtrec_serve::TablePaths::default())?);
+/// How the in-process run scores.
+struct InprocessOptions {
+    single: usize,
+    full: bool,
+    reuse: bool,
+    item_features: Option<PathBuf>,
+}
+
+fn run_inprocess(bundle: &Path, requests: &RequestArgs, run: &RunArgs, opts: &InprocessOptions) -> Result<(), Error> {
+    let InprocessOptions { single, full, reuse, .. } = *opts;
+    let tables = mtrec_serve::TablePaths { item: opts.item_features.clone(), ..Default::default() };
+    let mut model = mtrec_serve::ServingModel::load(bundle, &tables)?;
+    model.set_reuse(reuse);
+    let model = Arc::new(model);
     let limits =
         mtrec_serve::Limits { max_items: requests.items.max(1000), max_batch_rows: requests.items.max(100_000) };
     let (_, bodies) = request_bodies(requests)?;
@@ -416,7 +372,11 @@ fn run_inprocess(bundle: &Path, requests: &RequestArgs, run: &RunArgs, single: u
     if call(0)? != requests.items {
         return Err("the model answered a different number of results than items".into());
     }
-    let mode = if full { "inprocess_full" } else { "inprocess" };
+    let mode = match (full, reuse) {
+        (true, _) => "inprocess_full",
+        (false, true) => "inprocess",
+        (false, false) => "inprocess_plain",
+    };
 
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(run.warmup);
@@ -485,11 +445,17 @@ fn main() -> Result<(), Error> {
         Mode::Http { url, requests, run, client_threads, server_pid } => {
             run_http(&url, &requests, &run, client_threads, server_pid)
         }
-        Mode::Inprocess { bundle, requests, run, single, full, threads } => {
+        Mode::Inprocess { bundle, requests, run, single, full, threads, no_reuse, item_features } => {
             if threads > 0 {
                 rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
             }
-            run_inprocess(&bundle, &requests, &run, single, full)
+            let opts = InprocessOptions { single, full, reuse: !no_reuse, item_features };
+            run_inprocess(&bundle, &requests, &run, &opts)
+        }
+        Mode::ItemTable { synthetic, schema, out } => {
+            let items = requests::write_item_table(&synthetic, &schema, &out)?;
+            eprintln!("{}: {items} items", out.display());
+            Ok(())
         }
     }
 }
