@@ -52,7 +52,24 @@ impl Dense {
         for r in 0..n {
             out[row(r)].copy_from_slice(&self.b);
         }
-        if self.k > 0 && n > 0 {
+        if self.k > 0 && n == 1 {
+            // faer takes another path for a single row, whose sums round differently: the row
+            // goes through the path of two, so that a row's outputs never depend on how many rows
+            // share its product.
+            let mut two = take(2 * self.k);
+            for (c, v) in x.row(0).iter().enumerate() {
+                (two[c], two[self.k + c]) = (*v, *v);
+            }
+            let mut pair = take(2 * self.m);
+            pair[..self.m].copy_from_slice(&self.b);
+            pair[self.m..].copy_from_slice(&self.b);
+            let dst = MatMut::from_row_major_slice_mut(&mut pair, 2, self.m);
+            matmul(dst, Accum::Add, MatRef::from_row_major_slice(&two, 2, self.k), self.weights(), 1.0, Par::Seq);
+            clean_upper_state();
+            out[row(0)].copy_from_slice(&pair[..self.m]);
+            give(two);
+            give(pair);
+        } else if self.k > 0 && n > 0 {
             // (faer 0.23's `from_row_major_slice_with_stride_mut` swaps the two strides: a view of
             // the whole rows, then of the columns, is the safe way to the block.)
             let dst = MatMut::from_row_major_slice_mut(&mut out[..n * stride], n, stride).subcols_mut(at, self.m);

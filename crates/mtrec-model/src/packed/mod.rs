@@ -5,11 +5,12 @@
 //! copies each weight matrix out of its tensor, and every step allocates tensors. A
 //! [`PackedModel`] copies the dense weights once, when it is built, and then computes the same
 //! function over plain buffers: faer's products on the calling thread, bias and ReLU in one
-//! pass, scratch buffers reused per thread. A batch is split into blocks of rows that run in
-//! parallel on rayon's pool (a fixed split for a given row count, so results do not depend on
-//! the thread count); under concurrent requests the blocks of one request simply run one
-//! after another. The embedding tables are not copied: a packed model scores with the model
-//! it was built from.
+//! pass, scratch buffers reused per thread. A call is split into blocks of rows that run in
+//! parallel on rayon's pool, unless other calls already keep every thread busy (then larger
+//! blocks make larger, more efficient products). A row's outputs do not depend on the other
+//! rows of its block, bit for bit (a test checks it), so neither the split nor what runs beside
+//! a call changes an answer: validation during training stays deterministic. The embedding
+//! tables are not copied: a packed model scores with the model it was built from.
 //!
 //! Rows that share their user and context (a request's candidates) share the first layers'
 //! products over those columns, and a group that sees no candidate runs once per distinct
@@ -41,6 +42,31 @@ use crate::model::{MultiTaskModel, Predictions};
 /// Rows per block of a batch: blocks run in parallel; fewer rows would make the products
 /// less efficient than the parallelism gains.
 const BLOCK_ROWS: usize = 64;
+
+/// Rows per block when every thread of the pool is already scoring another call.
+const BUSY_BLOCK_ROWS: usize = 512;
+
+/// Calls of [`PackedModel::predict`] in progress (in this process), while it is held.
+struct InFlight(usize);
+
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl InFlight {
+    fn enter() -> Self {
+        Self(IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Calls that were in progress when this one entered.
+    fn others(&self) -> usize {
+        self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// One scope group of the model, packed.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,12 +150,21 @@ impl PackedModel {
             model.layout.width == self.width && model.parameter_count() == self.parameters,
             "a packed model scores with the model it was built from"
         );
-        let blocks = rows.len().div_ceil(BLOCK_ROWS).max(1);
-        let block = rows.len().div_ceil(blocks).max(1);
-        let parts: Vec<Predictions> =
-            rows.par_chunks(block).map(|rows| self.predict_block(model, data, rows)).collect();
+        // Blocks of rows keep idle cores busy; when other calls already fill the pool, one
+        // block per call does the same work with larger products.
+        let calls = InFlight::enter();
+        let blocks = match calls.others() + 1 >= rayon::current_num_threads() {
+            true => rows.len().div_ceil(BUSY_BLOCK_ROWS),
+            false => rows.len().div_ceil(BLOCK_ROWS),
+        };
+        // Balanced blocks (sizes differ by one at most).
+        let blocks = blocks.max(1);
+        let parts: Vec<Predictions> = (0..blocks)
+            .into_par_iter()
+            .map(|b| self.predict_block(model, data, &rows[b * rows.len() / blocks..(b + 1) * rows.len() / blocks]))
+            .collect();
         let mut parts = parts.into_iter();
-        let mut all = parts.next().unwrap_or_else(|| self.predict_block(model, data, rows));
+        let mut all = parts.next().expect("at least one block");
         for p in parts {
             all.rows += p.rows;
             all.outputs.iter_mut().zip(p.outputs).for_each(|(a, o)| a.extend(o));

@@ -101,3 +101,37 @@ fn one_user_with_many_candidates_matches_row_by_row() {
         }
     }
 }
+
+/// A row's outputs do not depend on the other rows scored with it (nor on how a call is split
+/// into blocks), bit for bit: validation during training and batch prediction stay
+/// deterministic whatever runs beside them.
+#[test]
+fn a_rows_outputs_do_not_depend_on_the_rest_of_its_call() {
+    let batch = Batch::new();
+    let data = batch.data();
+    let rows: Vec<usize> = (0..150).map(|i| (i * 5) % 6).collect();
+    for (variant, pipeline) in [("", pipeline()), (" with attention", pipeline_with_attention())] {
+        for (name, config) in configs() {
+            let model = perturbed(MultiTaskModel::new(&pipeline, &config, 13).unwrap());
+            for reuse in [false, true] {
+                let packed = PackedModel::new(&model).with_reuse(reuse);
+                let all = packed.predict(&model, &data, &rows);
+                for size in [1, 2, 3, 7, 40, 64, 65, 100] {
+                    let mut at = 0;
+                    for part in rows.chunks(size) {
+                        let got = packed.predict(&model, &data, part);
+                        for (t, (a, o)) in all.outputs.iter().zip(&got.outputs).enumerate() {
+                            let w = o.len() / part.len();
+                            assert_eq!(
+                                &a[at * w..(at + part.len()) * w],
+                                &o[..],
+                                "{name}{variant}, reuse {reuse}: task {t}, rows {at}.. by {size}"
+                            );
+                        }
+                        at += part.len();
+                    }
+                }
+            }
+        }
+    }
+}
