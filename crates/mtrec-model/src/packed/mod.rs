@@ -95,7 +95,7 @@ pub struct PackedModel {
     /// with the model it was built from.
     width: usize,
     parameters: usize,
-    /// Whether rows reuse what they share ([`reuse`]): on unless turned off.
+    /// Whether rows reuse what they share (module `reuse`): on unless turned off.
     reuse: bool,
 }
 
