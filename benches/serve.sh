@@ -28,12 +28,7 @@ mkdir -p "$out"
 results="$out/results.jsonl"
 : >"$results"
 
-onnx=0
-if python3 -c "import onnxruntime, onnx, torch, pyarrow" 2>/dev/null; then
-  onnx=1
-else
-  echo "onnxruntime reference skipped (pip install onnxruntime onnx torch pyarrow numpy to run it)" >&2
-fi
+detect_onnx
 
 schema_of() { case $1 in wide) echo benches/census-wide.schema.json ;; small) echo schemas/census-income.json ;; esac; }
 config_of() { case $1 in wide) echo configs/census-mmoe-wide.json ;; small) echo configs/census-mmoe.json ;; esac; }

@@ -4,6 +4,8 @@
 #   start_server LOG ARGS...   starts `mtrec serve --addr 127.0.0.1:$port ARGS...`, its stderr in
 #                              LOG, and waits for /readyz (printing LOG if the server dies)
 #   stop_server                stops it
+#   detect_onnx                sets onnx=1 where the onnxruntime reference can run (else 0, saying
+#                              how to install it)
 # Sets: bin (mtrec), load (serve_load), work, port, url, server (the running server's pid).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mtrec-target}"
 cargo build --release -q --workspace --bins
@@ -32,4 +34,12 @@ start_server() {
     sleep 0.1
   done
   curl -sf "$url/readyz" >/dev/null
+}
+detect_onnx() {
+  onnx=0
+  if python3 -c "import onnxruntime, onnx, torch, pyarrow" 2>/dev/null; then
+    onnx=1
+  else
+    echo "onnxruntime reference skipped (pip install onnxruntime onnx torch pyarrow numpy to run it)" >&2
+  fi
 }

@@ -25,7 +25,6 @@ onnx and onnxruntime (pip install onnxruntime onnx); no test uses it.
 import argparse
 import json
 import os
-import struct
 import sys
 import tempfile
 import threading
@@ -43,28 +42,8 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from census_torch import MMoE  # noqa: E402
-from mtrec_torch import MtrecMMoE  # noqa: E402
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + n])
-    out = {}
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        assert t["dtype"] == "F32", (name, t["dtype"])
-        a, b = t["data_offsets"]
-        out[name] = torch.from_numpy(np.frombuffer(data[8 + n + a : 8 + n + b], dtype="<f4").reshape(t["shape"]).copy())
-    return out
-
-
-def general_layout(pipeline):
-    from mtrec_torch import layout as mtrec_layout
-
-    return mtrec_layout(pipeline)
+from mtrec_torch import MtrecMMoE, read_safetensors  # noqa: E402
+from mtrec_torch import layout as general_layout  # noqa: E402
 
 
 def layout(pipeline):

@@ -7,6 +7,29 @@ use super::kernels::par_rows;
 use super::pool::{give_buffer, take_buffer, values};
 use crate::params::{take_grad, Mat, TapeKind};
 
+/// A row of logits replaced by its softmax (shared with the packed model, which must compute the
+/// same numbers).
+pub(crate) fn softmax_row(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut total = 0.0;
+    for p in row.iter_mut() {
+        *p = (*p - max).exp();
+        total += *p;
+    }
+    row.iter_mut().for_each(|p| *p /= total);
+}
+
+/// `out += Σ_e p[e] h[e*width..(e+1)*width]` for one row: `h` holds the experts' outputs side by
+/// side, `p` the gate's weights (`out` is `width` long).
+pub(crate) fn mix_row(out: &mut [f32], h: &[f32], p: &[f32]) {
+    let width = out.len();
+    for (e, &pe) in p.iter().enumerate() {
+        for (o, x) in out.iter_mut().zip(&h[e * width..(e + 1) * width]) {
+            *o += pe * x;
+        }
+    }
+}
+
 /// A softmax gate's mixture of experts: `experts` holds `count` experts' outputs side by side
 /// (`B x count*width`), `logits` the gate's logits (`B x count`). Returns the mixture
 /// (`B x width`, `out[b] = Σ_e p[b, e] * experts[b, e*width..(e+1)*width]` with `p` the
@@ -32,24 +55,11 @@ pub fn mix_gates<T: TapeKind>(experts: Mat<T>, logits: Vec<Mat<T>>, count: usize
         let (z, tape_z) = z.split_tape();
         tape = tape.merge(tape_z);
         let mut pv = values(&z);
-        par_rows(&mut pv, count, |_, row| {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut total = 0.0;
-            for p in row.iter_mut() {
-                *p = (*p - max).exp();
-                total += *p;
-            }
-            row.iter_mut().for_each(|p| *p /= total);
-        });
+        par_rows(&mut pv, count, |_, row| softmax_row(row));
         let mut out = take_buffer(n * width);
         out.fill(0.0);
         par_rows(&mut out, width, |b, o| {
-            let hb = &hv[b * count * width..(b + 1) * count * width];
-            for (e, &pe) in pv[b * count..(b + 1) * count].iter().enumerate() {
-                for (o, x) in o.iter_mut().zip(&hb[e * width..(e + 1) * width]) {
-                    *o += pe * x;
-                }
-            }
+            mix_row(o, &hv[b * count * width..(b + 1) * count * width], &pv[b * count..(b + 1) * count])
         });
         let out = dev.tensor_from_vec(out, (n, width));
         outs.push((out.clone(), dev.tensor_from_vec(pv.clone(), (n, count))));

@@ -8,6 +8,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 
 use super::reuse::FirstInput;
 use crate::cpu::clean_upper_state;
+use crate::fused::gates::{mix_row, softmax_row};
 use crate::params::{Linear, ParamStore};
 
 /// `act(x W + b)` with `W` (`k x m`, row-major) and `b` held as plain values.
@@ -144,15 +145,7 @@ pub(crate) fn grouped(layers: &[Dense], x: &[f32], n: usize) -> Vec<f32> {
 
 /// Row-wise softmax of `z` (`rows x count`) in place.
 pub(crate) fn softmax_rows(z: &mut [f32], count: usize) {
-    for row in z.chunks_exact_mut(count) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut total = 0.0;
-        for p in row.iter_mut() {
-            *p = (*p - max).exp();
-            total += *p;
-        }
-        row.iter_mut().for_each(|p| *p /= total);
-    }
+    z.chunks_exact_mut(count).for_each(softmax_row);
 }
 
 /// `out[b] = Σ_e p[b, e] h[b, e*width..(e+1)*width]`: the gate weights `p` (`n x count`)
@@ -161,12 +154,7 @@ pub(crate) fn mixture(h: &[f32], p: &[f32], n: usize, count: usize, width: usize
     let mut out = take(n * width);
     out.fill(0.0);
     for (b, o) in out.chunks_exact_mut(width).enumerate() {
-        let hb = &h[b * count * width..(b + 1) * count * width];
-        for (e, &pe) in p[b * count..(b + 1) * count].iter().enumerate() {
-            for (o, x) in o.iter_mut().zip(&hb[e * width..(e + 1) * width]) {
-                *o += pe * x;
-            }
-        }
+        mix_row(o, &h[b * count * width..(b + 1) * count * width], &p[b * count..(b + 1) * count]);
     }
     out
 }
