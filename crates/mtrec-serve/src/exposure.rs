@@ -23,11 +23,9 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use mtrec_schema::RawValue;
 use polars::prelude::*;
 use prometheus_client::metrics::counter::Counter;
 
-use crate::api::{PairScores, TaskOutput};
 use crate::repository::Arm;
 
 /// Where and how the exposure log is written.
@@ -56,7 +54,11 @@ pub struct Exposure {
     pub version: String,
     pub arm: Arm,
     pub user_id: Option<String>,
-    pub results: Vec<PairScores>,
+    /// The items in request order: each id's text as a category key (a number 1.0 and a string
+    /// "1" are one item), none when the item had no id.
+    pub item_ids: Vec<Option<String>>,
+    /// Every output's column ([`output_column`]'s name) and its values in item order.
+    pub outputs: Vec<(String, Vec<f64>)>,
 }
 
 /// Counters the log keeps (registered in the server's metrics).
@@ -140,22 +142,10 @@ const IDLE_POLL: Duration = Duration::from_millis(10);
 /// The name of an output's column: `binary.<task>` (a probability), `regression.<task>` (the
 /// value in the label's units) or `multiclass.<task>.<class>` (a class's probability). Task names
 /// hold letters, digits and `_` only, so the kind and the task split off at the first two dots.
-fn output_column(task: &str, output: &TaskOutput) -> Vec<String> {
-    match output {
-        TaskOutput::Binary { .. } => vec![format!("binary.{task}")],
-        TaskOutput::Regression { .. } => vec![format!("regression.{task}")],
-        TaskOutput::Multiclass { probabilities, .. } => {
-            probabilities.keys().map(|class| format!("multiclass.{task}.{class}")).collect()
-        }
-    }
-}
-
-/// An output's values, in [`output_column`]'s order.
-fn output_values(output: &TaskOutput, mut push: impl FnMut(f64)) {
-    match output {
-        TaskOutput::Binary { probability } => push(f64::from(*probability)),
-        TaskOutput::Regression { value, .. } => push(*value),
-        TaskOutput::Multiclass { probabilities, .. } => probabilities.values().for_each(|p| push(f64::from(*p))),
+pub fn output_column(kind: &str, task: &str, class: Option<&str>) -> String {
+    match class {
+        Some(class) => format!("{kind}.{task}.{class}"),
+        None => format!("{kind}.{task}"),
     }
 }
 
@@ -175,8 +165,6 @@ struct Rows {
     user_id: StringChunkedBuilder,
     item_id: ListStringChunkedBuilder,
     values: Vec<ListPrimitiveChunkedBuilder<Float64Type>>,
-    /// One request's values of one output, reused.
-    scratch: Vec<Vec<f64>>,
 }
 
 impl Rows {
@@ -189,7 +177,6 @@ impl Rows {
         Self {
             index: outputs.iter().enumerate().map(|(i, name)| (name.clone(), i)).collect(),
             values: outputs.iter().map(|name| list(name)).collect(),
-            scratch: vec![Vec::new(); outputs.len()],
             outputs,
             items: 0,
             time_ms: Vec::with_capacity(requests),
@@ -206,11 +193,9 @@ impl Rows {
         self.time_ms.len()
     }
 
-    /// The output columns of a record (all of its items answer the same tasks).
+    /// The output columns of a record.
     fn columns_of(e: &Exposure) -> Vec<String> {
-        e.results.first().map_or_else(Vec::new, |pair| {
-            pair.scores.iter().flat_map(|(task, output)| output_column(task, output)).collect()
-        })
+        e.outputs.iter().map(|(name, _)| name.clone()).collect()
     }
 
     /// Whether this buffer's columns hold every output of the record.
@@ -218,42 +203,27 @@ impl Rows {
         columns.iter().all(|c| self.index.contains_key(c))
     }
 
-    fn push(&mut self, e: &Exposure, columns: &[String], request: u64) {
+    fn push(&mut self, e: &Exposure, request: u64) {
         self.time_ms.push(e.time_ms);
         self.request.push(request);
         self.model.append_value(&e.model);
         self.version.append_value(&e.version);
         self.arm.append_value(e.arm.as_str());
         self.user_id.append_option(e.user_id.as_deref());
-        // Items keyed as categories are (a number 1.0 and a string "1" are one item).
-        let ids: Vec<Option<std::borrow::Cow<'_, str>>> = e
-            .results
-            .iter()
-            .map(|pair| pair.item_id.as_ref().and_then(RawValue::from_json).and_then(|id| id.category_key()))
-            .collect();
-        self.item_id.append_trusted_len_iter(ids.iter().map(|id| id.as_deref()));
-        let slots: Vec<usize> = columns.iter().map(|c| self.index[c]).collect();
-        self.scratch.iter_mut().for_each(Vec::clear);
-        for pair in &e.results {
-            let mut k = 0;
-            for output in pair.scores.values() {
-                output_values(output, |value| {
-                    if let Some(&slot) = slots.get(k) {
-                        self.scratch[slot].push(value);
-                    }
-                    k += 1;
-                });
-            }
-        }
-        for (slot, values) in self.scratch.iter().enumerate() {
-            if values.len() == e.results.len() && !values.is_empty() {
+        self.item_id.append_trusted_len_iter(e.item_ids.iter().map(Option::as_deref));
+        let mut filled = vec![false; self.values.len()];
+        for (name, values) in &e.outputs {
+            let slot = self.index[name];
+            if values.len() == e.item_ids.len() && !values.is_empty() && !filled[slot] {
                 self.values[slot].append_slice(values);
-            } else {
-                // The version that scored the request has no such output.
-                self.values[slot].append_null();
+                filled[slot] = true;
             }
         }
-        self.items += e.results.len();
+        for (slot, _) in filled.iter().enumerate().filter(|(_, f)| !**f) {
+            // The version that scored the request has no such output.
+            self.values[slot].append_null();
+        }
+        self.items += e.item_ids.len();
     }
 
     /// The buffered requests as a frame; the buffer starts over with the same columns.
@@ -355,7 +325,7 @@ impl Writer {
             union.extend(columns.iter().filter(|c| !union.contains(c)).cloned().collect::<Vec<_>>());
             self.rows = Rows::new(union);
         }
-        self.rows.push(exposure, &columns, self.next_request);
+        self.rows.push(exposure, self.next_request);
         self.next_request += 1;
         self.records += 1;
     }
@@ -428,23 +398,17 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::api::PairScores;
 
     fn record(tasks: &[&str], items: usize) -> Exposure {
-        let scores: BTreeMap<String, TaskOutput> =
-            tasks.iter().map(|t| ((*t).to_owned(), TaskOutput::Binary { probability: 0.25 })).collect();
         Exposure {
             time_ms: 1,
             model: "m".to_owned(),
             version: "1".to_owned(),
             arm: Arm::Stable,
             user_id: Some("u".to_owned()),
-            results: (0..items)
-                .map(|i| PairScores { item_id: Some(serde_json::json!(i)), user_id: None, scores: scores.clone() })
-                .collect(),
+            item_ids: (0..items).map(|i| Some(i.to_string())).collect(),
+            outputs: tasks.iter().map(|t| (output_column("binary", t, None), vec![0.25; items])).collect(),
         }
     }
 
@@ -472,6 +436,6 @@ mod tests {
         assert_eq!(convert.get_as_series(0).unwrap().len(), 1);
         assert!(convert.get_as_series(1).is_none(), "the third request has no convert output");
         let items = first.column("item_id").unwrap().list().unwrap().get_as_series(0).unwrap();
-        assert_eq!(items.str().unwrap().get(1), Some("1"), "numeric ids are logged as their text");
+        assert_eq!(items.str().unwrap().get(1), Some("1"));
     }
 }

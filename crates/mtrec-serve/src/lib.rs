@@ -35,5 +35,5 @@ pub mod server;
 pub use error::{ApiError, ModelLoadError};
 pub use exposure::{ExposureConfig, ExposureLog};
 pub use repository::RepositoryConfig;
-pub use scoring::{Limits, ServingModel, TablePaths};
+pub use scoring::{Answer, Limits, ServingModel, TablePaths};
 pub use server::{app, run, AppState, ServeConfig};

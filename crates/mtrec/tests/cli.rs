@@ -211,7 +211,7 @@ fn a_log_with_constant_columns_trains_predicts_evaluates_and_serves() {
         let request: mtrec_serve::api::ScoreRequest =
             serde_json::from_value(serde_json::json!({"user": {"age": age}, "items": [{}]})).unwrap();
         let answer = model.score(&request, &mtrec_serve::Limits::default()).unwrap();
-        let scores = serde_json::to_value(&answer.results[0].scores).unwrap();
+        let scores = serde_json::to_value(&answer.to_response().results[0].scores).unwrap();
         let click = scores["click"]["probability"].as_f64().unwrap();
         assert!(click > 0.0 && click < 1.0, "age {age}: {scores}");
     }

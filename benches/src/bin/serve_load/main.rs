@@ -357,17 +357,25 @@ fn run_inprocess(bundle: &Path, requests: &RequestArgs, run: &RunArgs, opts: &In
     // One call: what the HTTP handler's CPU work is (`full`) or the scoring alone.
     let call = |k: usize| -> Result<usize, Error> {
         let k = k % bodies.len();
-        let response = match (endpoint, full) {
-            (Endpoint::Score, false) => model.score(&scores[k], &limits),
-            (Endpoint::Batch, false) => model.score_batch(&batches[k], &limits),
-            (Endpoint::Score, true) => model.score(&serde_json::from_slice(&bodies[k])?, &limits),
-            (Endpoint::Batch, true) => model.score_batch(&serde_json::from_slice(&bodies[k])?, &limits),
+        let answered = |answer: Result<mtrec_serve::Answer<'_>, mtrec_serve::ApiError>| -> Result<usize, Error> {
+            let answer = answer.map_err(|e| e.message)?;
+            if full {
+                std::hint::black_box(answer.to_json()?);
+            }
+            Ok(answer.len())
+        };
+        match (endpoint, full) {
+            (Endpoint::Score, false) => answered(model.score(&scores[k], &limits)),
+            (Endpoint::Batch, false) => answered(model.score_batch(&batches[k], &limits)),
+            (Endpoint::Score, true) => {
+                let request: mtrec_serve::api::ScoreRequest = serde_json::from_slice(&bodies[k])?;
+                answered(model.score(&request, &limits))
+            }
+            (Endpoint::Batch, true) => {
+                let request: mtrec_serve::api::BatchRequest = serde_json::from_slice(&bodies[k])?;
+                answered(model.score_batch(&request, &limits))
+            }
         }
-        .map_err(|e| e.message)?;
-        if full {
-            std::hint::black_box(serde_json::to_vec(&response)?);
-        }
-        Ok(response.results.len())
     };
     if call(0)? != requests.items {
         return Err("the model answered a different number of results than items".into());

@@ -3,13 +3,12 @@
 //! answers go through the server's exposure log writer, and the candidate's model is the better
 //! one. The report must find it, and must flag a planted sample-ratio mismatch.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 
 use mtrec_eval::{ab_online, EvalError, OnlineOptions};
 use mtrec_report::{ReportOptions, Verdict};
-use mtrec_serve::api::{PairScores, TaskOutput};
-use mtrec_serve::exposure::{Exposure, ExposureConfig, ExposureCounters, ExposureLog};
+use mtrec_serve::exposure::{output_column, Exposure, ExposureConfig, ExposureCounters, ExposureLog};
 use mtrec_serve::repository::{Arm, Experiment};
 use polars::prelude::*;
 use rand::SeedableRng;
@@ -79,11 +78,8 @@ fn write_experiment(
             version: if arm == Arm::Candidate { "2" } else { "1" }.to_owned(),
             arm,
             user_id: Some(sim.users[r].clone()),
-            results: vec![PairScores {
-                item_id: Some(serde_json::json!(sim.items[r])),
-                user_id: None,
-                scores: BTreeMap::from([("click".to_owned(), TaskOutput::Binary { probability })]),
-            }],
+            item_ids: vec![Some(sim.items[r].clone())],
+            outputs: vec![(output_column("binary", "click", None), vec![f64::from(probability)])],
         });
     }
     log.close();

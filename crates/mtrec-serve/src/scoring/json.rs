@@ -7,13 +7,13 @@ use mtrec_schema::{Lookup, Side};
 
 use super::column_builder::ColumnBuilder;
 use super::warnings::Warnings;
-use super::{id_key, record_id, side_index, Limits, ServingModel};
-use crate::api::{BatchRequest, PairScores, Record, ScoreRequest, ScoreResponse, WarningKind};
+use super::{id_key, record_id, side_index, Answer, Limits, ServingModel};
+use crate::api::{BatchRequest, Record, ScoreRequest, WarningKind};
 use crate::error::ApiError;
 
 impl ServingModel {
     /// `POST /v1/score`: one user, many items, one forward pass.
-    pub fn score(&self, request: &ScoreRequest, limits: &Limits) -> Result<ScoreResponse, ApiError> {
+    pub fn score<'r>(&self, request: &'r ScoreRequest, limits: &Limits) -> Result<Answer<'r>, ApiError> {
         let tasks = self.select_tasks(&request.tasks)?;
         let n = request.items.len();
         if n == 0 {
@@ -27,15 +27,14 @@ impl ServingModel {
             .with_field("items"));
         }
         let mut warnings = Warnings::default();
-        let user = Entity::new(self, Side::User, &request.user, "user", "user", None, &mut warnings);
-        let context = Entity::new(self, Side::Context, &request.context, "context", "context", None, &mut warnings);
-        let items: Vec<Entity<'_>> = request
+        let user = Entity::new(self, Side::User, &request.user, Place::Top("user"), "user", None, &mut warnings);
+        let context =
+            Entity::new(self, Side::Context, &request.context, Place::Top("context"), "context", None, &mut warnings);
+        let items: Vec<Entity<'_, 'r>> = request
             .items
             .iter()
             .enumerate()
-            .map(|(i, item)| {
-                Entity::new(self, Side::Item, item, &format!("items[{i}]"), "items[]", Some(i), &mut warnings)
-            })
+            .map(|(i, item)| Entity::new(self, Side::Item, item, Place::Item(i), "items[]", Some(i), &mut warnings))
             .collect();
         let features = &self.encoder.pipeline().features;
         let mut columns = Vec::with_capacity(features.len());
@@ -59,48 +58,33 @@ impl ServingModel {
             }
             columns.push(column.finish());
         }
-        let outputs = self.forward(&columns, n);
-        let results = (0..n)
-            .map(|r| PairScores {
-                item_id: items[r].id.cloned(),
-                user_id: None,
-                scores: self.pair_outputs(&outputs, &tasks, r),
-            })
-            .collect();
-        Ok(ScoreResponse { model: self.model_ref.clone(), arm: None, results, warnings: warnings.finish() })
+        Ok(Answer {
+            model: self.model_ref.clone(),
+            arm: None,
+            item_ids: items.iter().map(|item| item.id).collect(),
+            user_ids: Vec::new(),
+            tasks: self.task_columns(&self.forward(&columns, n), &tasks),
+            warnings: warnings.finish(),
+        })
     }
 
     /// `POST /v1/score/batch` with a JSON body: independent rows, one forward pass.
-    pub fn score_batch(&self, request: &BatchRequest, limits: &Limits) -> Result<ScoreResponse, ApiError> {
+    pub fn score_batch<'r>(&self, request: &'r BatchRequest, limits: &Limits) -> Result<Answer<'r>, ApiError> {
         let tasks = self.select_tasks(&request.tasks)?;
         let n = request.rows.len();
         self.check_rows(n, limits)?;
         let mut warnings = Warnings::default();
         let mut entities = Vec::with_capacity(n);
         for (r, row) in request.rows.iter().enumerate() {
-            let user = Entity::new(
-                self,
-                Side::User,
-                &row.user,
-                &format!("rows[{r}].user"),
-                "rows[].user",
-                Some(r),
-                &mut warnings,
-            );
-            let item = Entity::new(
-                self,
-                Side::Item,
-                &row.item,
-                &format!("rows[{r}].item"),
-                "rows[].item",
-                Some(r),
-                &mut warnings,
-            );
+            let user =
+                Entity::new(self, Side::User, &row.user, Place::Row(r, "user"), "rows[].user", Some(r), &mut warnings);
+            let item =
+                Entity::new(self, Side::Item, &row.item, Place::Row(r, "item"), "rows[].item", Some(r), &mut warnings);
             let context = Entity::new(
                 self,
                 Side::Context,
                 &row.context,
-                &format!("rows[{r}].context"),
+                Place::Row(r, "context"),
                 "rows[].context",
                 Some(r),
                 &mut warnings,
@@ -116,40 +100,61 @@ impl ServingModel {
             }
             columns.push(column.finish());
         }
-        let outputs = self.forward(&columns, n);
-        let results = (0..n)
-            .map(|r| PairScores {
-                item_id: entities[r][1].id.cloned(),
-                user_id: entities[r][0].id.cloned(),
-                scores: self.pair_outputs(&outputs, &tasks, r),
-            })
-            .collect();
-        Ok(ScoreResponse { model: self.model_ref.clone(), arm: None, results, warnings: warnings.finish() })
+        Ok(Answer {
+            model: self.model_ref.clone(),
+            arm: None,
+            item_ids: entities.iter().map(|[_, item, _]| item.id).collect(),
+            user_ids: entities.iter().map(|[user, _, _]| user.id).collect(),
+            tasks: self.task_columns(&self.forward(&columns, n), &tasks),
+            warnings: warnings.finish(),
+        })
+    }
+}
+
+/// Where an entity is in the request: the prefix of its fields' paths in errors, written out
+/// only when an error names it (not once per item of every request).
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    /// `user`, `context`.
+    Top(&'static str),
+    /// `items[3]`.
+    Item(usize),
+    /// `rows[3].user`.
+    Row(usize, &'static str),
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Top(side) => f.write_str(side),
+            Place::Item(i) => write!(f, "items[{i}]"),
+            Place::Row(r, side) => write!(f, "rows[{r}].{side}"),
+        }
     }
 }
 
 /// A user, item or context object of a request, with its feature-table row.
-struct Entity<'a> {
-    record: &'a Record,
+struct Entity<'m, 'r> {
+    record: &'r Record,
     /// The id as sent (for echoing back).
-    id: Option<&'a serde_json::Value>,
+    id: Option<&'r serde_json::Value>,
     /// The side's id column, when the schema has one.
-    id_column: Option<&'a str>,
-    table: Option<&'a FeatureTable>,
+    id_column: Option<&'m str>,
+    table: Option<&'m FeatureTable>,
     table_row: Option<usize>,
     /// `items[3]`: the prefix of this entity's field paths in errors.
-    path: String,
+    place: Place,
     /// `items[]`: the prefix of its field paths in aggregated warnings.
     warn_path: &'static str,
     index: Option<usize>,
 }
 
-impl<'a> Entity<'a> {
+impl<'m, 'r> Entity<'m, 'r> {
     fn new(
-        model: &'a ServingModel,
+        model: &'m ServingModel,
         side: Side,
-        record: &'a Record,
-        path: &str,
+        record: &'r Record,
+        place: Place,
         warn_path: &'static str,
         index: Option<usize>,
         warnings: &mut Warnings,
@@ -178,7 +183,7 @@ impl<'a> Entity<'a> {
                 warnings.add(format!("{warn_path}.{field}"), WarningKind::IgnoredField, index);
             }
         }
-        Self { record, id, id_column, table, table_row, path: path.to_owned(), warn_path, index }
+        Self { record, id, id_column, table, table_row, place, warn_path, index }
     }
 
     /// Encodes feature `f` of this entity into `column` (request, else table, else null).
@@ -198,7 +203,7 @@ impl<'a> Entity<'a> {
             let (encoded, lookup) = model
                 .encoder
                 .encode_field(f, Some(value))
-                .map_err(|e| ApiError::invalid_field(format!("{}.{}", self.path, e.column), e.message))?;
+                .map_err(|e| ApiError::invalid_field(format!("{}.{}", self.place, e.column), e.message))?;
             // A value that reads as null (`"NaN"`, one of the schema's null values) is a null:
             // it is looked up in the tables, else missing.
             if lookup != Lookup::Null {

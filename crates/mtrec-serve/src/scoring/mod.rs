@@ -14,22 +14,26 @@
 //! for inference at load (`mtrec_model::packed`), scores every row, as `mtrec predict` does;
 //! the outputs become the answer.
 
+mod answer;
 mod arrow;
 mod column_builder;
 mod json;
 mod warnings;
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use mtrec_ingest::table::{load_feature_table, load_feature_table_keyed, FeatureTable};
 use mtrec_model::bundle::{self, Bundle};
 use mtrec_model::infer::feature_views;
 use mtrec_model::PackedModel;
-use mtrec_schema::{EncodedValue, Encoder, FeatureColumn, RawValue, Side, TaskType, TextRules, Transform};
+use mtrec_schema::{EncodedValue, Encoder, FeatureColumn, RawValue, Side, TextRules, Transform};
 
-use crate::api::{FeatureInfo, ModelInfo, ModelRef, Record, ScoreRequest, TableInfo, TaskInfo, TaskOutput};
+pub use answer::Answer;
+use answer::TaskColumn;
+
+use crate::api::{FeatureInfo, ModelInfo, ModelRef, Record, ScoreRequest, TableInfo, TaskInfo};
 use crate::error::{ApiError, ModelLoadError};
 
 /// Request size limits (beyond the body size, which the router enforces).
@@ -156,20 +160,11 @@ impl ServingModel {
             tasks: None,
         };
         let fail = |message: String| ModelLoadError::SelfTest { bundle: self.dir.clone(), message };
-        let response = self.score(&request, &Limits::default()).map_err(|e| fail(e.message))?;
-        for pair in &response.results {
-            for (task, output) in &pair.scores {
-                let finite = match output {
-                    TaskOutput::Binary { probability } => probability.is_finite(),
-                    TaskOutput::Regression { value, .. } => value.is_finite(),
-                    TaskOutput::Multiclass { probabilities, .. } => probabilities.values().all(|p| p.is_finite()),
-                };
-                if !finite {
-                    return Err(fail(format!("task {task:?} gives a non-finite output")));
-                }
-            }
+        let answer = self.score(&request, &Limits::default()).map_err(|e| fail(e.message))?;
+        match answer.tasks.iter().find(|t| !t.all_finite()) {
+            Some(task) => Err(fail(format!("task {:?} gives a non-finite output", task.name))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// A few scoring calls of the size of a typical request, so that the first real requests
@@ -298,27 +293,14 @@ impl ServingModel {
         self.packed.predict(&self.bundle.model, &feature_views(columns), &rows).outputs
     }
 
-    fn pair_outputs(&self, outputs: &[Vec<f32>], tasks: &[usize], r: usize) -> BTreeMap<String, TaskOutput> {
-        tasks
-            .iter()
-            .map(|&t| {
-                let head = &self.bundle.model.heads[t];
-                let out = &outputs[t][r * head.outputs..(r + 1) * head.outputs];
-                let value = match head.kind {
-                    TaskType::Binary => TaskOutput::Binary { probability: out[0] },
-                    TaskType::Regression => TaskOutput::Regression {
-                        value: head.to_label_units(out[0]),
-                        mean: head.label_mean(out[0]),
-                        log1p_value: head.label_log1p.then_some(out[0]),
-                    },
-                    TaskType::Multiclass => TaskOutput::Multiclass {
-                        probabilities: head.classes.iter().cloned().zip(out.iter().copied()).collect(),
-                        top_class: head.classes[mtrec_metrics::predicted_class(out)].clone(),
-                    },
-                };
-                (head.name.clone(), value)
-            })
-            .collect()
+    /// The answer's columns of the requested tasks, sorted by name (a task asked for twice is
+    /// answered once).
+    fn task_columns(&self, outputs: &[Vec<f32>], tasks: &[usize]) -> Vec<TaskColumn> {
+        let heads = &self.bundle.model.heads;
+        let mut tasks = tasks.to_vec();
+        tasks.sort_by(|&a, &b| heads[a].name.cmp(&heads[b].name));
+        tasks.dedup();
+        tasks.iter().map(|&t| TaskColumn::new(&heads[t], &outputs[t])).collect()
     }
 }
 

@@ -13,11 +13,12 @@ use axum::response::{IntoResponse, Response};
 
 use super::routes::{body_bytes, check_json, parse_json};
 use super::{run_cpu, AppState};
-use crate::api::{BatchRequest, ScoreQuery, ScoreRequest, ScoreResponse, ARROW_STREAM};
+use crate::api::{BatchRequest, ScoreQuery, ScoreRequest, ARROW_STREAM};
 use crate::error::ApiError;
 use crate::exposure::{now_ms, Exposure};
 use crate::metrics::ScoreLabels;
 use crate::repository::{Arm, Pin};
+use crate::scoring::Answer;
 
 type Body = Result<Bytes, BytesRejection>;
 type ScoreQueryResult = Result<Query<ScoreQuery>, QueryRejection>;
@@ -69,15 +70,15 @@ struct Scored {
 
 /// The answer as a JSON response, serialized on the scoring thread: a large answer must not
 /// hold an async worker.
-fn serialized(response: &ScoreResponse) -> Result<Response, ApiError> {
-    let bytes = serde_json::to_vec(response).map_err(|e| ApiError::internal(format!("serializing the answer: {e}")))?;
+fn serialized(answer: &Answer<'_>) -> Result<Response, ApiError> {
+    let bytes = answer.to_json().map_err(|e| ApiError::internal(format!("serializing the answer: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
-fn labels(response: &ScoreResponse, arm: Arm) -> ScoreLabels {
+fn labels(answer: &Answer<'_>, arm: Arm) -> ScoreLabels {
     ScoreLabels {
-        model: response.model.name.clone(),
-        version: response.model.version.clone(),
+        model: answer.model.name.clone(),
+        version: answer.model.version.clone(),
         arm: arm.as_str().to_owned(),
     }
 }
@@ -110,20 +111,15 @@ async fn score(
         // Every version of a model name reads users the same way; the stable one says how.
         let user_key = served.stable().and_then(|m| m.user_key(&request.user));
         let (model, arm) = served.resolve(pin.as_ref(), user_key.as_deref())?;
-        let mut response = model.score(&request, &limits)?;
-        response.arm = Some(arm);
-        let (labels, pairs) = (labels(&response, arm), response.results.len() as u64);
-        let serialized = serialized(&response)?;
-        // The answer is serialized: its results move into the record, uncopied.
-        let exposure = logging.then(|| Exposure {
-            time_ms: now_ms(),
-            model: std::mem::take(&mut response.model.name),
-            version: std::mem::take(&mut response.model.version),
-            arm,
-            user_id: user_key,
-            results: std::mem::take(&mut response.results),
-        });
-        Ok(Scored { labels, pairs, exposure, response: serialized })
+        let mut answer = model.score(&request, &limits)?;
+        answer.arm = Some(arm);
+        let exposure = logging.then(|| answer.exposure(now_ms(), arm, user_key));
+        Ok(Scored {
+            labels: labels(&answer, arm),
+            pairs: answer.len() as u64,
+            exposure,
+            response: serialized(&answer)?,
+        })
     })
     .await??;
     Ok(finish(&state, scored, start))
@@ -146,13 +142,13 @@ async fn batch(
     if !arrow {
         let scored = run_cpu(move || -> Result<Scored, ApiError> {
             let request: BatchRequest = parse_json(&body)?;
-            let mut response = model.score_batch(&request, &limits)?;
-            response.arm = Some(arm);
+            let mut answer = model.score_batch(&request, &limits)?;
+            answer.arm = Some(arm);
             Ok(Scored {
-                labels: labels(&response, arm),
-                pairs: response.results.len() as u64,
+                labels: labels(&answer, arm),
+                pairs: answer.len() as u64,
                 exposure: None,
-                response: serialized(&response)?,
+                response: serialized(&answer)?,
             })
         })
         .await??;
