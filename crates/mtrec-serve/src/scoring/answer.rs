@@ -5,8 +5,7 @@
 
 use mtrec_model::Head;
 use mtrec_schema::{RawValue, TaskType};
-use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct};
-use serde::{Serialize, Serializer};
+use serde_json::ser::{CompactFormatter, Formatter};
 
 use crate::api::{ApiWarning, ModelRef, PairScores, ScoreResponse, TaskOutput};
 use crate::exposure::{output_column, Exposure};
@@ -161,9 +160,8 @@ impl<'r> Answer<'r> {
 
     /// The answer's JSON: the bytes `serde_json::to_vec(&self.to_response())` would give.
     pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
-        // About 40 bytes a task and 30 a pair besides: one allocation for most answers.
-        let mut bytes = Vec::with_capacity(256 + self.len() * (32 + 40 * self.tasks.len()));
-        serde_json::to_writer(&mut bytes, self)?;
+        let mut bytes = Vec::with_capacity(1024);
+        self.write_json(&mut bytes)?;
         Ok(bytes)
     }
 
@@ -186,116 +184,143 @@ impl<'r> Answer<'r> {
     }
 }
 
-impl Serialize for Answer<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut answer = serializer.serialize_struct("ScoreResponse", 3 + usize::from(self.arm.is_some()))?;
-        answer.serialize_field("model", &self.model)?;
-        if let Some(arm) = &self.arm {
-            answer.serialize_field("arm", arm)?;
-        }
-        answer.serialize_field("results", &Results(self))?;
-        answer.serialize_field("warnings", &self.warnings)?;
-        answer.end()
+/// `"name":`, escaped as JSON: the key of a task or a class, written once per answer.
+fn json_key(name: &str) -> Vec<u8> {
+    let mut key = json_string(name);
+    key.push(b':');
+    key
+}
+
+fn json_string(text: &str) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(text.len() + 2);
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut bytes, text);
+    bytes
+}
+
+/// A number as serde_json writes it: its shortest form, `null` when not finite.
+fn write_f32(out: &mut Vec<u8>, value: f32) {
+    if value.is_finite() {
+        let _ = CompactFormatter.write_f32(out, value);
+    } else {
+        out.extend_from_slice(b"null");
     }
 }
 
-struct Results<'a>(&'a Answer<'a>);
-
-impl Serialize for Results<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let answer = self.0;
-        let mut results = serializer.serialize_seq(Some(answer.len()))?;
-        for r in 0..answer.len() {
-            results.serialize_element(&Pair { answer, r })?;
-        }
-        results.end()
+fn write_f64(out: &mut Vec<u8>, value: f64) {
+    if value.is_finite() {
+        let _ = CompactFormatter.write_f64(out, value);
+    } else {
+        out.extend_from_slice(b"null");
     }
 }
 
-/// One pair of the answer, written as [`PairScores`].
-struct Pair<'a> {
-    answer: &'a Answer<'a>,
-    r: usize,
+/// A task's keys as JSON, escaped once per answer: the task's, and a multiclass task's classes
+/// (as keys and as `top_class` values).
+struct TaskKeys {
+    task: Vec<u8>,
+    class_keys: Vec<Vec<u8>>,
+    class_names: Vec<Vec<u8>>,
 }
 
-impl Serialize for Pair<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let (item_id, user_id) = (self.answer.item_ids[self.r], self.answer.user_ids.get(self.r).copied().flatten());
-        let mut pair = serializer.serialize_struct("PairScores", 1 + item_id.iter().len() + user_id.iter().len())?;
-        if let Some(id) = item_id {
-            pair.serialize_field("item_id", id)?;
+impl TaskKeys {
+    fn new(task: &TaskColumn) -> Self {
+        let classes: &[String] = match &task.values {
+            TaskValues::Multiclass { classes, .. } => classes,
+            _ => &[],
+        };
+        Self {
+            task: json_key(&task.name),
+            class_keys: classes.iter().map(|c| json_key(c)).collect(),
+            class_names: classes.iter().map(|c| json_string(c)).collect(),
         }
-        if let Some(id) = user_id {
-            pair.serialize_field("user_id", id)?;
-        }
-        pair.serialize_field("scores", &Scores(self))?;
-        pair.end()
     }
 }
 
-struct Scores<'a>(&'a Pair<'a>);
-
-impl Serialize for Scores<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let Pair { answer, r } = *self.0;
-        let mut scores = serializer.serialize_map(Some(answer.tasks.len()))?;
-        for task in &answer.tasks {
-            scores.serialize_entry(&task.name, &Output { task, r })?;
-        }
-        scores.end()
-    }
-}
-
-/// One task's output of one pair, written as [`TaskOutput`].
-struct Output<'a> {
-    task: &'a TaskColumn,
-    r: usize,
-}
-
-impl Serialize for Output<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let r = self.r;
-        match &self.task.values {
+impl TaskColumn {
+    /// Row `r`'s output, written as [`TaskOutput`]'s JSON.
+    fn write_json(&self, keys: &TaskKeys, r: usize, out: &mut Vec<u8>) {
+        match &self.values {
             TaskValues::Binary(p) => {
-                let mut output = serializer.serialize_struct("Binary", 1)?;
-                output.serialize_field("probability", &p[r])?;
-                output.end()
+                out.extend_from_slice(br#"{"probability":"#);
+                write_f32(out, p[r]);
             }
             TaskValues::Regression { value, mean, log1p_value } => {
-                let fields = 1 + usize::from(mean.is_some()) + usize::from(log1p_value.is_some());
-                let mut output = serializer.serialize_struct("Regression", fields)?;
-                output.serialize_field("value", &value[r])?;
+                out.extend_from_slice(br#"{"value":"#);
+                write_f64(out, value[r]);
                 if let Some(mean) = mean {
-                    output.serialize_field("mean", &mean[r])?;
+                    out.extend_from_slice(br#","mean":"#);
+                    write_f64(out, mean[r]);
                 }
                 if let Some(log1p) = log1p_value {
-                    output.serialize_field("log1p_value", &log1p[r])?;
+                    out.extend_from_slice(br#","log1p_value":"#);
+                    write_f32(out, log1p[r]);
                 }
-                output.end()
             }
             TaskValues::Multiclass { classes, probabilities, top } => {
                 let k = classes.len();
-                let mut output = serializer.serialize_struct("Multiclass", 2)?;
-                output.serialize_field(
-                    "probabilities",
-                    &ClassProbabilities(classes, &probabilities[r * k..(r + 1) * k]),
-                )?;
-                output.serialize_field("top_class", &classes[top[r]])?;
-                output.end()
+                out.extend_from_slice(br#"{"probabilities":{"#);
+                for (c, p) in probabilities[r * k..(r + 1) * k].iter().enumerate() {
+                    if c > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(&keys.class_keys[c]);
+                    write_f32(out, *p);
+                }
+                out.extend_from_slice(br#"},"top_class":"#);
+                out.extend_from_slice(&keys.class_names[top[r]]);
             }
         }
+        out.push(b'}');
     }
 }
 
-struct ClassProbabilities<'a>(&'a [String], &'a [f32]);
-
-impl Serialize for ClassProbabilities<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (class, p) in self.0.iter().zip(self.1) {
-            map.serialize_entry(class, p)?;
+impl Answer<'_> {
+    /// Writes the answer's JSON: [`ScoreResponse`]'s fields in its order, the numbers and
+    /// strings formatted by serde_json, the keys escaped once per answer rather than per pair.
+    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.extend_from_slice(br#"{"model":"#);
+        serde_json::to_writer(&mut *out, &self.model)?;
+        if let Some(arm) = &self.arm {
+            out.extend_from_slice(br#","arm":"#);
+            serde_json::to_writer(&mut *out, arm)?;
         }
-        map.end()
+        out.extend_from_slice(br#","results":["#);
+        let keys: Vec<TaskKeys> = self.tasks.iter().map(TaskKeys::new).collect();
+        let start = out.len();
+        for r in 0..self.len() {
+            if r == 1 {
+                // The other pairs take about as many bytes as the first: one allocation for all.
+                out.reserve((self.len() - 1) * (out.len() - start + 16) + 256);
+            }
+            if r > 0 {
+                out.push(b',');
+            }
+            out.push(b'{');
+            if let Some(id) = self.item_ids[r] {
+                out.extend_from_slice(br#""item_id":"#);
+                serde_json::to_writer(&mut *out, id)?;
+                out.push(b',');
+            }
+            if let Some(id) = self.user_ids.get(r).copied().flatten() {
+                out.extend_from_slice(br#""user_id":"#);
+                serde_json::to_writer(&mut *out, id)?;
+                out.push(b',');
+            }
+            out.extend_from_slice(br#""scores":{"#);
+            for (t, (task, keys)) in self.tasks.iter().zip(&keys).enumerate() {
+                if t > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&keys.task);
+                task.write_json(keys, r, out);
+            }
+            out.extend_from_slice(b"}}");
+        }
+        out.extend_from_slice(br#"],"warnings":"#);
+        serde_json::to_writer(&mut *out, &self.warnings)?;
+        out.push(b'}');
+        Ok(())
     }
 }
 
@@ -335,9 +360,11 @@ mod tests {
 
     #[test]
     fn the_json_is_the_response_types_json_byte_for_byte() {
-        let ids = [json!(1.0), json!("i2")];
+        let ids = [json!(1.0), json!("i\"2\u{1}\n")];
         let users = [json!(7)];
-        let model = ModelRef { name: "m".to_owned(), version: "v1".to_owned() };
+        let model = ModelRef { name: "m\"".to_owned(), version: "v1".to_owned() };
+        // Names that JSON must escape sort after the others' (the answer keeps tasks by name).
+        let odd = head("zz\"task\\", TaskType::Multiclass, &["b\"q", "\u{e9}\t"]);
         let warning = ApiWarning {
             field: "items[].x".to_owned(),
             kind: crate::api::WarningKind::Missing,
@@ -349,7 +376,7 @@ mod tests {
             arm: None,
             item_ids: vec![Some(&ids[0]), None, Some(&ids[1])],
             user_ids: Vec::new(),
-            tasks: tasks(),
+            tasks: [tasks(), vec![TaskColumn::new(&odd, &[0.5, 0.5, f32::INFINITY, 1.0, 0.0, 0.0])]].concat(),
             warnings: vec![warning],
         };
         let batch = Answer {
