@@ -4,6 +4,7 @@
 //! also has its training-scale columns, `pred.<task>.log1p` and `label.<task>.log1p`.
 
 use std::path::Path;
+use std::sync::mpsc::sync_channel;
 
 use mtrec_ingest::encoded::Columns;
 use mtrec_ingest::progress::Progress;
@@ -15,14 +16,57 @@ use polars::prelude::*;
 
 use crate::EvalError;
 
+/// How a Parquet output is compressed (`mtrec predict --compression`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// Fast, and read by every Parquet reader.
+    #[default]
+    Snappy,
+    /// Parquet's LZ4_RAW: as fast as Snappy; older readers lack it.
+    Lz4,
+    /// The smallest files, for a little more CPU time.
+    Zstd,
+    None,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "snappy" => Ok(Self::Snappy),
+            "lz4" => Ok(Self::Lz4),
+            "zstd" => Ok(Self::Zstd),
+            "none" => Ok(Self::None),
+            _ => Err(format!("unknown compression {s:?} (snappy, lz4, zstd or none)")),
+        }
+    }
+}
+
+impl Compression {
+    fn parquet(self) -> ParquetCompression {
+        match self {
+            Self::Snappy => ParquetCompression::Snappy,
+            Self::Lz4 => ParquetCompression::Lz4Raw,
+            Self::Zstd => ParquetCompression::Zstd(None),
+            Self::None => ParquetCompression::Uncompressed,
+        }
+    }
+}
+
 /// Scores split `split` of the ingest directory `data` with `bundle` and writes `out`; returns
 /// the row count. The split is read and written shard by shard (one Parquet row group or Arrow
-/// record batch each), so memory holds one shard whatever the split's size.
+/// record batch each), so memory holds a couple of shards whatever the split's size.
+///
+/// A thread writes (and compresses) each shard's predictions while the next shard is read
+/// and scored: done in turn, writing left one of the two cores of a small machine idle. The
+/// writer takes one table at a time (a rendezvous channel), so at most two are in memory.
 pub fn predict(
     bundle: &Bundle,
     data: &Path,
     split: Split,
     out: &Path,
+    compression: Compression,
     batch_size: usize,
     progress: bool,
 ) -> Result<usize, EvalError> {
@@ -32,30 +76,42 @@ pub fn predict(
     let io_error = |source| EvalError::Write { path: out.to_owned(), source };
     let table_error = |source| EvalError::Table { path: out.to_owned(), source };
     let mut staged = StagedFile::new(out).map_err(io_error)?;
-    let mut writer: Option<TableWriter> = None;
-    let mut rows = 0;
-    // An empty split still gets a file with every column.
-    let parts = shards.shard_count().max(1);
-    for i in 0..parts {
-        let ds = if shards.shard_count() == 0 {
-            mtrec_ingest::encoded::empty_dataset(split, &bundle.pipeline, Columns::All)
-        } else {
-            shards.read(i, Columns::All)?
-        };
-        let mut df = prediction_frame(bundle, &ds, batch_size).map_err(table_error)?;
-        rows += df.height();
-        let w = match &mut writer {
-            Some(w) => w,
-            None => {
-                let file = staged.file().try_clone().map_err(io_error)?;
-                writer.insert(TableWriter::new(format, file, &df).map_err(table_error)?)
+    let file = staged.file().try_clone().map_err(io_error)?;
+    let rows = std::thread::scope(|scope| -> Result<usize, EvalError> {
+        let (write_tx, write_rx) = sync_channel::<DataFrame>(0);
+        let writer = scope.spawn(move || -> PolarsResult<()> {
+            let mut writer: Option<TableWriter> = None;
+            for mut df in write_rx {
+                let w = match &mut writer {
+                    Some(w) => w,
+                    None => writer.insert(TableWriter::new(format, compression, file.try_clone()?, &df)?),
+                };
+                w.write(&mut df)?;
             }
-        };
-        w.write(&mut df).map_err(table_error)?;
-        bar.advance(df.height());
-    }
+            // No part at all: scoring failed before the first, and says why.
+            writer.map_or(Ok(()), TableWriter::finish)
+        });
+        let mut rows = 0;
+        // An empty split still gets a file with every column.
+        for i in 0..shards.shard_count().max(1) {
+            let ds = if shards.shard_count() == 0 {
+                mtrec_ingest::encoded::empty_dataset(split, &bundle.pipeline, Columns::All)
+            } else {
+                shards.read(i, Columns::All)?
+            };
+            let df = prediction_frame(bundle, &ds, batch_size).map_err(table_error)?;
+            drop(ds);
+            rows += df.height();
+            bar.advance(df.height());
+            if write_tx.send(df).is_err() {
+                break; // the writer failed: its error is below
+            }
+        }
+        drop(write_tx);
+        writer.join().expect("the prediction writer does not panic").map_err(table_error)?;
+        Ok(rows)
+    })?;
     bar.finish();
-    writer.expect("at least one part").finish().map_err(table_error)?;
     staged.commit().map_err(io_error)?;
     Ok(rows)
 }
@@ -109,9 +165,17 @@ enum TableWriter {
 }
 
 impl TableWriter {
-    fn new(format: TableFormat, file: std::fs::File, first: &DataFrame) -> PolarsResult<Self> {
+    fn new(
+        format: TableFormat,
+        compression: Compression,
+        file: std::fs::File,
+        first: &DataFrame,
+    ) -> PolarsResult<Self> {
         Ok(match format {
-            TableFormat::Parquet => TableWriter::Parquet(Box::new(ParquetWriter::new(file).batched(first.schema())?)),
+            TableFormat::Parquet => {
+                let writer = ParquetWriter::new(file).with_compression(compression.parquet());
+                TableWriter::Parquet(Box::new(writer.batched(first.schema())?))
+            }
             TableFormat::Ipc => {
                 let arrow = first.schema().to_arrow(CompatLevel::oldest());
                 let fields = polars_arrow::io::ipc::write::default_ipc_fields(arrow.iter_values());

@@ -387,6 +387,9 @@ struct PredictArgs {
     /// Output file: .parquet or .arrow.
     #[arg(long)]
     out: PathBuf,
+    /// Compression of a Parquet output: snappy, lz4, zstd (the smallest, a little slower) or none.
+    #[arg(long, default_value = "snappy")]
+    compression: mtrec_eval::predict::Compression,
     #[arg(long, default_value_t = 8192)]
     batch_size: usize,
     /// Worker threads (0: one per core).
@@ -578,8 +581,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => {
             init_threads(args.threads)?;
             let bundle = mtrec_model::bundle::load(&args.bundle)?;
-            let rows =
-                mtrec_eval::predict::predict(&bundle, &args.data, args.split, &args.out, args.batch_size, !args.quiet)?;
+            let rows = mtrec_eval::predict::predict(
+                &bundle,
+                &args.data,
+                args.split,
+                &args.out,
+                args.compression,
+                args.batch_size,
+                !args.quiet,
+            )?;
             println!("wrote {} ({rows} rows)", args.out.display());
             Ok(())
         }

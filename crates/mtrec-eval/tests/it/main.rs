@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use mtrec_eval::predict::predict;
+use mtrec_eval::predict::{predict, Compression};
 use mtrec_eval::{ab, eval, EvalError, EvalOptions};
 use mtrec_model::ArchitectureConfig;
 use mtrec_schema::Split;
@@ -192,7 +192,7 @@ fn predict_writes_every_task_for_every_row() {
     let fx = fixture();
     let bundle = mtrec_model::bundle::load(&fx.mmoe).unwrap();
     let out = fx.root.join("pred.parquet");
-    let rows = predict(&bundle, &fx.ingest, Split::Test, &out, 1000, false).unwrap();
+    let rows = predict(&bundle, &fx.ingest, Split::Test, &out, Compression::default(), 1000, false).unwrap();
     let df = polars::prelude::ParquetReader::new(std::fs::File::open(&out).unwrap()).finish().unwrap();
     use polars::prelude::SerReader;
     assert_eq!(df.height(), rows);
@@ -236,7 +236,7 @@ fn regression_outputs_and_labels_are_in_the_labels_units() {
     assert!((variance - valid_rmse * valid_rmse).abs() <= 1e-12 * variance, "{variance} vs {valid_rmse}²");
 
     let out = fx.root.join("pred-units.parquet");
-    predict(&bundle, &fx.ingest, Split::Test, &out, 1000, false).unwrap();
+    predict(&bundle, &fx.ingest, Split::Test, &out, Compression::default(), 1000, false).unwrap();
     let df = polars::prelude::ParquetReader::new(std::fs::File::open(&out).unwrap()).finish().unwrap();
     let rows: Vec<usize> = f64_column(&df, "id.row").into_iter().map(|r| r.unwrap() as usize).collect();
     let (pred, log1p, mean) =
@@ -275,7 +275,8 @@ fn regression_outputs_and_labels_are_in_the_labels_units() {
 }
 
 /// The test split in shards of 150 rows: `predict` writes one row group per shard and `eval`
-/// gathers them, with the same rows and the same report as from one shard.
+/// gathers them, with the same rows and the same report as from one shard (whatever the
+/// compression); a shard that cannot be read fails the command and leaves no output.
 #[test]
 fn predict_and_eval_read_the_split_shard_by_shard() {
     use polars::prelude::SerReader;
@@ -292,15 +293,25 @@ fn predict_and_eval_read_the_split_shard_by_shard() {
     let bundle = mtrec_model::bundle::load(&fx.mmoe).unwrap();
     let read = |path: &Path| polars::prelude::ParquetReader::new(std::fs::File::open(path).unwrap()).finish().unwrap();
     let (one, many) = (fx.root.join("pred-one.parquet"), fx.root.join("pred-many.parquet"));
-    predict(&bundle, &fx.ingest, Split::Test, &one, 1000, false).unwrap();
-    predict(&bundle, &sharded, Split::Test, &many, 1000, false).unwrap();
+    predict(&bundle, &fx.ingest, Split::Test, &one, Compression::default(), 1000, false).unwrap();
+    predict(&bundle, &sharded, Split::Test, &many, Compression::Zstd, 1000, false).unwrap();
     let (one, many) = (read(&one), read(&many));
     assert!(one.equals_missing(&many), "the same rows and predictions");
+
     let metrics = |data: &Path, out: &str| {
         let report = eval(&fx.mmoe, &EvalOptions { data: data.to_owned(), ..options() }, &fx.root.join(out)).unwrap();
         serde_json::to_value(&report.tasks).unwrap()
     };
     assert_eq!(metrics(&fx.ingest, "eval-one"), metrics(&sharded, "eval-many"));
+
+    // A shard that cannot be read stops the command with its path, and leaves no output.
+    let manifest = mtrec_ingest::encoded::load_manifest(&sharded).unwrap();
+    let second = sharded.join(&manifest.test.shards[1].file);
+    std::fs::write(&second, b"not an Arrow file").unwrap();
+    let failed = fx.root.join("pred-failed.parquet");
+    let error = predict(&bundle, &sharded, Split::Test, &failed, Compression::Lz4, 1000, false).unwrap_err();
+    assert!(error.to_string().contains(&second.display().to_string()), "{error}");
+    assert!(!failed.exists(), "no half-written output");
 }
 
 #[test]
@@ -321,11 +332,14 @@ fn predict_refuses_data_encoded_with_another_pipeline_or_format() {
     })
     .unwrap();
     let out = fx.root.join("refused-pred.parquet");
-    let err = predict(&bundle, &fx.root.join("other"), Split::Test, &out, 1000, false).unwrap_err().to_string();
+    let err = predict(&bundle, &fx.root.join("other"), Split::Test, &out, Compression::default(), 1000, false)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("was encoded with another feature pipeline than the bundle's"), "{err}");
     assert!(!out.exists());
     let csv = fx.root.join("pred.csv");
-    let err = predict(&bundle, &fx.ingest, Split::Test, &csv, 1000, false).unwrap_err().to_string();
+    let err =
+        predict(&bundle, &fx.ingest, Split::Test, &csv, Compression::default(), 1000, false).unwrap_err().to_string();
     assert!(err.contains("pred.csv: unknown output format"), "{err}");
     assert!(!csv.exists());
 }
