@@ -172,8 +172,9 @@ def inputs_of(t, slots):
         padded = np.zeros((n, len(lists), width), np.int64)
         for j, c in enumerate(cols):
             offsets, flat = c.offsets.to_numpy(), c.values.to_numpy()
-            for r in range(n):
-                padded[r, j, : offsets[r + 1] - offsets[r]] = flat[offsets[r] : offsets[r + 1]]
+            row = np.repeat(np.arange(n), lengths[:, j])
+            position = np.arange(offsets[-1] - offsets[0]) - np.repeat(offsets[:-1] - offsets[0], lengths[:, j])
+            padded[row, j, position] = flat[offsets[0] : offsets[-1]]
         out["lists"], out["lengths"] = padded, lengths
     side = lambda group: np.array([s["side"] == "item" for s in group], dtype=bool)
     item = {"ids": side(ids), "values": side(values), "lists": side(lists), "lengths": side(lists)}
