@@ -1,7 +1,7 @@
 //! A scored JSON request, task by task: the model's output columns, written out as the answer's
 //! JSON ([`crate::api::ScoreResponse`]'s exact bytes) and as an exposure record without building
 //! a map per pair. The answer of a 100-item request is a few columns instead of 100 maps with a
-//! copy of every task name, and its JSON is written in one buffer sized up front.
+//! copy of every task name, and its JSON is written in one buffer, sized from its first pair.
 
 use mtrec_model::Head;
 use mtrec_schema::{RawValue, TaskType};
