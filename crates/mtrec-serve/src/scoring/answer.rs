@@ -43,10 +43,8 @@ impl TaskColumn {
             TaskType::Binary => TaskValues::Binary(outputs.to_vec()),
             TaskType::Regression => TaskValues::Regression {
                 value: outputs.iter().map(|&o| head.to_label_units(o)).collect(),
-                mean: head
-                    .residual_variance
-                    .filter(|_| head.label_log1p)
-                    .map(|_| outputs.iter().filter_map(|&o| head.label_mean(o)).collect()),
+                // `label_mean` is known for every row or for none: the head decides.
+                mean: outputs.iter().map(|&o| head.label_mean(o)).collect(),
                 log1p_value: head.label_log1p.then(|| outputs.to_vec()),
             },
             TaskType::Multiclass => {
