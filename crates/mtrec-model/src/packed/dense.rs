@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
+use super::panels::Panels;
 use super::reuse::FirstInput;
 use crate::cpu::clean_upper_state;
 use crate::fused::gates::{mix_row, softmax_row};
@@ -18,15 +19,39 @@ pub(crate) struct Dense {
     pub(crate) m: usize,
     w: Vec<f32>,
     b: Vec<f32>,
+    /// `W` packed for the AVX-512 kernel, where the CPU and the layer's width take it.
+    panels: Option<Panels>,
     /// For a layer reading a group's input, the layer split by its input columns
     /// ([`super::reuse::ColumnSplit::split`]).
     pub(crate) parts: Option<Box<[Dense; 2]>>,
 }
 
+/// `n` rows of a row-major buffer, `stride` values each, of which a layer reads its `k`
+/// inputs from column `at` on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rows<'a> {
+    pub(crate) values: &'a [f32],
+    pub(crate) n: usize,
+    pub(crate) stride: usize,
+    pub(crate) at: usize,
+}
+
+impl<'a> Rows<'a> {
+    /// The `n` rows of `values`, every value of them.
+    pub(crate) fn whole(values: &'a [f32], n: usize, width: usize) -> Self {
+        Self { values, n, stride: width, at: 0 }
+    }
+}
+
 impl Dense {
     pub(crate) fn new(store: &ParamStore, layer: &Linear) -> Self {
         let shape = store.shape(layer.w);
-        Self { k: shape[0], m: shape[1], w: store.values(layer.w), b: store.values(layer.b), parts: None }
+        Self::from_values(shape[0], shape[1], store.values(layer.w), store.values(layer.b))
+    }
+
+    fn from_values(k: usize, m: usize, w: Vec<f32>, b: Vec<f32>) -> Self {
+        let panels = Panels::new(&w, k, m);
+        Self { k, m, w, b, panels, parts: None }
     }
 
     /// The layer restricted to the input columns `columns` (in that order): the rows of `W`
@@ -37,22 +62,27 @@ impl Dense {
             w.extend_from_slice(&self.w[c * self.m..(c + 1) * self.m]);
         }
         let b = if bias { self.b.clone() } else { vec![0.0; self.m] };
-        Self { k: columns.len(), m: self.m, w, b, parts: None }
+        Self::from_values(columns.len(), self.m, w, b)
     }
 
     fn weights(&self) -> MatRef<'_, f32> {
         MatRef::from_row_major_slice(&self.w, self.k, self.m)
     }
 
-    /// `act(x W + b)` into columns `at..at + m` of `out`, row-major with `stride` values per row
-    /// (`x`: `n x k`, any strides).
-    pub(crate) fn apply_into(&self, x: MatRef<'_, f32>, out: &mut [f32], stride: usize, at: usize, relu: bool) {
-        let n = x.nrows();
-        debug_assert!(x.ncols() == self.k && at + self.m <= stride && out.len() >= n * stride);
+    /// `act(x W + b)` into columns `at..at + m` of `out`, row-major with `stride` values per row.
+    pub(crate) fn apply_into(&self, x: Rows<'_>, out: &mut [f32], stride: usize, at: usize, relu: bool) {
+        let n = x.n;
+        debug_assert!(x.at + self.k <= x.stride && x.values.len() >= n * x.stride);
+        debug_assert!(at + self.m <= stride && out.len() >= n * stride);
+        if let Some(panels) = &self.panels {
+            panels.apply(&x.values[x.at..], x.stride, n, &self.b, out, stride, at, relu);
+            return;
+        }
         let row = |r: usize| r * stride + at..r * stride + at + self.m;
         for r in 0..n {
             out[row(r)].copy_from_slice(&self.b);
         }
+        let x = MatRef::from_row_major_slice(&x.values[..n * x.stride], n, x.stride).subcols(x.at, self.k);
         if self.k > 0 && n == 1 {
             // faer takes another path for a single row, whose sums round differently: the row
             // goes through the path of two, so that a row's outputs never depend on how many rows
@@ -87,7 +117,7 @@ impl Dense {
     /// `act(x W + b)` for the `n` rows of `x` (row-major `n x k`), in a scratch buffer.
     pub(crate) fn apply(&self, x: &[f32], n: usize, relu: bool) -> Vec<f32> {
         let mut out = take(n * self.m);
-        self.apply_into(MatRef::from_row_major_slice(x, n, self.k), &mut out, self.m, 0, relu);
+        self.apply_into(Rows::whole(x, n, self.k), &mut out, self.m, 0, relu);
         out
     }
 }
@@ -136,9 +166,8 @@ pub(crate) fn grouped(layers: &[Dense], x: &[f32], n: usize) -> Vec<f32> {
     let (k, m) = (layers[0].k, layers[0].m);
     let (width_in, width_out) = (layers.len() * k, layers.len() * m);
     let mut out = take(n * width_out);
-    let input = MatRef::from_row_major_slice(x, n, width_in);
     for (g, layer) in layers.iter().enumerate() {
-        layer.apply_into(input.subcols(g * k, k), &mut out, width_out, g * m, true);
+        layer.apply_into(Rows { values: x, n, stride: width_in, at: g * k }, &mut out, width_out, g * m, true);
     }
     out
 }
@@ -208,7 +237,7 @@ mod tests {
     fn dense(k: usize, m: usize, seed: f32) -> Dense {
         let w = (0..k * m).map(|i| ((i as f32 + seed) * 0.37).sin()).collect();
         let b = (0..m).map(|i| ((i as f32 - seed) * 0.11).cos()).collect();
-        Dense { k, m, w, b, parts: None }
+        Dense::from_values(k, m, w, b)
     }
 
     fn reference(layer: &Dense, x: &[f32], n: usize, relu: bool) -> Vec<f32> {

@@ -2,9 +2,7 @@
 //! functions as their taped forms in [`crate::arch`] and [`crate::cross`], in the same order
 //! of operations.
 
-use faer::MatRef;
-
-use super::dense::{give, grouped, mixture, side_by_side, softmax_rows, take, Chain, Dense};
+use super::dense::{give, grouped, mixture, side_by_side, softmax_rows, take, Chain, Dense, Rows};
 use super::reuse::FirstInput;
 use crate::arch::{ExpertBank, Sharing};
 use crate::cross::{CrossNetwork, Product};
@@ -106,7 +104,7 @@ impl Bank {
                 let mut out = take(n * width);
                 for (e, (layers, layer)) in experts.iter().enumerate() {
                     let crossed = cross(layers, x, n);
-                    layer.apply_into(MatRef::from_row_major_slice(&crossed, n, layer.k), &mut out, width, e * m, true);
+                    layer.apply_into(Rows::whole(&crossed, n, layer.k), &mut out, width, e * m, true);
                     give(crossed);
                 }
                 out

@@ -9,9 +9,7 @@
 //! by position, so a batch of rows from a few users gains as well. The sums are the same up to
 //! rounding; the parity tests hold it to the training forward.
 
-use faer::MatRef;
-
-use super::dense::{give, take, Dense};
+use super::dense::{give, take, Dense, Rows};
 
 /// The columns of a group's input that do not depend on the candidate (`shared`), and the rest.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -121,7 +119,7 @@ impl<'a> FirstInput<'a> {
         let m = layer.m;
         let once = shared.apply(&split.shared, split.distinct, false);
         let mut out = take(self.n * m);
-        rest.apply_into(MatRef::from_row_major_slice(&split.rest, self.n, rest.k), &mut out, m, 0, false);
+        rest.apply_into(Rows::whole(&split.rest, self.n, rest.k), &mut out, m, 0, false);
         for (row, &u) in out.chunks_exact_mut(m).zip(&split.of_row) {
             let add = &once[u * m..(u + 1) * m];
             for (o, a) in row.iter_mut().zip(add) {

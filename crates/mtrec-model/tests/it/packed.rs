@@ -1,7 +1,9 @@
 //! The model packed for inference against the training forward: the same outputs and gate
 //! weights for every architecture and head kind, with product tasks and attention pooling, in
-//! batches of one block and of several, with and without the reuse of what rows share.
+//! batches of one block and of several, with and without the reuse of what rows share; and
+//! with layers wide enough for the packed layers' AVX-512 kernel, where the CPU has it.
 
+use mtrec_model::{ArchitectureConfig as A, ModelConfig};
 use mtrec_model::{MultiTaskModel, PackedModel, Predictions};
 
 use crate::common::{configs, pipeline, pipeline_with_attention, pipeline_with_product, Batch};
@@ -19,6 +21,27 @@ fn perturbed(mut model: MultiTaskModel) -> MultiTaskModel {
         model.params.set_values(id, &values);
     }
     model
+}
+
+/// Every architecture's small configuration, and some with layers of more than 16 outputs
+/// (narrower ones keep faer's products), of widths that are not whole panels.
+fn all_configs() -> Vec<(&'static str, ModelConfig)> {
+    let base = ModelConfig { tower_layers: vec![18], ..Default::default() };
+    let wide = [
+        (
+            "wide_mmoe",
+            ModelConfig { architecture: A::Mmoe { experts: 3, expert_layers: vec![40, 20] }, ..base.clone() },
+        ),
+        (
+            "wide_ple",
+            ModelConfig {
+                architecture: A::Ple { shared_experts: 2, task_experts: 1, expert_layers: vec![33], levels: 2 },
+                ..base.clone()
+            },
+        ),
+        ("wide_shared_bottom", ModelConfig { architecture: A::SharedBottom { layers: vec![70, 17] }, ..base.clone() }),
+    ];
+    configs().into_iter().chain(wide).collect()
 }
 
 fn assert_same(name: &str, packed: &Predictions, reference: &Predictions) {
@@ -53,7 +76,7 @@ fn packed_models_compute_the_training_forward() {
         (" with a product task", pipeline_with_product()),
         (" with attention", pipeline_with_attention()),
     ];
-    for (name, config) in configs() {
+    for (name, config) in all_configs() {
         for (variant, pipeline) in &pipelines {
             let model = perturbed(MultiTaskModel::new(pipeline, &config, 5).unwrap());
             for reuse in [true, false] {
@@ -92,7 +115,7 @@ fn one_user_with_many_candidates_matches_row_by_row() {
     let data = batch.data();
     let rows: Vec<usize> = (0..n).collect();
     for (variant, pipeline) in [("", pipeline()), (" with attention", pipeline_with_attention())] {
-        for (name, config) in configs() {
+        for (name, config) in all_configs() {
             let model = perturbed(MultiTaskModel::new(&pipeline, &config, 11).unwrap());
             let got = PackedModel::new(&model).predict(&model, &data, &rows);
             assert_same(&format!("{name}{variant}"), &got, &model.predict(&data, &rows));
@@ -111,7 +134,7 @@ fn a_rows_outputs_do_not_depend_on_the_rest_of_its_call() {
     let data = batch.data();
     let rows: Vec<usize> = (0..150).map(|i| (i * 5) % 6).collect();
     for (variant, pipeline) in [("", pipeline()), (" with attention", pipeline_with_attention())] {
-        for (name, config) in configs() {
+        for (name, config) in all_configs() {
             let model = perturbed(MultiTaskModel::new(&pipeline, &config, 13).unwrap());
             for reuse in [false, true] {
                 let packed = PackedModel::new(&model).with_reuse(reuse);
