@@ -19,7 +19,7 @@ pub(crate) struct Dense {
     pub(crate) m: usize,
     w: Vec<f32>,
     b: Vec<f32>,
-    /// `W` packed for the AVX-512 kernel, where the CPU and the layer's width take it.
+    /// `W` packed for a SIMD kernel, where the CPU and the layer's width take it.
     panels: Option<Panels>,
     /// For a layer reading a group's input, the layer split by its input columns
     /// ([`super::reuse::ColumnSplit::split`]).

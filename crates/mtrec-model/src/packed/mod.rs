@@ -4,10 +4,10 @@
 //! Training's forward pass ([`MultiTaskModel::forward`]) runs on dfdx's tape: every call
 //! copies each weight matrix out of its tensor, and every step allocates tensors. A
 //! [`PackedModel`] copies the dense weights once, when it is built, and then computes the same
-//! function over plain buffers: on CPUs with AVX-512, layers of more than 16 outputs multiply
-//! with weights packed once for the crate's own kernel (`panels`), adding the bias and applying
-//! the ReLU as it stores; other layers use faer's products, then bias and ReLU in one pass;
-//! all on the calling thread, with scratch buffers reused per thread. A call is split into blocks of rows that run in
+//! function over plain buffers: on CPUs with AVX-512 or AVX2, layers wider than one vector
+//! multiply with weights packed once for the crate's own kernels (`panels`), adding the bias and
+//! applying the ReLU as they store; other layers use faer's products, then bias and ReLU in one
+//! pass; all on the calling thread, with scratch buffers reused per thread. A call is split into blocks of rows that run in
 //! parallel on rayon's pool, unless other calls already keep every thread busy (then larger
 //! blocks make larger, more efficient products). A row's outputs do not depend on the other
 //! rows of its block, bit for bit (a test checks it), so neither the split nor what runs beside
@@ -21,7 +21,7 @@
 //! - `dense`: packed layers, softmax mixtures and scratch buffers;
 //! - `input`: a group's input (its columns, dot products, pooled sequences);
 //! - `network`: the sharing architectures, expert banks and cross networks;
-//! - `panels`: weights packed for the AVX-512 kernel, and the kernel;
+//! - `panels`: weights packed for the SIMD kernels, and the kernels;
 //! - `reuse`: what a request's rows share, computed once.
 //!
 //! Tests check it against the training forward for every architecture and head kind.

@@ -1,7 +1,7 @@
 //! The model packed for inference against the training forward: the same outputs and gate
 //! weights for every architecture and head kind, with product tasks and attention pooling, in
 //! batches of one block and of several, with and without the reuse of what rows share; and
-//! with layers wide enough for the packed layers' AVX-512 kernel, where the CPU has it.
+//! with layers wide enough for the packed layers' SIMD kernels, where the CPU has one.
 
 use mtrec_model::{ArchitectureConfig as A, ModelConfig};
 use mtrec_model::{MultiTaskModel, PackedModel, Predictions};
@@ -24,7 +24,8 @@ fn perturbed(mut model: MultiTaskModel) -> MultiTaskModel {
 }
 
 /// Every architecture's small configuration, and some with layers of more than 16 outputs
-/// (narrower ones keep faer's products), of widths that are not whole panels.
+/// (narrower ones keep faer's products on CPUs with AVX-512), of widths that are not whole
+/// panels.
 fn all_configs() -> Vec<(&'static str, ModelConfig)> {
     let base = ModelConfig { tower_layers: vec![18], ..Default::default() };
     let wide = [
